@@ -1,0 +1,280 @@
+"""Source text → typed tree, with every syntax problem collected as a diagnostic.
+
+A file is first scanned (cheaply, with one regular expression) for the things that must never
+reach the parser: bytes that are not UTF-8 text, a file too large to be a journey file, brackets
+nested deeper than any journey needs. The scan also cuts the file into chunks at each top-level
+keyword (`policy`, `segment`, `journey`, `test` at the start of a line, outside any bracket), and
+each chunk is parsed on its own: a syntax error in one journey does not hide the errors of the
+next one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast as A
+from .builder import AstBuilder
+from .diagnostics import Diagnostic, Diagnostics, Severity, Span
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: ~30,000 lines; far beyond any hand-written journey file
+MAX_NESTING = 64  # brackets and braces
+MAX_TREE_DEPTH = 200  # expression and step nesting in the typed tree
+
+TOP_LEVEL = ("policy", "segment", "journey", "test")
+
+_SCAN = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"'  # a string
+    r"|#[^\n]*"  # a comment
+    r"|[{}\[\]()]"  # a bracket
+    r"|(?m:^(?:policy|segment|journey|test)\b)"  # a top-level keyword at the start of a line
+)
+
+
+@lru_cache(maxsize=1)
+def parser() -> Lark:
+    """The LALR parser, built once per process; Lark caches the analysed grammar on disk."""
+    return Lark(
+        GRAMMAR.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        strict=True,
+        propagate_positions=True,
+        maybe_placeholders=True,
+        cache=True,
+    )
+
+
+@dataclass
+class ParseResult:
+    file: A.SourceFile
+    diagnostics: list[Diagnostic]
+    lines: list[str]
+
+
+def decode(data: bytes, path: str, diags: Diagnostics) -> str | None:
+    if len(data) > MAX_FILE_BYTES:
+        diags.error(
+            "J005",
+            f"file is too large to be a journey file ({len(data) / 1e6:.1f} MB; the limit is "
+            f"{MAX_FILE_BYTES / 1e6:.1f} MB)",
+            Span.point(path, 1, 1),
+            "split the journeys into several files",
+        )
+        return None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line, col = _line_col(data, nul)
+        diags.error("J004", "file holds binary data (a NUL byte), not journey text", Span.point(path, line, col),
+                    "journey files are UTF-8 text; is this the right file?")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _line_col(data, e.start)
+        diags.error("J004", f"file is not UTF-8 text (byte 0x{data[e.start]:02x})", Span.point(path, line, col),
+                    "save the file as UTF-8")
+        return None
+    return text.removeprefix("\ufeff")
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    return line, offset - start + 1
+
+
+def parse_file(path: str | Path, display: str | None = None) -> ParseResult:
+    p = Path(path)
+    display = display or str(path)
+    diags = Diagnostics()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        diags.error("J008", f"cannot read file: {e.strerror or e}", Span.point(display, 1, 1))
+        return ParseResult(A.SourceFile(display, ()), diags.items, [])
+    text = decode(data, display, diags)
+    if text is None:
+        return ParseResult(A.SourceFile(display, ()), diags.items, [])
+    return parse_text(text, display)
+
+
+def parse_text(text: str, path: str = "<string>") -> ParseResult:
+    diags = Diagnostics()
+    lines = text.splitlines()
+    if not text.strip():
+        diags.warning("J007", "file is empty: it declares nothing", Span.point(path, 1, 1),
+                      "add a journey, a segment or a policy, or delete the file")
+        return ParseResult(A.SourceFile(path, ()), diags.items, lines)
+    chunks = _chunks(text, path, diags)
+    items: list = []
+    for start, end, line_offset in chunks:
+        items.extend(_parse_chunk(text[start:end], path, line_offset, diags))
+    return ParseResult(A.SourceFile(path, tuple(items)), diags.items, lines)
+
+
+def _chunks(text: str, path: str, diags: Diagnostics) -> list[tuple[int, int, int]]:
+    """(start, end, line offset) of each top-level chunk; reports brackets nested too deep."""
+    starts = [0]
+    depth = 0
+    too_deep_reported = False
+    for m in _SCAN.finditer(text):
+        tok = m.group()
+        c = tok[0]
+        if c in "{[(":
+            depth += 1
+            if depth > MAX_NESTING and not too_deep_reported:
+                too_deep_reported = True
+                line = text.count("\n", 0, m.start()) + 1
+                col = m.start() - text.rfind("\n", 0, m.start())
+                diags.error("J006", f"brackets nested more than {MAX_NESTING} deep", Span.point(path, line, col),
+                            "flatten the journey: nest fewer `if` blocks and parentheses")
+        elif c in "}])":
+            depth = max(0, depth - 1)
+        elif c.isalpha() and depth == 0 and m.start() > 0:
+            starts.append(m.start())
+    if too_deep_reported:
+        return []
+    bounds = []
+    line = 0
+    for i, s in enumerate(starts):
+        e = starts[i + 1] if i + 1 < len(starts) else len(text)
+        bounds.append((s, e, line))
+        line += text.count("\n", s, e)
+    return bounds
+
+
+def _parse_chunk(chunk: str, path: str, line_offset: int, diags: Diagnostics) -> list:
+    try:
+        tree = parser().parse(chunk)
+    except UnexpectedInput as e:
+        diags.items.append(_syntax_diagnostic(e, chunk, path, line_offset))
+        return []
+    try:
+        items = AstBuilder(path, line_offset).transform(tree)
+    except VisitError as e:  # a builder bug must not look like the user's fault, but must not crash either
+        diags.error("J000", f"internal error while reading this file: {e.orig_exc!r}", Span.point(path, line_offset + 1, 1),
+                    "please report this with the file attached")
+        return []
+    kept = []
+    for item in items:
+        depth = _depth(item)
+        if depth > MAX_TREE_DEPTH:
+            diags.error("J006", f"this {type(item).__name__.lower()} is nested {depth} levels deep "
+                        f"(the limit is {MAX_TREE_DEPTH})", item.span, "split the condition into segments")
+        else:
+            kept.append(item)
+    return kept
+
+
+def _depth(node: A.Node) -> int:
+    deepest = 0
+    stack = [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        if d > deepest:
+            deepest = d
+        stack.extend((c, d + 1) for c in n.children())
+    return deepest
+
+
+# ------------------------------------------------------------------------ syntax errors
+
+_FRIENDLY = {
+    "STRING": "a quoted string",
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "DURATION": "a duration such as `15m`",
+    "TIME": "a time of day such as `10:00`",
+    "DATE": "a date such as `2026-03-02`",
+    "OFFSET": "an offset such as `+03:00`",
+    "PERCENT": "a percentage such as `50%`",
+    "CMP": "a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
+    "REENTER_MODE": "`never`, `always` or `after`",
+    "WAIT_OUTCOME": "`event` or `timeout`",
+    "$END": "the end of the file",
+}
+
+
+def _terminal_text(name: str) -> str:
+    if name in _FRIENDLY:
+        return _FRIENDLY[name]
+    try:
+        term = parser().get_terminal(name)
+    except KeyError:
+        return name.lower()
+    if term.pattern.type == "str":
+        return f"`{term.pattern.value}`"
+    return name.lower()
+
+
+def _keyword_choices(expected: set[str]) -> list[str]:
+    words = []
+    for name in expected:
+        try:
+            term = parser().get_terminal(name)
+        except KeyError:
+            continue
+        if term.pattern.type == "str" and term.pattern.value.isalpha():
+            words.append(term.pattern.value)
+        elif name in ("REENTER_MODE", "WAIT_OUTCOME"):
+            words.extend({"REENTER_MODE": ["never", "always", "after"], "WAIT_OUTCOME": ["event", "timeout"]}[name])
+    if "FIRST" in expected:
+        words.append("first")
+    if "LAST" in expected:
+        words.append("last")
+    return sorted(set(words))
+
+
+def _expected_list(expected: set[str]) -> str:
+    names = sorted({_terminal_text(n) for n in expected})
+    if len(names) > 8:
+        names = names[:8] + ["…"]
+    return ", ".join(names)
+
+
+def _syntax_diagnostic(e: UnexpectedInput, chunk: str, path: str, line_offset: int) -> Diagnostic:
+    line = (e.line if e.line and e.line > 0 else chunk.count("\n") + 1) + line_offset
+    col = e.column if e.column and e.column > 0 else 1
+    if isinstance(e, UnexpectedCharacters):
+        ch = chunk[e.pos_in_stream] if e.pos_in_stream < len(chunk) else ""
+        if ch == '"':
+            return Diagnostic("J002", Severity.ERROR, "this string is never closed", Span.point(path, line, col),
+                              'close it with `"` on the same line (strings cannot span lines)')
+        if ch.isdigit():
+            m = re.match(r"\d+(?:\.\d+)?\w*", chunk[e.pos_in_stream:])
+            return Diagnostic("J001", Severity.ERROR, f"unexpected `{m.group() if m else ch}`",
+                              Span.point(path, line, col, len(m.group()) if m else 1),
+                              f"expected {_expected_list(set(e.allowed or ()))}")
+        shown = ch if ch.isprintable() else repr(ch)
+        return Diagnostic("J001", Severity.ERROR, f"unexpected character `{shown}`", Span.point(path, line, col),
+                          f"expected {_expected_list(set(e.allowed or ()))}" if e.allowed else None)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        expected = set(getattr(e, "expected", ()) or ())
+        last_line = chunk.rstrip().count("\n") + 1 + line_offset
+        last_col = len(chunk.rstrip().split("\n")[-1]) + 1
+        help = "a `}` is missing" if "RBRACE" in expected else f"expected {_expected_list(expected)}"
+        return Diagnostic("J001", Severity.ERROR, "unexpected end of the file", Span.point(path, last_line, last_col),
+                          help)
+    assert isinstance(e, UnexpectedToken)
+    tok: Token = e.token
+    width = max(1, len(tok.value))
+    span = Span(path, line, col, line, col + width) if tok.end_line in (None, tok.line) else Span.point(path, line, col, width)
+    expected = set(e.expected or ())
+    if tok.type == "NAME" or (tok.value.isalpha() and tok.type not in ("STRING",)):
+        words = _keyword_choices(expected)
+        close = difflib.get_close_matches(tok.value, words, n=1, cutoff=0.6)
+        if close:
+            return Diagnostic("J003", Severity.ERROR, f"unknown word `{tok.value}`", span, f"did you mean `{close[0]}`?")
+        if words and tok.type == "NAME":
+            return Diagnostic("J001", Severity.ERROR, f"unexpected `{tok.value}`", span,
+                              f"expected {_expected_list(expected)}")
+    return Diagnostic("J001", Severity.ERROR, f"unexpected `{tok.value}`", span, f"expected {_expected_list(expected)}")
