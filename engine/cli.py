@@ -1,11 +1,91 @@
-"""The `journeys` command line."""
+"""The `journeys` command line. Exit codes: 0 clean (warnings allowed), 1 problems found, 2 usage error."""
 
 from __future__ import annotations
 
-import typer
+import enum
+import json
+import sys
+from pathlib import Path
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Journeys: customer journeys as code.")
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from journeys.checker import check_project
+from journeys.codes import CODES, explain as explain_code
+from journeys.diagnostics import Diagnostic, render
+from journeys.project import Project, load_project
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Journeys: customer journeys as code.")
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+def _usage_error(message: str) -> typer.Exit:
+    Console(stderr=True).print(Text(f"error: {message}", style="bold red"))
+    return typer.Exit(2)
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise _usage_error(f"{path}: no such file or directory")
+    return path
+
+
+def print_diagnostics(project: Project, diagnostics: list[Diagnostic], console: Console) -> None:
+    for d in diagnostics:
+        lines = project.lines.get(d.span.file, []) if d.span else []
+        source = lines[d.span.line - 1] if d.span and 0 < d.span.line <= len(lines) else None
+        text = render(d, source)
+        head, _, rest = text.partition("\n")
+        style = "bold red" if d.is_error else "bold yellow"
+        console.print(Text(head, style=style))
+        if rest:
+            console.print(Text(rest), highlight=False)
+        console.print()
+
+
+@app.command()
+def check(
+    path: Path = typer.Argument(Path("."), help="A project directory (with journeys.toml), or one file."),
+    format: Format = typer.Option(Format.text, "--format", help="text for people, json for CI annotations."),
+) -> None:
+    """Check every journey, segment, policy, template and scenario; report every problem."""
+    _existing(path)
+    project = load_project(path)
+    diagnostics = check_project(project).sorted()
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    if format is Format.json:
+        for d in diagnostics:
+            sys.stdout.write(json.dumps(d.as_json(), ensure_ascii=False) + "\n")
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        print_diagnostics(project, diagnostics, console)
+        files = len(project.journey_files) + len(project.test_files)
+        summary = (f"checked {files} file{'s' if files != 1 else ''}, {len(project.journeys)} journeys, "
+                   f"{len(project.segments)} segments, {len(project.scenarios)} scenarios: "
+                   f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
+        console.print(Text(summary, style="bold red" if errors else "bold green"))
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
+def explain(code: str = typer.Argument(..., help="A diagnostic code such as J001.")) -> None:
+    """Print the long explanation of a diagnostic code."""
+    found = explain_code(code)
+    if found is None:
+        raise _usage_error(f"unknown code `{code}`; codes are {', '.join(CODES)}")
+    typer.echo(f"{found.code}: {found.title}\n\n{found.explanation}")
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

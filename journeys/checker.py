@@ -1,0 +1,395 @@
+"""`journeys check`: every problem of every file of a project, collected in one pass.
+
+The checks read the typed tree and the project's configuration and templates; they never stop at
+the first problem, and they never raise for anything the parser accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from apscheduler.triggers.cron import CronTrigger
+
+from . import ast as A
+from .diagnostics import Diagnostics
+from .expr_check import ExprChecker, Scope
+from .functions import CAP_CHANNELS, CHANNELS, EVERY_DAYS
+from .config import locate
+from .diagnostics import Span
+from .project import CONFIG_FILE, Project, display_path
+from .scenario_check import check_scenarios
+from .suggest import did_you_mean
+from .templates import ALWAYS_PROVIDED, PROVIDED_BY_CHANNEL
+
+
+def slug(name: str) -> str:
+    """The journey's name as it appears in step paths."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def check_project(project: Project) -> Diagnostics:
+    """All diagnostics of a loaded project: loading and syntax first, then the checks below."""
+    diags = Diagnostics()
+    diags.extend(project.diagnostics)
+    segments = {s.name.value for s in project.segments}
+    ex = ExprChecker(diags, segments)
+    _check_uniqueness(project, diags)
+    for policy in project.policies:
+        _check_policy(policy, ex)
+    for segment in project.segments:
+        ex.expr(segment.condition, Scope())
+    _check_segment_cycles(project.segments, diags)
+    for journey in project.journeys:
+        JourneyChecker(project, ex, diags).check(journey)
+    _check_audience_sync(project, diags)
+    check_scenarios(project, diags)
+    return diags
+
+
+def _check_audience_sync(project: Project, diags: Diagnostics) -> None:
+    """Each audience syncs to declared ad connectors; the span points into journeys.toml."""
+    cfg_display = display_path(project.root / CONFIG_FILE)
+    lines = project.lines.get(cfg_display, [])
+    declared = project.declared.get("connectors", set())
+    for name, audience in project.config.audiences.items():
+        for target in audience.sync:
+            connector = project.config.connectors.get(target)
+            if connector is None and target not in declared:
+                line, col = locate(lines, ("audiences", name, "sync"))
+                diags.error("J014", f"audience `{name}` syncs to `{target}`, which is not a connector",
+                            Span.point(cfg_display, line, col, 4),
+                            did_you_mean(target, declared, quote='"',
+                                         otherwise=f"declare it under [connectors.{target}] with channel = \"ads\""))
+            elif connector is not None and connector.channel != "ads":
+                line, col = locate(lines, ("audiences", name, "sync"))
+                diags.error("J014", f"audience `{name}` syncs to `{target}`, a {connector.channel} connector",
+                            Span.point(cfg_display, line, col, 4), "an audience syncs to connectors with channel = \"ads\"")
+
+
+def _check_uniqueness(project: Project, diags: Diagnostics) -> None:
+    seen: dict[str, A.Journey] = {}
+    for j in project.journeys:
+        key = slug(j.name.value)
+        if key in seen:
+            first = seen[key].name
+            same = first.value == j.name.value
+            diags.error("J021", f"journey `{j.name.value}` is declared twice" if same else
+                        f"journey `{j.name.value}` has the same step paths as `{first.value}` ({key}/...)",
+                        j.name.span, f"the first one is at {first.span}; rename one of them")
+        else:
+            seen[key] = j
+    segs: dict[str, A.Segment] = {}
+    for s in project.segments:
+        if s.name.value in segs:
+            diags.error("J022", f"segment `{s.name.value}` is declared twice", s.name.span,
+                        f"the first one is at {segs[s.name.value].name.span}; rename or remove one")
+        else:
+            segs[s.name.value] = s
+    for extra in project.policies[1:]:
+        diags.error("J023", "a project has one policy block; this is another one", extra.span,
+                    f"merge it into the policy at {project.policies[0].span}")
+
+
+def _check_policy(policy: A.Policy, ex: ExprChecker) -> None:
+    zones = [s for s in policy.statements if isinstance(s, A.TimezoneDecl)]
+    for s in policy.statements:
+        if isinstance(s, A.TimezoneDecl):
+            ex.timezone(s.name)
+        elif isinstance(s, A.Cap):
+            _check_cap(s, ex)
+        elif isinstance(s, A.QuietHours):
+            _check_quiet(s, ex)
+    for extra in zones[1:]:
+        ex.diags.error("J024", "the policy sets its timezone twice", extra.span, f"keep the one at {zones[0].span}")
+
+
+def _check_cap(cap: A.Cap, ex: ExprChecker) -> None:
+    for rule in cap.rules:
+        if rule.channel.value not in CAP_CHANNELS:
+            ex.diags.error("J015", f"unknown channel `{rule.channel.value}` in a cap", rule.channel.span,
+                           did_you_mean(rule.channel.value, CAP_CHANNELS,
+                                        otherwise="a cap counts " + ", ".join(CAP_CHANNELS)))
+        ex.duration(rule.window)
+    if cap.when is not None:
+        ex.expr(cap.when, Scope())
+
+
+def _check_quiet(q: A.QuietHours, ex: ExprChecker) -> None:
+    ex.time_of_day(q.start)
+    ex.time_of_day(q.end)
+    ex.timezone(q.tz)
+
+
+def _check_segment_cycles(segments: list[A.Segment], diags: Diagnostics) -> None:
+    refs: dict[str, list[A.Text]] = defaultdict(list)
+    by_name = {}
+    for s in segments:
+        by_name.setdefault(s.name.value, s)
+        refs[s.name.value] += [n.segment for n in s.condition.walk() if isinstance(n, A.InSegment)]
+    reported: set[str] = set()
+    for start in by_name:
+        # depth-first search for a path back to `start`
+        stack = [(start, [start])]
+        visited = set()
+        while stack:
+            name, path = stack.pop()
+            for ref in refs.get(name, ()):
+                if ref.value == start:
+                    if start not in reported:
+                        reported.update(path)
+                        cycle = " → ".join(f'"{p}"' for p in path + [start])
+                        diags.error("J020", f"segment `{start}` refers to itself: {cycle}",
+                                    by_name[start].name.span if len(path) > 1 else ref.span,
+                                    "a segment cannot be defined in terms of itself; break the loop")
+                    continue
+                if ref.value in by_name and ref.value not in visited:
+                    visited.add(ref.value)
+                    stack.append((ref.value, path + [ref.value]))
+
+
+DECLARATIONS = (A.EntryEvent, A.EntrySegment, A.EntrySchedule, A.ExitEvent, A.ExitSegment, A.ExitCondition,
+                A.Reenter, A.Goal, A.Cap, A.QuietHours, A.OnExit)
+ACTIONS = (A.Send, A.AudienceChange, A.Webhook, A.SetTrait)
+
+
+class JourneyChecker:
+    def __init__(self, project: Project, ex: ExprChecker, diags: Diagnostics):
+        self.project = project
+        self.ex = ex
+        self.diags = diags
+        self.aliases: frozenset[str] = frozenset()
+        self.exit_events: dict[str, A.ExitEvent] = {}
+
+    def check(self, j: A.Journey) -> None:
+        self._order(j)
+        decls = [i for i in j.items if isinstance(i, DECLARATIONS)]
+        entries = [d for d in decls if isinstance(d, (A.EntryEvent, A.EntrySegment, A.EntrySchedule))]
+        if not entries:
+            self.diags.error("J025", f"journey `{j.name.value}` has no entry: nobody can ever start it", j.name.span,
+                             'add one, e.g. `entry when event "Product Viewed"`')
+        for extra in entries[1:]:
+            self.diags.error("J024", "a journey has one entry; this is a second one", extra.span,
+                             f"keep the entry at {entries[0].span}, or make two journeys")
+        self.aliases = frozenset(e.alias.value for e in entries if isinstance(e, A.EntryEvent) and e.alias)
+        for kind, label in ((A.Reenter, "reenter rule"), (A.QuietHours, "quiet hours")):
+            found = [d for d in decls if isinstance(d, kind)]
+            for extra in found[1:]:
+                self.diags.error("J024", f"a journey has one {label}; this is a second one", extra.span,
+                                 f"keep the one at {found[0].span}")
+        goals: dict[str, A.Goal] = {}
+        for d in decls:
+            if isinstance(d, A.Goal):
+                if d.name.value in goals:
+                    self.diags.error("J024", f"goal `{d.name.value}` is declared twice", d.name.span,
+                                     f"the first one is at {goals[d.name.value].name.span}")
+                goals.setdefault(d.name.value, d)
+            if isinstance(d, A.ExitEvent):
+                self.exit_events.setdefault(d.match.event.value, d)
+        for d in decls:
+            self._declaration(d)
+        self._steps(j.steps, top=True)
+
+    def _order(self, j: A.Journey) -> None:
+        first_step = next((i for i in j.items if not isinstance(i, DECLARATIONS)), None)
+        if first_step is None:
+            return
+        seen_step = False
+        for item in j.items:
+            if not isinstance(item, DECLARATIONS):
+                seen_step = True
+            elif seen_step:
+                self.diags.error("J026", "declarations come before the first step", item.span,
+                                 f"move this above the first step (at {first_step.span})")
+
+    # ------------------------------------------------------------ declarations
+
+    def _declaration(self, d) -> None:
+        ex = self.ex
+        scope = Scope(aliases=self.aliases)
+        if isinstance(d, A.EntryEvent):
+            ex.event_match(d.match)
+        elif isinstance(d, A.EntrySegment):
+            ex.segment_ref(d.segment)
+        elif isinstance(d, A.EntrySchedule):
+            self._schedule(d)
+        elif isinstance(d, A.ExitEvent):
+            ex.event_match(d.match)
+        elif isinstance(d, A.ExitSegment):
+            ex.segment_ref(d.segment)
+        elif isinstance(d, A.ExitCondition):
+            ex.expr(d.condition, scope)
+        elif isinstance(d, A.Reenter):
+            if d.mode == "after" and d.after is None:
+                self.diags.error("J039", "`reenter after` needs a duration", d.span, "write `reenter after 7d`")
+            elif d.mode != "after" and d.after is not None:
+                self.diags.error("J039", f"`reenter {d.mode}` takes no duration", d.after.span,
+                                 f"write `reenter after {d.after}` or `reenter {d.mode}`")
+            ex.duration(d.after)
+        elif isinstance(d, A.Goal):
+            ex.event_match(d.match)
+            ex.duration(d.within)
+        elif isinstance(d, A.Cap):
+            _check_cap(d, ex)
+        elif isinstance(d, A.QuietHours):
+            _check_quiet(d, ex)
+        elif isinstance(d, A.OnExit):
+            self._on_exit(d.steps)
+
+    def _schedule(self, d: A.EntrySchedule) -> None:
+        ex = self.ex
+        ex.timezone(d.tz)
+        ex.segment_ref(d.segment)
+        if d.every is not None:
+            if d.every.value.lower() not in EVERY_DAYS:
+                self.diags.error("J033", f"`every {d.every.value}` is not a day the schedule knows", d.every.span,
+                                 did_you_mean(d.every.value, EVERY_DAYS,
+                                              otherwise="write `every day`, `every weekday`, `every weekend` or a day name"))
+            ex.time_of_day(d.at)
+        if d.cron is not None:
+            try:
+                CronTrigger.from_crontab(d.cron.value, timezone="UTC")
+            except (ValueError, TypeError, KeyError) as e:
+                self.diags.error("J033", f"invalid cron expression `{d.cron.value}`: {e}", d.cron.span,
+                                 "five fields: minute hour day-of-month month day-of-week, e.g. `0 10 * * MON`")
+
+    def _on_exit(self, steps) -> None:
+        for s in steps:
+            if not isinstance(s, ACTIONS):
+                self.diags.error("J027", f"`on exit` runs instantly when the journey ends; a {_step_word(s)} cannot stand in it",
+                                 s.span, "keep only send, add/remove audience, webhook and set in `on exit`")
+            else:
+                self._step(s)
+
+    # ------------------------------------------------------------ steps
+
+    def _steps(self, steps, top: bool = False) -> None:
+        exited = None
+        for s in steps:
+            if exited is not None:
+                self.diags.warning("J051", "this step never runs: the journey exits before it", s.span,
+                                   f"remove it, or move the `exit` at {exited.span}")
+                exited = False  # report the first unreachable step only
+            if isinstance(s, A.ExitStep) and exited is None:
+                exited = s
+            if isinstance(s, DECLARATIONS):  # pragma: no cover - the grammar keeps them out of blocks
+                continue
+            self._step(s)
+
+    def _step(self, s) -> None:
+        ex = self.ex
+        scope = Scope(aliases=self.aliases)
+        if isinstance(s, A.Wait):
+            ex.duration(s.duration)
+        elif isinstance(s, A.WaitUntil):
+            ex.time_of_day(s.at)
+            ex.timezone(s.tz)
+        elif isinstance(s, A.WaitFor):
+            self._wait_for(s)
+        elif isinstance(s, A.If):
+            for b in s.branches:
+                if b.condition is not None:
+                    ex.expr(b.condition, scope)
+                self._steps(b.steps)
+        elif isinstance(s, A.Split):
+            self._split(s)
+        elif isinstance(s, A.Send):
+            self._send(s)
+        elif isinstance(s, A.AudienceChange):
+            self._declared("audiences", s.audience, "J012", "audience")
+        elif isinstance(s, A.Webhook):
+            self._declared("webhooks", s.name, "J013", "webhook")
+            for p in s.data:
+                ex.expr(p.value, scope)
+        elif isinstance(s, A.SetTrait):
+            ex.expr(s.value, scope)
+
+    def _wait_for(self, s: A.WaitFor) -> None:
+        self.ex.event_match(s.match)
+        self.ex.duration(s.timeout)
+        seen: dict[str, A.WaitBranch] = {}
+        for b in s.branches:
+            if b.outcome in seen:
+                self.diags.error("J024", f"`on {b.outcome}` appears twice in this wait", b.span,
+                                 f"merge it into the one at {seen[b.outcome].span}")
+            seen.setdefault(b.outcome, b)
+            self._steps(b.steps)
+        exit_rule = self.exit_events.get(s.match.event.value)
+        if exit_rule is not None and exit_rule.match.where is None:
+            self.diags.warning("J050", f"the journey exits on `{s.match.event.value}` before this wait can see it",
+                               s.match.span, f"the exit rule at {exit_rule.span} ends the journey first; "
+                               "wait for another event, or remove the exit rule")
+
+    def _split(self, s: A.Split) -> None:
+        total = 0.0
+        names: dict[str, A.SplitArm] = {}
+        controls = []
+        for arm in s.arms:
+            total += arm.percent
+            if not arm.has_percent_sign or arm.percent <= 0:
+                self.diags.error("J038", f"a split share is a percentage above 0, e.g. `{arm.percent:g}%`", arm.span,
+                                 f"write `{max(arm.percent, 1):g}%`")
+            if arm.is_control:
+                controls.append(arm)
+            elif arm.name.value in names:
+                self.diags.error("J037", f"split arm `{arm.name.value}` appears twice", arm.name.span,
+                                 f"the first one is at {names[arm.name.value].name.span}; rename one")
+            else:
+                names[arm.name.value] = arm
+            self._steps(arm.steps)
+        for extra in controls[1:]:
+            self.diags.error("J037", "a split has one control group", extra.span, "merge the control shares")
+        if abs(total - 100.0) > 1e-9:
+            self.diags.error("J030", f"the shares of this split add up to {total:g} %, not 100 %", s.span,
+                             f"{'add' if total < 100 else 'remove'} {abs(100 - total):g} % "
+                             f"{'(a control group takes the rest: `' + format(100 - total, 'g') + '% control`)' if total < 100 and not controls else ''}".rstrip())
+
+    def _send(self, s: A.Send) -> None:
+        ex = self.ex
+        scope = Scope(aliases=self.aliases)
+        channel = s.channel.value
+        for p in s.data:
+            ex.expr(p.value, scope)
+        if channel not in CHANNELS:
+            self.diags.error("J015", f"unknown channel `{channel}`", s.channel.span,
+                             did_you_mean(channel, CHANNELS, otherwise="send on " + ", ".join(CHANNELS)))
+            return
+        if s.via is not None:
+            self._connector(s.via, channel)
+        tpl = self.project.templates.get((channel, s.template.value))
+        if tpl is None:
+            names = [n for (c, n) in self.project.templates if c == channel]
+            self.diags.error("J011", f"unknown {channel} template `{s.template.value}`", s.template.span,
+                             did_you_mean(s.template.value, names, quote='"',
+                                          otherwise=f"create templates/{channel}/{s.template.value}.j2"))
+            return
+        provided = ALWAYS_PROVIDED | PROVIDED_BY_CHANNEL.get(channel, set()) | set(self.aliases) | {p.key.value for p in s.data}
+        for var, (line, col) in sorted(tpl.variables.items()):
+            if var not in provided:
+                self.diags.error("J035", f"template `{s.template.value}` uses `{var}`, which this send does not provide",
+                                 s.template.span,
+                                 f"add it: `with {{ {var}: ... }}`, or default it in {tpl.path}:{line}:{col}: "
+                                 f"`{{{{ {var} | default(\"...\") }}}}`")
+
+    def _connector(self, via: A.Text, channel: str) -> None:
+        cfg = self.project.config.connectors.get(via.value)
+        declared = self.project.declared.get("connectors", set())
+        if cfg is None and via.value not in declared:
+            self.diags.error("J014", f"unknown connector `{via.value}`", via.span,
+                             did_you_mean(via.value, declared, quote='"',
+                                          otherwise=f"declare it in journeys.toml under [connectors.{via.value}]"))
+        elif cfg is not None and cfg.channel != channel:
+            self.diags.error("J014", f"connector `{via.value}` delivers {cfg.channel}, not {channel}", via.span,
+                             "choose a connector of this channel: " + ", ".join(self.project.config.connectors_for(channel)))
+
+    def _declared(self, section: str, name: A.Text, code: str, what: str) -> None:
+        declared = self.project.declared.get(section, set())
+        if name.value not in declared:
+            self.diags.error(code, f"unknown {what} `{name.value}`", name.span,
+                             did_you_mean(name.value, declared, quote='"',
+                                          otherwise=f"declare it in journeys.toml under [{section}.{name.value}]"))
+
+
+def _step_word(s) -> str:
+    return {A.Wait: "wait", A.WaitUntil: "wait", A.WaitFor: "wait for", A.If: "if", A.Split: "split",
+            A.ExitStep: "exit"}.get(type(s), type(s).__name__.lower())

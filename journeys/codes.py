@@ -1,0 +1,98 @@
+"""The catalogue of diagnostic codes: a stable code, a title and the long explanation that
+`journeys explain CODE` prints. Codes are never reused for a different problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    title: str
+    explanation: str
+
+
+_CATALOGUE = [
+    Code("J000", "internal error", "The checker itself failed on this file. This is a bug in Journeys, not in your file: please report it with the file attached."),
+    Code("J001", "syntax error", """The file does not follow the grammar at this point.
+
+The message says what was found and the help line what the language expects there. Every statement
+starts with a keyword and blocks use braces:
+
+    journey "Browse abandonment" {
+      entry when event "Product Viewed" as viewed
+      wait 1h
+      send email "browse_abandon"
+    }"""),
+    Code("J002", "unterminated string", 'A string starts with `"` but the line ends before the closing `"`. Strings cannot span lines.'),
+    Code("J003", "unknown keyword", """A word stands where the language expects a keyword, and it looks like a misspelling of one.
+
+    sned email "welcome"      # error[J003]: did you mean `send`?"""),
+    Code("J004", "not a text file", "Journey files are UTF-8 text. The file holds bytes that are not UTF-8 (or a NUL byte): it may be binary, or saved in another encoding."),
+    Code("J005", "file too large", "A journey file larger than 1 MiB is refused before it is parsed. Split the journeys into several files."),
+    Code("J006", "nesting too deep", "Brackets or expressions are nested deeper than the checker follows (64 brackets, 200 levels of expression). No real journey needs that: split conditions into named segments."),
+    Code("J007", "empty file", "The file declares nothing. This is a warning: delete the file or add a journey, a segment or a policy."),
+    Code("J008", "unreadable file", "The file could not be read (permissions, a broken link, a directory named like a file)."),
+    Code("J010", "unknown segment", """A condition, an entry or an exit names a segment that no file declares.
+
+    segment "recent_browsers" = happened(event "Product Viewed", last 7d)
+    ... user in segment "recent_browsers" ..."""),
+    Code("J011", "unknown template", "A `send` names a template that has no file: `send email \"NAME\"` reads `templates/email/NAME.j2`, `send push \"NAME\"` reads `templates/push/NAME.j2`."),
+    Code("J012", "unknown audience", "An `add user to audience` or `remove user from audience` names an audience that journeys.toml does not declare under `[audiences.NAME]`."),
+    Code("J013", "unknown webhook", "A `webhook` step names a webhook that journeys.toml does not declare under `[webhooks.NAME]`."),
+    Code("J014", "unknown connector", "A `send ... via \"NAME\"` or an audience's `sync` list names a connector that journeys.toml does not declare under `[connectors.NAME]`, or the connector serves another channel."),
+    Code("J015", "unknown channel", "The channel of a `send`, a `cap` or an expectation is not one the engine knows. Sendable channels: email, push, sms. A cap can also count `ads`, `webhook` and `all`."),
+    Code("J016", "unknown name", """A bare name in a condition means an event property inside `event "X" where ...`, or an
+event named with `as` in the entry elsewhere. This name is neither.
+
+    entry when event "Product Viewed" as viewed
+    send email "browse_abandon" with { product: viewed.name }   # not: product: name"""),
+    Code("J017", "unknown function", "The condition calls a function that does not exist. `journeys explain J017` lists none; docs/language.md lists them all: count, happened, sum, avg, last, days_since, lower, upper, len, contains, starts_with, coalesce, round, abs."),
+    Code("J018", "wrong arguments", """A function got the wrong number or the wrong kind of arguments. History functions take an
+event match first and a window last:
+
+    count(event "Product Viewed", last 7d) >= 5
+    sum(event "Order Completed", revenue, last 30d)"""),
+    Code("J019", "unknown timezone", "The timezone is not an IANA zone name such as `Europe/Istanbul` or `America/New_York`."),
+    Code("J020", "segment refers to itself", "A segment's condition uses the segment itself, directly or through other segments. It could never be evaluated."),
+    Code("J021", "duplicate journey", "Two journeys have the same name (or names that differ only in case and punctuation, which would give them the same step paths). Journey names identify journeys in the store, in reports and in traces: they must be unique in a project."),
+    Code("J022", "duplicate segment", "Two segments have the same name. Segment names must be unique in a project."),
+    Code("J023", "more than one policy", "A project has at most one `policy` block; merge them."),
+    Code("J024", "duplicate declaration", "A journey declares the same thing twice (two entries, two reenter rules, two goals of one name, two quiet hours). Keep one."),
+    Code("J025", "missing entry", "A journey without an `entry` can never start. Add one: `entry when event \"Product Viewed\"`."),
+    Code("J026", "declaration after a step", "Declarations (entry, exit, reenter, goal, cap, quiet hours, on exit) come before the first step, so that a reader sees the rules of a journey before its flow."),
+    Code("J027", "not allowed here", "Some steps cannot stand everywhere: `on exit` runs instantly when a journey ends, so it cannot wait, branch on events or exit again."),
+    Code("J030", "split does not sum to 100 %", """The shares of a split, control group included, must add up to exactly 100 %.
+
+    split {
+      45% "discount" { send email "welcome_discount" }
+      45% "thanks"   { send email "welcome_thanks" }
+      10% control
+    }"""),
+    Code("J031", "duration without a unit", "A duration needs a unit: `30s`, `15m`, `2h`, `3d`, `1w`. There are no months or years: their length varies; write `30d` or `52w`."),
+    Code("J032", "time of day out of range", "A time of day is `HH:MM` with hours 0-23 and minutes 0-59."),
+    Code("J033", "invalid schedule", "The cron expression or the day of an `entry every DAY at TIME` is not valid. Cron has five fields: minute hour day-of-month month day-of-week, e.g. `0 10 * * MON`."),
+    Code("J034", "comparison that can never be true", "The two sides of the comparison can never be equal or ordered: a text compared with a number, a duration with a time of day. Check the quotes: `price >= \"200\"` compares with a text."),
+    Code("J035", "template variable not provided", """The template uses a variable that the send cannot provide. A template sees `user`, `event`,
+the events named with `as`, `journey`, the keys of `with {...}`, and in email `unsubscribe_url`.
+Pass the value with `with { product: viewed.name }`, or give it a default:
+`{{ product | default("our picks") }}`."""),
+    Code("J036", "invalid template", "The template's front matter is not YAML between `---` lines, or misses a required field (email: subject, from; push: title), or its Jinja2 body has a syntax error."),
+    Code("J037", "duplicate split arm", "Two arms of one split have the same name; arm names appear in step paths and reports."),
+    Code("J038", "invalid percentage", "A split share is written with a `%` sign and must be more than 0: `45% \"discount\" { ... }`."),
+    Code("J039", "reenter needs a duration", "`reenter after` needs a duration (`reenter after 7d`); `reenter never` and `reenter always` take none."),
+    Code("J040", "invalid journeys.toml", "journeys.toml is not valid TOML, or a field has the wrong type or an unknown name. Secrets never go in the file: name the environment variable that holds them with a `*_env` field."),
+    Code("J041", "invalid scenario", "A scenario statement is incomplete: an event without `at TIME`, an `at TIME` that times nothing, an unknown suppression reason, or an invalid date or offset."),
+    Code("J042", "unknown journey", "A scenario expects a user in a journey that no file declares."),
+    Code("J043", "unknown duration unit", "Durations use the units s, m, h, d and w. There are no months or years: their length varies."),
+    Code("J050", "branch can never run", """Warning. The `wait for` waits for the event that the journey's `exit when` rule also listens
+for. The exit rule ends the journey first, so the `on event` branch never runs."""),
+    Code("J051", "unreachable step", "Warning. A step follows an unconditional `exit` in the same block; it never runs."),
+]
+
+CODES: dict[str, Code] = {c.code: c for c in _CATALOGUE}
+
+
+def explain(code: str) -> Code | None:
+    return CODES.get(code.upper().strip())

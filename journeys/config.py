@@ -1,0 +1,165 @@
+"""journeys.toml: connectors, audiences, webhooks, the store and ingest keys.
+
+Validated with pydantic so that every mistake names its field; secrets never live in the file,
+only the names of the environment variables that hold them (`*_env` fields).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .diagnostics import Diagnostics, Span
+
+SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "credentials", "private_key")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectMeta(_Strict):
+    name: str = "journeys"
+
+
+class StoreConfig(_Strict):
+    url: str = "sqlite:///journeys.db"
+
+
+class IngestConfig(_Strict):
+    write_keys_env: list[str] = Field(default_factory=list)
+
+
+class ConnectorConfig(BaseModel):
+    """A connector's own settings vary by type; the common fields are checked here."""
+
+    model_config = ConfigDict(extra="allow")
+    channel: Literal["email", "push", "sms", "ads", "webhook"]
+    type: str
+    default: bool = False
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class AudienceConfig(_Strict):
+    sync: list[str] = Field(default_factory=list)
+
+
+class WebhookConfig(_Strict):
+    url: str
+    secret_env: str | None = None
+    timeout: str = "10s"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ProjectConfig(_Strict):
+    project: ProjectMeta = Field(default_factory=ProjectMeta)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
+    audiences: dict[str, AudienceConfig] = Field(default_factory=dict)
+    webhooks: dict[str, WebhookConfig] = Field(default_factory=dict)
+
+    def connectors_for(self, channel: str) -> list[str]:
+        return [name for name, c in self.connectors.items() if c.channel == channel]
+
+
+def load_config(path: Path, display: str, diags: Diagnostics) -> ProjectConfig:
+    """The project's configuration; a broken file gives diagnostics and an empty configuration."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ProjectConfig()
+    except (OSError, UnicodeDecodeError) as e:
+        diags.error("J040", f"cannot read journeys.toml: {e}", Span.point(display, 1, 1))
+        return ProjectConfig()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        line, col = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e)) or "invalid TOML"
+        diags.error("J040", f"journeys.toml is not valid TOML: {msg}", Span.point(display, line, col))
+        return ProjectConfig()
+    lines = text.splitlines()
+    for loc, key in _inline_secrets(data):
+        line, col = locate(lines, loc)
+        diags.error("J040", f"`{'.'.join(loc)}` looks like a secret written into journeys.toml",
+                    Span.point(display, line, col, len(key)),
+                    f"put it in an environment variable and write `{key}_env = \"VAR_NAME\"`")
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            line, col = locate(lines, loc)
+            field = ".".join(loc)
+            diags.error("J040", f"journeys.toml: `{field}`: {err['msg'].lower()}", Span.point(display, line, col))
+        return _salvage(data)
+
+
+def _inline_secrets(data: dict, prefix: tuple[str, ...] = ()):
+    for key, value in data.items():
+        loc = prefix + (key,)
+        if isinstance(value, dict):
+            yield from _inline_secrets(value, loc)
+        elif isinstance(value, str) and not key.endswith("_env") and any(w in key.lower() for w in SECRET_WORDS):
+            yield loc, key
+
+
+def _salvage(data: dict) -> ProjectConfig:
+    """Keep the entries that are valid, so that one bad connector does not hide the others."""
+    cfg = ProjectConfig()
+    for section, model in (("connectors", ConnectorConfig), ("audiences", AudienceConfig), ("webhooks", WebhookConfig)):
+        raw = data.get(section)
+        if not isinstance(raw, dict):
+            continue
+        good = {}
+        for name, value in raw.items():
+            try:
+                good[name] = model.model_validate(value)
+            except ValidationError:
+                pass
+        setattr(cfg, section, good)
+    return cfg
+
+
+def declared_names(path: Path) -> dict[str, set[str]]:
+    """Names declared per section, valid or not: a reference to a broken entry is not "unknown"."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    return {k: set(v) for k, v in data.items() if isinstance(v, dict)}
+
+
+def locate(lines: list[str], loc: tuple[str, ...]) -> tuple[int, int]:
+    """Line and column of a key path such as ("connectors", "smtp", "port"): the table header, then the key."""
+    header_line = 0
+    for depth in range(len(loc), 0, -1):
+        table = ".".join(loc[:depth])
+        pat = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
+        for i, text in enumerate(lines):
+            if pat.match(text):
+                header_line = i + 1
+                rest = loc[depth:]
+                if not rest:
+                    return header_line, text.index("[") + 1
+                key_pat = re.compile(r"^\s*" + re.escape(rest[0]) + r"\s*=")
+                for j in range(i + 1, len(lines)):
+                    if lines[j].lstrip().startswith("["):
+                        break
+                    if key_pat.match(lines[j]):
+                        return j + 1, len(lines[j]) - len(lines[j].lstrip()) + 1
+                return header_line, 1
+    key_pat = re.compile(r"^\s*" + re.escape(loc[-1]) + r"\s*=") if loc else None
+    for i, text in enumerate(lines):
+        if key_pat and key_pat.match(text):
+            return i + 1, len(text) - len(text.lstrip()) + 1
+    return 1, 1

@@ -1,0 +1,107 @@
+"""Message templates as the checker sees them: front matter, body, and the variables they use.
+
+A template is one file, `templates/<channel>/<name>.j2`: YAML front matter between `---` lines,
+then a Jinja2 body. The environment is sandboxed with strict undefined variables: a template can
+neither reach Python internals nor render a hole where a value was missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from .diagnostics import Diagnostics, Span
+
+REQUIRED_FIELDS = {"email": ("subject", "from"), "push": ("title",), "sms": ()}
+
+# Variables every template may use whatever the send provides.
+ALWAYS_PROVIDED = {"user", "event", "journey"}
+PROVIDED_BY_CHANNEL = {"email": {"unsubscribe_url"}}
+
+_FRONT = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n?", re.S | re.M)
+
+
+def environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+@dataclass
+class Template:
+    channel: str
+    name: str
+    path: str  # as displayed in diagnostics
+    front: dict = field(default_factory=dict)
+    body: str = ""
+    body_line: int = 1  # the line the body starts at
+    variables: dict[str, tuple[int, int]] = field(default_factory=dict)  # name → (line, col) of first use
+    lines: list[str] = field(default_factory=list)
+
+
+def load_template(path: Path, channel: str, display: str, diags: Diagnostics) -> Template:
+    tpl = Template(channel, path.stem, display)
+    try:
+        text = path.read_text(encoding="utf-8")
+        tpl.lines = text.splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        diags.error("J036", f"cannot read template: {e}", Span.point(display, 1, 1))
+        return tpl
+    m = _FRONT.match(text)
+    if m:
+        try:
+            front = yaml.safe_load(m.group(1)) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line, col = (mark.line + 2, mark.column + 1) if mark else (2, 1)
+            diags.error("J036", f"front matter is not valid YAML: {getattr(e, 'problem', e)}", Span.point(display, line, col))
+            front = {}
+        if not isinstance(front, dict):
+            diags.error("J036", "front matter must be `key: value` lines", Span.point(display, 2, 1))
+            front = {}
+        tpl.front = front
+        tpl.body = text[m.end():]
+        tpl.body_line = text.count("\n", 0, m.end()) + 1
+    else:
+        tpl.body = text
+    for key in REQUIRED_FIELDS.get(channel, ()):
+        if key not in tpl.front:
+            diags.error("J036", f"{channel} template has no `{key}` in its front matter", Span.point(display, 1, 1),
+                        f"start the file with:\n---\n{key}: ...\n---")
+    env = environment()
+    sources = [(str(v), 2 + i) for i, v in enumerate(tpl.front.values()) if isinstance(v, str)]
+    sources.append((tpl.body, tpl.body_line))
+    for source, first_line in sources:
+        try:
+            parsed = env.parse(source)
+        except TemplateSyntaxError as e:
+            diags.error("J036", f"template syntax error: {e.message}", Span.point(display, first_line + (e.lineno or 1) - 1, 1))
+            continue
+        for var in sorted(meta.find_undeclared_variables(parsed)):
+            tpl.variables.setdefault(var, _first_use(source, var, first_line))
+    return tpl
+
+
+def _first_use(source: str, var: str, first_line: int) -> tuple[int, int]:
+    m = re.search(r"\b" + re.escape(var) + r"\b", source)
+    if not m:
+        return first_line, 1
+    line = source.count("\n", 0, m.start())
+    col = m.start() - (source.rfind("\n", 0, m.start()) + 1) + 1
+    return first_line + line, col
+
+
+def discover(root: Path, diags: Diagnostics, display: Callable[[Path], str]) -> dict[tuple[str, str], Template]:
+    """Every template of a project, keyed by (channel, name)."""
+    found: dict[tuple[str, str], Template] = {}
+    tdir = root / "templates"
+    if not tdir.is_dir():
+        return found
+    for path in sorted(tdir.glob("*/*.j2")):
+        channel = path.parent.name
+        found[(channel, path.stem)] = load_template(path, channel, display(path), diags)
+    return found
