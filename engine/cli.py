@@ -26,7 +26,7 @@ class Format(str, enum.Enum):
 
 
 def _usage_error(message: str) -> typer.Exit:
-    Console(stderr=True).print(Text(f"error: {message}", style="bold red"))
+    Console(stderr=True, soft_wrap=True, highlight=False).print(Text(f"error: {message}", style="bold red"))
     return typer.Exit(2)
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from apscheduler.triggers.cron import CronTrigger
-
 from . import ast as A
 from .diagnostics import Diagnostics
 from .expr_check import ExprChecker, Scope
@@ -247,6 +245,8 @@ class JourneyChecker:
                                               otherwise="write `every day`, `every weekday`, `every weekend` or a day name"))
             ex.time_of_day(d.at)
         if d.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger  # only projects with cron entries pay for it
+
             try:
                 CronTrigger.from_crontab(d.cron.value, timezone="UTC")
             except (ValueError, TypeError, KeyError) as e:

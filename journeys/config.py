@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .diagnostics import Diagnostics, Span
+from .suggest import did_you_mean
 
 SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "credentials", "private_key")
 
@@ -88,7 +89,9 @@ def load_config(path: Path, display: str, diags: Diagnostics) -> ProjectConfig:
         diags.error("J040", f"journeys.toml is not valid TOML: {msg}", Span.point(display, line, col))
         return ProjectConfig()
     lines = text.splitlines()
+    secrets = set()
     for loc, key in _inline_secrets(data):
+        secrets.add(loc)
         line, col = locate(lines, loc)
         diags.error("J040", f"`{'.'.join(loc)}` looks like a secret written into journeys.toml",
                     Span.point(display, line, col, len(key)),
@@ -98,10 +101,31 @@ def load_config(path: Path, display: str, diags: Diagnostics) -> ProjectConfig:
     except ValidationError as e:
         for err in e.errors():
             loc = tuple(str(p) for p in err["loc"])
+            if loc in secrets:
+                continue
             line, col = locate(lines, loc)
             field = ".".join(loc)
-            diags.error("J040", f"journeys.toml: `{field}`: {err['msg'].lower()}", Span.point(display, line, col))
+            if err["type"] == "extra_forbidden":
+                diags.error("J040", f"journeys.toml: unknown field `{field}`", Span.point(display, line, col, len(loc[-1])),
+                            did_you_mean(loc[-1], _known_fields(loc[:-1])))
+            else:
+                diags.error("J040", f"journeys.toml: `{field}`: {err['msg'].lower()}", Span.point(display, line, col, len(loc[-1])))
         return _salvage(data)
+
+
+def _known_fields(parent: tuple[str, ...]) -> list[str]:
+    """Field names valid at a key path, for "did you mean"."""
+    model: type[BaseModel] = ProjectConfig
+    for part in parent:
+        field = model.model_fields.get(part)
+        if field is None:
+            # a named entry: connectors.NAME, audiences.NAME, webhooks.NAME
+            model = {"connectors": ConnectorConfig, "audiences": AudienceConfig, "webhooks": WebhookConfig}.get(parent[0], model)
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return list(model.model_fields)
 
 
 def _inline_secrets(data: dict, prefix: tuple[str, ...] = ()):

@@ -153,17 +153,22 @@ def _chunks(text: str, path: str, diags: Diagnostics) -> list[tuple[int, int, in
 
 
 def _parse_chunk(chunk: str, path: str, line_offset: int, diags: Diagnostics) -> list:
+    recovery = _Recovery(chunk, path, line_offset)
     try:
-        tree = parser().parse(chunk)
+        tree = parser().parse(chunk, on_error=recovery)
     except UnexpectedInput as e:
-        diags.items.append(_syntax_diagnostic(e, chunk, path, line_offset))
+        recovery.report(e)
+        diags.extend(recovery.found)
         return []
+    diags.extend(recovery.found)
     try:
         items = AstBuilder(path, line_offset).transform(tree)
     except VisitError as e:  # a builder bug must not look like the user's fault, but must not crash either
         diags.error("J000", f"internal error while reading this file: {e.orig_exc!r}", Span.point(path, line_offset + 1, 1),
                     "please report this with the file attached")
         return []
+    if _cannot_be_too_deep(chunk):
+        return items
     kept = []
     for item in items:
         depth = _depth(item)
@@ -173,6 +178,51 @@ def _parse_chunk(chunk: str, path: str, line_offset: int, diags: Diagnostics) ->
         else:
             kept.append(item)
     return kept
+
+
+class _Recovery:
+    """Lark's error callback: report a syntax error, drop the token, and go on parsing.
+
+    Dropping tokens one by one after an error makes every following token of the same broken
+    statement fail too; those are the same mistake, so an error is reported only when it is not
+    on the line of the previous one and not the token right after the one just dropped.
+    """
+
+    def __init__(self, chunk: str, path: str, line_offset: int):
+        self.chunk = chunk
+        self.path = path
+        self.line_offset = line_offset
+        self.found: list[Diagnostic] = []
+        self.last_line = -1
+        self.last_end = -1
+
+    def __call__(self, e: UnexpectedInput) -> bool:
+        if isinstance(e, UnexpectedToken) and e.token.type == "$END":
+            return False  # nothing left to resume with; the caller reports it
+        self.report(e)
+        return True
+
+    def report(self, e: UnexpectedInput) -> None:
+        start = e.pos_in_stream if e.pos_in_stream is not None else len(self.chunk)
+        tok = getattr(e, "token", None)
+        end = tok.end_pos if tok is not None and tok.end_pos is not None else start + 1
+        cascade = e.line == self.last_line or (self.last_end >= 0 and not _SKIPPABLE.sub("", self.chunk[self.last_end:start]))
+        if not cascade:
+            self.found.append(_syntax_diagnostic(e, self.chunk, self.path, self.line_offset))
+        self.last_line = e.line
+        self.last_end = end
+
+
+_SKIPPABLE = re.compile(r"\s+|#[^\n]*")
+
+
+_NESTING_TOKENS = re.compile(r"[-+*/<>=!({\[]|\b(?:and|or|not|if|else|split|wait|on)\b")
+
+
+def _cannot_be_too_deep(chunk: str) -> bool:
+    """Each level of the typed tree needs an operator, a bracket or a block keyword, and each
+    adds at most three levels; counting them is far cheaper than measuring the tree."""
+    return len(chunk) < MAX_TREE_DEPTH or 3 * len(_NESTING_TOKENS.findall(chunk)) + 8 < MAX_TREE_DEPTH
 
 
 def _depth(node: A.Node) -> int:
@@ -262,8 +312,9 @@ def _syntax_diagnostic(e: UnexpectedInput, chunk: str, path: str, line_offset: i
         last_line = chunk.rstrip().count("\n") + 1 + line_offset
         last_col = len(chunk.rstrip().split("\n")[-1]) + 1
         help = "a `}` is missing" if "RBRACE" in expected else f"expected {_expected_list(expected)}"
-        return Diagnostic("J001", Severity.ERROR, "unexpected end of the file", Span.point(path, last_line, last_col),
-                          help)
+        word = chunk.split(None, 1)[0] if chunk.strip() else "file"
+        return Diagnostic("J001", Severity.ERROR, f"this `{word}` ends before it is complete",
+                          Span.point(path, last_line, last_col), help)
     assert isinstance(e, UnexpectedToken)
     tok: Token = e.token
     width = max(1, len(tok.value))

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGE_MD = ROOT.parent / "shared" / "LANGUAGE.md"
+SHOP = ROOT / "examples" / "shop"
+
+CONFIG = """
+[project]
+name = "fixture"
+
+[connectors.smtp]
+channel = "email"
+type = "smtp"
+host = "127.0.0.1"
+password_env = "SMTP_PASSWORD"
+
+[connectors.fcm]
+channel = "push"
+type = "fcm"
+
+[connectors.meta]
+channel = "ads"
+type = "meta_custom_audiences"
+
+[audiences.hot_browsers]
+sync = ["meta"]
+
+[audiences.warm_browsers]
+sync = ["meta"]
+
+[webhooks.crm_nudge]
+url = "https://crm.example.com/hook"
+secret_env = "CRM_SECRET"
+"""
+
+TEMPLATES = {
+    "email/browse_abandon.j2": "---\nsubject: About {{ product }}\nfrom: shop@example.com\n---\n<p>Hi {{ user.first_name | default('there') }}, still thinking about {{ product }}?</p>\n",
+    "email/welcome.j2": "---\nsubject: Welcome\nfrom: shop@example.com\n---\n<p>Welcome!</p>\n",
+    "push/finish_checkout.j2": "---\ntitle: Your cart is waiting\n---\nFinish your order of {{ total }}.\n",
+}
+
+
+def language_examples() -> str:
+    """Every journey-language code block of ../shared/LANGUAGE.md, as one source text."""
+    md = LANGUAGE_MD.read_text(encoding="utf-8")
+    blocks = re.findall(r"```\n(.*?)```", md, re.S)
+    return "\n".join(b for b in blocks if not b.lstrip().startswith("shop/"))
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """A small valid project; pass journey sources (file name → text) to add to it."""
+
+    def make(files: dict[str, str] | None = None, config: str = CONFIG, templates: dict | None = None) -> Path:
+        (tmp_path / "journeys").mkdir(exist_ok=True)
+        (tmp_path / "journeys.toml").write_text(config)
+        for rel, text in (templates if templates is not None else TEMPLATES).items():
+            p = tmp_path / "templates" / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        for name, text in (files or {}).items():
+            p = tmp_path / name if "/" in name else tmp_path / "journeys" / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(textwrap.dedent(text))
+        return tmp_path
+
+    return make
