@@ -74,6 +74,38 @@ def check(
     raise typer.Exit(1 if errors else 0)
 
 
+class GraphFormat(str, enum.Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@app.command()
+def graph(
+    journey: str = typer.Argument(..., help="The journey's name (or its slug, as in step paths)."),
+    path: Path = typer.Argument(Path("."), help="The project directory, or one file."),
+    format: GraphFormat = typer.Option(GraphFormat.mermaid, "--format", help="mermaid (renders in GitHub) or dot."),
+) -> None:
+    """Print a journey's compiled graph, every step with its path, for review in a pull request."""
+    from journeys.compiler import compile_project
+    from journeys.graph import slugify
+    from journeys.graph_render import render_dot, render_mermaid
+    from journeys.suggest import did_you_mean
+
+    _existing(path)
+    project = load_project(path)
+    diagnostics = check_project(project).sorted()
+    if any(d.is_error for d in diagnostics):
+        print_diagnostics(project, [d for d in diagnostics if d.is_error], Console(stderr=True, highlight=False, soft_wrap=True))
+        raise typer.Exit(1)
+    compiled = compile_project(project.journey_files)
+    by_slug = {slugify(name): j for name, j in compiled.journeys.items()}
+    found = compiled.journeys.get(journey) or by_slug.get(slugify(journey))
+    if found is None:
+        hint = did_you_mean(journey, compiled.journeys, quote='"', otherwise="journeys: " + ", ".join(compiled.journeys))
+        raise _usage_error(f"no journey named \"{journey}\"; {hint}")
+    typer.echo(render_mermaid(found) if format is GraphFormat.mermaid else render_dot(found), nl=False)
+
+
 @app.command()
 def explain(code: str = typer.Argument(..., help="A diagnostic code such as J001.")) -> None:
     """Print the long explanation of a diagnostic code."""

@@ -42,7 +42,20 @@ def check_project(project: Project) -> Diagnostics:
         JourneyChecker(project, ex, diags).check(journey)
     _check_audience_sync(project, diags)
     check_scenarios(project, diags)
+    if not diags.has_errors:
+        _check_compiles(project, diags)
     return diags
+
+
+def _check_compiles(project: Project, diags: Diagnostics) -> None:
+    """A project that checks clean must compile: if it does not, that is our bug, said plainly."""
+    from .compiler import CompileError, compile_project
+
+    try:
+        compile_project(project.journey_files)
+    except CompileError as e:
+        diags.error("J000", f"internal error: the checked project does not compile: {e}", getattr(e, "span", None),
+                    "please report this with the journey attached")
 
 
 def _check_audience_sync(project: Project, diags: Diagnostics) -> None:
@@ -264,14 +277,14 @@ class JourneyChecker:
     # ------------------------------------------------------------ steps
 
     def _steps(self, steps, top: bool = False) -> None:
-        exited = None
+        exit_step, warned = None, False
         for s in steps:
-            if exited is not None:
+            if exit_step is not None and not warned:  # the first unreachable step says it for the block
                 self.diags.warning("J051", "this step never runs: the journey exits before it", s.span,
-                                   f"remove it, or move the `exit` at {exited.span}")
-                exited = False  # report the first unreachable step only
-            if isinstance(s, A.ExitStep) and exited is None:
-                exited = s
+                                   f"remove it, or move the `exit` at {exit_step.span}")
+                warned = True
+            if isinstance(s, A.ExitStep):
+                exit_step = exit_step or s
             if isinstance(s, DECLARATIONS):  # pragma: no cover - the grammar keeps them out of blocks
                 continue
             self._step(s)

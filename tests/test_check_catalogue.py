@@ -141,3 +141,9 @@ def test_scenario_checks(make_project, monkeypatch):
     monkeypatch.chdir(root)
     got = sorted((d.span.line, d.code) for d in check_project(load_project(root)))
     assert got == [(2, "J041"), (3, "J011"), (4, "J042"), (5, "J041"), (6, "J041")]
+
+
+def test_several_steps_after_exit_warn_once(make_project, monkeypatch):
+    root = make_project({"a.journey": f'journey "A" {{\n  {OK_ENTRY}\n  exit\n  wait 1h\n  send email "welcome"\n}}\n'})
+    monkeypatch.chdir(root)
+    assert [(d.code, d.span.line) for d in check_project(load_project(root))] == [("J051", 4)]

@@ -74,3 +74,31 @@ def test_explain_prints_the_long_explanation():
     assert r.returncode == 0
     assert r.stdout.startswith("J030: split does not sum to 100 %")
     assert "10% control" in r.stdout
+
+
+def test_graph_mermaid_shows_every_step_path():
+    r = journeys("graph", "Browse abandonment", str(SHOP))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("flowchart TD\n")
+    for path in ("browse_abandonment/1", "browse_abandonment/1/event/1", "browse_abandonment/1/timeout/1"):
+        assert path in r.stdout
+    assert '-->|"timeout"|' in r.stdout
+
+
+def test_graph_dot_by_slug():
+    r = journeys("graph", "first_purchase", str(SHOP), "--format", "dot")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith('digraph "first_purchase" {')
+    assert "first_purchase/1/discount/1" in r.stdout and 'label="control 10%"' in r.stdout
+
+
+def test_graph_unknown_journey_is_a_usage_error():
+    r = journeys("graph", "Browse abandonmnet", str(SHOP))
+    assert r.returncode == 2
+    assert 'did you mean "Browse abandonment"?' in r.stderr
+
+
+def test_graph_refuses_a_project_with_errors(make_project):
+    root = make_project({"a.journey": BROKEN})
+    r = journeys("graph", "A", ".", cwd=root)
+    assert r.returncode == 1 and "error[J003]" in r.stderr
