@@ -1,0 +1,208 @@
+"""The evaluation context: everything a compiled condition may read about one user at one moment.
+
+Compiled expressions (see `journeys.expr`) only ever talk to the small `EvalContext` protocol, and
+`Context` is its one implementation, built from plain data. The engine's daemon, its dry-run and
+the tests all construct this same class, so the history functions (`count`, `happened`, `sum`,
+`avg`, `last`, `days_since`) have exactly one implementation: `journeys.expr` on top of
+`Context.events`.
+
+History is indexed by event name once, when the context is built: a condition that counts
+"Product Viewed" over 7 days is a dictionary lookup and two binary searches, however long the
+user's history is. `Context.replace` derives a context for another moment or another current
+event while sharing that index.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone, tzinfo
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
+from zoneinfo import ZoneInfo
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a user's history: its name, its (timezone-aware) time and its properties.
+
+    Events are values of the language too: a name bound with `as`, or `last(event "X")`, is an
+    Event, and `.name` on it reads a property (or one of the special fields, see `journeys.expr`).
+    """
+
+    event: str
+    timestamp: datetime
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, value: "Event | Mapping[str, Any]") -> "Event":
+        """An Event from an Event or from a dict `{"event", "timestamp", "properties"}`."""
+        if isinstance(value, Event):
+            value._check()
+            return value
+        try:
+            name, ts = value["event"], value["timestamp"]
+        except (KeyError, TypeError):
+            raise ValueError(f"an event needs 'event' and 'timestamp': {value!r}") from None
+        props = value.get("properties") or {}
+        ev = cls(str(name), ts, props)
+        ev._check()
+        return ev
+
+    def _check(self) -> None:
+        if not isinstance(self.timestamp, datetime) or self.timestamp.utcoffset() is None:
+            raise ValueError(f"event {self.event!r} needs a timezone-aware datetime, got {self.timestamp!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event": self.event, "timestamp": self.timestamp, "properties": dict(self.properties)}
+
+
+EventLike = Union[Event, Mapping[str, Any]]
+SegmentOracle = Callable[[str], bool]
+
+
+class EvalContext(Protocol):
+    """What compiled expressions read. Keep it small: every method is a hot path."""
+
+    now: datetime  # aware; history windows end here
+    user_id: str | None
+    timezone: tzinfo  # the user's timezone: local_hour, local_weekday
+    event: Event | None  # the event being processed, if any
+
+    def trait(self, name: str) -> Any: ...
+
+    def named(self, alias: str) -> Event | None: ...
+
+    def in_segment(self, name: str) -> bool: ...
+
+    def events(self, name: str, since: datetime | None = None) -> Sequence[Event]:
+        """The user's events of that name with `since <= timestamp <= now`, oldest first."""
+        ...
+
+
+class _Index:
+    """History by event name: events sorted by time (stable) and their timestamps for bisecting."""
+
+    __slots__ = ("by_name",)
+
+    def __init__(self, history: Iterable[EventLike]):
+        groups: dict[str, list[Event]] = {}
+        for raw in history:
+            ev = Event.of(raw)
+            groups.setdefault(ev.event, []).append(ev)
+        self.by_name: dict[str, tuple[list[Event], list[datetime]]] = {}
+        for name, evs in groups.items():
+            evs.sort(key=lambda e: e.timestamp)  # stable: equal times keep the given order
+            self.by_name[name] = (evs, [e.timestamp for e in evs])
+
+
+class Context:
+    """One user at one moment, from plain data; the one implementation of `EvalContext`.
+
+    - `now`: aware datetime; every history window ends at it (inclusive), later events are ignored.
+    - `user_id`: what `user.id` reads.
+    - `traits`: the profile; `user.X` reads `traits["X"]` (missing → None).
+    - `timezone`: the user's zone (a tzinfo or an IANA name; None → UTC). The engine resolves it
+      (the user's `timezone` trait, else the policy's default) before building the context.
+    - `history`: the user's events, as `Event`s or dicts `{"event": name, "timestamp": aware
+      datetime, "properties": {...}}`, in any order (they are sorted by time, stably, once). Include
+      the event being processed if it already counts as history for the engine.
+    - `named`: events bound with `as` in the entry (`{"viewed": event}`).
+    - `event`: the event being processed, if any.
+    - `segments`: the segment oracle: a callable `name -> bool`, or a mapping of segment name to a
+      compiled segment (anything with `.predicate`) or to a callable `f(ctx)`. With a mapping the
+      context evaluates segments itself, memoised per context, and a segment that (through a cycle)
+      asks for itself while being evaluated is not a member.
+
+    A Context is a snapshot: build a new one (cheaply, with `replace`) when the moment, the traits or
+    the current event change.
+    """
+
+    __slots__ = ("now", "user_id", "timezone", "event", "_traits", "_named", "_index", "_segments",
+                 "_memo", "_active")
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        user_id: str | None = None,
+        traits: Mapping[str, Any] | None = None,
+        timezone: tzinfo | str | None = None,
+        history: Iterable[EventLike] = (),
+        named: Mapping[str, EventLike] | None = None,
+        event: EventLike | None = None,
+        segments: SegmentOracle | Mapping[str, Any] | None = None,
+    ):
+        if not isinstance(now, datetime) or now.utcoffset() is None:
+            raise ValueError(f"`now` must be a timezone-aware datetime, got {now!r}")
+        self.now = now
+        self.user_id = user_id
+        self.timezone = _zone(timezone)
+        self.event = Event.of(event) if event is not None else None
+        self._traits = traits if traits is not None else _EMPTY
+        self._named = {k: Event.of(v) for k, v in (named or {}).items() if v is not None}
+        self._index = history if isinstance(history, _Index) else _Index(history)
+        self._segments = segments
+        self._memo: dict[str, bool] = {}
+        self._active: set[str] = set()
+
+    def replace(self, **changes: Any) -> "Context":
+        """A context for another moment, event or profile that shares this one's history index."""
+        args = {
+            "now": self.now, "user_id": self.user_id, "traits": self._traits, "timezone": self.timezone,
+            "history": self._index, "named": self._named, "event": self.event, "segments": self._segments,
+        }
+        args.update(changes)
+        return Context(**args)
+
+    # ------------------------------------------------------------------ EvalContext
+
+    def trait(self, name: str) -> Any:
+        return self._traits.get(name)
+
+    def named(self, alias: str) -> Event | None:
+        return self._named.get(alias)
+
+    def events(self, name: str, since: datetime | None = None) -> Sequence[Event]:
+        entry = self._index.by_name.get(name)
+        if entry is None:
+            return ()
+        evs, times = entry
+        lo = 0 if since is None else bisect_left(times, since)
+        hi = bisect_right(times, self.now)
+        if lo == 0 and hi == len(evs):
+            return evs
+        return evs[lo:hi]
+
+    def in_segment(self, name: str) -> bool:
+        oracle = self._segments
+        if oracle is None:
+            return False
+        if callable(oracle) and not isinstance(oracle, Mapping):
+            return bool(oracle(name))
+        if name in self._memo:
+            return self._memo[name]
+        seg = oracle.get(name)
+        if seg is None or name in self._active:  # unknown, or a cycle: not a member
+            return False
+        predicate = getattr(seg, "predicate", seg)
+        self._active.add(name)
+        try:
+            result = bool(predicate(self))
+        finally:
+            self._active.discard(name)
+        self._memo[name] = result
+        return result
+
+
+def _zone(value: tzinfo | str | None) -> tzinfo:
+    if value is None:
+        return dt_timezone.utc
+    if isinstance(value, str):
+        return ZoneInfo(value)
+    return value
+
+
+__all__ = ["Context", "EvalContext", "Event", "EventLike", "SegmentOracle"]

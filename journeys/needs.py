@@ -1,0 +1,116 @@
+"""Which history a journey or segment needs, so the engine keeps only that.
+
+A user's history is unbounded; what conditions can read is not. For every event name:
+
+- `windows[name]`: the longest `last D` any lookup uses; older events of that name never count.
+- `latest`: `last(event E)` / `days_since(event E)` read only the most recent event of that name,
+  so it must be kept however old it is (a `where` filter makes this `ever`: the latest *matching*
+  event may be older than the latest one).
+- `ever`: lookups without any window over all of time (`happened(event E)` with no window, an
+  `entry when first event E`, and unbounded lookups with a `where` filter): keep them all.
+- `live`: events matched as they arrive (entry, exit, goal, wait for): the engine routes them to
+  the journey; they need no history of their own.
+
+Needs combine with `|` (union: longest window, union of sets); a journey's needs include those of
+the segments it references, transitively.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from . import ast as A
+from .functions import FUNCTIONS
+
+
+@dataclass(frozen=True)
+class HistoryNeeds:
+    windows: Mapping[str, int] = field(default_factory=dict)
+    latest: frozenset[str] = frozenset()
+    ever: frozenset[str] = frozenset()
+    live: frozenset[str] = frozenset()
+
+    def __or__(self, other: "HistoryNeeds") -> "HistoryNeeds":
+        windows = dict(self.windows)
+        for name, seconds in other.windows.items():
+            windows[name] = max(seconds, windows.get(name, 0))
+        return HistoryNeeds(dict(sorted(windows.items())), self.latest | other.latest, self.ever | other.ever,
+                            self.live | other.live)
+
+    @classmethod
+    def union(cls, needs: Iterable["HistoryNeeds"]) -> "HistoryNeeds":
+        out = cls()
+        for n in needs:
+            out = out | n
+        return out
+
+    @property
+    def events(self) -> frozenset[str]:
+        """Every event name this needs in any way."""
+        return frozenset(self.windows) | self.latest | self.ever | self.live
+
+    def retention(self, name: str) -> int | None:
+        """How long to keep every event of `name`, in seconds; None: forever (`ever`). 0 when no
+        window needs it (the engine may still keep the latest one, see `latest`)."""
+        if name in self.ever:
+            return None
+        return self.windows.get(name, 0)
+
+
+def expression_needs(node: A.Node) -> HistoryNeeds:
+    """The history read by the history calls anywhere below `node` (where-filters included)."""
+    windows: dict[str, int] = {}
+    latest: set[str] = set()
+    ever: set[str] = set()
+    for n in node.walk():
+        if not isinstance(n, A.Call):
+            continue
+        sig = FUNCTIONS.get(n.func)
+        if sig is None or not sig.history:
+            continue
+        match = next((a for a in n.args if isinstance(a, A.EventMatch)), None)
+        if match is None:
+            continue
+        name = match.event.value
+        window = next((a for a in n.args if isinstance(a, A.Window)), None)
+        if window is not None:
+            windows[name] = max(window.duration.seconds, windows.get(name, 0))
+        elif n.func in ("last", "days_since") and match.where is None:
+            latest.add(name)
+        else:
+            ever.add(name)
+    return HistoryNeeds(dict(sorted(windows.items())), frozenset(latest), frozenset(ever))
+
+
+def segment_references(node: A.Node) -> set[str]:
+    """Segments named directly below `node`: `user in segment`, segment entries/exits, `for segment`."""
+    names: set[str] = set()
+    for n in node.walk():
+        if isinstance(n, A.InSegment):
+            names.add(n.segment.value)
+        elif isinstance(n, (A.EntrySegment, A.ExitSegment)):
+            names.add(n.segment.value)
+        elif isinstance(n, A.EntrySchedule) and n.segment is not None:
+            names.add(n.segment.value)
+    return names
+
+
+def segment_closure(roots: Iterable[str], segments: Mapping[str, A.Segment]) -> list[str]:
+    """All segments reachable from `roots` (the roots included), sorted; cycles are fine.
+    Names with no definition are included too: the caller decides what a missing one means."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        seg = segments.get(name)
+        if seg is not None:
+            todo.extend(segment_references(seg.condition) - seen)
+    return sorted(seen)
+
+
+def live_needs(names: Iterable[str]) -> HistoryNeeds:
+    return HistoryNeeds(live=frozenset(names))
