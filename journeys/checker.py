@@ -6,12 +6,12 @@ the first problem, and they never raise for anything the parser accepted.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 from . import ast as A
 from .diagnostics import Diagnostics
 from .expr_check import ExprChecker, Scope
+from .graph import slugify as slug
 from .functions import CAP_CHANNELS, CHANNELS, EVERY_DAYS
 from .config import locate
 from .diagnostics import Span
@@ -21,9 +21,6 @@ from .suggest import did_you_mean
 from .templates import ALWAYS_PROVIDED, PROVIDED_BY_CHANNEL
 
 
-def slug(name: str) -> str:
-    """The journey's name as it appears in step paths."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def check_project(project: Project) -> Diagnostics:
@@ -82,6 +79,10 @@ def _check_uniqueness(project: Project, diags: Diagnostics) -> None:
     seen: dict[str, A.Journey] = {}
     for j in project.journeys:
         key = slug(j.name.value)
+        if not key:
+            diags.error("J044", f"journey name `{j.name.value}` has no letter or digit to make step paths of",
+                        j.name.span, "name it with words, e.g. \"Browse abandonment\"")
+            continue
         if key in seen:
             first = seen[key].name
             same = first.value == j.name.value
@@ -312,8 +313,7 @@ class JourneyChecker:
             self._declared("audiences", s.audience, "J012", "audience")
         elif isinstance(s, A.Webhook):
             self._declared("webhooks", s.name, "J013", "webhook")
-            for p in s.data:
-                ex.expr(p.value, scope)
+            self._pairs(s.data)
         elif isinstance(s, A.SetTrait):
             ex.expr(s.value, scope)
 
@@ -342,13 +342,19 @@ class JourneyChecker:
             if not arm.has_percent_sign or arm.percent <= 0:
                 self.diags.error("J038", f"a split share is a percentage above 0, e.g. `{arm.percent:g}%`", arm.span,
                                  f"write `{max(arm.percent, 1):g}%`")
+            key = "control" if arm.is_control else slug(arm.name.value)
             if arm.is_control:
                 controls.append(arm)
-            elif arm.name.value in names:
-                self.diags.error("J037", f"split arm `{arm.name.value}` appears twice", arm.name.span,
-                                 f"the first one is at {names[arm.name.value].name.span}; rename one")
+            elif not key:
+                self.diags.error("J044", f"split arm name `{arm.name.value}` has no letter or digit to make step paths of",
+                                 arm.name.span, 'name it with words, e.g. "discount"')
+            elif key in names or key == "control":
+                first = names.get(key)
+                self.diags.error("J037", f"split arm `{arm.name.value}` has the same step paths as "
+                                 f"{'the control group' if first is None else '`' + first.name.value + '`'} (…/{key}/…)",
+                                 arm.name.span, (f"the first one is at {first.name.span}; " if first else "") + "rename one")
             else:
-                names[arm.name.value] = arm
+                names[key] = arm
             self._steps(arm.steps)
         for extra in controls[1:]:
             self.diags.error("J037", "a split has one control group", extra.span, "merge the control shares")
@@ -361,8 +367,7 @@ class JourneyChecker:
         ex = self.ex
         scope = Scope(aliases=self.aliases)
         channel = s.channel.value
-        for p in s.data:
-            ex.expr(p.value, scope)
+        self._pairs(s.data)
         if channel not in CHANNELS:
             self.diags.error("J015", f"unknown channel `{channel}`", s.channel.span,
                              did_you_mean(channel, CHANNELS, otherwise="send on " + ", ".join(CHANNELS)))
@@ -383,6 +388,15 @@ class JourneyChecker:
                                  s.template.span,
                                  f"add it: `with {{ {var}: ... }}`, or default it in {tpl.path}:{line}:{col}: "
                                  f"`{{{{ {var} | default(\"...\") }}}}`")
+
+    def _pairs(self, pairs) -> None:
+        seen: dict[str, A.Pair] = {}
+        for p in pairs:
+            if p.key.value in seen:
+                self.diags.error("J024", f"`{p.key.value}` is given twice in `with {{...}}`", p.key.span,
+                                 f"the first one is at {seen[p.key.value].key.span}; keep one")
+            seen.setdefault(p.key.value, p)
+            self.ex.expr(p.value, Scope(aliases=self.aliases))
 
     def _connector(self, via: A.Text, channel: str) -> None:
         cfg = self.project.config.connectors.get(via.value)

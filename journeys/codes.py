@@ -86,6 +86,7 @@ Pass the value with `with { product: viewed.name }`, or give it a default:
     Code("J041", "invalid scenario", "A scenario statement is incomplete: an event without `at TIME`, an `at TIME` that times nothing, an unknown suppression reason, or an invalid date or offset."),
     Code("J042", "unknown journey", "A scenario expects a user in a journey that no file declares."),
     Code("J043", "unknown duration unit", "Durations use the units s, m, h, d and w. There are no months or years: their length varies."),
+    Code("J044", "name without letters or digits", "Journey and split arm names become step paths (`browse_abandonment/1/discount/1`), made of their ASCII letters and digits; a name with none of them cannot make a path."),
     Code("J050", "branch can never run", """Warning. The `wait for` waits for the event that the journey's `exit when` rule also listens
 for. The exit rule ends the journey first, so the `on event` branch never runs."""),
     Code("J051", "unreachable step", "Warning. A step follows an unconditional `exit` in the same block; it never runs."),
