@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LANGUAGE_MD = ROOT.parent / "shared" / "LANGUAGE.md"
 SHOP = ROOT / "examples" / "shop"
 
 CONFIG = """
@@ -47,10 +45,10 @@ TEMPLATES = {
 
 
 def language_examples() -> str:
-    """Every journey-language code block of ../shared/LANGUAGE.md, as one source text."""
-    md = LANGUAGE_MD.read_text(encoding="utf-8")
-    blocks = re.findall(r"```\n(.*?)```", md, re.S)
-    return "\n".join(b for b in blocks if not b.lstrip().startswith("shop/"))
+    """Every journey-language code block of LANGUAGE.md, as one source text."""
+    from .lang_examples import example_blocks
+
+    return "\n".join(example_blocks())
 
 
 @pytest.fixture

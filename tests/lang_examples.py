@@ -1,4 +1,4 @@
-"""The examples of /work/shared/LANGUAGE.md (the language's contract), parsed and compiled once.
+"""The examples of ../shared/LANGUAGE.md (the language's contract), parsed and compiled once.
 
 The page lives in shared/ beside the repository (as for tests/conftest.py).
 """
@@ -12,7 +12,10 @@ from pathlib import Path
 from journeys.compiler import compile_project
 from journeys.parser import parse_text
 
-LANGUAGE_MD = Path(__file__).resolve().parents[2] / "shared" / "LANGUAGE.md"
+SHARED_LANGUAGE_MD = Path(__file__).resolve().parents[2] / "shared" / "LANGUAGE.md"
+# A copy travels with the repository so the tests run on any clone; test_language_copy keeps it true.
+COPY_LANGUAGE_MD = Path(__file__).resolve().parent / "data" / "LANGUAGE.md"
+LANGUAGE_MD = SHARED_LANGUAGE_MD if SHARED_LANGUAGE_MD.is_file() else COPY_LANGUAGE_MD
 
 
 def language_page() -> str:
