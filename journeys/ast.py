@@ -20,13 +20,23 @@ def _span():
 
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def child_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a node type that take part in its meaning (not its spans), cached per type:
+    `dataclasses.fields` is too slow to call on every node of every walk."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls) if f.compare)
+    return names
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     def children(self) -> Iterator["Node"]:
-        for f in fields(self):
-            if f.name == "span":
-                continue
-            value = getattr(self, f.name)
+        for name in child_fields(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Node):
                 yield value
             elif isinstance(value, tuple):

@@ -35,10 +35,10 @@ def canonical(value: Any) -> Any:
         return {"Duration": {"seconds": ["int", value.seconds]}}
     if isinstance(value, A.Node):
         body = {}
-        for f in dataclasses.fields(value):
-            if not f.compare or (type(value), f.name) in _SPELLING_ONLY:
+        for name in A.child_fields(type(value)):
+            if (type(value), name) in _SPELLING_ONLY:
                 continue
-            body[f.name] = canonical(getattr(value, f.name))
+            body[name] = canonical(getattr(value, name))
         return {type(value).__name__: body}
     if value is None:
         return None
