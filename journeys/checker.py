@@ -226,7 +226,7 @@ class JourneyChecker:
         elif isinstance(d, A.EntrySchedule):
             self._schedule(d)
         elif isinstance(d, A.ExitEvent):
-            ex.event_match(d.match)
+            ex.event_match(d.match, self.aliases)
         elif isinstance(d, A.ExitSegment):
             ex.segment_ref(d.segment)
         elif isinstance(d, A.ExitCondition):
@@ -318,7 +318,7 @@ class JourneyChecker:
             ex.expr(s.value, scope)
 
     def _wait_for(self, s: A.WaitFor) -> None:
-        self.ex.event_match(s.match)
+        self.ex.event_match(s.match, self.aliases)
         self.ex.duration(s.timeout)
         seen: dict[str, A.WaitBranch] = {}
         for b in s.branches:

@@ -82,9 +82,9 @@ class ExprChecker:
 
     # ------------------------------------------------------------ expressions
 
-    def event_match(self, m: A.EventMatch) -> None:
+    def event_match(self, m: A.EventMatch, aliases: frozenset[str] = frozenset()) -> None:
         if m.where is not None:
-            self.expr(m.where, Scope(in_where=True))
+            self.expr(m.where, Scope(aliases=aliases, in_where=True))
 
     def expr(self, e, scope: Scope) -> str:
         method = getattr(self, "_" + type(e).__name__, None)
@@ -117,6 +117,11 @@ class ExprChecker:
 
     def _Name(self, e: A.Name, scope: Scope) -> str:
         if scope.in_where:
+            if e.name in scope.aliases:
+                self.diags.error("J016", f"inside `where`, `{e.name}` is a property of the matched event, "
+                                 f"not the event named `{e.name}`", e.span,
+                                 "`where` conditions read only the matched event's properties; compare with a "
+                                 "trait set earlier (`set user.x = ...`) instead")
             return EVENT_FIELDS.get(e.name, ANY)
         if e.name in scope.aliases:
             return EVENT
