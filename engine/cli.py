@@ -86,18 +86,18 @@ def graph(
     format: GraphFormat = typer.Option(GraphFormat.mermaid, "--format", help="mermaid (renders in GitHub) or dot."),
 ) -> None:
     """Print a journey's compiled graph, every step with its path, for review in a pull request."""
-    from journeys.compiler import compile_project
+    from journeys.checker import check_and_compile
     from journeys.graph import slugify
     from journeys.graph_render import render_dot, render_mermaid
     from journeys.suggest import did_you_mean
 
     _existing(path)
     project = load_project(path)
-    diagnostics = check_project(project).sorted()
-    if any(d.is_error for d in diagnostics):
-        print_diagnostics(project, [d for d in diagnostics if d.is_error], Console(stderr=True, highlight=False, soft_wrap=True))
+    diagnostics, compiled = check_and_compile(project)
+    if compiled is None:
+        errors = [d for d in diagnostics.sorted() if d.is_error]
+        print_diagnostics(project, errors, Console(stderr=True, highlight=False, soft_wrap=True))
         raise typer.Exit(1)
-    compiled = compile_project(project.journey_files)
     by_slug = {slugify(name): j for name, j in compiled.journeys.items()}
     found = compiled.journeys.get(journey) or by_slug.get(slugify(journey))
     if found is None:

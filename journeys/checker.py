@@ -25,6 +25,12 @@ from .templates import ALWAYS_PROVIDED, PROVIDED_BY_CHANNEL
 
 def check_project(project: Project) -> Diagnostics:
     """All diagnostics of a loaded project: loading and syntax first, then the checks below."""
+    return check_and_compile(project)[0]
+
+
+def check_and_compile(project: Project):
+    """The diagnostics, and the compiled project when there are no errors (else None): callers
+    that need both get the one compilation the check already did."""
     diags = Diagnostics()
     diags.extend(project.diagnostics)
     segments = {s.name.value for s in project.segments}
@@ -39,20 +45,20 @@ def check_project(project: Project) -> Diagnostics:
         JourneyChecker(project, ex, diags).check(journey)
     _check_audience_sync(project, diags)
     check_scenarios(project, diags)
-    if not diags.has_errors:
-        _check_compiles(project, diags)
-    return diags
+    compiled = _check_compiles(project, diags) if not diags.has_errors else None
+    return diags, compiled
 
 
-def _check_compiles(project: Project, diags: Diagnostics) -> None:
+def _check_compiles(project: Project, diags: Diagnostics):
     """A project that checks clean must compile: if it does not, that is our bug, said plainly."""
     from .compiler import CompileError, compile_project
 
     try:
-        compile_project(project.journey_files)
+        return compile_project(project.journey_files)
     except CompileError as e:
         diags.error("J000", f"internal error: the checked project does not compile: {e}", getattr(e, "span", None),
                     "please report this with the journey attached")
+        return None
 
 
 def _check_audience_sync(project: Project, diags: Diagnostics) -> None:
