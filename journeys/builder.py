@@ -1,14 +1,20 @@
-"""Turns Lark's parse tree into the typed tree of `journeys.ast`.
+"""The typed tree of `journeys.ast`, built rule by rule while Lark's LALR parser reduces.
 
-The transformer is Lark's non-recursive one: a pathological file (thousands of nested `not`)
-must become a diagnostic, not a RecursionError.
+Each method is named after a grammar rule (or its alias) and receives the rule's children as Lark
+filters them (anonymous keywords dropped, `[optional]` parts as None). `journeys.lalr` calls it
+at each reduction, so no parse tree is ever built and walked again; the parser keeps its own
+stacks, so a pathological file (thousands of nested `not`) cannot exhaust Python's.
+
+A rule's span runs from the first token of its text to the last, keywords and brackets included
+(the keywords are not among the children): `journeys.lalr` measures it before calling the method
+and `span()` returns it.
 """
 
 from __future__ import annotations
 
 import ast as py_ast
 
-from lark import Token, Transformer_NonRecursive, Tree, v_args
+from lark import Token
 
 from . import ast as A
 from .diagnostics import Span
@@ -33,25 +39,31 @@ def split_duration(text: str) -> tuple[int, str]:
     return int(text[:digits]), text[digits:]
 
 
-class AstBuilder(Transformer_NonRecursive):
-    """One instance per chunk of a file: it knows the file name and the line the chunk starts at."""
+class AstBuilder:
+    """Turns reductions into typed nodes; `reset` it for each chunk of a file (its name and the
+    line the chunk starts at)."""
 
-    def __init__(self, file: str, line_offset: int = 0):
-        super().__init__(visit_tokens=False)
+    def __init__(self, file: str = "<string>", line_offset: int = 0):
+        self.reset(file, line_offset)
+
+    def reset(self, file: str, line_offset: int) -> None:
         self.file = file
         self.line_offset = line_offset
+        self.extent: tuple[int, int, int, int] | None = None  # set by journeys.lalr before each call
 
     # -------------------------------------------------------------- spans
+
+    def span(self) -> Span | None:
+        """The span of the rule being reduced; None for a rule that matched no text."""
+        e = self.extent
+        if e is None:
+            return None
+        o = self.line_offset
+        return Span(self.file, e[0] + o, e[1], e[2] + o, e[3])
 
     def tspan(self, tok: Token) -> Span:
         o = self.line_offset
         return Span(self.file, tok.line + o, tok.column, tok.end_line + o, tok.end_column)
-
-    def mspan(self, meta) -> Span | None:
-        if getattr(meta, "empty", True):
-            return None
-        o = self.line_offset
-        return Span(self.file, meta.line + o, meta.column, meta.end_line + o, meta.end_column)
 
     def text(self, tok: Token | None) -> A.Text | None:
         if tok is None:
@@ -79,215 +91,177 @@ class AstBuilder(Transformer_NonRecursive):
     def start(self, children):
         return list(children)
 
-    @v_args(meta=True)
-    def policy(self, meta, children):
-        return A.Policy(tuple(children), span=self.mspan(meta))
+    def policy(self, children):
+        return A.Policy(tuple(children), span=self.span())
 
-    @v_args(meta=True)
-    def timezone_decl(self, meta, children):
-        return A.TimezoneDecl(self.text(children[0]), span=self.mspan(meta))
+    def timezone_decl(self, children):
+        return A.TimezoneDecl(self.text(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def cap(self, meta, children):
+    def cap(self, children):
         *rules, when = children
-        return A.Cap(tuple(rules), when, span=self.mspan(meta))
+        return A.Cap(tuple(rules), when, span=self.span())
 
-    @v_args(meta=True)
-    def cap_rule(self, meta, children):
+    def cap_rule(self, children):
         channel, count, window = children
-        return A.CapRule(self.text(channel), int(float(count.value)), self.dur(window), span=self.mspan(meta))
+        return A.CapRule(self.text(channel), int(float(count.value)), self.dur(window), span=self.span())
 
-    @v_args(meta=True)
-    def quiet_hours(self, meta, children):
+    def quiet_hours(self, children):
         start, end, tz = children
-        return A.QuietHours(self.tod(start), self.tod(end), self.zone(tz, self.mspan(meta)), span=self.mspan(meta))
+        return A.QuietHours(self.tod(start), self.tod(end), self.zone(tz, self.span()), span=self.span())
 
-    @v_args(meta=True)
-    def tz_user(self, meta, children):
-        return A.Timezone(None, span=self.mspan(meta))
+    def tz_user(self, children):
+        return A.Timezone(None, span=self.span())
 
-    @v_args(meta=True)
-    def tz_fixed(self, meta, children):
-        return A.Timezone(self.text(children[0]), span=self.mspan(meta))
+    def tz_fixed(self, children):
+        return A.Timezone(self.text(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def segment(self, meta, children):
+    def segment(self, children):
         name, cond = children
-        return A.Segment(self.text(name), cond, span=self.mspan(meta))
+        return A.Segment(self.text(name), cond, span=self.span())
 
-    @v_args(meta=True)
-    def journey(self, meta, children):
+    def journey(self, children):
         name, *items = children
-        return A.Journey(self.text(name), tuple(items), span=self.mspan(meta))
+        return A.Journey(self.text(name), tuple(items), span=self.span())
 
     # -------------------------------------------------------------- declarations
 
-    @v_args(meta=True)
-    def entry_event(self, meta, children):
+    def entry_event(self, children):
         first, match, alias = children
-        return A.EntryEvent(match, first is not None, self.text(alias), span=self.mspan(meta))
+        return A.EntryEvent(match, first is not None, self.text(alias), span=self.span())
 
-    @v_args(meta=True)
-    def entry_segment(self, meta, children):
-        return A.EntrySegment(self.text(children[0]), span=self.mspan(meta))
+    def entry_segment(self, children):
+        return A.EntrySegment(self.text(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def entry_every(self, meta, children):
+    def entry_every(self, children):
         day, at, tz, seg = children
-        return A.EntrySchedule(self.text(day), self.tod(at), None, self.zone(tz, self.mspan(meta)), seg,
-                               span=self.mspan(meta))
+        return A.EntrySchedule(self.text(day), self.tod(at), None, self.zone(tz, self.span()), seg,
+                               span=self.span())
 
-    @v_args(meta=True)
-    def entry_cron(self, meta, children):
+    def entry_cron(self, children):
         expr, tz, seg = children
-        return A.EntrySchedule(None, None, self.text(expr), self.zone(tz, self.mspan(meta)), seg,
-                               span=self.mspan(meta))
+        return A.EntrySchedule(None, None, self.text(expr), self.zone(tz, self.span()), seg,
+                               span=self.span())
 
     def for_segment(self, children):
         return self.text(children[0])
 
-    @v_args(meta=True)
-    def exit_event(self, meta, children):
-        return A.ExitEvent(children[0], span=self.mspan(meta))
+    def exit_event(self, children):
+        return A.ExitEvent(children[0], span=self.span())
 
-    @v_args(meta=True)
-    def exit_segment(self, meta, children):
-        return A.ExitSegment(self.text(children[0]), span=self.mspan(meta))
+    def exit_segment(self, children):
+        return A.ExitSegment(self.text(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def exit_condition(self, meta, children):
-        return A.ExitCondition(children[0], span=self.mspan(meta))
+    def exit_condition(self, children):
+        return A.ExitCondition(children[0], span=self.span())
 
-    @v_args(meta=True)
-    def reenter(self, meta, children):
+    def reenter(self, children):
         mode, after = children
-        return A.Reenter(mode.value, self.dur(after), span=self.mspan(meta))
+        return A.Reenter(mode.value, self.dur(after), span=self.span())
 
-    @v_args(meta=True)
-    def goal(self, meta, children):
+    def goal(self, children):
         name, match, within = children
-        return A.Goal(self.text(name), match, self.dur(within), span=self.mspan(meta))
+        return A.Goal(self.text(name), match, self.dur(within), span=self.span())
 
-    @v_args(meta=True)
-    def on_exit(self, meta, children):
-        return A.OnExit(children[0], span=self.mspan(meta))
+    def on_exit(self, children):
+        return A.OnExit(children[0], span=self.span())
 
     # -------------------------------------------------------------- steps
 
     def block(self, children):
         return tuple(children)
 
-    @v_args(meta=True)
-    def wait(self, meta, children):
-        return A.Wait(self.dur(children[0]), span=self.mspan(meta))
+    def wait(self, children):
+        return A.Wait(self.dur(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def wait_until(self, meta, children):
+    def wait_until(self, children):
         at, tz = children
-        return A.WaitUntil(self.tod(at), self.zone(tz, self.mspan(meta)), span=self.mspan(meta))
+        return A.WaitUntil(self.tod(at), self.zone(tz, self.span()), span=self.span())
 
-    @v_args(meta=True)
-    def wait_for(self, meta, children):
+    def wait_for(self, children):
         match, timeout, branches = children
-        return A.WaitFor(match, self.dur(timeout), tuple(branches or ()), span=self.mspan(meta))
+        return A.WaitFor(match, self.dur(timeout), tuple(branches or ()), span=self.span())
 
     def wait_branches(self, children):
         return list(children)
 
-    @v_args(meta=True)
-    def wait_branch(self, meta, children):
+    def wait_branch(self, children):
         outcome, steps = children
-        return A.WaitBranch(outcome.value, steps, span=self.mspan(meta))
+        return A.WaitBranch(outcome.value, steps, span=self.span())
 
-    @v_args(meta=True)
-    def if_step(self, meta, children):
+    def if_step(self, children):
         cond, steps, *rest = children
-        branches = [A.IfBranch(cond, steps, span=self.mspan(meta))]
+        branches = [A.IfBranch(cond, steps, span=self.span())]
         for item in rest:
             if item is not None:
                 branches.append(item)
-        return A.If(tuple(branches), span=self.mspan(meta))
+        return A.If(tuple(branches), span=self.span())
 
-    @v_args(meta=True)
-    def elif_(self, meta, children):
+    def elif_(self, children):
         cond, steps = children
-        return A.IfBranch(cond, steps, span=self.mspan(meta))
+        return A.IfBranch(cond, steps, span=self.span())
 
-    @v_args(meta=True)
-    def else_block(self, meta, children):
-        return A.IfBranch(None, children[0], span=self.mspan(meta))
+    def else_block(self, children):
+        return A.IfBranch(None, children[0], span=self.span())
 
-    @v_args(meta=True)
-    def split(self, meta, children):
-        return A.Split(tuple(children), span=self.mspan(meta))
+    def split(self, children):
+        return A.Split(tuple(children), span=self.span())
 
     def _share(self, tok: Token) -> tuple[float, bool]:
         if tok.type == "PERCENT":
             return float(tok.value[:-1]), True
         return float(tok.value), False
 
-    @v_args(meta=True)
-    def split_arm(self, meta, children):
+    def split_arm(self, children):
         share, name, steps = children
         pct, sign = self._share(share)
-        return A.SplitArm(pct, self.text(name), steps, sign, span=self.mspan(meta))
+        return A.SplitArm(pct, self.text(name), steps, sign, span=self.span())
 
-    @v_args(meta=True)
-    def split_control(self, meta, children):
+    def split_control(self, children):
         pct, sign = self._share(children[0])
-        return A.SplitArm(pct, None, (), sign, span=self.mspan(meta))
+        return A.SplitArm(pct, None, (), sign, span=self.span())
 
-    @v_args(meta=True)
-    def send(self, meta, children):
+    def send(self, children):
         channel, template, data, via = children
         return A.Send(self.text(channel), self.text(template), tuple(data or ()), self.text(via),
-                      span=self.mspan(meta))
+                      span=self.span())
 
     def with_clause(self, children):
         return children[0]
 
-    @v_args(meta=True)
-    def audience_add(self, meta, children):
-        return A.AudienceChange("add", self.text(children[0]), span=self.mspan(meta))
+    def audience_add(self, children):
+        return A.AudienceChange("add", self.text(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def audience_remove(self, meta, children):
-        return A.AudienceChange("remove", self.text(children[0]), span=self.mspan(meta))
+    def audience_remove(self, children):
+        return A.AudienceChange("remove", self.text(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def webhook(self, meta, children):
+    def webhook(self, children):
         name, data = children
-        return A.Webhook(self.text(name), tuple(data or ()), span=self.mspan(meta))
+        return A.Webhook(self.text(name), tuple(data or ()), span=self.span())
 
-    @v_args(meta=True)
-    def set_trait(self, meta, children):
+    def set_trait(self, children):
         name, value = children
-        return A.SetTrait(self.text(name), value, span=self.mspan(meta))
+        return A.SetTrait(self.text(name), value, span=self.span())
 
-    @v_args(meta=True)
-    def exit_step(self, meta, children):
-        return A.ExitStep(span=self.mspan(meta))
+    def exit_step(self, children):
+        return A.ExitStep(span=self.span())
 
     def object(self, children):
         return tuple(c for c in children if c is not None)
 
-    @v_args(meta=True)
-    def pair(self, meta, children):
+    def pair(self, children):
         key, value = children
-        return A.Pair(self.text(key), value, span=self.mspan(meta))
+        return A.Pair(self.text(key), value, span=self.span())
 
     # -------------------------------------------------------------- expressions
 
-    @v_args(meta=True)
-    def event_match(self, meta, children):
+    def event_match(self, children):
         event, where = children
-        return A.EventMatch(self.text(event), where, span=self.mspan(meta))
+        return A.EventMatch(self.text(event), where, span=self.span())
 
     def _binary(op):
-        @v_args(meta=True)
-        def build(self, meta, children):
+        def build(self, children):
             left, right = children[0], children[-1]
-            return A.Binary(op, left, right, span=self.mspan(meta))
+            return A.Binary(op, left, right, span=self.span())
         return build
 
     or_op = _binary("or")
@@ -300,32 +274,26 @@ class AstBuilder(Transformer_NonRecursive):
     not_in_op = _binary("not in")
     del _binary
 
-    @v_args(meta=True)
-    def compare(self, meta, children):
+    def compare(self, children):
         left, op, right = children
-        return A.Binary(op.value, left, right, span=self.mspan(meta))
+        return A.Binary(op.value, left, right, span=self.span())
 
-    @v_args(meta=True)
-    def not_op(self, meta, children):
-        return A.Unary("not", children[0], span=self.mspan(meta))
+    def not_op(self, children):
+        return A.Unary("not", children[0], span=self.span())
 
-    @v_args(meta=True)
-    def neg(self, meta, children):
-        return A.Unary("-", children[0], span=self.mspan(meta))
+    def neg(self, children):
+        return A.Unary("-", children[0], span=self.span())
 
-    @v_args(meta=True)
-    def in_segment(self, meta, children):
-        return A.InSegment(self.text(children[0]), span=self.mspan(meta))
+    def in_segment(self, children):
+        return A.InSegment(self.text(children[0]), span=self.span())
 
-    @v_args(meta=True)
-    def attr(self, meta, children):
+    def attr(self, children):
         obj, name = children
-        return A.Attr(obj, name.value, span=self.mspan(meta))
+        return A.Attr(obj, name.value, span=self.span())
 
-    @v_args(meta=True)
-    def index(self, meta, children):
+    def index(self, children):
         obj, idx = children
-        return A.Index(obj, idx, span=self.mspan(meta))
+        return A.Index(obj, idx, span=self.span())
 
     def number(self, children):
         tok = children[0]
@@ -341,105 +309,87 @@ class AstBuilder(Transformer_NonRecursive):
     def time_lit(self, children):
         return A.Literal(self.tod(children[0]), span=self.tspan(children[0]))
 
-    @v_args(meta=True)
-    def true(self, meta, children):
-        return A.Literal(True, span=self.mspan(meta))
+    def true(self, children):
+        return A.Literal(True, span=self.span())
 
-    @v_args(meta=True)
-    def false(self, meta, children):
-        return A.Literal(False, span=self.mspan(meta))
+    def false(self, children):
+        return A.Literal(False, span=self.span())
 
-    @v_args(meta=True)
-    def null(self, meta, children):
-        return A.Literal(None, span=self.mspan(meta))
+    def null(self, children):
+        return A.Literal(None, span=self.span())
 
-    @v_args(meta=True)
-    def list(self, meta, children):
-        return A.ListExpr(tuple(c for c in children if c is not None), span=self.mspan(meta))
+    def list(self, children):
+        return A.ListExpr(tuple(c for c in children if c is not None), span=self.span())
 
     def name(self, children):
         tok = children[0]
         return A.Name(tok.value, span=self.tspan(tok))
 
-    @v_args(meta=True)
-    def trait(self, meta, children):
-        return A.Trait(children[0].value, span=self.mspan(meta))
+    def trait(self, children):
+        return A.Trait(children[0].value, span=self.span())
 
-    @v_args(meta=True)
-    def call(self, meta, children):
+    def call(self, children):
         func, *args = children
-        return A.Call(func.value, tuple(a for a in args if a is not None), span=self.mspan(meta),
+        return A.Call(func.value, tuple(a for a in args if a is not None), span=self.span(),
                       func_span=self.tspan(func))
 
-    @v_args(meta=True)
-    def window(self, meta, children):
-        return A.Window(self.dur(children[1]), span=self.mspan(meta))
+    def window(self, children):
+        return A.Window(self.dur(children[1]), span=self.span())
 
     # -------------------------------------------------------------- scenarios
 
-    @v_args(meta=True)
-    def test(self, meta, children):
+    def test(self, children):
         name, *stmts = children
-        return A.Scenario(self.text(name), tuple(_pair_times(stmts)), span=self.mspan(meta))
+        return A.Scenario(self.text(name), tuple(_pair_times(stmts)), span=self.span())
 
-    @v_args(meta=True)
-    def test_user(self, meta, children):
+    def test_user(self, children):
         user, traits = children
-        return A.TestUser(self.text(user), tuple(traits or ()), span=self.mspan(meta))
+        return A.TestUser(self.text(user), tuple(traits or ()), span=self.span())
 
-    @v_args(meta=True)
-    def test_at(self, meta, children):
+    def test_at(self, children):
         at, within = children
-        return A.ExpectTime(at, self.dur(within), span=self.mspan(meta))
+        return A.ExpectTime(at, self.dur(within), span=self.span())
 
-    @v_args(meta=True)
-    def test_event(self, meta, children):
+    def test_event(self, children):
         event, user, props = children
-        return A.TestEvent(None, self.text(event), self.text(user), tuple(props or ()), span=self.mspan(meta))
+        return A.TestEvent(None, self.text(event), self.text(user), tuple(props or ()), span=self.span())
 
-    @v_args(meta=True)
-    def test_identify(self, meta, children):
+    def test_identify(self, children):
         user, traits = children
-        return A.TestIdentify(None, self.text(user), tuple(traits or ()), span=self.mspan(meta))
+        return A.TestIdentify(None, self.text(user), tuple(traits or ()), span=self.span())
 
-    @v_args(meta=True)
-    def expect_send(self, meta, children):
+    def expect_send(self, children):
         channel, template, user, suppressed = children
         return A.ExpectSend(self.text(channel), self.text(template), self.text(user), False, suppressed,
-                            span=self.mspan(meta))
+                            span=self.span())
 
-    @v_args(meta=True)
-    def expect_no_send(self, meta, children):
+    def expect_no_send(self, children):
         channel, template, user = children
         return A.ExpectSend(self.text(channel), self.text(template), self.text(user), True, None,
-                            span=self.mspan(meta))
+                            span=self.span())
 
-    @v_args(meta=True)
-    def suppressed(self, meta, children):
-        return A.Text(" ".join(t.value for t in children), span=self.mspan(meta))
+    def suppressed(self, children):
+        return A.Text(" ".join(t.value for t in children), span=self.span())
 
     def _membership(kind):
-        @v_args(meta=True)
-        def build(self, meta, children):
+        def build(self, children):
             user, negated, name = children
             return A.ExpectMembership(kind, self.text(user), self.text(name), negated is not None,
-                                      span=self.mspan(meta))
+                                      span=self.span())
         return build
 
     expect_journey = _membership("journey")
     expect_audience = _membership("audience")
     del _membership
 
-    @v_args(meta=True)
-    def expect_trait(self, meta, children):
+    def expect_trait(self, children):
         user, trait, op, value = children
-        return A.ExpectTrait(self.text(user), self.text(trait), op.value, value, span=self.mspan(meta))
+        return A.ExpectTrait(self.text(user), self.text(trait), op.value, value, span=self.span())
 
-    @v_args(meta=True)
-    def timestamp(self, meta, children):
+    def timestamp(self, children):
         date, time, offset = children
         return A.Timestamp(date.value, self.tod(time), offset.value if offset else None,
-                           span=self.mspan(meta))
+                           span=self.span())
 
 
 # `elif` is a Python keyword, so the rule's callback is registered under another name.
@@ -483,4 +433,4 @@ def _join(a: Span | None, b: Span | None) -> Span | None:
     return Span(a.file, a.line, a.col, b.end_line, b.end_col)
 
 
-__all__ = ["AstBuilder", "unquote", "Tree"]
+__all__ = ["AstBuilder", "unquote"]

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast as A
-from .builder import AstBuilder
 from .diagnostics import Diagnostic, Diagnostics, Severity, Span
+from .lalr import TypedLark
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -40,14 +40,13 @@ _SCAN = re.compile(
 
 
 @lru_cache(maxsize=1)
-def parser() -> Lark:
+def parser() -> TypedLark:
     """The LALR parser, built once per process; Lark caches the analysed grammar on disk."""
-    return Lark(
+    return TypedLark(
         GRAMMAR.read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
         strict=True,
-        propagate_positions=True,
         maybe_placeholders=True,
         cache=True,
     )
@@ -155,18 +154,17 @@ def _chunks(text: str, path: str, diags: Diagnostics) -> list[tuple[int, int, in
 def _parse_chunk(chunk: str, path: str, line_offset: int, diags: Diagnostics) -> list:
     recovery = _Recovery(chunk, path, line_offset)
     try:
-        tree = parser().parse(chunk, on_error=recovery)
+        items = parser().parse_items(chunk, path, line_offset, on_error=recovery)
     except UnexpectedInput as e:
         recovery.report(e)
         diags.extend(recovery.found)
         return []
-    diags.extend(recovery.found)
-    try:
-        items = AstBuilder(path, line_offset).transform(tree)
-    except VisitError as e:  # a builder bug must not look like the user's fault, but must not crash either
-        diags.error("J000", f"internal error while reading this file: {e.orig_exc!r}", Span.point(path, line_offset + 1, 1),
+    except Exception as e:  # a builder bug must not look like the user's fault, but must not crash either
+        diags.extend(recovery.found)
+        diags.error("J000", f"internal error while reading this file: {e!r}", Span.point(path, line_offset + 1, 1),
                     "please report this with the file attached")
         return []
+    diags.extend(recovery.found)
     if _cannot_be_too_deep(chunk):
         return items
     kept = []
