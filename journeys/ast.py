@@ -47,12 +47,32 @@ class Node:
                         yield from (i for i in item if isinstance(i, Node))
 
     def walk(self) -> Iterator["Node"]:
-        """Every node below and including this one, depth first, without recursion."""
+        """Every node below and including this one, depth first, without recursion.
+
+        The order is that of `children()`, which this inlines: checks and the compiler walk every
+        journey several times, and a generator per node was most of the cost of a walk."""
         stack: list[Node] = [self]
+        pop, push = stack.pop, stack.append
         while stack:
-            node = stack.pop()
+            node = pop()
             yield node
-            stack.extend(reversed(list(node.children())))
+            cls = type(node)
+            names = _FIELDS.get(cls) or child_fields(cls)
+            mark = len(stack)
+            for name in names:
+                value = getattr(node, name)
+                if isinstance(value, Node):
+                    push(value)
+                elif isinstance(value, tuple):
+                    for item in value:
+                        if isinstance(item, Node):
+                            push(item)
+                        elif isinstance(item, tuple):
+                            for i in item:
+                                if isinstance(i, Node):
+                                    push(i)
+            if len(stack) - mark > 1:
+                stack[mark:] = stack[mark:][::-1]  # so the first child is walked first
 
 
 # ---------------------------------------------------------------------------------- leaves

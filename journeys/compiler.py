@@ -20,7 +20,8 @@ from . import ast as A
 from . import graph as G
 from .expr import CompileError, compile_expr, compile_match, window_seconds
 from .functions import EVERY_DAYS
-from .needs import HistoryNeeds, expression_needs, live_needs, segment_closure, segment_references
+from .needs import (HistoryNeeds, SegmentIndex, expression_needs, history_read_by, live_needs, segment_closure,
+                    segment_references, segments_named_in)
 from .version import journey_version
 
 __all__ = ["CompileError", "compile_project", "compile_journey", "compile_segment", "compile_policy"]
@@ -43,11 +44,12 @@ def compile_project(files: Iterable[A.SourceFile]) -> G.CompiledProject:
                 segments[item.name.value] = item
             elif isinstance(item, A.Journey):
                 journeys.append((item, f.path))
-    compiled_segments = {name: compile_segment(seg, segments) for name, seg in segments.items()}
+    index = SegmentIndex(segments)
+    compiled_segments = {name: compile_segment(seg, index) for name, seg in segments.items()}
     compiled: dict[str, G.CompiledJourney] = {}
     slugs: dict[str, str] = {}
     for journey, path in journeys:
-        cj = compile_journey(journey, segments, file=path)
+        cj = compile_journey(journey, index, file=path)
         if cj.name in compiled:
             raise CompileError(f'journey "{cj.name}" is defined twice', journey.name.span)
         if cj.slug in slugs:
@@ -55,7 +57,7 @@ def compile_project(files: Iterable[A.SourceFile]) -> G.CompiledProject:
                                f'`{cj.slug}`', journey.name.span)
         slugs[cj.slug] = cj.name
         compiled[cj.name] = cj
-    policy, policy_needs = compile_policy(policies, segments)
+    policy, policy_needs = compile_policy(policies, index)
     needs = HistoryNeeds.union([policy_needs, *(j.needs for j in compiled.values()),
                                 *(s.needs for s in compiled_segments.values())])
     return G.CompiledProject(compiled, compiled_segments, policy, needs)
@@ -109,14 +111,17 @@ def compile_journey(journey: A.Journey, segments: Mapping[str, A.Segment], *,
     steps = _Steps(slug)
     first = steps.block(journey.steps, slug, None)
     on_exit = steps.on_exit(decl.on_exit, slug)
-    refs = segment_closure(segment_references(journey), segments)
+    segments = SegmentIndex.of(segments)
+    nodes = list(journey.walk())  # one walk for the segments it names, the history it reads, its waits
+    named = segments_named_in(nodes)
+    refs = segment_closure(named, segments)
     live = {m.event.value for m in decl.live_matches}
-    live |= {s.match.event.value for s in journey.walk() if isinstance(s, A.WaitFor)}
-    needs = _needs_of(journey, refs, segments) | live_needs(live)
+    live |= {s.match.event.value for s in nodes if isinstance(s, A.WaitFor)}
+    needs = _needs_of(journey, refs, segments, nodes) | live_needs(live)
     if decl.entry.kind == "first_event" and decl.entry.match is not None:
         needs = needs | HistoryNeeds(ever=frozenset({decl.entry.match.event}))
     return G.CompiledJourney(
-        name=name, slug=slug, version=journey_version(journey, segments), entry=decl.entry,
+        name=name, slug=slug, version=journey_version(journey, segments, named=named), entry=decl.entry,
         exits=G.Exits(tuple(decl.exit_events), tuple(decl.exit_segments), tuple(decl.exit_conditions)),
         reenter=decl.reenter, goals=tuple(decl.goals), caps=tuple(decl.caps), quiet_hours=decl.quiet,
         nodes=steps.nodes, first=first, on_exit=on_exit, needs=needs, segments=tuple(refs),
@@ -124,10 +129,13 @@ def compile_journey(journey: A.Journey, segments: Mapping[str, A.Segment], *,
     )
 
 
-def _needs_of(node: A.Node, refs: Iterable[str], segments: Mapping[str, A.Segment]) -> HistoryNeeds:
-    """What `node` reads itself plus what the (already transitive) segments `refs` read."""
-    return HistoryNeeds.union([expression_needs(node),
-                               *(expression_needs(segments[r].condition) for r in refs if r in segments)])
+def _needs_of(node: A.Node, refs: Iterable[str], segments: Mapping[str, A.Segment],
+              nodes: Iterable[A.Node] | None = None) -> HistoryNeeds:
+    """What `node` reads itself (`nodes`: its walk, if the caller made it) plus what the (already
+    transitive) segments `refs` read."""
+    index = SegmentIndex.of(segments)
+    own = history_read_by(nodes) if nodes is not None else expression_needs(node)
+    return HistoryNeeds.union([own, *(index.needs(r) for r in refs if r in index)])
 
 
 class _Declarations:

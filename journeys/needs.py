@@ -18,7 +18,7 @@ the segments it references, transitively.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import ast as A
 from .functions import FUNCTIONS
@@ -60,10 +60,15 @@ class HistoryNeeds:
 
 def expression_needs(node: A.Node) -> HistoryNeeds:
     """The history read by the history calls anywhere below `node` (where-filters included)."""
+    return history_read_by(node.walk())
+
+
+def history_read_by(nodes: Iterable[A.Node]) -> HistoryNeeds:
+    """The history read by the history calls among `nodes` (a walk the caller has already made)."""
     windows: dict[str, int] = {}
     latest: set[str] = set()
     ever: set[str] = set()
-    for n in node.walk():
+    for n in nodes:
         if not isinstance(n, A.Call):
             continue
         sig = FUNCTIONS.get(n.func)
@@ -85,8 +90,13 @@ def expression_needs(node: A.Node) -> HistoryNeeds:
 
 def segment_references(node: A.Node) -> set[str]:
     """Segments named directly below `node`: `user in segment`, segment entries/exits, `for segment`."""
+    return segments_named_in(node.walk())
+
+
+def segments_named_in(nodes: Iterable[A.Node]) -> set[str]:
+    """Segments named by `nodes` themselves (a walk the caller has already made)."""
     names: set[str] = set()
-    for n in node.walk():
+    for n in nodes:
         if isinstance(n, A.InSegment):
             names.add(n.segment.value)
         elif isinstance(n, (A.EntrySegment, A.ExitSegment)):
@@ -96,9 +106,51 @@ def segment_references(node: A.Node) -> set[str]:
     return names
 
 
+class SegmentIndex(Mapping[str, A.Segment]):
+    """The project's segments by name, with what is derived from each computed once.
+
+    Every journey asks for the segments it references, transitively, their history needs and
+    (for its version id) their canonical form; a project has far more journeys than segments, so
+    walking each segment's condition once per project instead of once per journey matters.
+    """
+
+    def __init__(self, segments: Mapping[str, A.Segment]):
+        self._segments = segments
+        self._memo: dict[tuple[str, str], Any] = {}
+
+    @classmethod
+    def of(cls, segments: Mapping[str, A.Segment]) -> "SegmentIndex":
+        return segments if isinstance(segments, SegmentIndex) else cls(segments)
+
+    def __getitem__(self, name: str) -> A.Segment:
+        return self._segments[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._segments)
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def memo(self, kind: str, name: str, compute: Callable[[A.Segment], Any]) -> Any:
+        """`compute(segment)` for the segment `name`, computed once per kind of derived value."""
+        key = (kind, name)
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = compute(self._segments[name])
+            return value
+
+    def references(self, name: str) -> set[str]:
+        return self.memo("references", name, lambda seg: segment_references(seg.condition))
+
+    def needs(self, name: str) -> HistoryNeeds:
+        return self.memo("needs", name, lambda seg: expression_needs(seg.condition))
+
+
 def segment_closure(roots: Iterable[str], segments: Mapping[str, A.Segment]) -> list[str]:
     """All segments reachable from `roots` (the roots included), sorted; cycles are fine.
     Names with no definition are included too: the caller decides what a missing one means."""
+    index = SegmentIndex.of(segments)
     seen: set[str] = set()
     todo = list(roots)
     while todo:
@@ -106,9 +158,8 @@ def segment_closure(roots: Iterable[str], segments: Mapping[str, A.Segment]) -> 
         if name in seen:
             continue
         seen.add(name)
-        seg = segments.get(name)
-        if seg is not None:
-            todo.extend(segment_references(seg.condition) - seen)
+        if name in index:
+            todo.extend(index.references(name) - seen)
     return sorted(seen)
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import ast as A
-from .needs import segment_closure, segment_references
+from .needs import SegmentIndex, segment_closure, segment_references
 
 FORMAT = "journeys.version/1"  # bump when the compiler's meaning of the same tree changes
 _SPELLING_ONLY = {(A.SplitArm, "has_percent_sign")}
@@ -60,15 +60,21 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
-def journey_version(journey: A.Journey, segments: Mapping[str, A.Segment]) -> str:
-    """The version id of `journey`, given every segment of the project by name."""
-    names = segment_closure(segment_references(journey), segments)
-    used = [[name, canonical(segments[name]) if name in segments else "missing"] for name in names]
-    return _digest({"format": FORMAT, "journey": canonical(journey), "segments": used})
+def journey_version(journey: A.Journey, segments: Mapping[str, A.Segment], *,
+                    named: Iterable[str] | None = None) -> str:
+    """The version id of `journey`, given every segment of the project by name; `named`: the
+    segments the journey names itself, when the caller has already walked it to find them."""
+    names = segment_closure(segment_references(journey) if named is None else named, segments)
+    return _digest({"format": FORMAT, "journey": canonical(journey), "segments": _used(names, segments)})
 
 
 def segment_version(segment: A.Segment, segments: Mapping[str, A.Segment]) -> str:
     """The same, for a segment (with the segments it references)."""
     names = segment_closure(segment_references(segment.condition), segments)
-    used = [[name, canonical(segments[name]) if name in segments else "missing"] for name in names]
-    return _digest({"format": FORMAT, "segment": canonical(segment), "segments": used})
+    return _digest({"format": FORMAT, "segment": canonical(segment), "segments": _used(names, segments)})
+
+
+def _used(names: Iterable[str], segments: Mapping[str, A.Segment]) -> list:
+    """The canonical forms of the segments `names` (each computed once per `SegmentIndex`)."""
+    index = SegmentIndex.of(segments)
+    return [[name, index.memo("canonical", name, canonical) if name in index else "missing"] for name in names]
