@@ -78,24 +78,71 @@ class EvalContext(Protocol):
     def in_segment(self, name: str) -> bool: ...
 
     def events(self, name: str, since: datetime | None = None) -> Sequence[Event]:
-        """The user's events of that name with `since <= timestamp <= now`, oldest first."""
+        """The user's events of that name with `since < timestamp <= now`, oldest first."""
         ...
 
 
-class _Index:
-    """History by event name: events sorted by time (stable) and their timestamps for bisecting."""
+class HistoryIndex:
+    """History by event name: events sorted by time (stable) and their timestamps for bisecting.
+
+    Immutable once built: the engine keeps one per user in its state and derives the next one with
+    `with_event`, which shares every other name's lists, so recording an event costs a copy of one
+    name's (retention-bounded) list, not a rebuild of the index."""
 
     __slots__ = ("by_name",)
 
-    def __init__(self, history: Iterable[EventLike]):
+    def __init__(self, history: Iterable[EventLike] = ()):
         groups: dict[str, list[Event]] = {}
         for raw in history:
             ev = Event.of(raw)
             groups.setdefault(ev.event, []).append(ev)
-        self.by_name: dict[str, tuple[list[Event], list[datetime]]] = {}
+        self.by_name: dict[str, tuple[Sequence[Event], Sequence[datetime]]] = {}
         for name, evs in groups.items():
             evs.sort(key=lambda e: e.timestamp)  # stable: equal times keep the given order
-            self.by_name[name] = (evs, [e.timestamp for e in evs])
+            self.by_name[name] = (tuple(evs), tuple(e.timestamp for e in evs))
+
+    @classmethod
+    def _of(cls, by_name: dict[str, tuple[Sequence[Event], Sequence[datetime]]]) -> "HistoryIndex":
+        index = cls.__new__(cls)
+        index.by_name = by_name
+        return index
+
+    def with_event(self, ev: Event, keep_since: datetime | None = None, keep_latest: bool = False
+                   ) -> "HistoryIndex":
+        """This history plus `ev` (after any events with the same time), dropping events of its
+        name older than `keep_since` (None: keep all) except, with `keep_latest`, the newest."""
+        evs, times = self.by_name.get(ev.event, ((), ()))
+        at = bisect_right(times, ev.timestamp)
+        evs = (*evs[:at], ev, *evs[at:])
+        times = (*times[:at], ev.timestamp, *times[at:])
+        if keep_since is not None:
+            cut = bisect_left(times, keep_since)
+            if keep_latest:
+                cut = min(cut, len(evs) - 1)
+            if cut > 0:
+                evs, times = evs[cut:], times[cut:]
+        by_name = dict(self.by_name)
+        by_name[ev.event] = (evs, times)
+        return HistoryIndex._of(by_name)
+
+    def merged(self, other: "HistoryIndex") -> "HistoryIndex":
+        """Both histories as one (identity stitching); equal times keep this one's events first."""
+        by_name = dict(self.by_name)
+        for name, (evs, _) in other.by_name.items():
+            mine = by_name.get(name, ((), ()))[0]
+            joined = sorted((*mine, *evs), key=lambda e: e.timestamp)
+            by_name[name] = (tuple(joined), tuple(e.timestamp for e in joined))
+        return HistoryIndex._of(by_name)
+
+    def events(self) -> Iterable[Event]:
+        for evs, _ in self.by_name.values():
+            yield from evs
+
+    def __len__(self) -> int:
+        return sum(len(evs) for evs, _ in self.by_name.values())
+
+
+_Index = HistoryIndex  # the name earlier code and tests used
 
 
 class Context:
@@ -143,7 +190,7 @@ class Context:
         self.event = Event.of(event) if event is not None else None
         self._traits = traits if traits is not None else _EMPTY
         self._named = {k: Event.of(v) for k, v in (named or {}).items() if v is not None}
-        self._index = history if isinstance(history, _Index) else _Index(history)
+        self._index = history if isinstance(history, HistoryIndex) else HistoryIndex(history)
         self._segments = segments
         self._memo: dict[str, bool] = {}
         self._active: set[str] = set()
@@ -170,7 +217,7 @@ class Context:
         if entry is None:
             return ()
         evs, times = entry
-        lo = 0 if since is None else bisect_left(times, since)
+        lo = 0 if since is None else bisect_right(times, since)
         hi = bisect_right(times, self.now)
         if lo == 0 and hi == len(evs):
             return evs
@@ -205,4 +252,4 @@ def _zone(value: tzinfo | str | None) -> tzinfo:
     return value
 
 
-__all__ = ["Context", "EvalContext", "Event", "EventLike", "SegmentOracle"]
+__all__ = ["Context", "EvalContext", "Event", "EventLike", "HistoryIndex", "SegmentOracle"]

@@ -2,7 +2,8 @@
 
 Each builder takes the pieces `journeys.expr` compiled (event name, optional `where` filter,
 window, property expression) and returns the evaluator `f(ctx, scope_event)`. Windows end at
-`ctx.now` and include both ends: `last 7d` is `now - 7d <= timestamp <= now`. Events after `now`
+`ctx.now` and are rolling: `last 7d` is `now - 7d < timestamp <= now`, the same rule as caps, so
+`wait 14d` then `happened(event E, last 14d)` no longer sees the event that started the wait. Events after `now`
 never count (the dry-run may know the future; a condition must not).
 """
 
