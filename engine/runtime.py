@@ -1,0 +1,184 @@
+"""The runtime: messages and due timers in, `step` per user, states to the store, effects to the sink.
+
+This is the code the daemon and the dry-run share. Given a clock, a store and a sink, `Engine`
+- deduplicates messages by messageId,
+- stitches identities (an identify with both ids, or an alias, merges the profiles),
+- turns each Segment message into the core's input for the right profile and runs `step`,
+- fires due timers and scheduled entries, each at its own moment, in time order.
+
+The dry-run drives it with a virtual clock: before handling an event at time t it calls
+`run_due(t)`, so every timer due at or before t fires first (the daemon's rule, because the daemon
+fires timers as real time passes).
+"""
+
+from __future__ import annotations
+
+import heapq
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from journeys.evaluation import Event
+
+from .clock import Clock
+from .core import Identify, Input, Scheduled, Track, Wake, merge, step, user_zone
+from .effects import Action, Effect, Received
+from .messages import Message
+from .program import Program
+from .sinks import Sink
+from .state import UserState, new_user
+from .store import Store
+from .timing import next_fire
+
+
+def zone_name(state: UserState, program: Program) -> str:
+    tz = user_zone(state.traits, program)
+    return getattr(tz, "key", None) or "UTC"
+
+
+class Engine:
+    def __init__(self, program: Program, store: Store, clock: Clock, sink: Sink):
+        self.program, self.store, self.clock, self.sink = program, store, clock, sink
+        self._schedules: list[tuple[datetime, int, str, str | None]] = []  # (fire, position, journey, zone)
+        self._zones_scheduled: set[str] = set()
+        self._started = False
+
+    # ------------------------------------------------------------------ messages
+
+    def handle(self, msg: Message) -> None:
+        """Take one message at the clock's current time."""
+        self._start()
+        now = self.clock.now()
+        if self.store.seen(msg.message_id):
+            self.sink.emit([Received(now, msg.actor, "duplicate", msg.event, f"messageId {msg.message_id} seen before")])
+            return
+        if msg.type == "alias":
+            uid = self._resolve(msg.user_id)  # type: ignore[arg-type]
+            self._stitch(msg.previous_id, uid, now)  # type: ignore[arg-type]
+            self.sink.emit([Received(now, uid, "alias", None, f"{msg.previous_id} is {uid}")])
+            return
+        uid = self._profile(msg, now)
+        inp: Input
+        if msg.type in ("track", "page", "screen"):
+            inp = Track(Event(msg.event or "", msg.timestamp, msg.properties), msg.timezone)
+        elif msg.type == "identify":
+            inp = Identify(msg.traits, msg.timezone)
+        elif msg.type == "group":
+            inp = Identify({"group_id": msg.group_id, "group": dict(msg.traits)}, msg.timezone)
+        else:  # parse_message admits no other types
+            raise ValueError(f"unknown message type {msg.type!r}")
+        self._run(uid, inp, now, [Received(now, uid, msg.type, msg.event)])
+
+    def _profile(self, msg: Message, now: datetime) -> str:
+        if msg.user_id is not None:
+            uid = self._resolve(msg.user_id)
+            if msg.anonymous_id is not None:
+                self._stitch(msg.anonymous_id, uid, now)
+            return uid
+        return self._resolve(msg.anonymous_id)  # type: ignore[arg-type]
+
+    def _resolve(self, any_id: str) -> str:
+        return self.store.resolve(any_id) or any_id
+
+    def _stitch(self, other_id: str, uid: str, now: datetime) -> None:
+        """Make `other_id` (and its profile, if it has one) part of profile `uid`."""
+        source = self._resolve(other_id)
+        self.store.link(other_id, uid)
+        if source == uid:
+            return
+        other = self.store.load(source)
+        if other is None:
+            return
+        known = self.store.load(uid) or new_user(uid)
+        merged, effects = merge(known, other, now, self.program)
+        for alias in merged.aliases:
+            self.store.link(alias, uid)
+        self.store.delete(source)
+        self._save(merged)
+        self.sink.emit([Received(now, uid, "merge", None, f"{source} joined {uid}"), *effects])
+
+    # ------------------------------------------------------------------ time
+
+    def run_due(self, until: datetime) -> None:
+        """Fire every timer and scheduled entry due at or before `until`, each at its moment."""
+        self._start()
+        last: tuple[datetime, str] | None = None
+        while True:
+            timer = self.store.next_timer(until)
+            sched = self._schedules[0] if self._schedules and self._schedules[0][0] <= until else None
+            if timer is None and sched is None:
+                return
+            if timer is not None and (sched is None or timer[0] <= sched[0]):
+                if timer == last:  # a step that does not move its own timer would loop forever
+                    raise RuntimeError(f"timer of {timer[1]} at {timer[0]} did not move")
+                last = timer
+                self.clock.advance(timer[0])
+                self._run(timer[1], Wake(), self.clock.now(), [])
+            else:
+                heapq.heappop(self._schedules)
+                fire, pos, name, zone = sched  # type: ignore[misc]
+                self.clock.advance(fire)
+                self._fire_schedule(name, zone)
+                self._push_schedule(pos, name, zone, fire)
+
+    def _start(self) -> None:
+        """Plan the scheduled entries from the first moment the engine sees."""
+        if self._started:
+            return
+        self._started = True
+        now = self.clock.now() - timedelta(microseconds=1)
+        for pos, j in enumerate(self.program.scheduled):
+            if j.entry.schedule is not None and j.entry.schedule.tz is not None:
+                self._push_schedule(pos, j.name, None, now)
+        for zone in sorted(self.store.zones()):
+            self._plan_zone(zone, now)
+
+    def _plan_zone(self, zone: str, after: datetime) -> None:
+        """Schedules in user time fire per zone: plan them for a zone the first time it has a user."""
+        if zone in self._zones_scheduled:
+            return
+        self._zones_scheduled.add(zone)
+        for pos, j in enumerate(self.program.scheduled):
+            if j.entry.schedule is not None and j.entry.schedule.tz is None:
+                self._push_schedule(pos, j.name, zone, after)
+
+    def _push_schedule(self, pos: int, name: str, zone: str | None, after: datetime) -> None:
+        j = self.program.journeys[name]
+        schedule = j.entry.schedule
+        assert schedule is not None
+        fire = next_fire(schedule.cron, zone or schedule.tz or "UTC", after)
+        if fire is not None:
+            heapq.heappush(self._schedules, (fire, pos, name, zone))
+
+    def _fire_schedule(self, name: str, zone: str | None) -> None:
+        now = self.clock.now()
+        users = self.store.users() if zone is None else self.store.users_in_zone(zone)
+        for uid in list(users):
+            self._run(uid, Scheduled(name), now, [Received(now, uid, "schedule", name)])
+
+    # ------------------------------------------------------------------ one step
+
+    def _run(self, uid: str, inp: Input, now: datetime, before: list[Effect]) -> None:
+        state = self.store.load(uid) or new_user(uid)
+        new_state, effects = step(state, inp, now, self.program)
+        self._save(new_state)
+        actions = [e for e in effects if isinstance(e, Action)]
+        if actions:
+            self.store.record(actions)
+        self.sink.emit(before + effects if before else effects)
+
+    def _save(self, state: UserState) -> None:
+        zone = zone_name(state, self.program)
+        self.store.save(state, zone)
+        if zone not in self._zones_scheduled and self._started:
+            self._plan_zone(zone, self.clock.now())
+
+
+def handle_all(engine: Engine, messages: Sequence[Message], until: datetime | None) -> None:
+    """The dry-run's loop: each message at its own time, timers in between, then run to `until`."""
+    for msg in messages:
+        engine.run_due(msg.timestamp)
+        engine.clock.advance(msg.timestamp)
+        engine.handle(msg)
+    if until is not None:
+        engine.run_due(until)
+        engine.clock.advance(until)

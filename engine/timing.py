@@ -1,0 +1,116 @@
+"""Time arithmetic in users' timezones: the next time of day, quiet hours, schedule fire times.
+
+All results are aware UTC datetimes, so states, timers and outputs never depend on the machine's
+zone. Local wall times go through zoneinfo: a time of day that does not exist on a spring-forward
+day (02:30 in Berlin on the last Sunday of March) means the moment the clock passes it (03:30
+summer time); one that happens twice in autumn means the first of the two.
+
+Schedule fire times come from APScheduler's CronTrigger, the same object the daemon's scheduler
+runs, so the dry-run and the daemon agree on every fire time.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = timezone.utc
+_DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str | None) -> tzinfo | None:
+    """The zone for an IANA name; None for None, a non-string or an unknown name."""
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local_moment(day: date, minute: int, tz: tzinfo) -> datetime:
+    """`day` at `minute` past midnight on the wall clock of `tz`, as UTC (see the module's DST rule)."""
+    return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=tz).astimezone(UTC)
+
+
+def next_time_of_day(now: datetime, minute: int, tz: tzinfo) -> datetime:
+    """The first moment at or after `now` when the clock of `tz` shows `minute` past midnight."""
+    today = now.astimezone(tz).date()
+    for offset in range(3):  # today, tomorrow; a third day covers odd DST rules
+        moment = local_moment(today + timedelta(days=offset), minute, tz)
+        if moment >= now:
+            return moment
+    raise AssertionError("unreachable: a time of day recurs within two days")
+
+
+def quiet_until(now: datetime, start: int, end: int, tz: tzinfo) -> datetime | None:
+    """When quiet hours `start`-`end` (minutes of the day; `end < start` spans midnight) end, if
+    `now` is inside them, else None. Inside means start <= local time < end."""
+    if start == end:
+        return None
+    local = now.astimezone(tz)
+    m = local.hour * 60 + local.minute + (local.second + local.microsecond / 1e6) / 60
+    inside = start <= m < end if start < end else (m >= start or m < end)
+    if not inside:
+        return None
+    return next_time_of_day(now, end, tz)
+
+
+# ---------------------------------------------------------------------------------- schedules
+
+
+def _weekday_field(field: str) -> str:
+    """A standard cron weekday field (0 and 7 are Sunday) in APScheduler 3's terms.
+
+    APScheduler 3 numbers weekdays from Monday = 0, so `from_crontab("0 10 * * 1")` would fire on
+    Tuesdays; names mean the same in both, so numbers become names. Ranges and steps are expanded
+    in standard cron semantics first (`0-2` is Sunday to Tuesday; `*/2` Sunday, Tuesday, ...)."""
+    if field == "*" or not any(c.isdigit() for c in field):
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if base == "*":
+            lo, hi = 0, 6
+        elif "-" in base:
+            a, b = base.split("-", 1)
+            lo, hi = _day_number(a), _day_number(b)
+            if hi < lo:  # e.g. fri-sun written as 5-0
+                hi += 7
+        else:
+            lo = _day_number(base)
+            hi = 6 if step_text else lo
+        days.update(d % 7 for d in range(lo, hi + 1, step))
+    return ",".join(_DOW[d] for d in sorted(days))
+
+
+def _day_number(token: str) -> int:
+    token = token.strip().lower()
+    if token.isdigit():
+        return int(token) % 7
+    return _DOW.index(token[:3])
+
+
+def aps_crontab(cron: str) -> str:
+    """A standard 5-field crontab as APScheduler 3 reads it (weekday numbers fixed, see above)."""
+    fields = cron.split()
+    if len(fields) == 5:
+        fields[4] = _weekday_field(fields[4])
+    return " ".join(fields)
+
+
+@lru_cache(maxsize=256)
+def _trigger(cron: str, tz_name: str):
+    from apscheduler.triggers.cron import CronTrigger  # only projects with schedules pay for the import
+
+    return CronTrigger.from_crontab(aps_crontab(cron), timezone=ZoneInfo(tz_name))
+
+
+def next_fire(cron: str, tz_name: str, after: datetime) -> datetime | None:
+    """The first fire time of `cron` in `tz_name` strictly after `after`, as UTC."""
+    trigger = _trigger(cron, tz_name)
+    fire = trigger.get_next_fire_time(None, after.astimezone(ZoneInfo(tz_name)) + timedelta(microseconds=1))
+    return fire.astimezone(UTC) if fire is not None else None
