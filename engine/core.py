@@ -432,9 +432,9 @@ class _Run:
         self.goals = tuple(replace(g, arms=inst.arms) if (g.journey, g.entry, g.origin) ==
                            (inst.journey, inst.entry, inst.origin) else g for g in self.goals)
         if chosen is None:
-            self.transition(inst, "step", node.control_path, f"control group (bucket {bucket:.2f})")
+            self.transition(inst, "split", node.control_path, f"control group (bucket {bucket:.2f})")
             return inst, node.next
-        self.transition(inst, "branch", node.path, f'arm "{chosen.name}" (bucket {bucket:.2f})')
+        self.transition(inst, "split", f"{node.path}/{chosen.slug}", f'arm "{chosen.name}" (bucket {bucket:.2f})')
         return inst, chosen.target
 
     # ------------------------------------------------------------------ actions

@@ -78,8 +78,9 @@ class Action:
 class Transition:
     """A user moved in a journey; `detail` says why, in words a marketer reads in a trace.
 
-    `kind`: entered | not_entered | step | waiting | resumed | branch | exited | completed |
-    merged. `path` is the step concerned (None for entries and ends)."""
+    `kind`: entered | not_entered | step | waiting | resumed | branch | split | exited |
+    completed | merged. `path` is the step concerned (None for entries and ends); a split's is the
+    arm's path (`<split>/<arm>`, `<split>/control`)."""
 
     time: datetime
     user: str
