@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import gc
 import json
 import sys
 from pathlib import Path
@@ -116,6 +117,10 @@ def explain(code: str = typer.Argument(..., help="A diagnostic code such as J001
 
 
 def main() -> None:
+    # Everything imported so far lives until the process exits. Freezing it keeps the cyclic
+    # garbage collector from traversing those objects again at every full collection while a
+    # check allocates its trees: about 10 % of a cold `journeys check` on 200 files.
+    gc.freeze()
     app()
 
 
