@@ -54,7 +54,7 @@ class Engine:
         if msg.type == "alias":
             uid = self._resolve(msg.user_id)  # type: ignore[arg-type]
             self._stitch(msg.previous_id, uid, now)  # type: ignore[arg-type]
-            self.sink.emit([Received(now, uid, "alias", None, f"{msg.previous_id} is {uid}")])
+            self.sink.emit([Received(now, uid, "alias", msg.previous_id, f"{msg.previous_id} is {uid}")])
             return
         uid = self._profile(msg, now)
         inp: Input
@@ -94,7 +94,7 @@ class Engine:
             self.store.link(alias, uid)
         self.store.delete(source)
         self._save(merged)
-        self.sink.emit([Received(now, uid, "merge", None, f"{source} joined {uid}"), *effects])
+        self.sink.emit([Received(now, uid, "merge", source, f"{source} joined {uid}"), *effects])
 
     # ------------------------------------------------------------------ time
 
