@@ -22,6 +22,8 @@ from .diagnostics import Span
 
 def unquote(raw: str) -> str:
     """The value of a STRING token: the grammar's escapes are Python's for `\\"` `\\\\` `\\n` `\\t`."""
+    if "\\" not in raw:
+        return raw[1:-1]  # nothing to unescape (most strings): skip Python's literal parser
     try:
         value = py_ast.literal_eval(raw)
         return value if isinstance(value, str) else raw[1:-1]
