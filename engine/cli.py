@@ -116,6 +116,16 @@ def explain(code: str = typer.Argument(..., help="A diagnostic code such as J001
     typer.echo(f"{found.code}: {found.title}\n\n{found.explanation}")
 
 
+def _register_engine_commands() -> None:
+    """Engine commands live in their own modules and import the engine only when they run."""
+    from .simulate_cli import simulate_command
+
+    app.command("simulate")(simulate_command)
+
+
+_register_engine_commands()
+
+
 def main() -> None:
     # Everything imported so far lives until the process exits. Freezing it keeps the cyclic
     # garbage collector from traversing those objects again at every full collection while a

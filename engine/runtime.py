@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Callable, Sequence
 
 from journeys.evaluation import Event
 
@@ -173,12 +173,18 @@ class Engine:
             self._plan_zone(zone, self.clock.now())
 
 
-def handle_all(engine: Engine, messages: Sequence[Message], until: datetime | None) -> None:
-    """The dry-run's loop: each message at its own time, timers in between, then run to `until`."""
-    for msg in messages:
+def handle_all(engine: Engine, messages: Sequence[Message], until: datetime | None,
+               progress: Callable[[int], None] | None = None) -> None:
+    """The dry-run's loop: each message at its own time, timers in between, then run to `until`.
+    `progress`, if given, hears the number of messages handled every 10,000 and at the end."""
+    for n, msg in enumerate(messages, 1):
         engine.run_due(msg.timestamp)
         engine.clock.advance(msg.timestamp)
         engine.handle(msg)
+        if progress is not None and n % 10_000 == 0:
+            progress(n)
     if until is not None:
         engine.run_due(until)
         engine.clock.advance(until)
+    if progress is not None:
+        progress(len(messages))

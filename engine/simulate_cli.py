@@ -1,0 +1,135 @@
+"""`journeys simulate`: the command line around `engine.simulate`.
+
+Kept apart from `engine.cli` so that `journeys check` never imports the engine: everything heavy
+is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+
+def simulate_command(
+    project: Path = typer.Argument(Path("."), help="The project directory (with journeys.toml)."),
+    events: List[Path] = typer.Option(..., "--events", "-e", help="Event log: JSONL or CSV, gzip too. Repeatable."),
+    mapping: Optional[str] = typer.Option(None, "--map", help="CSV columns, e.g. user_id=userId,event=event,timestamp=ts"),
+    since: Optional[str] = typer.Option(None, "--from", help="Only events at or after this time (ISO-8601; UTC if no offset)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Only events up to this time; timers due by then fire. Default: the last event."),
+    journey: List[str] = typer.Option([], "--journey", help="Run only this journey (repeatable)."),
+    strict: bool = typer.Option(False, "--strict", help="A bad line is fatal instead of skipped."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole report as JSON."),
+    sends_out: Optional[Path] = typer.Option(None, "--sends", help="Write every action as JSON lines."),
+    trace: Optional[str] = typer.Option(None, "--trace", help="Print this user's timeline."),
+    store: Optional[str] = typer.Option(None, "--store", help="Keep the run's state in a SQLite file (sqlite:///path.db) instead of memory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary table."),
+) -> None:
+    """Replay recorded events through the engine on a virtual clock: what would be sent, to whom, when, why."""
+    import orjson
+    from rich.console import Console
+    from rich.text import Text
+
+    from .cli import _existing, _usage_error, print_diagnostics
+    from .eventlog import LogError, MappingError, parse_mapping, read_logs
+    from .eventlog import _utc as parse_time  # the same rule as --from and --until use
+    from .simulate import ProjectError, SendsWriter, load_program, simulate
+    from .summary import render_summary
+    from .trace import Trace
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _existing(project)
+    for f in events:
+        _existing(f)
+    try:
+        columns = parse_mapping(mapping) if mapping else None
+    except MappingError as e:
+        raise _usage_error(f"--map: {e}")
+    try:
+        program = load_program(project, journey or None)
+    except ProjectError as e:
+        print_diagnostics(e.project, [d for d in e.diagnostics if d.is_error], err)
+        err.print(Text(f"{project}: the project has errors; fix them before simulating (journeys check {project})",
+                       style="bold red"))
+        raise typer.Exit(1)
+    except ValueError as e:
+        raise _usage_error(str(e))
+
+    with _progress(err) as progress:
+        total = sum(f.stat().st_size for f in events)
+        task = progress.add_task("reading", total=total) if progress else None
+        try:
+            log = read_logs([str(f) for f in events], columns, strict, since, until,
+                            progress=(lambda n: progress.update(task, completed=n)) if progress else None)
+        except LogError as e:
+            err.print(Text(f"error: {e}", style="bold red"))
+            raise typer.Exit(1)
+        except ValueError as e:  # --from / --until
+            raise _usage_error(str(e))
+        for s in log.skipped[:10]:
+            err.print(Text(f"skipped {s}", style="yellow"))
+        if len(log.skipped) > 10:
+            err.print(Text(f"... and {len(log.skipped) - 10} more skipped lines (all listed in --json)", style="yellow"))
+        sinks: list[Any] = []
+        tracer = Trace(trace) if trace else None
+        if tracer:
+            sinks.append(tracer)
+        writer = SendsWriter(sends_out) if sends_out else None
+        if writer:
+            sinks.append(writer)
+        the_store = _open_store(store) if store else None
+        run_task = progress.add_task("simulating", total=len(log.messages)) if progress else None
+        run = simulate(program, log.messages, until=parse_time(until, "until") if until else None, store=the_store,
+                       sinks=sinks, progress=(lambda n: progress.update(run_task, completed=n)) if progress else None)
+        if writer:
+            writer.close()
+
+    parameters = {
+        "project": str(project), "events": [str(f) for f in events], "map": mapping, "from": since, "until": until,
+        "journeys": list(journey), "messages": len(log.messages), "skipped": len(log.skipped),
+        "skipped_lines": [str(s) for s in log.skipped[:1000]],
+    }
+    report = run.report.to_json(parameters)
+    if json_out:
+        json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n")
+    out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+    if tracer:
+        out.print(Text(f"trace of {trace}", style="bold"))
+        for line in tracer.lines() or [f"(no events for {trace})"]:
+            out.print(Text(line))
+        out.print()
+    if not quiet:
+        render_summary(report, out)
+    if hasattr(the_store, "close"):
+        the_store.close()
+
+
+def _open_store(url: str):
+    from .sqlite_store import SqliteStore
+
+    return SqliteStore(url)
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; nothing in pipes and CI logs."""
+
+    def __init__(self, console):
+        self.console = console
+        self.bar = None
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return None
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                            console=self.console, transient=True)
+        self.bar.__enter__()
+        return self.bar
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

@@ -1,0 +1,71 @@
+"""The dry-run's summary tables in the terminal, drawn from the report's JSON form (so the table
+and `--json` can never disagree)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _sum(d: Mapping[str, int]) -> int:
+    return sum(d.values())
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def render_summary(report: Mapping[str, Any], console: Console) -> None:
+    p = report["parameters"]
+    console.print(f"[bold]{p.get('messages', 0)}[/] events from {', '.join(p.get('events', []))}"
+                  f" ({p.get('skipped', 0)} lines skipped), {report['users']} users")
+    table = Table(title="Journeys", title_justify="left")
+    for col in ("journey", "entered", "still in", "completed", "exited", "sent", "suppressed", "deferred",
+                "conversions"):
+        table.add_column(col, justify="left" if col == "journey" else "right")
+    for name, j in report["journeys"].items():
+        table.add_row(
+            name, str(j["entered"]), str(j["still_in"]), str(j["completed"]), str(_sum(j["exited"])),
+            str(_sum(j["sent"])), str(_sum(j["suppressed"])), str(_sum(j["deferred_by_quiet_hours"])),
+            ", ".join(f"{g} {n}" for g, n in j["conversions"].items()) or "-")
+    console.print(table)
+
+    sends = Table(title="Actions sent", title_justify="left")
+    for col in ("journey", "action", "count"):
+        sends.add_column(col, justify="right" if col == "count" else "left")
+    for name, j in report["journeys"].items():
+        for action, n in sorted(j["templates"].items()):
+            sends.add_row(name, action, str(n))
+    if sends.row_count:
+        console.print(sends)
+
+    details = Table(title="Why sends did not go out", title_justify="left")
+    for col in ("journey", "reason", "rule", "count"):
+        details.add_column(col, justify="right" if col == "count" else "left")
+    for name, j in report["journeys"].items():
+        for rule, n in sorted(j["capped_by_rule"].items()):
+            details.add_row(name, "cap", rule, str(n))
+        for reason, n in sorted(j["suppressed"].items()):
+            if reason != "cap":
+                details.add_row(name, reason, "", str(n))
+        for rule, n in sorted(j["deferred_by_quiet_hours"].items()):
+            details.add_row(name, "deferred", rule, str(n))
+    if details.row_count:
+        console.print(details)
+
+    splits = Table(title="Splits against control", title_justify="left")
+    for col in ("journey", "split", "arm", "users", "goal", "conversions", "rate", "uplift"):
+        splits.add_column(col, justify="right" if col in ("users", "conversions", "rate", "uplift") else "left")
+    for name, j in report["journeys"].items():
+        for split, arms in j["splits"].items():
+            for arm, row in sorted(arms.items(), key=lambda kv: (kv[0] == "control", kv[0])):
+                for goal, n in row["conversions"].items():
+                    uplift = row.get("uplift", {}).get(goal)
+                    splits.add_row(name, split, arm, str(row["users"]), goal, str(n), _pct(row["rate"][goal]),
+                                   "-" if arm == "control" else (_pct(uplift) if uplift is not None else "n/a"))
+    if splits.row_count:
+        console.print(splits)
+
+
