@@ -1,0 +1,129 @@
+"""`journeys simulate` end to end, as a user runs it: a real process on the shop and its sample log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOP = ROOT / "examples" / "shop"
+SAMPLE = SHOP / "events" / "sample.jsonl"
+
+
+def journeys(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def shop_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shop")
+    r = journeys("simulate", str(SHOP), "--events", str(SAMPLE), "--json", str(out / "report.json"),
+                 "--sends", str(out / "sends.jsonl"))
+    assert r.returncode == 0, r.stderr
+    return r, out
+
+
+def test_the_sample_log_exercises_every_shop_journey(shop_run):
+    r, out = shop_run
+    report = json.loads((out / "report.json").read_text())
+    names = {"Browse abandonment", "Checkout abandonment", "Monday picks", "Retarget by engagement",
+             "First purchase", "Payment failure", "Homepage banner"}
+    assert set(report["journeys"]) == names
+    for name, j in report["journeys"].items():
+        assert j["entered"] > 0, name
+    assert report["parameters"]["skipped"] == 0
+    fp = report["journeys"]["First purchase"]["splits"]["first_purchase/1"]
+    assert set(fp) == {"discount", "thanks", "control"}
+    assert "uplift" in fp["discount"] and "uplift" not in fp["control"]
+    for name in names:  # the table names every journey
+        assert name in r.stdout
+
+
+def test_sends_file_lists_every_action_with_its_decision(shop_run):
+    _, out = shop_run
+    rows = [json.loads(line) for line in (out / "sends.jsonl").read_text().splitlines()]
+    assert rows and len({r["id"] for r in rows if r["outcome"] == "sent"}) == sum(r["outcome"] == "sent" for r in rows)
+    assert {"sent", "suppressed", "deferred"} <= {r["outcome"] for r in rows}
+    for r in rows:
+        assert set(r) >= {"id", "time", "user", "journey", "version", "path", "kind", "target", "data"}
+    deferred = [r for r in rows if r["outcome"] == "deferred"]
+    # a deferred send goes out later under the same id, unless the journey ended meanwhile
+    later = {r["id"]: r["outcome"] for r in rows if r["outcome"] != "deferred"}
+    assert all(later.get(r["id"]) in ("sent", "suppressed") for r in deferred if r["id"] in later)
+
+
+def test_same_inputs_give_byte_identical_outputs(shop_run, tmp_path):
+    _, out = shop_run
+    r = journeys("simulate", str(SHOP), "--events", str(SAMPLE), "--json", str(tmp_path / "report.json"),
+                 "--sends", str(tmp_path / "sends.jsonl"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "report.json").read_bytes() == (out / "report.json").read_bytes()
+    assert (tmp_path / "sends.jsonl").read_bytes() == (out / "sends.jsonl").read_bytes()
+
+
+def test_trace_tells_a_users_timeline(tmp_path):
+    log = tmp_path / "events.jsonl"
+    log.write_text("\n".join(json.dumps(m) for m in [
+        {"type": "track", "userId": "u1", "event": "Product Viewed", "messageId": "a",
+         "timestamp": "2026-03-02T10:00:00Z", "properties": {"name": "Lamp", "category": "home"}},
+        {"type": "track", "userId": "u2", "event": "Product Viewed", "messageId": "b",
+         "timestamp": "2026-03-02T10:05:00Z", "properties": {"name": "Tent", "category": "outdoor"}},
+    ]) + "\n")
+    r = journeys("simulate", str(SHOP), "--events", str(log), "--until", "2026-03-02T12:00:00Z", "--trace", "u1",
+                 "--quiet")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "trace of u1"
+    text = "\n".join(lines)
+    assert "event Product Viewed" in text
+    assert "Browse abandonment #1  entered" in text
+    assert "timeout: no Product Added within 1h" in text
+    assert 'email "browse_abandon" sent' in text
+    assert "u2" not in text
+
+
+def test_bad_lines_are_skipped_and_counted_or_fatal_with_strict(tmp_path):
+    log = tmp_path / "events.jsonl"
+    log.write_text('{"type": "track", "userId": "u1", "event": "Product Viewed", "timestamp": "2026-03-02T10:00:00Z"}\n'
+                   "{not json\n"
+                   '{"type": "track", "event": "Product Viewed", "timestamp": "2026-03-02T10:00:00Z"}\n')
+    r = journeys("simulate", str(SHOP), "--events", str(log), "--json", str(tmp_path / "r.json"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"{log}:2:" in r.stderr and f"{log}:3:" in r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["parameters"]["skipped"] == 2 and report["parameters"]["messages"] == 1
+    strict = journeys("simulate", str(SHOP), "--events", str(log), "--strict", "--quiet")
+    assert strict.returncode == 1
+    assert f"{log}:2" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_usage_errors_are_one_clear_line(tmp_path):
+    r = journeys("simulate", str(SHOP), "--events", str(tmp_path / "missing.jsonl"))
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = journeys("simulate", str(SHOP), "--events", str(SAMPLE), "--journey", "Nope", "--quiet")
+    assert r.returncode == 2 and 'no journey named "Nope"' in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_project_with_errors_is_not_simulated(tmp_path):
+    bad = tmp_path / "p"
+    (bad / "journeys").mkdir(parents=True)
+    (bad / "journeys.toml").write_text('[project]\nname = "p"\n')
+    (bad / "journeys" / "a.journey").write_text('journey "A" {\n  entry when event "X"\n  wait 5\n}\n')
+    log = tmp_path / "e.jsonl"
+    log.write_text("")
+    r = journeys("simulate", str(bad), "--events", str(log))
+    assert r.returncode == 1
+    assert "a.journey:3" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_only_one_journey(tmp_path):
+    r = journeys("simulate", str(SHOP), "--events", str(SAMPLE), "--journey", "Payment failure",
+                 "--json", str(tmp_path / "r.json"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert list(report["journeys"]) == ["Payment failure"]
