@@ -118,9 +118,11 @@ def explain(code: str = typer.Argument(..., help="A diagnostic code such as J001
 
 def _register_engine_commands() -> None:
     """Engine commands live in their own modules and import the engine only when they run."""
+    from .generate_cli import generate_command
     from .simulate_cli import simulate_command
 
     app.command("simulate")(simulate_command)
+    app.command("generate")(generate_command)
 
 
 _register_engine_commands()
