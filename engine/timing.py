@@ -2,8 +2,8 @@
 
 All results are aware UTC datetimes, so states, timers and outputs never depend on the machine's
 zone. Local wall times go through zoneinfo: a time of day that does not exist on a spring-forward
-day (02:30 in Berlin on the last Sunday of March) means the moment the clock passes it (03:30
-summer time); one that happens twice in autumn means the first of the two.
+day (02:30 in Berlin on the last Sunday of March) means the first moment after the gap, when the
+clock jumps past it (03:00 summer time); one that happens twice in autumn means the first of the two.
 
 Schedule fire times come from APScheduler's CronTrigger, the same object the daemon's scheduler
 runs, so the dry-run and the daemon agree on every fire time.
@@ -32,7 +32,24 @@ def zone(name: str | None) -> tzinfo | None:
 
 def local_moment(day: date, minute: int, tz: tzinfo) -> datetime:
     """`day` at `minute` past midnight on the wall clock of `tz`, as UTC (see the module's DST rule)."""
-    return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=tz).astimezone(UTC)
+    wall = datetime.combine(day, time(minute // 60, minute % 60))
+    moment = wall.replace(tzinfo=tz).astimezone(UTC)  # fold=0: the first of two, or past a gap
+    if moment.astimezone(tz).replace(tzinfo=None) == wall:
+        return moment
+    # In a spring-forward gap fold=0 reads the wall time with the offset from before the change,
+    # which lands as far past the change as the wall time is into the gap (03:30 for 02:30). The
+    # change itself lies between the readings with the offsets from after and before it: find the
+    # first second whose wall time is at or past `wall`.
+    lo = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)  # the offset from after: before the change
+    hi = moment
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        mid = mid.replace(microsecond=0)
+        if mid.astimezone(tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def next_time_of_day(now: datetime, minute: int, tz: tzinfo) -> datetime:

@@ -161,12 +161,17 @@ class Harness:
 
     # ------------------------------------------------------------------ running
 
-    def feed(self, items: Iterable[Sequence[Any] | Message], until: str | datetime | None = None) -> "Harness":
-        """Run the dry-run loop over these messages (in the given order), then to `until`."""
+    def feed(self, items: Iterable[Sequence[Any] | Message], until: str | datetime | None = None, *,
+             sort: bool = True) -> "Harness":
+        """Run the dry-run loop over these messages, then to `until`. Like `journeys simulate`
+        (whose log reader sorts), the messages are first sorted by time, stably; `sort=False`
+        feeds them as given (the clock never goes back: a late message is taken at the later time)."""
         msgs = []
         for item in items:
             msgs.append(item if isinstance(item, Message) else message(item, self.fed))
             self.fed += 1
+        if sort:
+            msgs.sort(key=lambda m: m.timestamp)
         handle_all(self.engine, msgs, t(until) if until is not None else None)
         return self
 
