@@ -232,7 +232,7 @@ class _Run:
                                 history=self.history, segments=self.p.segments)
         if inst is None and event is None:
             return self._ctx
-        return self._ctx.replace(named=inst.named if inst is not None else None, event=event)
+        return self._ctx.with_event(inst.named if inst is not None else None, event)
 
     # ------------------------------------------------------------------ goals and segments
 
@@ -497,6 +497,9 @@ class _Run:
 
     def finish(self) -> tuple[UserState, list[Effect]]:
         s = self.state
+        if (not self.effects and self.history is s.history and self.traits is s.traits
+                and self.segments is s.segments and self.goals is s.goals):
+            return s, []  # nothing happened (instances, entries and sends only change with effects)
         state = UserState(
             user_id=s.user_id, traits=self.traits, history=self.history,
             instances=MappingProxyType(self.instances), entries=self.entries, goals=self.goals,

@@ -153,14 +153,19 @@ class Engine:
         now = self.clock.now()
         users = self.store.users() if zone is None else self.store.users_in_zone(zone)
         for uid in list(users):
-            self._run(uid, Scheduled(name), now, [Received(now, uid, "schedule", name)])
+            self._run(uid, Scheduled(name), now, [Received(now, uid, "schedule", name)], only_if_effects=True)
 
     # ------------------------------------------------------------------ one step
 
-    def _run(self, uid: str, inp: Input, now: datetime, before: list[Effect]) -> None:
+    def _run(self, uid: str, inp: Input, now: datetime, before: list[Effect], only_if_effects: bool = False) -> None:
+        """Step one user. `only_if_effects`: an input that changed nothing is not reported (a
+        schedule reaching a user outside its segment would otherwise fill traces and reports)."""
         state = self.store.load(uid) or new_user(uid)
         new_state, effects = step(state, inp, now, self.program)
-        self._save(new_state)
+        if new_state is state and only_if_effects:
+            return
+        if new_state is not state:
+            self._save(new_state)
         actions = [e for e in effects if isinstance(e, Action)]
         if actions:
             self.store.record(actions)

@@ -34,7 +34,7 @@ def simulate_command(
 
     from .cli import _existing, _usage_error, print_diagnostics
     from .eventlog import LogError, MappingError, parse_mapping, read_logs
-    from .eventlog import _utc as parse_time  # the same rule as --from and --until use
+    from .eventlog import parse_time
     from .simulate import ProjectError, SendsWriter, load_program, simulate
     from .summary import render_summary
     from .trace import Trace

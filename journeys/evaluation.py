@@ -204,6 +204,19 @@ class Context:
         args.update(changes)
         return Context(**args)
 
+    def with_event(self, named: Mapping[str, Event] | None, event: Event | None) -> "Context":
+        """The same user at the same moment, for another journey run's named events and another
+        current event. The engine's hot path: it takes `Event`s it built itself, so nothing is
+        validated or copied again, and segment memberships already worked out are shared (they
+        depend on neither)."""
+        ctx = Context.__new__(Context)
+        ctx.now, ctx.user_id, ctx.timezone = self.now, self.user_id, self.timezone
+        ctx.event = event
+        ctx._traits, ctx._index, ctx._segments = self._traits, self._index, self._segments
+        ctx._named = named if named is not None else _EMPTY
+        ctx._memo, ctx._active = self._memo, self._active
+        return ctx
+
     # ------------------------------------------------------------------ EvalContext
 
     def trait(self, name: str) -> Any:
