@@ -1,0 +1,72 @@
+"""Benchmark: the dry-run on a large log, against the floor of merely reading it.
+
+    python benchmarks/simulate.py [--events 1000000] [--users 100000] [--log FILE]
+
+Generates a seeded log with `engine.generate` (or takes --log), then measures in one process:
+- the floor: read the file and `orjson.loads` every line, building nothing (`decode_only`);
+- reading: `read_logs` (decode, normalise to Messages, sort by time);
+- the engine: `simulate` over those messages with the shop's journeys (in-memory store);
+- peak memory (the process's maximum resident set).
+Prints events/s for each and the ratio of the end-to-end rate (reading + engine) to the floor.
+Not a test: figures go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.eventlog import decode_only, read_logs  # noqa: E402
+from engine.generate import generate  # noqa: E402
+from engine.simulate import load_program, simulate  # noqa: E402
+
+
+def timed(fn):
+    began = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - began
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--log", type=Path, help="an existing JSONL log instead of a generated one")
+    args = ap.parse_args()
+
+    program = load_program(ROOT / "examples" / "shop")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = args.log
+        if log is None:
+            log = Path(tmp) / "events.jsonl"
+            summary, seconds = timed(lambda: generate(log, events=args.events, users=args.users, seed=args.seed))
+            print(f"generated {summary.events:,} events for {summary.users:,} users in {seconds:.1f} s")
+        lines, floor = timed(lambda: decode_only(log))
+        read, reading = timed(lambda: read_logs([log]))
+        n = len(read.messages)
+        gc.collect()
+        gc.freeze()  # the messages live to the end: keep the collector from walking them again and again
+        run, engine = timed(lambda: simulate(program, read.messages))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    total = reading + engine
+    print(f"floor (read + JSON-decode):  {lines / floor:>10,.0f} lines/s   {floor:6.1f} s")
+    print(f"reading into messages:       {n / reading:>10,.0f} events/s  {reading:6.1f} s")
+    print(f"engine (simulate):           {n / engine:>10,.0f} events/s  {engine:6.1f} s")
+    print(f"end to end (read + engine):  {n / total:>10,.0f} events/s  {total:6.1f} s"
+          f"   = {100 * (n / total) / (lines / floor):.1f} % of the floor")
+    print(f"peak memory (max RSS):       {peak:>10,.0f} MiB")
+    print(f"users {len(run.report.users):,}; entries "
+          f"{sum(j['entered'] for j in run.report.to_json()['journeys'].values()):,}")
+
+
+if __name__ == "__main__":
+    main()
