@@ -1,0 +1,201 @@
+"""`UserState` and `Action` to and from bytes: what a persistent store writes.
+
+The daemon serialises one state per event, so the format is built for orjson's native types and
+for a decoder that knows where every datetime is (no tagging, no walking of arbitrary values):
+
+    {"v": 1,                                   format version
+     "u": user_id,
+     "t": {traits},                            any JSON values, written and read as they are
+     "h": {event name: [[times...], [properties...]]},   history, one entry per name, oldest first
+     "i": {journey: [journey, version, entry, origin, entered_at, path, wait, since, wake,
+                     {alias: [event, timestamp, properties]}, [[path, arm]...], exiting]},
+     "e": {journey: [count, latest entry time]},
+     "g": [[journey, version, entry, origin, goal, entered_at, deadline, [[path, arm]...]]...],
+     "s": [[time, channel, journey]...],
+     "a": [audiences...], "seg": {segment: bool}, "al": [aliases...]}
+
+Empty fields are left out. Datetimes are written by orjson as RFC 3339 with their offset and with
+microseconds when there are any (`2026-03-02T10:00:00+00:00`, `...10:00:00.000005+00:00`) and
+read back with `datetime.fromisoformat`, which gives `timezone.utc` itself for `+00:00`: a round
+trip is exact for the aware UTC datetimes the engine uses throughout.
+
+What comes back, so that `state_from_json(state_to_json(s))` equals `s` field by field:
+- `traits`, `instances`, `entries`, `segments` and each instance's `named` are read-only
+  `MappingProxyType`s (the empty ones the shared empty mapping); `goals`, `sends`, `arms` and
+  `entries` values are tuples; `audiences` and `aliases` frozensets (written sorted, so equal
+  states give equal bytes).
+- Event properties and trait values are the decoded JSON (dicts, lists, str, int, float, bool,
+  None), as `engine.messages.parse_message` hands them to the engine in the first place. The
+  engine stores trait values through `core.plain`, so they are JSON already.
+- The history comes back as a `HistoryIndex` with the same names in the same order and the same
+  events; the named events of instances are equal to, but no longer the same objects as, the ones
+  in the history (nothing in the engine relies on that identity across steps).
+
+Limits (JSON's): integers beyond 64 bits raise `TypeError` (orjson) rather than being written
+wrong; a NaN or infinite float would be written as null. Neither can come from a Segment message
+decoded by orjson.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from itertools import repeat
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import orjson
+
+from journeys.evaluation import Event, HistoryIndex
+
+from .effects import Action
+from .state import Instance, PendingGoal, SendRecord, UserState
+
+FORMAT_VERSION = 1
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_UTC = timezone.utc
+_fromiso = datetime.fromisoformat
+_proxy = MappingProxyType
+_dumps = orjson.dumps
+_loads = orjson.loads
+
+
+def _default(obj: Any) -> Any:
+    """What orjson does not write by itself: read-only mappings, sets, and Events in values."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, (frozenset, set)):
+        return sorted(obj)
+    if isinstance(obj, Event):
+        return [obj.event, obj.timestamp, obj.properties]
+    raise TypeError(f"cannot store a {type(obj).__name__} in a user state: {obj!r}")
+
+
+# ----------------------------------------------------------------------------------- encoding
+
+
+def _event(ev: Event) -> list[Any]:
+    return [ev.event, ev.timestamp, ev.properties]
+
+
+def _instance(i: Instance) -> list[Any]:
+    named = i.named
+    return [i.journey, i.version, i.entry, i.origin, i.entered_at, i.path, i.wait, i.since, i.wake,
+            {k: [e.event, e.timestamp, e.properties] for k, e in named.items()} if named else None,
+            i.arms or None, i.exiting]
+
+
+def state_to_json(state: UserState) -> bytes:
+    """The state as compact JSON bytes (see the module docstring for the layout)."""
+    d: dict[str, Any] = {"v": FORMAT_VERSION, "u": state.user_id}
+    if state.traits:
+        d["t"] = state.traits
+    by_name = state.history.by_name
+    if by_name:
+        d["h"] = {name: (times, [e.properties for e in evs]) for name, (evs, times) in by_name.items()}
+    if state.instances:
+        d["i"] = {k: _instance(i) for k, i in state.instances.items()}
+    if state.entries:
+        d["e"] = state.entries
+    if state.goals:
+        d["g"] = [(g.journey, g.version, g.entry, g.origin, g.goal, g.entered_at, g.deadline, g.arms)
+                  for g in state.goals]
+    if state.sends:
+        d["s"] = [(r.time, r.channel, r.journey) for r in state.sends]
+    if state.audiences:
+        d["a"] = sorted(state.audiences)
+    if state.segments:
+        d["seg"] = state.segments
+    if state.aliases:
+        d["al"] = sorted(state.aliases)
+    return _dumps(d, default=_default)
+
+
+# ----------------------------------------------------------------------------------- decoding
+
+
+def _time(s: str | None) -> datetime | None:
+    return None if s is None else _fromiso(s)
+
+
+def _arms(raw: list[list[str]] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(a) for a in raw) if raw else ()  # type: ignore[misc]
+
+
+def _instance_from(raw: list[Any]) -> Instance:
+    (journey, version, entry, origin, entered_at, path, wait, since, wake, named, arms, exiting) = raw
+    return Instance(
+        journey, version, entry, origin, _fromiso(entered_at), path, wait,
+        None if since is None else _fromiso(since), None if wake is None else _fromiso(wake),
+        _proxy({k: Event(n, _fromiso(t), p) for k, (n, t, p) in named.items()}) if named else _EMPTY,
+        _arms(arms), exiting)
+
+
+def _history(raw: dict[str, list[Any]]) -> HistoryIndex:
+    by_name: dict[str, tuple[tuple[Event, ...], tuple[datetime, ...]]] = {}
+    for name, (stamps, props) in raw.items():
+        times = tuple(map(_fromiso, stamps))
+        by_name[name] = (tuple(map(Event, repeat(name), times, props)), times)
+    return HistoryIndex._of(by_name)  # type: ignore[arg-type]
+
+
+def state_from_json(data: bytes | str) -> UserState:
+    """The state `state_to_json` wrote."""
+    d = _loads(data)
+    if d.get("v") != FORMAT_VERSION:
+        raise ValueError(f"user state format {d.get('v')!r} is not {FORMAT_VERSION}")
+    get = d.get
+    raw = get("t")
+    traits = _proxy(raw) if raw else _EMPTY
+    raw = get("h")
+    history = _history(raw) if raw else HistoryIndex()
+    raw = get("i")
+    instances = _proxy({k: _instance_from(v) for k, v in raw.items()}) if raw else _EMPTY
+    raw = get("e")
+    entries = _proxy({k: (n, _fromiso(t)) for k, (n, t) in raw.items()}) if raw else _EMPTY
+    raw = get("g")
+    goals = tuple(PendingGoal(j, v, n, o, g, _fromiso(a), _fromiso(b), _arms(arms))
+                  for j, v, n, o, g, a, b, arms in raw) if raw else ()
+    raw = get("s")
+    sends = tuple(SendRecord(_fromiso(t), c, j) for t, c, j in raw) if raw else ()
+    raw = get("a")
+    audiences = frozenset(raw) if raw else frozenset()
+    raw = get("seg")
+    segments = _proxy(raw) if raw else _EMPTY
+    raw = get("al")
+    aliases = frozenset(raw) if raw else frozenset()
+    return UserState(d["u"], traits, history, instances, entries, goals, sends, audiences, segments, aliases)
+
+
+# ----------------------------------------------------------------------------------- actions
+
+
+def utc_text(t: datetime) -> str:
+    """Fixed-width ISO-8601 UTC, `2026-03-02T10:00:00.000000Z`: sorts as text the way the times
+    sort (years 1000-9999), so SQL can index and compare it."""
+    if t.tzinfo is not _UTC:
+        t = t.astimezone(_UTC)
+    return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+            f".{t.microsecond:06d}Z")
+
+
+def action_to_row(action: Action) -> dict[str, Any]:
+    """One row of the action log: the columns admin queries filter on, and the whole action as
+    JSON (`Action.to_json`, so the log reads like the dry-run's reports)."""
+    return {
+        "id": action.id, "time": utc_text(action.time), "user": action.user, "journey": action.journey,
+        "version": action.version, "path": action.path, "kind": action.kind, "target": action.target,
+        "outcome": action.outcome, "reason": action.reason, "rule": action.rule,
+        "json": _dumps(action.to_json(), default=_default).decode(),
+    }
+
+
+def action_from_row(row: Mapping[str, Any]) -> Action:
+    """The Action of a row `action_to_row` made. `data` and `named` come back as decoded JSON
+    (a tuple in `data` comes back as a list)."""
+    d = _loads(row["json"])
+    return Action(
+        id=d["id"], time=_fromiso(d["time"]), user=d["user"], journey=d["journey"], version=d["version"],
+        entry=d["entry"], path=d["path"], kind=d["kind"], channel=d["channel"], target=d["target"],
+        outcome=d["outcome"], reason=d["reason"], rule=d["rule"], until=_time(d["until"]), via=d["via"],
+        data=d["data"], named=d["named"])

@@ -1,0 +1,227 @@
+"""`SqliteStore`: the daemon's `Store` on one SQLite file (behaves like `MemoryStore`, persisted).
+
+Schema (created when missing; `schema_version` holds 1, and a file of another version is refused):
+
+    profiles(user_id TEXT PK, zone TEXT, state BLOB, wake TEXT NULL)
+        indexes on (wake, user_id) and (zone, user_id): covering, so timers and zones need no sort
+    identities(alias TEXT PK, user_id TEXT)
+    messages(message_id TEXT PK)
+    actions(id TEXT PK, time, user, journey, version, path, kind, target, outcome, reason, rule,
+            json TEXT)                                                  index on user
+    instances(user_id, journey, version, entry, path, wait, wake, PK(user_id, journey))
+
+`profiles.state` is `engine.serialize.state_to_json`; `profiles.wake` is `state.wake`, so a
+profile and its timer are one row and can never disagree. `instances` mirrors each profile's
+journeys in flight for admin queries (live counts per step): `save` rewrites the profile's rows,
+so a journey no longer in flight has none. Times in columns are fixed-width ISO-8601 UTC text
+(`2026-03-02T10:00:00.000000Z`) that sorts as the times do, so `next_timer` is one indexed
+`ORDER BY wake, user_id LIMIT 1`, in the same (due, user id) order as `MemoryStore`. Ids sort by
+SQLite's BINARY collation, which for UTF-8 text is code-point order: Python's `sorted`.
+
+Transactions. The connection runs in autocommit mode (`isolation_level=None`: the sqlite3 module
+opens no transaction behind our back). Outside an explicit transaction each method is atomic and
+durable on its own: a single statement commits by itself, and a method that writes several rows
+(`save`, `delete`, `record`) wraps them in its own `BEGIN IMMEDIATE ... COMMIT`. The daemon
+groups one message's writes (dedupe, links, profiles, actions) with
+
+    with store.transaction():
+        engine.handle(msg)
+
+`BEGIN IMMEDIATE` takes the write lock up front, so a transaction never fails half-way on a lock
+upgrade; an exception rolls everything back (the messageId too, so a retry is not taken for a
+duplicate). Transactions nest as savepoints. sqlite-utils creates the schema (its methods join
+an open transaction); the per-event reads and writes are prepared SQL on the connection, a few
+statements whose cost is SQLite's, not a layer's.
+
+Durability: WAL journal with `synchronous=NORMAL`: a commit is atomic and survives a crash of the
+process; a power loss may lose the last commits, never corrupt the file. The connection belongs to
+the thread that opened the store (sqlite3's default check).
+
+`path_or_url`: `sqlite:///relative/path.db`, `sqlite:////abs/path.db`, a plain path, or
+`:memory:` (also `sqlite://` and `sqlite:///:memory:`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import sqlite_utils
+
+from .effects import Action
+from .serialize import action_to_row, state_from_json, state_to_json, utc_text
+from .state import UserState
+
+SCHEMA_VERSION = 1
+
+_fromiso = datetime.fromisoformat
+
+_SAVE = ("INSERT INTO profiles (user_id, zone, state, wake) VALUES (?, ?, ?, ?) "
+         "ON CONFLICT (user_id) DO UPDATE SET zone = excluded.zone, state = excluded.state, "
+         "wake = excluded.wake")
+_INSTANCE = ("INSERT INTO instances (user_id, journey, version, entry, path, wait, wake) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_ACTION = ("INSERT OR REPLACE INTO actions (id, time, user, journey, version, path, kind, target, "
+           "outcome, reason, rule, json) VALUES (:id, :time, :user, :journey, :version, :path, :kind, "
+           ":target, :outcome, :reason, :rule, :json)")
+_NEXT_TIMER = ("SELECT wake, user_id FROM profiles WHERE wake IS NOT NULL AND wake <= ? "
+               "ORDER BY wake, user_id LIMIT 1")
+
+
+def sqlite_path(path_or_url: str) -> str:
+    """The file name (or ":memory:") of a store URL or path."""
+    if path_or_url.startswith("sqlite://"):
+        rest = path_or_url[len("sqlite://"):]
+        if rest in ("", "/", "/:memory:"):
+            return ":memory:"
+        if not rest.startswith("/"):
+            raise ValueError(f"not a SQLite URL: {path_or_url!r} (sqlite:///relative.db or sqlite:////abs.db)")
+        return rest[1:]  # sqlite:///rel -> rel, sqlite:////abs -> /abs
+    if not path_or_url:
+        raise ValueError("an empty SQLite path")
+    return path_or_url
+
+
+class SqliteStore:
+    """The `Store` protocol on SQLite (see the module docstring for the schema and transactions)."""
+
+    def __init__(self, path_or_url: str):
+        self.path = sqlite_path(path_or_url)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, isolation_level=None)
+        self.db = sqlite_utils.Database(self.conn)
+        self._depth = 0  # open transaction() blocks
+        if self.path != ":memory:":
+            self.db.enable_wal()
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self._create()
+
+    # ------------------------------------------------------------------ schema
+
+    def _create(self) -> None:
+        db = self.db
+        with self.transaction():
+            if db["schema_version"].exists():
+                row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+                if row is None or row[0] != SCHEMA_VERSION:
+                    raise RuntimeError(f"{self.path}: store schema version {row and row[0]!r}, "
+                                       f"this engine reads {SCHEMA_VERSION}")
+            else:
+                db["schema_version"].create({"version": int})
+                self.conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            db["profiles"].create({"user_id": str, "zone": str, "state": bytes, "wake": str},
+                                  pk="user_id", if_not_exists=True)
+            db["profiles"].create_index(["wake", "user_id"], if_not_exists=True)
+            db["profiles"].create_index(["zone", "user_id"], if_not_exists=True)
+            db["identities"].create({"alias": str, "user_id": str}, pk="alias", if_not_exists=True)
+            db["messages"].create({"message_id": str}, pk="message_id", if_not_exists=True)
+            db["actions"].create(
+                {"id": str, "time": str, "user": str, "journey": str, "version": str, "path": str,
+                 "kind": str, "target": str, "outcome": str, "reason": str, "rule": str, "json": str},
+                pk="id", if_not_exists=True)
+            db["actions"].create_index(["user"], if_not_exists=True)
+            db["instances"].create(
+                {"user_id": str, "journey": str, "version": str, "entry": int, "path": str, "wait": str,
+                 "wake": str},
+                pk=("user_id", "journey"), if_not_exists=True)
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together, or none on an exception. Nested blocks are
+        savepoints: an exception caught inside the outer block undoes only the inner one."""
+        conn = self.conn
+        depth = self._depth
+        name = f"s{depth}"
+        conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        self._depth = depth + 1
+        try:
+            yield
+        except BaseException:
+            self._depth = depth
+            if depth == 0:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        self._depth = depth
+        conn.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "SqliteStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ profiles
+
+    def load(self, user_id: str) -> UserState | None:
+        row = self.conn.execute("SELECT state FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+        return None if row is None else state_from_json(row[0])
+
+    def save(self, state: UserState, zone: str) -> None:
+        uid = state.user_id
+        wake = state.wake
+        rows = [(uid, i.journey, i.version, i.entry, i.path, i.wait,
+                 None if i.wake is None else utc_text(i.wake))
+                for i in state.instances.values()]
+        execute = self.conn.execute
+        with self.transaction():
+            execute(_SAVE, (uid, zone, state_to_json(state), None if wake is None else utc_text(wake)))
+            execute("DELETE FROM instances WHERE user_id = ?", (uid,))
+            if rows:
+                self.conn.executemany(_INSTANCE, rows)
+
+    def delete(self, user_id: str) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
+            self.conn.execute("DELETE FROM instances WHERE user_id = ?", (user_id,))
+
+    # ------------------------------------------------------------------ identities and dedupe
+
+    def resolve(self, any_id: str) -> str | None:
+        row = self.conn.execute("SELECT user_id FROM identities WHERE alias = ?", (any_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def link(self, alias: str, user_id: str) -> None:
+        if alias != user_id:
+            self.conn.execute("INSERT INTO identities (alias, user_id) VALUES (?, ?) "
+                              "ON CONFLICT (alias) DO UPDATE SET user_id = excluded.user_id", (alias, user_id))
+
+    def seen(self, message_id: str) -> bool:
+        cur = self.conn.execute("INSERT OR IGNORE INTO messages (message_id) VALUES (?)", (message_id,))
+        return cur.rowcount == 0
+
+    # ------------------------------------------------------------------ timers and listings
+
+    def next_timer(self, until: datetime) -> tuple[datetime, str] | None:
+        row = self.conn.execute(_NEXT_TIMER, (utc_text(until),)).fetchone()
+        return None if row is None else (_fromiso(row[0]), row[1])
+
+    def users(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT user_id FROM profiles ORDER BY user_id")]
+
+    def users_in_zone(self, zone: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT user_id FROM profiles WHERE zone = ? ORDER BY user_id", (zone,))]
+
+    def zones(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT zone FROM profiles")}
+
+    # ------------------------------------------------------------------ action log
+
+    def record(self, actions: Sequence[Action]) -> None:
+        rows = [action_to_row(a) for a in actions]
+        if not rows:
+            return
+        with self.transaction():
+            self.conn.executemany(_ACTION, rows)
