@@ -253,11 +253,15 @@ class _Run:
 
     def segment_changes(self, event_name: str | None) -> dict[str, bool]:
         """Watched segments whose membership changed; `event_name` None (a profile update)
-        re-evaluates them all, an event only those that read it."""
+        re-evaluates them all, an event those that read it and those that time alone can change
+        (a window that has passed, `days_since`): the event is when the engine sees that."""
         changes: dict[str, bool] = {}
         for name in self.p.watched_segments:
             seg = self.p.segments.get(name)
-            if seg is None or (event_name is not None and event_name not in seg.needs.events):
+            if seg is None:
+                continue
+            needs = seg.needs
+            if event_name is not None and event_name not in needs.events and not (needs.windows or needs.latest):
                 continue
             now_in = self.ctx().in_segment(name)
             if now_in != self.segments.get(name, False):

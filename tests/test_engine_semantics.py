@@ -542,3 +542,36 @@ def test_timer_fires_at_its_own_moment_in_the_dry_run(make):
     h.feed([("2026-03-02 10:00", "u1", "A"), ("2026-03-02 23:00", "u2", "Other")])
     [a] = h.sent("u1")
     assert a.time == t("2026-03-02 10:00") + timedelta(minutes=90)
+
+
+def test_leaving_a_windowed_segment_is_noticed_at_any_later_event(make):
+    # membership is evaluated again after each of the user's events: a window that has passed
+    # shows at the next event, even one the segment does not read
+    h = make('''
+        segment "carters" = happened(event "Product Added", last 1d)
+        journey "S" {
+          entry when event "Product Added"
+          exit when user leaves segment "carters"
+          wait 3d
+          send email "late"
+        }
+    ''')
+    h.feed([("2026-03-02 10:00", "u1", "Product Added"), ("2026-03-04 10:00", "u1", "Page Viewed")],
+           until="2026-03-10")
+    assert h.actions("u1") == []
+    [ex] = h.transitions("u1", kind="exited")
+    assert ex.time == t("2026-03-04 10:00")
+
+
+def test_entering_a_windowed_segment_is_noticed_at_any_later_event(make):
+    # "not happened(..., last 1d)": the user joins when the window passes, seen at their next event
+    h = make('''
+        segment "quiet" = happened(event "Signed Up") and not happened(event "Product Viewed", last 1d)
+        journey "Q" {
+          entry when user enters segment "quiet"
+          send email "miss_you"
+        }
+    ''')
+    h.feed([("2026-03-02 10:00", "u1", "Product Viewed"), ("2026-03-02 10:05", "u1", "Signed Up"),
+            ("2026-03-04 10:00", "u1", "Page Viewed")])
+    assert h.sent_times("u1") == [t("2026-03-04 10:00")]
