@@ -1,0 +1,201 @@
+"""Identity stitching and scheduled entries on a virtual clock (docs/language.md, "Events and users",
+"entry every", "entry on cron")."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from engine.effects import Received
+
+from .engine_helpers import Harness, t
+
+
+@pytest.fixture
+def make(tmp_path):
+    counter = itertools.count()
+
+    def make(source: str, start: str = "2026-01-01 00:00", **kw) -> Harness:
+        return Harness.from_source(tmp_path / f"p{next(counter)}", source, start, **kw)
+
+    return make
+
+
+# ---------------------------------------------------------------------------------- identity
+
+
+BROWSE = '''
+    journey "Browse" {
+      entry when event "Product Viewed" where name == "Lamp" as viewed
+      goal "bought" = event "Order Completed" within 3d
+      wait 1h
+      send email "browse" with { product: viewed.name, plan: user.plan }
+    }
+    journey "Checkout" {
+      entry when event "Checkout Started"
+      reenter always
+      if count(event "Product Viewed", last 7d) >= 3 { send email "many" } else { send email "few" }
+    }
+'''
+
+
+@pytest.mark.parametrize("how", ["identify", "alias"])
+def test_anonymous_profile_merges_into_the_known_one(make, how):
+    h = make(BROWSE)
+    join = (("2026-03-02 10:30", ("u1", "a1"), "identify", {"email": "u1@example.com"}) if how == "identify"
+            else ("2026-03-02 10:30", "u1", "alias", "a1"))
+    h.feed([
+        ("2026-03-01 09:00", "u1", "identify", {"plan": "pro", "email": "old@example.com"}),
+        ("2026-03-01 09:00", "u1", "Product Viewed", {"name": "Desk"}),
+        ("2026-03-02 09:00", ("anon", "a1"), "identify", {"colour": "blue", "email": "anon@example.com"}),
+        ("2026-03-02 10:00", ("anon", "a1"), "Product Viewed", {"name": "Lamp"}),
+        ("2026-03-02 10:05", ("anon", "a1"), "Product Viewed", {"name": "Lamp"}),
+        join,
+        ("2026-03-02 10:40", ("anon", "a1"), "Checkout Started"),  # anonymous only, after the merge
+        ("2026-03-02 10:50", "u1", "Order Completed"),
+    ], until="2026-03-10")
+    assert "a1" not in h.store.profiles
+    s = h.state("u1")
+    assert "a1" in s.aliases
+    # traits of both; the known profile wins (an identify with both ids sets its own traits too)
+    email = "u1@example.com" if how == "identify" else "old@example.com"
+    assert {k: s.traits[k] for k in ("plan", "colour", "email")} == {"plan": "pro", "colour": "blue", "email": email}
+    # the anonymous run of Browse carried on into u1's profile; its send went to u1 with u1's traits
+    [browse] = h.sent(template="browse")
+    assert browse.user == "u1" and browse.time == t("2026-03-02 11:00") and browse.data["plan"] == "pro"
+    assert browse.entry == 1
+    # the later anonymous event went to u1, whose merged history has 3 views
+    assert [a.target for a in h.sent("u1", journey="Checkout")] == ["many"]
+    assert [e.user for e in h.effects if isinstance(e, Received) and e.name == "Checkout Started"] == ["u1"]
+    # the goal of the anonymous entry counts for the merged profile
+    assert [(c.user, c.goal) for c in h.conversions()] == [("u1", "bought")]
+
+
+def test_journeys_in_flight_on_both_identities(make):
+    h = make('''
+        journey "Nudge" {
+          entry when event "A"
+          on exit { webhook "ping" }
+          wait 1d
+          send email "nudge"
+        }
+    ''')
+    h.feed([
+        ("2026-03-02 10:00", ("anon", "a1"), "A"),
+        ("2026-03-02 11:00", "u1", "A"),
+        ("2026-03-02 12:00", ("u1", "a1"), "identify", {}),
+    ], until="2026-03-10")
+    [merged] = h.transitions(kind="merged")
+    assert merged.user == "u1" and merged.entry == 1
+    # the earlier entry (the anonymous one, 10:00) carries on; the other is dropped without on exit
+    [nudge] = h.sent(template="nudge")
+    assert nudge.user == "u1" and nudge.time == t("2026-03-03 10:00")
+    assert [a.target for a in h.sent(kind="webhook")] == ["ping"]
+    assert h.in_flight("u1") == {}
+
+
+def test_merged_history_is_seen_by_segments(make):
+    h = make('''
+        segment "keen" = count(event "Product Viewed", last 7d) >= 3
+        journey "Keen" {
+          entry when user enters segment "keen"
+          send email "keen"
+        }
+    ''')
+    h.feed([
+        ("2026-03-02 10:00", ("anon", "a1"), "Product Viewed"),
+        ("2026-03-02 10:01", ("anon", "a1"), "Product Viewed"),
+        ("2026-03-02 10:00", "u1", "Product Viewed"),
+        ("2026-03-02 11:00", "u1", "alias", "a1"),
+        ("2026-03-02 11:05", "u1", "identify", {"seen": True}),  # segments are evaluated on profile updates
+    ])
+    [a] = h.sent(template="keen")
+    assert a.user == "u1" and a.time == t("2026-03-02 11:05")
+
+
+def test_identify_with_an_unknown_anonymous_id_just_links_it(make):
+    h = make('''
+        journey "J" { entry when event "A"  reenter always  send email "j" }
+    ''')
+    h.feed([("2026-03-02 10:00", ("u1", "a9"), "identify", {"x": 1}),
+            ("2026-03-02 11:00", ("anon", "a9"), "A")])
+    assert [a.user for a in h.sent()] == ["u1"]
+    assert set(h.store.profiles) == {"u1"}
+
+
+# ---------------------------------------------------------------------------------- schedules
+
+
+def test_cron_entry_in_a_fixed_zone_for_segment_members(make):
+    h = make('''
+        segment "vip" = user.vip == true
+        journey "Monday" {
+          entry on cron "0 10 * * 1" in "Europe/Berlin" for segment "vip"
+          reenter always
+          send email "monday"
+        }
+    ''', start="2026-03-01 00:00")  # a Sunday
+    h.feed([("2026-03-01 00:00", "u1", "identify", {"vip": True, "timezone": "Asia/Tokyo"}),
+            ("2026-03-01 00:00", "u2", "identify", {"vip": False})], until="2026-04-01")
+    # Mondays (standard cron: 1 is Monday) at 10:00 Berlin: CET until 29 March, then CEST; the
+    # user's own zone does not matter
+    assert h.sent_times("u1") == [t("2026-03-02 09:00"), t("2026-03-09 09:00"), t("2026-03-16 09:00"),
+                                  t("2026-03-23 09:00"), t("2026-03-30 08:00")]
+    assert h.sent("u2") == []
+
+
+def test_scheduled_entry_reaches_each_user_once_without_reenter(make):
+    h = make('''
+        journey "Monday" {
+          entry on cron "0 10 * * 1" in "UTC"
+          send email "monday"
+        }
+    ''', start="2026-03-01 00:00")
+    h.feed([("2026-03-01 00:00", "u1", "identify", {"x": 1})], until="2026-03-20")
+    assert h.sent_times("u1") == [t("2026-03-02 10:00")]
+
+
+def test_entry_every_monday_in_user_time(make):
+    h = make('''
+        journey "Monday" {
+          entry every monday at 10:00 user time
+          reenter always
+          send email "monday"
+        }
+    ''', start="2026-03-01 00:00")
+    h.feed([("2026-03-01 00:00", "tokyo", "identify", {"timezone": "Asia/Tokyo"}),
+            ("2026-03-01 00:00", "ny", "identify", {"timezone": "America/New_York"})], until="2026-03-17")
+    assert h.sent_times("tokyo") == [t("2026-03-02T10:00:00+09:00"), t("2026-03-09T10:00:00+09:00"),
+                                     t("2026-03-16T10:00:00+09:00")]
+    # New York changes to EDT on 8 March
+    assert h.sent_times("ny") == [t("2026-03-02T10:00:00-05:00"), t("2026-03-09T10:00:00-04:00"),
+                                  t("2026-03-16T10:00:00-04:00")]
+
+
+def test_cron_in_user_time_without_a_zone(make):
+    h = make('''
+        journey "Monday" {
+          entry on cron "30 9 * * 1"
+          send email "monday"
+        }
+    ''', start="2026-03-01 00:00")
+    h.feed([("2026-03-01 00:00", "ber", "identify", {"timezone": "Europe/Berlin"}),
+            ("2026-03-01 00:00", "utc", "identify", {"x": 1})], until="2026-03-05")
+    assert h.sent_times("ber") == [t("2026-03-02T09:30:00+01:00")]
+    assert h.sent_times("utc") == [t("2026-03-02 09:30")]
+
+
+def test_scheduled_entry_not_on_top_of_a_run_in_flight(make):
+    h = make('''
+        journey "Daily" {
+          entry every day at 10:00 in "UTC"
+          reenter always
+          wait 30h
+          send email "d"
+        }
+    ''', start="2026-03-01 00:00")
+    h.feed([("2026-03-01 00:00", "u1", "identify", {"x": 1})], until="2026-03-05 12:00")
+    # enters on the 1st; still waiting on the 2nd; enters again on the 3rd (the run ended at 16:00 on the 2nd)
+    assert [e.time for e in h.entries("u1")] == [t("2026-03-01 10:00"), t("2026-03-03 10:00"),
+                                                t("2026-03-05 10:00")]
