@@ -141,6 +141,17 @@ class HistoryIndex:
     def __len__(self) -> int:
         return sum(len(evs) for evs, _ in self.by_name.values())
 
+    def __eq__(self, other: object) -> bool:
+        """Two histories are equal when they hold the same events per name (a state read back from
+        a store equals the one written)."""
+        if not isinstance(other, HistoryIndex):
+            return NotImplemented
+        mine = {k: v[0] for k, v in self.by_name.items() if v[0]}
+        theirs = {k: v[0] for k, v in other.by_name.items() if v[0]}
+        return mine == theirs
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, and not immutable in type
+
 
 _Index = HistoryIndex  # the name earlier code and tests used
 

@@ -497,9 +497,6 @@ def test_serialize_refuses_another_format():
         state_from_json(b'{"v": 99, "u": "x"}')
 
 
-@pytest.mark.xfail(strict=True, reason="journeys.evaluation.HistoryIndex defines no __eq__, so UserState "
-                   "equality compares histories by identity and no copy of a state (a round trip, a merge "
-                   "replayed) is ever equal to it; same_state() compares by_name instead")
 def test_userstate_equality_survives_a_round_trip():
     state = rich_state()
     assert state_from_json(state_to_json(state)) == state
