@@ -30,6 +30,9 @@ from .store import Store
 from .timing import next_fire
 
 
+GROUP_COMMIT = 1000  # messages per transaction in the dry-run's loop
+
+
 def zone_name(state: UserState, program: Program) -> str:
     tz = user_zone(state.traits, program)
     return getattr(tz, "key", None) or "UTC"
@@ -181,15 +184,16 @@ class Engine:
 def handle_all(engine: Engine, messages: Sequence[Message], until: datetime | None,
                progress: Callable[[int], None] | None = None) -> None:
     """The dry-run's loop: each message at its own time, timers in between, then run to `until`.
-    `progress`, if given, hears the number of messages handled every 10,000 and at the end."""
-    for n, msg in enumerate(messages, 1):
-        engine.run_due(msg.timestamp)
-        engine.clock.advance(msg.timestamp)
-        engine.handle(msg)
-        if progress is not None and n % 10_000 == 0:
-            progress(n)
+    `progress`, if given, hears the number of messages handled after each group commit."""
+    for start in range(0, len(messages), GROUP_COMMIT):
+        with engine.store.transaction():  # a durable store commits once per group, not per message
+            for msg in messages[start:start + GROUP_COMMIT]:
+                engine.run_due(msg.timestamp)
+                engine.clock.advance(msg.timestamp)
+                engine.handle(msg)
+        if progress is not None:
+            progress(min(start + GROUP_COMMIT, len(messages)))
     if until is not None:
-        engine.run_due(until)
-        engine.clock.advance(until)
-    if progress is not None:
-        progress(len(messages))
+        with engine.store.transaction():
+            engine.run_due(until)
+            engine.clock.advance(until)

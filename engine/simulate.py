@@ -52,6 +52,37 @@ def load_program(path: str | Path, journeys: Sequence[str] | None = None) -> Pro
     return Program.build(compiled, only=journeys or None)
 
 
+DRY_RUN_MARK = "dry_run"  # a table that says: this SQLite file holds a dry-run's state
+
+
+class StoreInUse(Exception):
+    """The file given to the dry-run holds state that is not a dry-run's (a daemon's store)."""
+
+
+def open_dry_run_store(url: str):
+    """A SQLite store for one dry-run. A run starts from nothing, so a file left by an earlier
+    dry-run is replaced; a file holding anything else (a daemon's store) is never written over."""
+    import sqlite3
+
+    from .sqlite_store import SqliteStore, sqlite_path
+
+    path = sqlite_path(url)
+    if path != ":memory:" and Path(path).exists() and Path(path).stat().st_size > 0:
+        try:
+            with sqlite3.connect(path) as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            raise StoreInUse(f"{path}: not a SQLite database ({e}); the dry-run never writes over it") from None
+        if tables and DRY_RUN_MARK not in tables:
+            raise StoreInUse(f"{path} holds state that is not a dry-run's; the dry-run never writes over it: "
+                             "choose another file")
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
+    store = SqliteStore(url)
+    store.conn.execute(f"CREATE TABLE IF NOT EXISTS {DRY_RUN_MARK} (note TEXT)")
+    return store
+
+
 class SendsWriter:
     """`--sends FILE`: every action (sent, suppressed, deferred) as one JSON line, in run order."""
 

@@ -35,7 +35,7 @@ def simulate_command(
     from .cli import _existing, _usage_error, print_diagnostics
     from .eventlog import LogError, MappingError, parse_mapping, read_logs
     from .eventlog import parse_time
-    from .simulate import ProjectError, SendsWriter, load_program, simulate
+    from .simulate import ProjectError, SendsWriter, StoreInUse, load_program, open_dry_run_store, simulate
     from .summary import render_summary
     from .trace import Trace
 
@@ -79,7 +79,10 @@ def simulate_command(
         writer = SendsWriter(sends_out) if sends_out else None
         if writer:
             sinks.append(writer)
-        the_store = _open_store(store) if store else None
+        try:
+            the_store = open_dry_run_store(store) if store else None
+        except (StoreInUse, ValueError) as e:
+            raise _usage_error(f"--store: {e}")
         run_task = progress.add_task("simulating", total=len(log.messages)) if progress else None
         run = simulate(program, log.messages, until=parse_time(until, "until") if until else None, store=the_store,
                        sinks=sinks, progress=(lambda n: progress.update(run_task, completed=n)) if progress else None)
@@ -104,12 +107,6 @@ def simulate_command(
         render_summary(report, out)
     if hasattr(the_store, "close"):
         the_store.close()
-
-
-def _open_store(url: str):
-    from .sqlite_store import SqliteStore
-
-    return SqliteStore(url)
 
 
 class _progress:

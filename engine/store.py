@@ -13,6 +13,7 @@ order (by due time, then user id) so that runs are reproducible.
 from __future__ import annotations
 
 import heapq
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Iterable, Protocol, Sequence
 
@@ -56,6 +57,10 @@ class Store(Protocol):
 
     def record(self, actions: Sequence[Action]) -> None:
         """Append to the action log; an id already logged is replaced (the latest decision)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager:
+        """Everything written inside commits together, or nothing does (group commit)."""
         ...
 
 
@@ -125,3 +130,6 @@ class MemoryStore:
     def record(self, actions: Sequence[Action]) -> None:
         for a in actions:
             self.actions[a.id] = a
+
+    def transaction(self) -> AbstractContextManager:
+        return nullcontext()  # nothing to commit: the dry-run's state lives and dies with the run

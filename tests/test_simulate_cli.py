@@ -127,3 +127,35 @@ def test_only_one_journey(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert list(report["journeys"]) == ["Payment failure"]
+
+
+def test_the_readme_main_job_on_sqlite_matches_memory_and_can_run_again(shop_run, tmp_path):
+    _, out = shop_run
+    db = tmp_path / "shop-dryrun.db"
+    for _ in range(2):  # a second run replaces the first run's state instead of deduplicating everything
+        r = journeys("simulate", str(SHOP), "--events", str(SAMPLE), "--store", f"sqlite:///{db}",
+                     "--json", str(tmp_path / "r.json"), "--quiet")
+        assert r.returncode == 0, r.stderr
+        on_sqlite = json.loads((tmp_path / "r.json").read_text())
+        in_memory = json.loads((out / "report.json").read_text())
+        assert on_sqlite["journeys"] == in_memory["journeys"]
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        profiles = conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
+        in_flight = conn.execute("SELECT count(*) FROM instances").fetchone()[0]
+    # every id that was seen is a profile, except those merged into another one
+    assert profiles == on_sqlite["users"] - on_sqlite["inputs"]["merge"]
+    assert in_flight == sum(j["still_in"] for j in on_sqlite["journeys"].values())
+
+
+def test_the_dry_run_never_writes_over_a_store_that_is_not_its_own(tmp_path):
+    import sqlite3
+
+    daemon = tmp_path / "daemon.db"
+    with sqlite3.connect(daemon) as conn:
+        conn.execute("CREATE TABLE profiles (user_id TEXT)")
+    before = daemon.read_bytes()
+    r = journeys("simulate", str(SHOP), "--events", str(SAMPLE), "--store", f"sqlite:///{daemon}", "--quiet")
+    assert r.returncode == 2 and "not a dry-run's" in r.stderr and "Traceback" not in r.stderr
+    assert daemon.read_bytes() == before
