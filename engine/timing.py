@@ -5,8 +5,11 @@ zone. Local wall times go through zoneinfo: a time of day that does not exist on
 day (02:30 in Berlin on the last Sunday of March) means the first moment after the gap, when the
 clock jumps past it (03:00 summer time); one that happens twice in autumn means the first of the two.
 
-Schedule fire times come from APScheduler's CronTrigger, the same object the daemon's scheduler
-runs, so the dry-run and the daemon agree on every fire time.
+Schedule fire times come from APScheduler's CronTrigger (the daemon and the dry-run both take
+them from `next_fire`, so they agree on every fire time). The trigger runs on the wall clock (as if
+the zone were UTC) and each wall-clock fire becomes an instant by the DST rule above, so a schedule
+fires once per matching wall time: APScheduler 3 with a DST zone fires a time that happens twice
+twice, and at the autumn change can return the same fire time again and again.
 """
 
 from __future__ import annotations
@@ -120,14 +123,30 @@ def aps_crontab(cron: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _trigger(cron: str, tz_name: str):
+def _trigger(cron: str):
     from apscheduler.triggers.cron import CronTrigger  # only projects with schedules pay for the import
 
-    return CronTrigger.from_crontab(aps_crontab(cron), timezone=ZoneInfo(tz_name))
+    return CronTrigger.from_crontab(aps_crontab(cron), timezone=UTC)
+
+
+_LOOKBACK = timedelta(hours=3)  # more than any DST shift: wall times behind `after` that may still be ahead
 
 
 def next_fire(cron: str, tz_name: str, after: datetime) -> datetime | None:
-    """The first fire time of `cron` in `tz_name` strictly after `after`, as UTC."""
-    trigger = _trigger(cron, tz_name)
-    fire = trigger.get_next_fire_time(None, after.astimezone(ZoneInfo(tz_name)) + timedelta(microseconds=1))
-    return fire.astimezone(UTC) if fire is not None else None
+    """The first fire time of `cron` in `tz_name` strictly after `after`, as UTC.
+
+    Wall-clock fires (from the trigger in UTC, standing for the wall clock) are mapped to instants
+    with `local_moment`, which never decreases as the wall time grows; the first that lands after
+    `after` is the answer. The search starts a little behind `after`'s wall time because in the
+    repeated hour of an autumn change the wall clock is behind times it showed before."""
+    tz = ZoneInfo(tz_name)
+    trigger = _trigger(cron)
+    cursor = after.astimezone(tz).replace(tzinfo=UTC) - _LOOKBACK
+    while True:
+        wall = trigger.get_next_fire_time(None, cursor)
+        if wall is None:
+            return None
+        moment = local_moment(wall.date(), wall.hour * 60 + wall.minute, tz)
+        if moment > after:
+            return moment
+        cursor = wall + timedelta(minutes=1)

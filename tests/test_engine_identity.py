@@ -199,3 +199,40 @@ def test_scheduled_entry_not_on_top_of_a_run_in_flight(make):
     # enters on the 1st; still waiting on the 2nd; enters again on the 3rd (the run ended at 16:00 on the 2nd)
     assert [e.time for e in h.entries("u1")] == [t("2026-03-01 10:00"), t("2026-03-03 10:00"),
                                                 t("2026-03-05 10:00")]
+
+
+# schedules across DST changes: one fire per matching wall-clock time, by the same rule as
+# `wait until` (a time in the spring-forward gap is the first moment after it; a time that happens
+# twice is the first of the two)
+
+
+def test_next_fire_moves_on_across_the_autumn_change():
+    from engine.timing import next_fire
+
+    fires, after = [], t("2026-10-24 21:30")  # 23:30 CEST
+    for _ in range(5):
+        after = next_fire("0 * * * *", "Europe/Berlin", after)
+        fires.append(after)
+    # 00:00, 01:00, 02:00 CEST, (02:00 CET is the same wall time again: not a second fire), 03:00 CET, 04:00 CET
+    assert fires == [t("2026-10-24 22:00"), t("2026-10-24 23:00"), t("2026-10-25 00:00"), t("2026-10-25 02:00"),
+                     t("2026-10-25 03:00")]
+
+
+@pytest.mark.parametrize("start,until,expected", [
+    # spring forward in Berlin: 02:30 does not exist on 29 March; the entry is at 03:00 CEST
+    ("2026-03-28 00:00", "2026-03-30 12:00",
+     ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+    # fall back: 02:30 happens twice on 25 October; the entry is at the first, once
+    ("2026-10-24 00:00", "2026-10-26 12:00",
+     ["2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
+])
+def test_daily_schedule_across_dst_changes(make, start, until, expected):
+    h = make('''
+        journey "Nightly" {
+          entry every day at 02:30 in "Europe/Berlin"
+          reenter always
+          send email "nightly"
+        }
+    ''', start=start)
+    h.feed([(start, "u1", "identify", {"x": 1})], until=until)
+    assert h.sent_times("u1") == [t(x) for x in expected]
