@@ -362,3 +362,18 @@ def test_consent_is_checked_again_when_quiet_hours_end(make):
     h.feed([("2026-03-02 22:00", "u1", "A"), ("2026-03-03 07:00", "u1", "Unsubscribed", {"channel": "email"})],
            until="2026-03-05")
     assert [(a.outcome, a.reason) for a in h.actions("u1")] == [("deferred", "quiet hours"), ("suppressed", "consent")]
+
+
+def test_channel_unsubscribed_trait_from_identify(make):
+    h = make(CONSENT)
+    h.feed([("2026-03-02 09:00", "u1", "identify", {"sms_unsubscribed": True}), ("2026-03-02 10:00", "u1", "A")])
+    out = _outcomes(h, "u1", "2026-03-02 10:00")
+    assert (out["sms"], out["email"], out["push"]) == (("suppressed", "consent"), ("sent", None), ("sent", None))
+
+
+def test_quiet_hours_use_the_senders_context_timezone_without_a_trait(make):
+    h = make(QUIET % "")
+    h.feed([("2026-03-02T22:30:00+09:00", "u1", "A", {}, {"messageId": "m1", "timezone": "Asia/Tokyo"})],
+           until="2026-03-05")
+    assert h.traits("u1")["timezone"] == "Asia/Tokyo"
+    assert h.sent_times("u1", template="q") == [t("2026-03-03T08:00:00+09:00")]

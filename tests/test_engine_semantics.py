@@ -575,3 +575,66 @@ def test_entering_a_windowed_segment_is_noticed_at_any_later_event(make):
     h.feed([("2026-03-02 10:00", "u1", "Product Viewed"), ("2026-03-02 10:05", "u1", "Signed Up"),
             ("2026-03-04 10:00", "u1", "Page Viewed")])
     assert h.sent_times("u1") == [t("2026-03-04 10:00")]
+
+
+def test_a_goal_converts_once_per_entry(make):
+    h = make(GOAL.replace("reenter always", ""))
+    h.feed([("2026-03-02 10:00", "u1", "Order Completed", {"revenue": 10}),
+            ("2026-03-03 10:00", "u1", "Order Completed", {"revenue": 10}),
+            ("2026-03-03 11:00", "u1", "Order Completed", {"revenue": 10})])
+    assert [(c.goal, c.time) for c in h.conversions("u1")] == [("again", t("2026-03-03 10:00"))]
+
+
+# ---------------------------------------------------------------------------------- versions, clocks
+
+
+def test_a_user_stays_on_the_version_they_entered(make, tmp_path):
+    from engine.program import Program
+    from engine.runtime import Engine, handle_all
+
+    from .engine_helpers import compile_source, message
+
+    v1 = '''
+        journey "V" {
+          entry when event "A"
+          wait 1d
+          send email "old"
+        }
+    '''
+    h = make(v1)
+    h.feed([("2026-03-02 10:00", "u1", "A")])
+    old = h.program.journeys["V"]
+    new = compile_source(tmp_path / "v2", v1.replace('"old"', '"new"'))
+    program = Program.build(new, older=[old])
+    engine = Engine(program, h.store, h.clock, h.recorder)  # a reload: same store, clock and sink
+    handle_all(engine, [message(("2026-03-02 12:00", "u2", "A"), 100)], until=t("2026-03-05"))
+    assert [(a.user, a.target, a.version) for a in h.sent()] == [
+        ("u1", "old", old.version), ("u2", "new", new.journeys["V"].version)]
+    assert old.version != new.journeys["V"].version
+
+
+def test_the_system_clock_gives_the_wall_time(make):
+    from freezegun import freeze_time
+
+    from engine.clock import SystemClock
+    from engine.runtime import Engine
+
+    from .engine_helpers import message
+
+    h = make('''
+        journey "W" {
+          entry when event "A"
+          wait 1h
+          send email "w"
+        }
+    ''')
+    with freeze_time("2026-03-02 10:00:00"):
+        clock = SystemClock()
+        assert clock.now() == t("2026-03-02 10:00") and clock.now().tzinfo is not None
+        engine = Engine(h.program, h.store, clock, h.recorder)
+        # the daemon runs on the wall clock: an event stamped earlier is taken now
+        engine.handle(message(("2026-03-01 08:00", "u1", "A")))
+        assert h.state("u1").wake == t("2026-03-02 11:00")
+    with freeze_time("2026-03-02 11:00:00"):
+        engine.run_due(clock.now())
+    assert h.sent_times("u1") == [t("2026-03-02 11:00")]
