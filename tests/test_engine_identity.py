@@ -236,3 +236,28 @@ def test_daily_schedule_across_dst_changes(make, start, until, expected):
     ''', start=start)
     h.feed([(start, "u1", "identify", {"x": 1})], until=until)
     assert h.sent_times("u1") == [t(x) for x in expected]
+
+
+@pytest.mark.xfail(strict=True, reason="design question: an anonymousId already stitched to one known user, "
+                   "then identified as another (a shared device), merges the first known profile into the "
+                   "second; the docs only speak of stitching an anonymousId to a userId")
+def test_a_shared_device_does_not_merge_two_known_users(make):
+    h = make('journey "J" { entry when event "A"  send email "j" }')
+    h.feed([("2026-03-02 10:00", ("u1", "dev"), "identify", {"name": "one"}),
+            ("2026-03-02 11:00", ("u2", "dev"), "identify", {"name": "two"})])
+    assert set(h.store.profiles) == {"u1", "u2"}
+    assert h.traits("u1")["name"] == "one"
+
+
+@pytest.mark.parametrize("cron,expected", [
+    ("0 10 * * 1", "2026-03-02 10:00"),    # 1 is Monday (APScheduler alone would read Tuesday)
+    ("0 10 * * MON", "2026-03-02 10:00"),
+    ("0 10 * * 0", "2026-03-08 10:00"),    # 0 and 7 are Sunday
+    ("0 10 * * 7", "2026-03-08 10:00"),
+    ("0 10 * * 1-5", "2026-03-02 10:00"),
+    ("0 10 * * 6", "2026-03-07 10:00"),
+])
+def test_cron_weekdays_are_standard(cron, expected):
+    from engine.timing import next_fire
+
+    assert next_fire(cron, "UTC", t("2026-03-01 10:00")) == t(expected)  # a Sunday, at 10:00: strictly after
