@@ -245,11 +245,15 @@ class _Run:
                 continue  # the window closed without a conversion
             j = self.p.journey(g.journey, g.version)
             goal = next((x for x in j.goals if x.name == g.goal), None) if j is not None else None
-            if goal is not None and ev.timestamp >= g.entered_at and goal.match.matches(self.ctx(None, ev), ev):
+            if goal is not None and ev.timestamp >= g.entered_at and goal.match.matches(self.goal_ctx(g, ev), ev):
                 self.effects.append(Conversion(self.now, self.user, g.journey, g.version, g.entry, g.goal, g.arms))
                 continue
             kept.append(g)
         self.goals = tuple(kept)
+
+    def goal_ctx(self, g: PendingGoal, ev: Event) -> Context:
+        base = self.ctx()
+        return base.with_event(g.named if g.named else None, ev)
 
     def segment_changes(self, event_name: str | None) -> dict[str, bool]:
         """Watched segments whose membership changed; `event_name` None (a profile update)
@@ -313,7 +317,8 @@ class _Run:
         inst = Instance(j.name, version, count, self.user, self.now, named=MappingProxyType(named))
         self.instances[j.name] = inst
         self.goals = self.goals + tuple(
-            PendingGoal(j.name, version, count, self.user, g.name, self.now, self.now + timedelta(seconds=g.seconds))
+            PendingGoal(j.name, version, count, self.user, g.name, self.now, self.now + timedelta(seconds=g.seconds),
+                        named=inst.named)
             for g in j.goals)
         self.transition(inst, "entered", None, j.entry.describe())
         self.advance(inst, j, j.first)

@@ -10,7 +10,7 @@ for a decoder that knows where every datetime is (no tagging, no walking of arbi
      "i": {journey: [journey, version, entry, origin, entered_at, path, wait, since, wake,
                      {alias: [event, timestamp, properties]}, [[path, arm]...], exiting]},
      "e": {journey: [count, latest entry time]},
-     "g": [[journey, version, entry, origin, goal, entered_at, deadline, [[path, arm]...]]...],
+     "g": [[journey, version, entry, origin, goal, entered_at, deadline, [[path, arm]...], named]...],
      "s": [[time, channel, journey]...],
      "a": [audiences...], "seg": {segment: bool}, "al": [aliases...]}
 
@@ -50,7 +50,7 @@ from journeys.evaluation import Event, HistoryIndex
 from .effects import Action
 from .state import Instance, PendingGoal, SendRecord, UserState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pending goals keep the run's named events
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _UTC = timezone.utc
@@ -78,11 +78,13 @@ def _event(ev: Event) -> list[Any]:
     return [ev.event, ev.timestamp, ev.properties]
 
 
+def _named(named: Mapping[str, Event]) -> dict[str, list[Any]] | None:
+    return {k: [e.event, e.timestamp, e.properties] for k, e in named.items()} if named else None
+
+
 def _instance(i: Instance) -> list[Any]:
-    named = i.named
     return [i.journey, i.version, i.entry, i.origin, i.entered_at, i.path, i.wait, i.since, i.wake,
-            {k: [e.event, e.timestamp, e.properties] for k, e in named.items()} if named else None,
-            i.arms or None, i.exiting]
+            _named(i.named), i.arms or None, i.exiting]
 
 
 def state_to_json(state: UserState) -> bytes:
@@ -98,8 +100,8 @@ def state_to_json(state: UserState) -> bytes:
     if state.entries:
         d["e"] = state.entries
     if state.goals:
-        d["g"] = [(g.journey, g.version, g.entry, g.origin, g.goal, g.entered_at, g.deadline, g.arms)
-                  for g in state.goals]
+        d["g"] = [(g.journey, g.version, g.entry, g.origin, g.goal, g.entered_at, g.deadline, g.arms,
+                   _named(g.named)) for g in state.goals]
     if state.sends:
         d["s"] = [(r.time, r.channel, r.journey) for r in state.sends]
     if state.audiences:
@@ -127,8 +129,11 @@ def _instance_from(raw: list[Any]) -> Instance:
     return Instance(
         journey, version, entry, origin, _fromiso(entered_at), path, wait,
         None if since is None else _fromiso(since), None if wake is None else _fromiso(wake),
-        _proxy({k: Event(n, _fromiso(t), p) for k, (n, t, p) in named.items()}) if named else _EMPTY,
-        _arms(arms), exiting)
+        _named_from(named), _arms(arms), exiting)
+
+
+def _named_from(named: dict[str, list[Any]] | None) -> Mapping[str, Event]:
+    return _proxy({k: Event(n, _fromiso(t), p) for k, (n, t, p) in named.items()}) if named else _EMPTY
 
 
 def _history(raw: dict[str, list[Any]]) -> HistoryIndex:
@@ -154,8 +159,8 @@ def state_from_json(data: bytes | str) -> UserState:
     raw = get("e")
     entries = _proxy({k: (n, _fromiso(t)) for k, (n, t) in raw.items()}) if raw else _EMPTY
     raw = get("g")
-    goals = tuple(PendingGoal(j, v, n, o, g, _fromiso(a), _fromiso(b), _arms(arms))
-                  for j, v, n, o, g, a, b, arms in raw) if raw else ()
+    goals = tuple(PendingGoal(j, v, n, o, g, _fromiso(a), _fromiso(b), _arms(arms), _named_from(named))
+                  for j, v, n, o, g, a, b, arms, named in raw) if raw else ()
     raw = get("s")
     sends = tuple(SendRecord(_fromiso(t), c, j) for t, c, j in raw) if raw else ()
     raw = get("a")

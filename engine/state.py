@@ -58,6 +58,8 @@ class PendingGoal:
     entered_at: datetime
     deadline: datetime
     arms: tuple[tuple[str, str], ...] = ()
+    named: Mapping[str, Event] = field(default_factory=lambda: _EMPTY)  # the run's `as` events:
+    # a goal's `where` may read them (`where product_id == viewed.product_id`), after the run too
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,7 +226,7 @@ class JourneyChecker:
         ex = self.ex
         scope = Scope(aliases=self.aliases)
         if isinstance(d, A.EntryEvent):
-            ex.event_match(d.match)
+            ex.event_match(d.match, matching_alias=d.alias.value if d.alias is not None else None)
         elif isinstance(d, A.EntrySegment):
             ex.segment_ref(d.segment)
         elif isinstance(d, A.EntrySchedule):
@@ -245,7 +245,7 @@ class JourneyChecker:
                                  f"write `reenter after {d.after}` or `reenter {d.mode}`")
             ex.duration(d.after)
         elif isinstance(d, A.Goal):
-            ex.event_match(d.match)
+            ex.event_match(d.match, self.aliases)
             ex.duration(d.within)
         elif isinstance(d, A.Cap):
             _check_cap(d, ex)

@@ -107,8 +107,10 @@ def compile_journey(journey: A.Journey, segments: Mapping[str, A.Segment], *,
     if not slug:
         raise CompileError(f'the journey name "{name}" has no letter or digit to make its path from',
                            journey.name.span)
-    decl = _Declarations(journey)
-    steps = _Steps(slug)
+    aliases = frozenset(d.alias.value for d in journey.declarations
+                        if isinstance(d, A.EntryEvent) and d.alias is not None)
+    decl = _Declarations(journey, aliases)
+    steps = _Steps(slug, aliases)
     first = steps.block(journey.steps, slug, None)
     on_exit = steps.on_exit(decl.on_exit, slug)
     segments = SegmentIndex.of(segments)
@@ -141,7 +143,8 @@ def _needs_of(node: A.Node, refs: Iterable[str], segments: Mapping[str, A.Segmen
 class _Declarations:
     """The declarations of one journey, compiled; each may appear once unless it is a list."""
 
-    def __init__(self, journey: A.Journey):
+    def __init__(self, journey: A.Journey, aliases: frozenset[str]):
+        self.aliases = aliases  # the entry's `as` names: the named events, in `where` too
         self.entry: G.Entry | None = None
         self.reenter: G.Reentry | None = None
         self.quiet: G.QuietHours | None = None
@@ -166,12 +169,12 @@ class _Declarations:
             if isinstance(d, A.EntryEvent):
                 self.live_matches.append(d.match)
         elif isinstance(d, A.ExitEvent):
-            self.exit_events.append(compile_match(d.match))
+            self.exit_events.append(compile_match(d.match, self.aliases))
             self.live_matches.append(d.match)
         elif isinstance(d, A.ExitSegment):
             self.exit_segments.append(d.segment.value)
         elif isinstance(d, A.ExitCondition):
-            self.exit_conditions.append(compile_expr(d.condition))
+            self.exit_conditions.append(compile_expr(d.condition, self.aliases))
         elif isinstance(d, A.Reenter):
             if self.reenter is not None:
                 raise CompileError("`reenter` is given twice", d.span)
@@ -179,7 +182,7 @@ class _Declarations:
         elif isinstance(d, A.Goal):
             if any(g.name == d.name.value for g in self.goals):
                 raise CompileError(f'goal "{d.name.value}" is defined twice', d.name.span)
-            self.goals.append(G.Goal(d.name.value, compile_match(d.match), window_seconds(d.within)))
+            self.goals.append(G.Goal(d.name.value, compile_match(d.match, self.aliases), window_seconds(d.within)))
             self.live_matches.append(d.match)
         elif isinstance(d, A.Cap):
             self.caps.append(_cap(d))
@@ -260,8 +263,9 @@ class _Steps:
     """Turns blocks of steps into nodes. A parent node is added before its children, so `nodes`
     is in source order, depth first; `cont` is where a block continues when it is done."""
 
-    def __init__(self, slug: str):
+    def __init__(self, slug: str, aliases: frozenset[str] = frozenset()):
         self.slug = slug
+        self.aliases = aliases
         self.nodes: dict[str, G.Node] = {}
 
     def block(self, steps: Iterable[A.Node], prefix: str, cont: str | None) -> str | None:
@@ -296,14 +300,14 @@ class _Steps:
         elif isinstance(s, A.Split):
             self._split(s, path, nxt)
         elif isinstance(s, A.Send):
-            self.add(G.SendNode(path, nxt, s.channel.value, s.template.value, _data(s.data),
+            self.add(G.SendNode(path, nxt, s.channel.value, s.template.value, _data(s.data, self.aliases),
                                 s.via.value if s.via is not None else None, span=span))
         elif isinstance(s, A.AudienceChange):
             self.add(G.AudienceNode(path, nxt, s.op, s.audience.value, span=span))
         elif isinstance(s, A.Webhook):
-            self.add(G.WebhookNode(path, nxt, s.name.value, _data(s.data), span=span))
+            self.add(G.WebhookNode(path, nxt, s.name.value, _data(s.data, self.aliases), span=span))
         elif isinstance(s, A.SetTrait):
-            self.add(G.SetTraitNode(path, nxt, s.trait.value, compile_expr(s.value), span=span))
+            self.add(G.SetTraitNode(path, nxt, s.trait.value, compile_expr(s.value, self.aliases), span=span))
         elif isinstance(s, A.ExitStep):
             self.add(G.ExitNode(path, None, span=span))
         else:
@@ -320,7 +324,7 @@ class _Steps:
                 raise CompileError(f"`on {b.outcome}` is given twice", b.span)
             blocks[b.outcome] = tuple(b.steps)
         ev, to = blocks.get("event", ()), blocks.get("timeout", ())
-        self.add(G.WaitForNode(path, nxt, compile_match(s.match), window_seconds(s.timeout),
+        self.add(G.WaitForNode(path, nxt, compile_match(s.match, self.aliases), window_seconds(s.timeout),
                                self._first(ev, f"{path}/event", nxt), self._first(to, f"{path}/timeout", nxt),
                                span=s.span))
         self.block(ev, f"{path}/event", nxt)
@@ -336,7 +340,8 @@ class _Steps:
                 continue
             label = "then" if i == 0 else f"elif{i}"
             steps = tuple(b.steps)
-            arms.append(G.BranchArm(label, compile_expr(b.condition), self._first(steps, f"{path}/{label}", nxt)))
+            condition = compile_expr(b.condition, self.aliases)
+            arms.append(G.BranchArm(label, condition, self._first(steps, f"{path}/{label}", nxt)))
             blocks.append((steps, f"{path}/{label}"))
         else_steps = else_steps or ()
         self.add(G.BranchNode(path, nxt, tuple(arms), self._first(else_steps, f"{path}/else", nxt), span=s.span))
@@ -369,11 +374,11 @@ class _Steps:
             self.block(steps, prefix, nxt)
 
 
-def _data(pairs: Iterable[A.Pair]) -> tuple:
+def _data(pairs: Iterable[A.Pair], aliases: frozenset[str]) -> tuple:
     out, keys = [], set()
     for p in pairs:
         if p.key.value in keys:
             raise CompileError(f"`{p.key.value}` is given twice", p.key.span)
         keys.add(p.key.value)
-        out.append((p.key.value, compile_expr(p.value)))
+        out.append((p.key.value, compile_expr(p.value, aliases)))
     return tuple(out)

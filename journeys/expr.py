@@ -88,18 +88,36 @@ class EventMatcher:
 # ------------------------------------------------------------------------------- public API
 
 
-def compile_expr(expr: A.Node) -> Compiled:
+class _Scope:
+    """Where an expression stands: inside a `where` or not (its truth value, so handlers test it
+    as a flag), and the journey's `as` names, which keep meaning the named events even inside a
+    `where` (`wait for event "Product Added" where product_id == viewed.product_id`)."""
+
+    __slots__ = ("in_where", "aliases")
+
+    def __init__(self, in_where: bool, aliases: frozenset[str] = frozenset()):
+        self.in_where, self.aliases = in_where, aliases
+
+    def __bool__(self) -> bool:
+        return self.in_where
+
+    def where(self) -> "_Scope":
+        return _Scope(True, self.aliases)
+
+
+def compile_expr(expr: A.Node, aliases: frozenset[str] = frozenset()) -> Compiled:
     """A condition or value outside any `where`: bare names are events bound with `as`."""
-    return Compiled(_compile(expr, False), unparse(expr))
+    return Compiled(_compile(expr, _Scope(False, aliases)), unparse(expr))
 
 
-def compile_where(expr: A.Node) -> Fn:
-    """A `where` condition: `f(ctx, event)`; bare names are the event's fields and properties."""
-    return _compile(expr, True)
+def compile_where(expr: A.Node, aliases: frozenset[str] = frozenset()) -> Fn:
+    """A `where` condition: `f(ctx, event)`; bare names are the event's fields and properties,
+    except the journey's `as` names (`aliases`), which are the named events."""
+    return _compile(expr, _Scope(True, aliases))
 
 
-def compile_match(match: A.EventMatch) -> EventMatcher:
-    where = compile_where(match.where) if match.where is not None else None
+def compile_match(match: A.EventMatch, aliases: frozenset[str] = frozenset()) -> EventMatcher:
+    where = compile_where(match.where, aliases) if match.where is not None else None
     return EventMatcher(match.event.value, where, unparse(match))
 
 
@@ -142,7 +160,7 @@ def _fold(f: Fn, *parts: Fn) -> Fn:
 # ------------------------------------------------------------------------------- nodes
 
 
-def _compile(node: A.Node, in_where: bool) -> Fn:
+def _compile(node: A.Node, in_where: _Scope) -> Fn:
     handler = _HANDLERS.get(type(node))
     if handler is None:
         what = "an event match" if isinstance(node, A.EventMatch) else \
@@ -152,7 +170,7 @@ def _compile(node: A.Node, in_where: bool) -> Fn:
     return handler(node, in_where)
 
 
-def _literal(node: A.Literal, in_where: bool) -> Fn:
+def _literal(node: A.Literal, in_where: _Scope) -> Fn:
     v = node.value
     if isinstance(v, A.Duration):
         return _const(window_seconds(v))
@@ -161,16 +179,16 @@ def _literal(node: A.Literal, in_where: bool) -> Fn:
     return _const(v)
 
 
-def _list(node: A.ListExpr, in_where: bool) -> Fn:
+def _list(node: A.ListExpr, in_where: _Scope) -> Fn:
     items = [_compile(i, in_where) for i in node.items]
     if all(_is_const(i) for i in items):
         return _const(tuple(i.const_value for i in items))  # shared, so immutable
     return lambda ctx, scope: [i(ctx, scope) for i in items]
 
 
-def _name(node: A.Name, in_where: bool) -> Fn:
+def _name(node: A.Name, in_where: _Scope) -> Fn:
     name = node.name
-    if in_where:
+    if in_where and name not in in_where.aliases:
         special = values.SPECIAL_FIELDS.get(name)
         if special is not None:
             return lambda ctx, scope: special(scope, ctx.timezone) if scope is not None else None
@@ -178,24 +196,24 @@ def _name(node: A.Name, in_where: bool) -> Fn:
     return lambda ctx, scope: ctx.named(name)
 
 
-def _trait(node: A.Trait, in_where: bool) -> Fn:
+def _trait(node: A.Trait, in_where: _Scope) -> Fn:
     name = node.name
     if name == "id":
         return lambda ctx, scope: ctx.user_id
     return lambda ctx, scope: ctx.trait(name)
 
 
-def _attr(node: A.Attr, in_where: bool) -> Fn:
+def _attr(node: A.Attr, in_where: _Scope) -> Fn:
     obj, name, attr = _compile(node.obj, in_where), node.name, values.attr
     return _fold(lambda ctx, scope: attr(obj(ctx, scope), name, ctx.timezone), obj)
 
 
-def _index(node: A.Index, in_where: bool) -> Fn:
+def _index(node: A.Index, in_where: _Scope) -> Fn:
     obj, key, index = _compile(node.obj, in_where), _compile(node.index, in_where), values.index
     return _fold(lambda ctx, scope: index(obj(ctx, scope), key(ctx, scope), ctx.timezone), obj, key)
 
 
-def _unary(node: A.Unary, in_where: bool) -> Fn:
+def _unary(node: A.Unary, in_where: _Scope) -> Fn:
     operand = _compile(node.operand, in_where)
     if node.op == "not":
         return _fold(lambda ctx, scope: not operand(ctx, scope), operand)
@@ -205,7 +223,7 @@ def _unary(node: A.Unary, in_where: bool) -> Fn:
     raise CompileError(f"unknown operator `{node.op}`", node.span)
 
 
-def _binary(node: A.Binary, in_where: bool) -> Fn:
+def _binary(node: A.Binary, in_where: _Scope) -> Fn:
     left, right = _compile(node.left, in_where), _compile(node.right, in_where)
     op = node.op
     if op == "and":
@@ -228,7 +246,7 @@ def _all_strings(value: Any) -> bool:
     return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
 
 
-def _in_segment(node: A.InSegment, in_where: bool) -> Fn:
+def _in_segment(node: A.InSegment, in_where: _Scope) -> Fn:
     name = node.segment.value
     return lambda ctx, scope: ctx.in_segment(name)
 
@@ -236,7 +254,7 @@ def _in_segment(node: A.InSegment, in_where: bool) -> Fn:
 # ------------------------------------------------------------------------------- calls
 
 
-def _call(node: A.Call, in_where: bool) -> Fn:
+def _call(node: A.Call, in_where: _Scope) -> Fn:
     sig = FUNCTIONS.get(node.func)
     if sig is None:
         raise CompileError(f"unknown function `{node.func}`", node.func_span or node.span)
@@ -247,7 +265,7 @@ def _call(node: A.Call, in_where: bool) -> Fn:
     for kind, arg in zip(kinds, args):
         _check_arg(sig, kind, arg, node)
     if sig.history:
-        return _history_call(node, args, kinds)
+        return _history_call(node, args, kinds, in_where)
     compiled = [_compile(a, in_where) for a in args]
     if node.func == "coalesce":
         def coalesce(ctx: EvalContext, scope: Event | None) -> Any:
@@ -275,15 +293,15 @@ def _check_arg(sig: Signature, kind: str, arg: A.Node, call: A.Call) -> None:
                            arg.span or call.span)
 
 
-def _history_call(node: A.Call, args: tuple, kinds: list[str]) -> Fn:
+def _history_call(node: A.Call, args: tuple, kinds: list[str], scope: _Scope) -> Fn:
     match = next(a for a, k in zip(args, kinds) if k == "event")
     window = next((a for a, k in zip(args, kinds) if k == "window"), None)
     prop = next((a for a, k in zip(args, kinds) if k == "property"), None)
     name = match.event.value
-    where = compile_where(match.where) if match.where is not None else None
+    where = _compile(match.where, scope.where()) if match.where is not None else None
     seconds = window_seconds(window.duration) if window is not None else None
     # the property is read from each matched event: it is compiled in that event's scope
-    prop_fn = _compile(prop, True) if prop is not None else None
+    prop_fn = _compile(prop, scope.where()) if prop is not None else None
     func = node.func
     if func == "count":
         return history.count(name, where, seconds)
@@ -300,7 +318,7 @@ def _history_call(node: A.Call, args: tuple, kinds: list[str]) -> Fn:
     raise CompileError(f"no evaluator for the history function `{func}`", node.span)
 
 
-_HANDLERS: dict[type, Callable[[Any, bool], Fn]] = {
+_HANDLERS: dict[type, Callable[[Any, _Scope], Fn]] = {
     A.Literal: _literal, A.ListExpr: _list, A.Name: _name, A.Trait: _trait, A.Attr: _attr,
     A.Index: _index, A.Unary: _unary, A.Binary: _binary, A.InSegment: _in_segment, A.Call: _call,
 }

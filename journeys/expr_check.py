@@ -31,6 +31,7 @@ class Scope:
 
     aliases: frozenset[str] = frozenset()  # events named with `as` in the journey's entry
     in_where: bool = False  # inside `event "X" where ...`: bare names are event properties
+    matching_alias: str | None = None  # inside the entry's own `where`: the name it is about to bind
 
 
 @dataclass
@@ -82,9 +83,12 @@ class ExprChecker:
 
     # ------------------------------------------------------------ expressions
 
-    def event_match(self, m: A.EventMatch, aliases: frozenset[str] = frozenset()) -> None:
+    def event_match(self, m: A.EventMatch, aliases: frozenset[str] = frozenset(),
+                    matching_alias: str | None = None) -> None:
+        """`matching_alias`: the `as` name this very match binds (an entry's), which its own
+        `where` cannot use: the event is not named until it has matched."""
         if m.where is not None:
-            self.expr(m.where, Scope(aliases=aliases, in_where=True))
+            self.expr(m.where, Scope(aliases=aliases, in_where=True, matching_alias=matching_alias))
 
     def expr(self, e, scope: Scope) -> str:
         method = getattr(self, "_" + type(e).__name__, None)
@@ -117,11 +121,13 @@ class ExprChecker:
 
     def _Name(self, e: A.Name, scope: Scope) -> str:
         if scope.in_where:
+            if e.name == scope.matching_alias:
+                self.diags.error("J016", f"`{e.name}` is the event this `where` is matching: it has no name yet",
+                                 e.span, "inside `where`, read the matched event's properties with bare names: "
+                                 "`price`, not `" + e.name + ".price`")
+                return ANY
             if e.name in scope.aliases:
-                self.diags.error("J016", f"inside `where`, `{e.name}` is a property of the matched event, "
-                                 f"not the event named `{e.name}`", e.span,
-                                 "`where` conditions read only the matched event's properties; compare with a "
-                                 "trait set earlier (`set user.x = ...`) instead")
+                return EVENT  # the journey's named event, also inside `where`
             return EVENT_FIELDS.get(e.name, ANY)
         if e.name in scope.aliases:
             return EVENT
@@ -240,7 +246,7 @@ class ExprChecker:
     def _arg(self, arg, kind: str, scope: Scope) -> bool:
         """Check one argument; False when it is not of the kind the parameter takes."""
         if isinstance(arg, A.EventMatch):
-            self.event_match(arg)
+            self.event_match(arg, scope.aliases)
             return kind == "event"
         if isinstance(arg, A.Window):
             self.duration(arg.duration)

@@ -37,7 +37,7 @@ CASES = [
     ("unknown cap channel", 'policy {\n  cap emails 2 per 1d\n}\n', "J015", 2, 7, "did you mean `email`?"),
     ("bare name outside where", f'journey "A" {{\n  {OK_ENTRY}\n  send email "browse_abandon" with {{ product: name }}\n}}\n', "J016", 3, 47, "`viewed.name`"),
     ("unknown alias", f'journey "A" {{\n  {OK_ENTRY}\n  send email "browse_abandon" with {{ product: viewd.name }}\n}}\n', "J016", 3, 47, "did you mean `viewed`?"),
-    ("entry alias inside where", f'journey "A" {{\n  {OK_ENTRY}\n  wait for event "Product Added" where id == viewed.id up to 1h\n}}\n', "J016", 3, 46, "not the event named `viewed`"),
+    ("alias in its own entry's where", 'journey "A" {\n  entry when event "Product Viewed" where viewed.price > 10 as viewed\n}\n', "J016", 2, 43, "not `viewed.price`"),
     ("unknown function", f'journey "A" {{\n  {OK_ENTRY}\n  if happend(event "X", last 1d) {{ exit }}\n}}\n', "J017", 3, 6, "did you mean `happened`?"),
     ("wrong arity", f'journey "A" {{\n  {OK_ENTRY}\n  if count(event "X") > 2 {{ exit }}\n}}\n', "J018", 3, 6, 'count(event "Name", last 7d)'),
     ("wrong argument kind", f'journey "A" {{\n  {OK_ENTRY}\n  if count(last 7d, event "X") > 2 {{ exit }}\n}}\n', "J018", 3, 12, "must be an event match"),
