@@ -528,6 +528,7 @@ def merge(known: UserState, other: UserState, now: datetime, program: Program) -
     would undo)."""
     effects: list[Effect] = []
     instances = dict(known.instances)
+    dropped: list[Instance] = []
     for name, theirs in sorted(other.instances.items()):
         mine = instances.get(name)
         if mine is None:
@@ -535,6 +536,7 @@ def merge(known: UserState, other: UserState, now: datetime, program: Program) -
             continue
         keep, drop = (mine, theirs) if mine.entered_at <= theirs.entered_at else (theirs, mine)
         instances[name] = keep
+        dropped.append(drop)
         effects.append(Transition(now, known.user_id, drop.journey, drop.version, drop.entry, "merged", drop.path,
                                   f"identity {other.user_id} joined {known.user_id}; the run that entered first "
                                   "carries on"))
@@ -555,4 +557,12 @@ def merge(known: UserState, other: UserState, now: datetime, program: Program) -
         segments=known.segments,
         aliases=known.aliases | other.aliases | {other.user_id},
     )
+    held = [d for d in dropped if d.wait == "held" and d.path is not None and d.exiting is None]
+    if held:  # a dropped run's send held by quiet hours is recorded, never lost without a word
+        run = _Run(state, now, program)
+        for d in held:
+            j = program.journey(d.journey, d.version)
+            if j is not None:
+                run.act(d, j, j.nodes[d.path], outcome=(SUPPRESSED, "exit", "merged with another identity", None))
+        effects.extend(run.effects)
     return state, effects

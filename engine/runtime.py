@@ -56,7 +56,7 @@ class Engine:
             return
         if msg.type == "alias":
             uid = self._resolve(msg.user_id)  # type: ignore[arg-type]
-            self._stitch(msg.previous_id, uid, now)  # type: ignore[arg-type]
+            self._stitch(msg.previous_id, uid, now, explicit=True)  # type: ignore[arg-type]
             self.sink.emit([Received(now, uid, "alias", msg.previous_id, f"{msg.previous_id} is {uid}")])
             return
         uid = self._profile(msg, now)
@@ -82,11 +82,19 @@ class Engine:
     def _resolve(self, any_id: str) -> str:
         return self.store.resolve(any_id) or any_id
 
-    def _stitch(self, other_id: str, uid: str, now: datetime) -> None:
-        """Make `other_id` (and its profile, if it has one) part of profile `uid`."""
+    def _stitch(self, other_id: str, uid: str, now: datetime, explicit: bool = False) -> None:
+        """Make `other_id` (and its profile, if it has one) part of profile `uid`.
+
+        An anonymous id already stitched to another known user is a shared device (a family
+        laptop): its later anonymous events go to `uid` from now on, but the two known people are
+        never merged. Only an alias call (`explicit`) merges one known profile into another."""
         source = self._resolve(other_id)
         self.store.link(other_id, uid)
         if source == uid:
+            return
+        if source != other_id and not explicit:
+            self.sink.emit([Received(now, uid, "relink", other_id,
+                                     f"{other_id} was {source}'s; its anonymous events now go to {uid}")])
             return
         other = self.store.load(source)
         if other is None:

@@ -238,15 +238,23 @@ def test_daily_schedule_across_dst_changes(make, start, until, expected):
     assert h.sent_times("u1") == [t(x) for x in expected]
 
 
-@pytest.mark.xfail(strict=True, reason="design question: an anonymousId already stitched to one known user, "
-                   "then identified as another (a shared device), merges the first known profile into the "
-                   "second; the docs only speak of stitching an anonymousId to a userId")
 def test_a_shared_device_does_not_merge_two_known_users(make):
     h = make('journey "J" { entry when event "A"  send email "j" }')
     h.feed([("2026-03-02 10:00", ("u1", "dev"), "identify", {"name": "one"}),
-            ("2026-03-02 11:00", ("u2", "dev"), "identify", {"name": "two"})])
+            ("2026-03-02 11:00", ("u2", "dev"), "identify", {"name": "two"}),
+            ("2026-03-02 12:00", ("anon", "dev"), "A")])
     assert set(h.store.profiles) == {"u1", "u2"}
-    assert h.traits("u1")["name"] == "one"
+    assert h.traits("u1")["name"] == "one" and h.traits("u2")["name"] == "two"
+    assert [a.user for a in h.sent()] == ["u2"]  # the device's later anonymous events are the latest user's
+
+
+def test_an_alias_merges_two_known_profiles(make):
+    h = make('journey "J" { entry when event "A"  send email "j" }')
+    h.feed([("2026-03-02 10:00", "old-id", "identify", {"name": "one", "plan": "pro"}),
+            ("2026-03-02 11:00", "new-id", "identify", {"name": "two"}),
+            ("2026-03-02 12:00", "new-id", "alias", "old-id")])
+    assert set(h.store.profiles) == {"new-id"}
+    assert h.traits("new-id") == {"name": "two", "plan": "pro"}
 
 
 @pytest.mark.parametrize("cron,expected", [
@@ -261,3 +269,14 @@ def test_cron_weekdays_are_standard(cron, expected):
     from engine.timing import next_fire
 
     assert next_fire(cron, "UTC", t("2026-03-01 10:00")) == t(expected)  # a Sunday, at 10:00: strictly after
+
+
+def test_a_held_send_of_a_run_dropped_by_a_merge_is_recorded(make):
+    h = make('policy { quiet hours 21:00-08:00 in "UTC" }\n'
+             'journey "J" { entry when event "A"  send email "j" }')
+    h.feed([("2026-03-02 22:00", ("anon", "dev"), "A"),       # held until 08:00
+            ("2026-03-02 21:30", "u1", "A"),                  # u1's own run, entered first, also held
+            ("2026-03-02 23:00", ("u1", "dev"), "identify", {})], until="2026-03-03 09:00")
+    dropped = [a for a in h.actions() if a.outcome == "suppressed"]
+    assert [(a.reason, a.rule) for a in dropped] == [("exit", "merged with another identity")]
+    assert [a.user for a in h.sent()] == ["u1"]  # the kept run's email goes out at 08:00
