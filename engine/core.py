@@ -493,8 +493,11 @@ class _Run:
 
     def in_flight(self) -> list[Instance]:
         """Journeys in flight (not already ending), in the project's order: deterministic."""
+        if not self.instances:
+            return []
         live = [i for i in self.instances.values() if i.exiting is None]
-        live.sort(key=lambda i: (self.p.position(i.journey), i.journey))
+        if len(live) > 1:
+            live.sort(key=lambda i: (self.p.position(i.journey), i.journey))
         return live
 
     def journey_of(self, inst: Instance) -> CompiledJourney | None:
