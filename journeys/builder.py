@@ -191,12 +191,11 @@ class AstBuilder:
         return A.WaitBranch(outcome.value, steps, span=self.span())
 
     def if_step(self, children):
-        cond, steps, *rest = children
-        branches = [A.IfBranch(cond, steps, span=self.span())]
-        for item in rest:
-            if item is not None:
-                branches.append(item)
-        return A.If(tuple(branches), span=self.span())
+        return A.If(tuple(c for c in children if c is not None), span=self.span())
+
+    def if_branch(self, children):
+        cond, steps = children
+        return A.IfBranch(cond, steps, span=self.span())
 
     def elif_(self, children):
         cond, steps = children
