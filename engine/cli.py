@@ -120,8 +120,10 @@ def _register_engine_commands() -> None:
     """Engine commands live in their own modules and import the engine only when they run."""
     from .generate_cli import generate_command
     from .simulate_cli import simulate_command
+    from .scenario_cli import test_command
 
     app.command("simulate")(simulate_command)
+    app.command("test")(test_command)
     app.command("generate")(generate_command)
 
 

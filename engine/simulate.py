@@ -17,6 +17,7 @@ import orjson
 
 from journeys.checker import check_and_compile
 from journeys.diagnostics import Diagnostic
+from journeys.graph import CompiledProject
 from journeys.project import Project, load_project
 
 from .clock import VirtualClock
@@ -38,12 +39,18 @@ class ProjectError(Exception):
         self.diagnostics = diagnostics
 
 
-def load_program(path: str | Path, journeys: Sequence[str] | None = None) -> Program:
-    """Check and compile a project; `journeys` limits the run to those journeys by name."""
+def load_checked(path: str | Path) -> tuple[Project, CompiledProject]:
+    """Load, check and compile a project; ProjectError (with the diagnostics) unless it is clean."""
     project = load_project(path)
     diagnostics, compiled = check_and_compile(project)
     if compiled is None or diagnostics.has_errors:
         raise ProjectError(project, [d for d in diagnostics])
+    return project, compiled
+
+
+def load_program(path: str | Path, journeys: Sequence[str] | None = None) -> Program:
+    """Check and compile a project; `journeys` limits the run to those journeys by name."""
+    project, compiled = load_checked(path)
     if journeys:
         unknown = [n for n in journeys if n not in compiled.journeys]
         if unknown:
