@@ -326,6 +326,12 @@ class AstBuilder:
         tok = children[0]
         return A.Name(tok.value, span=self.tspan(tok))
 
+    def event_name(self, children):
+        """`event` where an expression stands: the special field naming the matched event. The
+        word is a keyword where an event match may start (a function's arguments), so the grammar
+        takes it back as a name when no string follows."""
+        return A.Name("event", span=self.span())
+
     def trait(self, children):
         return A.Trait(children[0].value, span=self.span())
 
