@@ -78,13 +78,14 @@ def check(
 class GraphFormat(str, enum.Enum):
     mermaid = "mermaid"
     dot = "dot"
+    html = "html"
 
 
 @app.command()
 def graph(
     journey: str = typer.Argument(..., help="The journey's name (or its slug, as in step paths)."),
     path: Path = typer.Argument(Path("."), help="The project directory, or one file."),
-    format: GraphFormat = typer.Option(GraphFormat.mermaid, "--format", help="mermaid (renders in GitHub) or dot."),
+    format: GraphFormat = typer.Option(GraphFormat.mermaid, "--format", help="mermaid (renders in GitHub), dot, or html (one self-contained page)."),
 ) -> None:
     """Print a journey's compiled graph, every step with its path, for review in a pull request."""
     from journeys.checker import check_and_compile
@@ -104,6 +105,11 @@ def graph(
     if found is None:
         hint = did_you_mean(journey, compiled.journeys, quote='"', otherwise="journeys: " + ", ".join(compiled.journeys))
         raise _usage_error(f"no journey named \"{journey}\"; {hint}")
+    if format is GraphFormat.html:
+        from .html_report import render_journey
+
+        typer.echo(render_journey(found), nl=False)
+        return
     typer.echo(render_mermaid(found) if format is GraphFormat.mermaid else render_dot(found), nl=False)
 
 

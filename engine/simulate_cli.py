@@ -22,6 +22,7 @@ def simulate_command(
     journey: List[str] = typer.Option([], "--journey", help="Run only this journey (repeatable)."),
     strict: bool = typer.Option(False, "--strict", help="A bad line is fatal instead of skipped."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole report as JSON."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write the report as one self-contained HTML page."),
     sends_out: Optional[Path] = typer.Option(None, "--sends", help="Write every action as JSON lines."),
     trace: Optional[str] = typer.Option(None, "--trace", help="Print this user's timeline."),
     store: Optional[str] = typer.Option(None, "--store", help="Keep the run's state in a SQLite file (sqlite:///path.db) instead of memory."),
@@ -97,6 +98,10 @@ def simulate_command(
     report = run.report.to_json(parameters)
     if json_out:
         json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n")
+    if html_out:
+        from .html_report import render_report
+
+        html_out.write_text(render_report(report, program), encoding="utf-8")
     out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     if tracer:
         out.print(Text(f"trace of {trace}", style="bold"))
