@@ -3,7 +3,8 @@
 Nothing here decides anything about journeys. It picks the clock (virtual: the events' own times),
 the store (in memory, or a SQLite file) and the sinks (a report, a sends file, a trace), then runs
 `engine.runtime.handle_all`, the loop the daemon's rule defines: before an event at time t, every
-timer due at or before t fires.
+timer due at or before t fires. Messages stream in (`engine.eventlog.open_logs` reads them from
+the files as they are needed), one group commit at a time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from itertools import chain
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 
@@ -25,7 +27,7 @@ from .effects import Action, Effect
 from .messages import Message
 from .program import Program
 from .report import Report
-from .runtime import Engine, handle_all
+from .runtime import GROUP_COMMIT, Engine, handle_all
 from .sinks import FanOut, Sink
 from .store import MemoryStore, Store
 
@@ -115,21 +117,52 @@ class DryRun:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def simulate(program: Program, messages: Sequence[Message], *, until: datetime | None = None,
+def simulate(program: Program, messages: Iterable[Message], *, until: datetime | None = None,
              store: Store | None = None, sinks: Sequence[Sink] = (),
              progress: Callable[[int], None] | None = None) -> DryRun:
-    """Run `messages` (sorted by time) through the engine; timers due by `until` (default: the
-    last message's time) fire. `progress` is called with the number of messages done."""
+    """Run `messages` (in time order: a list, an `engine.eventlog.SortedLog`, any iterable) through
+    the engine; timers due by `until` (default: the last message's time) fire. Messages are taken
+    GROUP_COMMIT at a time, so an iterable is never held whole. `progress` is called with the
+    number of messages done."""
     store = store if store is not None else MemoryStore()
     report = Report(program)
-    first = messages[0].timestamp if messages else until
+    stream = iter(messages)
+    head = next(stream, None)
+    first = head.timestamp if head is not None else until
     if first is None:
         return DryRun(report, store)
-    end = until if until is not None else messages[-1].timestamp
+    end = until
+    if end is None and isinstance(messages, Sequence):
+        end = messages[-1].timestamp  # a list out of order keeps its old meaning: up to the last one
     engine = Engine(program, store, VirtualClock(first), FanOut(report, *sinks))
-    handle_all(engine, [m for m in messages if m.timestamp <= end], end, progress)
+    count = done = 0
+    last = first
+    chunk: list[Message] = []
+    for message in chain((head,), stream) if head is not None else ():
+        count += 1
+        if end is not None and message.timestamp > end:
+            continue
+        last = message.timestamp
+        chunk.append(message)
+        if len(chunk) == GROUP_COMMIT:
+            done = _handle(engine, chunk, done, progress)
+            chunk = []
+    if chunk:
+        done = _handle(engine, chunk, done, progress)
+    if end is None:
+        end = last  # the last message's time (a SortedLog's .last)
+    handle_all(engine, [], end)  # the timers due by the end
     report.finish(_states(store))
-    return DryRun(report, store, len(messages), first, end)
+    return DryRun(report, store, count, first, end)
+
+
+def _handle(engine: Engine, chunk: list[Message], done: int, progress: Callable[[int], None] | None) -> int:
+    """One group of messages through the daemon's loop (one transaction: GROUP_COMMIT of them)."""
+    handle_all(engine, chunk, None)
+    done += len(chunk)
+    if progress is not None:
+        progress(done)
+    return done
 
 
 def _states(store: Store):

@@ -34,7 +34,7 @@ def simulate_command(
     from rich.text import Text
 
     from .cli import _existing, _usage_error, print_diagnostics
-    from .eventlog import LogError, MappingError, parse_mapping, read_logs
+    from .eventlog import LogError, MappingError, open_logs, parse_mapping
     from .eventlog import parse_time
     from .simulate import ProjectError, SendsWriter, StoreInUse, load_program, open_dry_run_store, simulate
     from .summary import render_summary
@@ -62,7 +62,7 @@ def simulate_command(
         total = sum(f.stat().st_size for f in events)
         task = progress.add_task("reading", total=total) if progress else None
         try:
-            log = read_logs([str(f) for f in events], columns, strict, since, until,
+            log = open_logs([str(f) for f in events], columns, strict, since, until,
                             progress=(lambda n: progress.update(task, completed=n)) if progress else None)
         except LogError as e:
             err.print(Text(f"error: {e}", style="bold red"))
@@ -84,15 +84,21 @@ def simulate_command(
             the_store = open_dry_run_store(store) if store else None
         except (StoreInUse, ValueError) as e:
             raise _usage_error(f"--store: {e}")
-        run_task = progress.add_task("simulating", total=len(log.messages)) if progress else None
-        run = simulate(program, log.messages, until=parse_time(until, "until") if until else None, store=the_store,
-                       sinks=sinks, progress=(lambda n: progress.update(run_task, completed=n)) if progress else None)
+        run_task = progress.add_task("simulating", total=log.count) if progress else None
+        try:  # the messages are read from the files again as the run goes
+            with log:
+                run = simulate(program, log, until=parse_time(until, "until") if until else None, store=the_store,
+                               sinks=sinks,
+                               progress=(lambda n: progress.update(run_task, completed=n)) if progress else None)
+        except LogError as e:  # a log changed since it was first read
+            err.print(Text(f"error: {e}", style="bold red"))
+            raise typer.Exit(1)
         if writer:
             writer.close()
 
     parameters = {
         "project": str(project), "events": [str(f) for f in events], "map": mapping, "from": since, "until": until,
-        "journeys": list(journey), "messages": len(log.messages), "skipped": len(log.skipped),
+        "journeys": list(journey), "messages": log.count, "skipped": len(log.skipped),
         "skipped_lines": [str(s) for s in log.skipped[:1000]],
     }
     report = run.report.to_json(parameters)

@@ -435,3 +435,141 @@ def test_parse_time():
     assert parse_time(datetime(2026, 1, 1), "until").tzinfo is timezone.utc
     with pytest.raises(ValueError, match="until: not an ISO-8601 time"):
         parse_time("tomorrow", "until")
+
+
+# ------------------------------------------------------------------------------ open_logs (streaming)
+
+from engine.eventlog import SortedLog, open_logs  # noqa: E402
+from engine.messages import Message  # noqa: E402
+
+
+def same_as_read_logs(paths, **kw) -> SortedLog:
+    """open_logs gives read_logs' messages (equal, in the same order) and skipped lines."""
+    expected = read_logs(paths, **kw)
+    log = open_logs(paths, **kw)
+    assert list(log) == expected.messages
+    assert log.skipped == expected.skipped
+    assert log.count == len(expected.messages)
+    stamps = [m.timestamp for m in expected.messages]
+    assert (log.first, log.last) == ((stamps[0], stamps[-1]) if stamps else (None, None))
+    return log
+
+
+def shuffled_lines(n: int = 40) -> list[bytes]:
+    days = [(7 * i) % n for i in range(n)]  # out of order, with equal times
+    return [line(messageId=f"m{i}", timestamp=f"2026-01-01T00:{d // 2:02d}:00Z") for i, d in enumerate(days)]
+
+
+def test_open_logs_jsonl_in_order_with_bad_lines(tmp_path):
+    path = write(
+        tmp_path / "events.jsonl",
+        b"\xef\xbb\xbf" + line(messageId="a"),
+        b"",
+        b'{"type": "track", "userId": "u1", "event": ',
+        line(messageId="c", userId=...),
+        b"   \r",
+        line(messageId="f", type="identify", traits={"plan": "pro"}, timestamp="2026-01-02T00:00:00Z"),
+        line(messageId="g", type="page", name="Home", timestamp="2026-01-02T00:00:00+01:00") + b"\r",
+    )
+    log = same_as_read_logs([path])
+    assert [(s.line, s.field) for s in log.skipped] == [(3, "json"), (4, "userId")]
+    assert list(log) == list(log)  # iterating again reads the file again
+    assert isinstance(next(iter(log)), Message)
+
+
+def test_open_logs_unsorted_plain_and_gzip(tmp_path):
+    lines = shuffled_lines()
+    plain = write(tmp_path / "a.jsonl", *lines)
+    packed = write(tmp_path / "b.jsonl.gz", *lines, b"junk", gz=True)
+    for path in (plain, packed):
+        with same_as_read_logs([path]) as log:
+            assert list(log) == list(log)
+    same_as_read_logs([plain, packed, plain])  # equal times: path order, then line order
+
+
+def test_open_logs_gzip_in_order_and_truncated(tmp_path):
+    lines = [line(messageId=str(i), timestamp=f"2026-01-01T00:00:{i:02d}Z") for i in range(50)]
+    same_as_read_logs([write(tmp_path / "a.jsonl.gz", *lines, gz=True)])
+    data = gzip.compress(b"\n".join(shuffled_lines(400)) + b"\n")
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    log = same_as_read_logs([cut])
+    assert log.skipped[-1].field == "file" and 0 < log.count < 400
+
+
+def test_open_logs_csv_with_mapping_quotes_and_line_ends(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfuid,ev,ts,price,note,tz\r\n"
+        b"u1,Order Completed,2026-01-02T00:00:00Z,250,\"two\nlines\",Europe/Paris\r\n"
+        b"u2,Viewed,2026-01-01T00:00:00Z,007,\xff\xfe bad bytes,\r\n"
+        b",,,,,\r\n"
+        b"u3,Viewed,not a time,1,,\r"  # a lone \r ends a line too
+        b"u4,Viewed,2026-01-01T00:00:00Z,1e3,\"x,y\",\r"
+        b"u5,Viewed,2026-01-01T12:00:00Z,1,2,3,4\n"
+        b"u6,Viewed,2025-12-31T00:00:00Z,-1.5,\"\"\"quoted\"\"\r\nacross\"\n"
+    )
+    mapping = parse_mapping("user_id=uid,event=ev,timestamp=ts,timezone=tz")
+    log = same_as_read_logs([path], mapping=mapping)
+    assert [m.user_id for m in log] == ["u6", "u2", "u4", "u1"]
+    assert [(s.line, s.field) for s in log.skipped] == [(6, "timestamp"), (8, "csv")]
+    unsorted = write(tmp_path / "u.csv.gz", "userId,event,timestamp", *(f"u{i},E,2026-01-0{9 - i}" for i in range(9)), gz=True)
+    same_as_read_logs([unsorted, path], mapping=None)
+
+
+def test_open_logs_since_until_multi_file(tmp_path):
+    a = write(tmp_path / "a.jsonl", *shuffled_lines())
+    b = write(tmp_path / "b.csv", "userId,event,timestamp,messageId", "u,E,2026-01-01T00:05:00Z,b1", "u,E,2025-12-31,b2")
+    for kw in ({"since": "2026-01-01T00:05:00Z"}, {"until": utc("2026-01-01T00:05:00")},
+               {"since": "2026-01-01T00:03:00", "until": "2026-01-01T00:09:00Z"}, {"since": "2030-01-01"}):
+        same_as_read_logs([a, b], **kw)
+    assert open_logs([a, b], since="2030-01-01").count == 0
+    assert list(open_logs([])) == [] and open_logs([]).first is None
+
+
+def test_open_logs_strict_fails_before_iterating(tmp_path):
+    good = write(tmp_path / "a.jsonl", line())
+    bad = write(tmp_path / "b.jsonl", line(), b"{")
+    with pytest.raises(LogError, match=r"b\.jsonl:2"):
+        open_logs([good, bad], strict=True)
+    assert gc.isenabled()
+    with pytest.raises(LogError, match="cannot open"):
+        open_logs([tmp_path / "missing.jsonl"])
+
+
+def test_open_logs_a_changed_file_is_an_error_not_wrong_messages(tmp_path):
+    path = write(tmp_path / "a.jsonl", *shuffled_lines(10))
+    log = open_logs([path])
+    write(path, b"{}", *shuffled_lines(10))
+    with pytest.raises(LogError, match="changed"):
+        list(log)
+    ordered = write(tmp_path / "b.jsonl", line(messageId="x"), line(messageId="y"))
+    log = open_logs([ordered])
+    write(ordered, line(messageId="x"))
+    with pytest.raises(LogError, match="changed"):
+        list(log)
+
+
+def test_open_logs_progress_and_memory_shape(tmp_path):
+    lines = [line(messageId=str(i), properties={"pad": "x" * 300}) for i in range(8000)]
+    path = write(tmp_path / "big.jsonl", *lines)
+    seen: list[int] = []
+    log = open_logs([path], progress=seen.append)
+    assert seen[-1] == path.stat().st_size and seen == sorted(seen)
+    assert log.count == 8000 and not hasattr(log, "messages")
+
+
+messageish = st.one_of(
+    st.builds(
+        lambda i, d, kind: line(messageId=f"m{i}", type=kind, timestamp=f"2026-01-{d:02d}T00:00:00Z"),
+        st.integers(0, 5), st.integers(1, 4), st.sampled_from(["track", "identify", "page"]),
+    ),
+    st.sampled_from([b"", b"junk", b'{"type":', b"\xef\xbb\xbf" + line(), line(userId=...)]),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(messageish, max_size=10), min_size=1, max_size=3), st.booleans(), st.booleans())
+def test_open_logs_equals_read_logs(tmp_path, files, packed, bounded):
+    paths = [write(tmp_path / f"{i}.jsonl", *lines, gz=packed) for i, lines in enumerate(files)]
+    same_as_read_logs(paths, **({"since": "2026-01-02", "until": "2026-01-03"} if bounded else {}))
