@@ -469,15 +469,18 @@ th, td { text-align: left; padding: 4px 10px; border-bottom: 1px solid #e5e7eb; 
 th { font-weight: 600; color: var(--muted); font-size: 12.5px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .params td:first-child { color: var(--muted); white-space: nowrap; }
+.params code { overflow-wrap: anywhere; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 8px 0 4px; }
 .card { background: var(--panel); border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px 14px; min-width: 110px; }
 .card b { display: block; font-size: 20px; font-variant-numeric: tabular-nums; }
 .card span { color: var(--muted); font-size: 12px; }
 .scroll { overflow-x: auto; border: 1px solid #e5e7eb; border-radius: 8px; background: #fcfcfd; padding: 4px; }
-.cols { display: flex; flex-wrap: wrap; gap: 12px 40px; align-items: flex-start; }
-.cols > div { min-width: 280px; }
+.cols { display: flex; gap: 12px 40px; align-items: flex-start; }
+.cols > div { flex: 0 1 auto; min-width: 0; }
+@media (max-width: 900px) { .cols { flex-wrap: wrap; } }
 .funnel { max-width: 760px; }
 .funnel td { border: 0; padding: 3px 8px; }
+.funnel td.num, .funnel th { white-space: nowrap; }
 .funnel .label { max-width: 360px; }
 .bar { position: relative; height: 18px; width: 260px; background: #eef2f7; border-radius: 3px; }
 .bar i, .bar s { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px; }
@@ -572,12 +575,14 @@ def _parameters(report: Mapping[str, Any]) -> list[str]:
         out.append(f"<details><summary>{len(skipped):,} skipped line{'s' if len(skipped) != 1 else ''}"
                    f"{f' (and {more:,} more not listed)' if more > 0 else ''}</summary><pre>"
                    + "\n".join(_e(s) for s in skipped) + "</pre></details>")
+    return out
+
+
+def _inputs(report: Mapping[str, Any]) -> list[str]:
     inputs = report.get("inputs") or {}
     cards = [("users", report.get("users", 0))] + [(k, v) for k, v in sorted(inputs.items())]
-    out.append("<h3>Inputs</h3>")
-    out.append('<div class="cards">' + "".join(
-        f'<div class="card"><b>{_n(v)}</b><span>{_e(k)}</span></div>' for k, v in cards) + "</div>")
-    return out
+    return ["<h3>Inputs</h3>", '<div class="cards">' + "".join(
+        f'<div class="card"><b>{_n(v)}</b><span>{_e(k)}</span></div>' for k, v in cards) + "</div>"]
 
 
 def _total(counter: Mapping[str, int] | None) -> int:
@@ -802,8 +807,9 @@ def render_report(report_json: Mapping[str, Any], program: Any = None) -> str:
     body: list[str] = [f"<h1>{_e(title)}</h1>",
                        '<p class="sub">What <code>journeys simulate</code> would have done: every count is '
                        "from replaying the events through the engine on a virtual clock.</p>"]
-    body += _parameters(report_json)
-    body += _overview(names, journeys)
+    body += _inputs(report_json)
+    body.append('<div class="cols"><div>' + "".join(_parameters(report_json)) + "</div><div>"
+                + "".join(_overview(names, journeys)) + "</div></div>")
     body += _sends_chart(report_json.get("sends_per_day") or {})
     for n, name in enumerate(names, 1):
         j = journeys[name]
