@@ -125,6 +125,7 @@ def explain(code: str = typer.Argument(..., help="A diagnostic code such as J001
 def _register_engine_commands() -> None:
     """Engine commands live in their own modules and import the engine only when they run."""
     from .diff_cli import diff_command
+    from .fmt_cli import fmt_command
     from .generate_cli import generate_command
     from .simulate_cli import simulate_command
     from .scenario_cli import test_command
@@ -133,6 +134,7 @@ def _register_engine_commands() -> None:
     app.command("test")(test_command)
     app.command("generate")(generate_command)
     app.command("diff")(diff_command)
+    app.command("fmt")(fmt_command)
 
 
 _register_engine_commands()
