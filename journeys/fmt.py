@@ -86,13 +86,15 @@ class FormatResult:
 def scan_comments(text: str) -> list[Comment]:
     """Every `# ...` comment of `text`, in order; a `#` inside a string is not one."""
     out = []
+    line, counted = 1, 0
     for m in _SCAN.finditer(text):
         if m.group().startswith("#"):
             start = m.start()
+            line += text.count("\n", counted, start)
+            counted = start
             line_start = text.rfind("\n", 0, start) + 1
             own_line = not text[line_start:start].strip()
-            out.append(Comment(start, text.count("\n", 0, start) + 1, m.group().rstrip(),
-                               own_line and _blank_line_before(text, line_start)))
+            out.append(Comment(start, line, m.group().rstrip(), own_line and _blank_line_before(text, line_start)))
     return out
 
 

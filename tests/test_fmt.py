@@ -432,6 +432,5 @@ def test_cli_missing_path_and_binary_file(tmp_path):
 
 
 def test_the_formatting_section_shows_canonical_text():
-    example = _doc_blocks()[-1]
-    assert example.startswith("# the layout `journeys fmt` writes")
+    [example] = [b for b in _doc_blocks() if b.startswith("# the layout `journeys fmt` writes")]
     assert format_text(example).output == example
