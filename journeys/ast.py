@@ -152,6 +152,15 @@ class Name(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Missing(Node):
+    """An operand the text lacks (`a and` with nothing after it): the parser puts one in so that
+    it can read on after reporting the syntax error. Only a file with errors holds one; checks
+    take it as a value of any type and say nothing more about it."""
+
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class Trait(Node):
     """`user.NAME`: a profile trait."""
 

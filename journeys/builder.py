@@ -324,6 +324,8 @@ class AstBuilder:
 
     def name(self, children):
         tok = children[0]
+        if not tok.value:  # the operand error recovery puts in (journeys.parser)
+            return A.Missing(span=self.tspan(tok))
         return A.Name(tok.value, span=self.tspan(tok))
 
     def event_name(self, children):

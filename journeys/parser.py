@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from copy import copy
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -156,7 +157,8 @@ def _parse_chunk(chunk: str, path: str, line_offset: int, diags: Diagnostics) ->
     try:
         items = parser().parse_items(chunk, path, line_offset, on_error=recovery)
     except UnexpectedInput as e:
-        recovery.report(e)
+        if e is not recovery.last_error:
+            recovery.report(e)
         diags.extend(recovery.found)
         return []
     except Exception as e:  # a builder bug must not look like the user's fault, but must not crash either
@@ -178,12 +180,21 @@ def _parse_chunk(chunk: str, path: str, line_offset: int, diags: Diagnostics) ->
     return kept
 
 
-class _Recovery:
-    """Lark's error callback: report a syntax error, drop the token, and go on parsing.
+_OPENERS = {"LBRACE": "}", "LPAR": ")", "LSQB": "]"}
 
-    Dropping tokens one by one after an error makes every following token of the same broken
-    statement fail too; those are the same mistake, so an error is reported only when it is not
-    on the line of the previous one and not the token right after the one just dropped.
+
+class _Recovery:
+    """Lark's error callback: report a syntax error, repair what can be repaired, and go on parsing.
+
+    A repair puts in what the text most likely lacks, after trying it on a copy of the parser:
+    - an operand, where an expression stands unfinished (`if a and {`, `a == }`): the tree gets an
+      `A.Missing` there. When the word after the operator is a keyword that the operator made a
+      name (`exit when a and` then `send ...` on the next line), the parser steps back to read it
+      as the keyword again;
+    - at the end of the text, the operand that completes it, so the item is kept and checked.
+    Otherwise the token is dropped. Dropping tokens one by one makes every following token of the
+    same broken statement fail too; those are the same mistake, so an error is reported only when
+    it is not on the line of the previous one and not the token right after the one just dropped.
     """
 
     def __init__(self, chunk: str, path: str, line_offset: int):
@@ -193,25 +204,174 @@ class _Recovery:
         self.found: list[Diagnostic] = []
         self.last_line = -1
         self.last_end = -1
+        self.last_error: UnexpectedInput | None = None
+        self._lines: list[str] | None = None
 
     def __call__(self, e: UnexpectedInput) -> bool:
-        if isinstance(e, UnexpectedToken) and e.token.type == "$END":
-            return False  # nothing left to resume with; the caller reports it
-        self.report(e)
+        self.last_error = e
+        if not isinstance(e, UnexpectedToken) or getattr(e, "interactive_parser", None) is None:
+            self.report(e)
+            return True
+        ip = e.interactive_parser
+        tok = e.token
+        if tok.type == "$END":
+            fill = self._completion(ip, tok)
+            self.report(e, self._end_diagnostic(e, ip, fill))
+            if fill is None:
+                return False  # nothing sensible completes it: the item is lost, the error reported
+            for t in fill:
+                ip.feed_token(t)
+            return True
+        rewind = self._keyword_as_name(ip, tok)
+        if rewind is not None:
+            operator, word = rewind
+            self.report(e, self._operand_diagnostic(operator, word, f"`{word.value}`"))
+            state = ip.parser_state
+            state.state_stack.pop()
+            state.value_stack.pop()
+            ip.feed_token(_operand(word))
+            _rewind(ip, word)
+            return True
+        fill = self._fill(ip, tok)
+        self.report(e, self._repair_diagnostic(e, ip, fill))
+        if fill is not None:
+            for t in fill:
+                ip.feed_token(t)
+            ip.feed_token(tok)
         return True
 
-    def report(self, e: UnexpectedInput) -> None:
-        start = e.pos_in_stream if e.pos_in_stream is not None else len(self.chunk)
+    # ------------------------------------------------------------ repairs
+
+    def _fill(self, ip, tok: Token) -> list[Token] | None:
+        """Tokens to put before `tok` so that the parser takes it: an operand."""
+        fills: list[list[Token]] = []
+        operand = [_operand(tok)] if "VAR" in ip.choices() else []
+        if operand:
+            fills.append(operand)
+        for fill in fills:
+            if _accepts(ip, fill + [tok]):
+                return fill
+        return None
+
+    def _keyword_as_name(self, ip, tok: Token) -> tuple[Token, Token] | None:
+        """(operator, word) when the word the parser fails after is a keyword that it read as a
+        name because an operator came before it: the expression is what is unfinished."""
+        stack = ip.parser_state.value_stack
+        if len(stack) < 2 or type(stack[-1]) is not Token or stack[-1].type != "VAR" or type(stack[-2]) is not Token:
+            return None
+        word, operator = stack[-1], stack[-2]
+        if word.value not in _keywords():
+            return None
+        return operator, word
+
+    def _completion(self, ip, end: Token) -> list[Token] | None:
+        """Tokens that complete the text at its end (an operand), or None."""
+        trial = _trial(ip)
+        fill: list[Token] = []
+        for _ in range(2 * MAX_NESTING + 2):
+            choices = trial.choices()
+            if "$END" in choices and _accepts(trial, [end]):
+                return fill
+            if "VAR" not in choices:
+                return None
+            t = _operand(end)
+            try:
+                trial.feed_token(t)
+            except UnexpectedInput:
+                return None
+            fill.append(t)
+        return None
+
+    # ------------------------------------------------------------ diagnostics
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.chunk.split("\n")
+        return self._lines
+
+    def _line(self, n: int) -> str:
+        lines = self.lines
+        return lines[n - 1].strip() if 0 < n <= len(lines) else ""
+
+    def _operand_diagnostic(self, operator: Token, at: Token, found: str) -> Diagnostic:
+        line = at.line + self.line_offset
+        width = max(1, len(at.value)) if at.type != "$END" else 1
+        op = operator.value
+        if op in _BINARY:
+            help = f"found {found}: `{op}` needs a value on each side; complete it, or remove the `{op}`"
+        else:
+            help = f"found {found}"
+        return Diagnostic("J001", Severity.ERROR, f"expected an expression after `{op}`",
+                          Span.point(self.path, line, at.column, width), help)
+
+    def _repair_diagnostic(self, e: UnexpectedToken, ip, fill: list[Token] | None) -> Diagnostic | None:
+        tok = e.token
+        stack = ip.parser_state.value_stack
+        if "VAR" in (e.expected or ()) and stack and type(stack[-1]) is Token and stack[-1].type not in _OPENERS:
+            return self._operand_diagnostic(stack[-1], tok, f"`{tok.value}`")
+        return None
+
+    def _end_diagnostic(self, e: UnexpectedToken, ip, fill: list[Token] | None) -> Diagnostic | None:
+        stack = ip.parser_state.value_stack
+        if "VAR" in (e.expected or ()) and stack and type(stack[-1]) is Token and stack[-1].type not in _OPENERS:
+            word = self.chunk.split(None, 1)[0]
+            return self._operand_diagnostic(stack[-1], e.token, f"the end of this `{word}`")
+        return None
+
+    def report(self, e: UnexpectedInput, diag: Diagnostic | None = None) -> None:
         tok = getattr(e, "token", None)
+        at_end = tok is not None and tok.type == "$END"  # its position is borrowed from the last token
+        start = e.pos_in_stream if e.pos_in_stream is not None and not at_end else len(self.chunk)
         end = tok.end_pos if tok is not None and tok.end_pos is not None else start + 1
         cascade = e.line == self.last_line or (self.last_end >= 0 and not _SKIPPABLE.sub("", self.chunk[self.last_end:start]))
         if not cascade:
-            self.found.append(_syntax_diagnostic(e, self.chunk, self.path, self.line_offset))
+            self.found.append(diag or _syntax_diagnostic(e, self.chunk, self.path, self.line_offset))
         self.last_line = e.line
         self.last_end = end
 
 
 _SKIPPABLE = re.compile(r"\s+|#[^\n]*")
+_BINARY = {"and", "or", "in", "+", "-", "*", "/", "==", "!=", "<", "<=", ">", ">="}
+def _operand(at: Token) -> Token:
+    """The operand a repair puts in: an empty name, which the builder makes an `A.Missing`."""
+    return Token.new_borrow_pos("VAR", "", at)
+
+
+def _trial(ip):
+    """A copy of the parser to try tokens on: it builds nothing (a reduction's callback may
+    change the values it shares with the parser: Lark's child filter extends lists in place)."""
+    trial = ip.copy(deepcopy_values=False)
+    conf = copy(trial.parser_state.parse_conf)
+    conf.callbacks = {}
+    trial.parser_state.parse_conf = conf
+    return trial
+
+
+def _accepts(ip, tokens: list[Token]) -> bool:
+    trial = _trial(ip)
+    try:
+        for t in tokens:
+            trial.feed_token(t)
+    except UnexpectedInput:
+        return False
+    return True
+
+
+def _rewind(ip, tok: Token) -> None:
+    """Make the lexer read again from the start of `tok`."""
+    ctr = ip.lexer_thread.state.line_ctr
+    ctr.char_pos = tok.start_pos
+    ctr.line = tok.line
+    ctr.column = tok.column
+    ctr.line_start_pos = tok.start_pos - tok.column + 1
+
+
+@lru_cache(maxsize=1)
+def _keywords() -> dict[str, str]:
+    """Each keyword word → its terminal's name."""
+    return {t.pattern.value: t.name for t in parser().terminals
+            if t.pattern.type == "str" and t.pattern.value.isalpha()}
 
 
 _NESTING_TOKENS = re.compile(r"[-+*/<>=!({\[]|\b(?:and|or|not|if|else|split|wait|on)\b")
@@ -239,6 +399,7 @@ def _depth(node: A.Node) -> int:
 _FRIENDLY = {
     "STRING": "a quoted string",
     "NAME": "a name",
+    "VAR": "a name",
     "NUMBER": "a number",
     "DURATION": "a duration such as `15m`",
     "TIME": "a time of day such as `10:00`",
@@ -318,12 +479,12 @@ def _syntax_diagnostic(e: UnexpectedInput, chunk: str, path: str, line_offset: i
     width = max(1, len(tok.value))
     span = Span(path, line, col, line, col + width) if tok.end_line in (None, tok.line) else Span.point(path, line, col, width)
     expected = set(e.expected or ())
-    if tok.type == "NAME" or (tok.value.isalpha() and tok.type not in ("STRING",)):
+    if tok.type in ("NAME", "VAR") or (tok.value.isalpha() and tok.type not in ("STRING",)):
         words = _keyword_choices(expected)
         close = difflib.get_close_matches(tok.value, words, n=1, cutoff=0.6)
         if close:
             return Diagnostic("J003", Severity.ERROR, f"unknown word `{tok.value}`", span, f"did you mean `{close[0]}`?")
-        if words and tok.type == "NAME":
+        if words and tok.type in ("NAME", "VAR"):
             return Diagnostic("J001", Severity.ERROR, f"unexpected `{tok.value}`", span,
                               f"expected {_expected_list(expected)}")
     return Diagnostic("J001", Severity.ERROR, f"unexpected `{tok.value}`", span, f"expected {_expected_list(expected)}")

@@ -16,6 +16,7 @@ CASES = [
     ("misspelt entry", 'journey "A" {\n  entyr when event "X"\n}\n', "J003", 2, 3, "did you mean `entry`?"),
     ("unterminated string", 'journey "A {\n  entry when event "X"\n}\n', "J002", 1, 9, "close it"),
     ("missing brace", f'journey "A" {{\n  {OK_ENTRY}\n  send email "welcome"\n', "J001", 3, 23, "`}` is missing"),
+    ("dangling and", f'journey "A" {{\n  {OK_ENTRY}\n  if viewed.price > 10 and {{ exit }}\n}}\n', "J001", 3, 28, "expected an expression after `and`"),
     ("stray character", f'journey "A" {{\n  {OK_ENTRY}\n  wait 1h @\n}}\n', "J001", 3, 11, "unexpected character `@`"),
     ("duration without unit", f'journey "A" {{\n  {OK_ENTRY}\n  wait 20\n}}\n', "J031", 3, 8, "`20m`"),
     ("duration in months", f'journey "A" {{\n  {OK_ENTRY}\n  wait 1mo\n}}\n', "J043", 3, 8, "no fixed length"),

@@ -82,3 +82,54 @@ def test_event_as_a_name_where_no_event_match_can_stand():
     assert result.diagnostics == []
     entry = result.file.items[0].items[0]
     assert entry.match.where.args[0] == A.Name("event")
+
+
+# ---------------------------------------------------------------- dangling operators
+
+JOURNEY = 'journey "A" {{\n  entry when event "X" as v\n{}\n}}\n'
+
+
+def test_a_dangling_and_before_a_block_says_what_is_missing():
+    assert errors(JOURNEY.format('  if v.a and {\n    exit\n  }\n  wait 1h')) == [
+        (3, 14, "J001", "expected an expression after `and`",
+         "found `{`: `and` needs a value on each side; complete it, or remove the `and`"),
+    ]
+
+
+def test_a_dangling_operator_before_the_next_statement_points_at_the_statement():
+    # `send` after `and` could only be a name to the lexer; the parser steps back and reads the
+    # statement, so the rest of the journey parses (and its own mistakes are reported).
+    got = errors(JOURNEY.format('  exit when v.a == 1 or\n  send email "w"\n  wiat 1h'))
+    assert [(line, col, message) for line, col, _, message, _ in got] == [
+        (4, 3, "expected an expression after `or`"),
+        (5, 3, "unknown word `wiat`"),
+    ]
+    assert "found `send`" in got[0][4]
+
+
+def test_a_dangling_operator_inside_where_before_up_to():
+    got = errors(JOURNEY.format('  wait for event "Y" where a == up to 1h'))
+    assert [(line, col, message) for line, col, _, message, _ in got] == [(3, 33, "expected an expression after `==`")]
+
+
+def test_a_dangling_operator_at_the_end_keeps_the_segment():
+    result = parse_text('segment "s" = user.a == 1 and\n', "f")
+    assert [(d.span.line, d.span.col, d.message) for d in result.diagnostics] == [
+        (1, 27, "expected an expression after `and`")]
+    assert "found the end of this `segment`" in result.diagnostics[0].help
+    (segment,) = result.file.items
+    assert isinstance(segment.condition.right, A.Missing)
+
+
+def test_and_or_in_are_never_names_where_an_operand_stands():
+    for src, at in [("user.a and and user.b", "and"), ("user.a or or user.b", "or"), ("[1, and]", "and")]:
+        got = errors(f'segment "s" = {src}\n')
+        assert got and got[0][3].startswith("expected an expression after"), (src, got)
+        assert f"found `{at}`" in got[0][4]
+    assert errors('segment "s" = user.a in [1] and user.b or user.c\n') == []
+
+
+def test_and_or_stay_names_where_no_operand_stands():
+    src = ('journey "A" {\n  entry when event "X" as v\n  set user.or = v.and\n'
+           '  send email "w" with { and: 1, in: 2 }\n}\n')
+    assert errors(src) == []
