@@ -37,10 +37,9 @@ def fmt_command(
     from rich.console import Console
     from rich.text import Text
 
-    from journeys.diagnostics import Diagnostic, Severity, Span
+    from journeys.diagnostics import Diagnostic, Diagnostics, Severity, Span
     from journeys.fmt import FormatError, format_text
     from journeys.parser import decode
-    from journeys.diagnostics import Diagnostics
     from journeys.project import display_path
 
     from .cli import _existing, print_diagnostics
@@ -63,11 +62,12 @@ def fmt_command(
         if text is not None:
             try:
                 result = format_text(text, shown)
-            except FormatError as e:  # the formatter's fault: say so, and leave the file as it is
-                diags.items.append(Diagnostic("J000", Severity.ERROR, f"internal error: {e}", Span.point(shown, 1, 1),
-                                              "please report this with the file attached"))
             except RecursionError:
                 diags.error("J006", "this file is nested too deeply to format", Span.point(shown, 1, 1))
+            except Exception as e:  # FormatError or a bug: the formatter's fault; leave the file as it is
+                message = str(e) if isinstance(e, FormatError) else repr(e)
+                diags.items.append(Diagnostic("J000", Severity.ERROR, f"internal error while formatting: {message}",
+                                              Span.point(shown, 1, 1), "please report this with the file attached"))
             else:
                 diags.extend(result.diagnostics)
                 lines = result.lines

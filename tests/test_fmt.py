@@ -434,3 +434,21 @@ def test_cli_missing_path_and_binary_file(tmp_path):
 def test_the_formatting_section_shows_canonical_text():
     [example] = [b for b in _doc_blocks() if b.startswith("# the layout `journeys fmt` writes")]
     assert format_text(example).output == example
+
+
+def test_cli_formatter_failure_is_an_internal_error_not_a_traceback(tmp_path, monkeypatch):
+    """If the formatter ever failed its own meaning check, the file is left alone and reported."""
+    from typer.testing import CliRunner
+
+    import journeys.fmt as fmt
+    from engine.cli import app
+
+    def refuse(text, items):
+        return "journey \"other\" {\n}\n"
+
+    monkeypatch.setattr(fmt, "format_tree", refuse)
+    (tmp_path / "b.journey").write_text(UNTIDY, encoding="utf-8")
+    r = CliRunner().invoke(app, ["fmt", str(tmp_path / "b.journey")])
+    assert r.exit_code == 1, r.output
+    assert "J000" in r.output and "would change the file's meaning" in r.output
+    assert (tmp_path / "b.journey").read_text() == UNTIDY
