@@ -122,6 +122,7 @@ class _Run:
         self.effects: list[Effect] = []
         self.tz = user_zone(self.traits, program)
         self._ctx: Context | None = None
+        self.recorded: Event | None = None  # the current event as the history keeps it
 
     # ------------------------------------------------------------------ inputs
 
@@ -219,9 +220,16 @@ class _Run:
         self.set_trait(trait, ev.event == UNSUBSCRIBED_EVENT)
 
     def record(self, ev: Event) -> None:
+        """Keep the event in the history if a condition can read it, with only the properties
+        conditions can read (the compiler's `HistoryNeeds`): a user's history stays small."""
         keep, seconds, latest = self.p.retention(ev.event)
         if not keep:
             return
+        wanted = self.p.kept_properties.get(ev.event)
+        if wanted is not None and len(wanted) < len(ev.properties):
+            props = ev.properties
+            ev = Event(ev.event, ev.timestamp, {k: props[k] for k in wanted if k in props})
+        self.recorded = ev
         since = None if seconds is None else self.now - timedelta(seconds=seconds)
         self.history = self.history.with_event(ev, since, latest)
         self._ctx = None
@@ -336,7 +344,7 @@ class _Run:
                 return f"reenter after {format_duration(j.reenter.seconds or 0)}: last entry at {iso(last)}"
         if j.entry.kind == "first_event" and ev is not None and j.entry.match is not None:
             ctx = self.ctx(None, ev)
-            earlier = [e for e in ctx.events(ev.event) if e is not ev and e.timestamp <= ev.timestamp
+            earlier = [e for e in ctx.events(ev.event) if e is not self.recorded and e.timestamp <= ev.timestamp
                        and j.entry.match.matches(ctx, e)]
             if earlier:
                 return f"not the first {ev.event}: the first was at {iso(earlier[0].timestamp)}"

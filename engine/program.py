@@ -30,6 +30,7 @@ class Program:
     scheduled: tuple[CompiledJourney, ...] = ()
     watched_segments: tuple[str, ...] = ()  # segments whose changes enter or exit journeys
     cap_window: int = 0  # the longest cap window in seconds: how long sends are remembered
+    kept_properties: Mapping[str, frozenset[str] | None] = field(default_factory=dict)  # see retention
 
     @classmethod
     def build(cls, project: CompiledProject, older: Iterable[CompiledJourney] = (),
@@ -62,6 +63,7 @@ class Program:
             scheduled=tuple(j for j in journeys.values() if j.entry.kind == "schedule"),
             watched_segments=tuple(sorted(watched)),
             cap_window=window,
+            kept_properties=MappingProxyType({n: project.needs.kept_properties(n) for n in project.needs.events}),
         )
 
     def journey(self, name: str, version: str) -> CompiledJourney | None:

@@ -20,8 +20,8 @@ from . import ast as A
 from . import graph as G
 from .expr import CompileError, compile_expr, compile_match, window_seconds
 from .functions import EVERY_DAYS
-from .needs import (HistoryNeeds, SegmentIndex, expression_needs, history_read_by, live_needs, segment_closure,
-                    segment_references, segments_named_in)
+from .needs import (HistoryNeeds, SegmentIndex, expression_needs, history_read_by, live_needs, match_properties,
+                    segment_closure, segment_references, segments_named_in)
 from .version import journey_version
 
 __all__ = ["CompileError", "compile_project", "compile_journey", "compile_segment", "compile_policy"]
@@ -121,7 +121,9 @@ def compile_journey(journey: A.Journey, segments: Mapping[str, A.Segment], *,
     live |= {s.match.event.value for s in nodes if isinstance(s, A.WaitFor)}
     needs = _needs_of(journey, refs, segments, nodes) | live_needs(live)
     if decl.entry.kind == "first_event" and decl.entry.match is not None:
-        needs = needs | HistoryNeeds(ever=frozenset({decl.entry.match.event}))
+        event = decl.entry.match.event  # earlier events are matched again: keep what the filter reads
+        entry = next(d for d in journey.declarations if isinstance(d, A.EntryEvent))
+        needs = needs | HistoryNeeds(ever=frozenset({event}), properties={event: match_properties(entry.match)})
     return G.CompiledJourney(
         name=name, slug=slug, version=journey_version(journey, segments, named=named), entry=decl.entry,
         exits=G.Exits(tuple(decl.exit_events), tuple(decl.exit_segments), tuple(decl.exit_conditions)),

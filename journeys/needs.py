@@ -10,6 +10,10 @@ A user's history is unbounded; what conditions can read is not. For every event 
   `entry when first event E`, and unbounded lookups with a `where` filter): keep them all.
 - `live`: events matched as they arrive (entry, exit, goal, wait for): the engine routes them to
   the journey; they need no history of their own.
+- `properties[name]`: the properties of kept events that conditions can read (`where` filters,
+  the property of `sum`/`avg`, `last(event E).category`), so the engine keeps those and drops the
+  rest; None when a condition takes a whole event (`with { p: last(event E) }`): keep them all.
+  A name kept without an entry here needs no property at all (`count(event E, last 7d)`).
 
 Needs combine with `|` (union: longest window, union of sets); a journey's needs include those of
 the segments it references, transitively.
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import ast as A
-from .functions import FUNCTIONS
+from .functions import EVENT_FIELDS, FUNCTIONS
 
 
 @dataclass(frozen=True)
@@ -30,13 +34,18 @@ class HistoryNeeds:
     latest: frozenset[str] = frozenset()
     ever: frozenset[str] = frozenset()
     live: frozenset[str] = frozenset()
+    properties: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
 
     def __or__(self, other: "HistoryNeeds") -> "HistoryNeeds":
         windows = dict(self.windows)
         for name, seconds in other.windows.items():
             windows[name] = max(seconds, windows.get(name, 0))
         return HistoryNeeds(dict(sorted(windows.items())), self.latest | other.latest, self.ever | other.ever,
-                            self.live | other.live)
+                            self.live | other.live, _merge_properties(self.properties, other.properties))
+
+    def kept_properties(self, name: str) -> frozenset[str] | None:
+        """The properties to keep on a stored event of `name`; None: all of them."""
+        return self.properties[name] if name in self.properties else frozenset()
 
     @classmethod
     def union(cls, needs: Iterable["HistoryNeeds"]) -> "HistoryNeeds":
@@ -64,11 +73,17 @@ def expression_needs(node: A.Node) -> HistoryNeeds:
 
 
 def history_read_by(nodes: Iterable[A.Node]) -> HistoryNeeds:
-    """The history read by the history calls among `nodes` (a walk the caller has already made)."""
+    """The history read by the history calls among `nodes` (a walk the caller has already made,
+    parents before children, as `Node.walk` gives them)."""
     windows: dict[str, int] = {}
     latest: set[str] = set()
     ever: set[str] = set()
+    properties: dict[str, frozenset[str] | None] = {}
+    attribute_of: dict[int, str] = {}  # id of a call whose result is read with `.name` → name
     for n in nodes:
+        if isinstance(n, A.Attr) and isinstance(n.obj, A.Call):
+            attribute_of[id(n.obj)] = n.name
+            continue
         if not isinstance(n, A.Call):
             continue
         sig = FUNCTIONS.get(n.func)
@@ -85,7 +100,42 @@ def history_read_by(nodes: Iterable[A.Node]) -> HistoryNeeds:
             latest.add(name)
         else:
             ever.add(name)
-    return HistoryNeeds(dict(sorted(windows.items())), frozenset(latest), frozenset(ever))
+        read = set(match_properties(match))
+        if n.func in ("sum", "avg"):
+            prop = next((a for a in n.args[1:] if not isinstance(a, (A.EventMatch, A.Window))), None)
+            if prop is not None:
+                read |= _names_in(prop)
+        if n.func == "last":
+            if id(n) not in attribute_of:  # the whole event goes somewhere: every property may be read
+                properties[name] = None
+                continue
+            read.add(attribute_of[id(n)])
+        properties = _merge_properties(properties, {name: frozenset(read)})
+    return HistoryNeeds(dict(sorted(windows.items())), frozenset(latest), frozenset(ever),
+                        properties=properties)
+
+
+def match_properties(match: A.EventMatch) -> frozenset[str]:
+    """The properties an event match's `where` reads (bare names, special fields excepted)."""
+    return frozenset(_names_in(match.where)) if match.where is not None else frozenset()
+
+
+def _names_in(node: A.Node) -> set[str]:
+    if isinstance(node, A.Literal) and isinstance(node.value, str):
+        return {node.value}  # `sum(event E, "price", ...)`
+    return {n.name for n in node.walk() if isinstance(n, A.Name) and n.name not in EVENT_FIELDS}
+
+
+def _merge_properties(a: Mapping[str, frozenset[str] | None], b: Mapping[str, frozenset[str] | None]
+                      ) -> dict[str, frozenset[str] | None]:
+    out = dict(a)
+    for name, props in b.items():
+        if name in out:
+            mine = out[name]
+            out[name] = None if mine is None or props is None else mine | props
+        else:
+            out[name] = props
+    return dict(sorted(out.items()))
 
 
 def segment_references(node: A.Node) -> set[str]:
