@@ -124,7 +124,7 @@ def simulate(program: Program, messages: Iterable[Message], *, until: datetime |
     the engine; timers due by `until` (default: the last message's time) fire. Messages are taken
     GROUP_COMMIT at a time, so an iterable is never held whole. `progress` is called with the
     number of messages done."""
-    store = store if store is not None else MemoryStore()
+    store = store if store is not None else MemoryStore(keep_actions=False)
     report = Report(program)
     stream = iter(messages)
     head = next(stream, None)

@@ -67,14 +67,17 @@ class Store(Protocol):
 class MemoryStore:
     """Everything in dictionaries: the dry-run's store, and the reference the others must match."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_actions: bool = True) -> None:
+        """`keep_actions=False`: the action log keeps only ids (the dry-run, whose report and
+        `--sends` file are its log, need not hold every action of a long run in memory)."""
+        self.keep_actions = keep_actions
         self.profiles: dict[str, UserState] = {}
         self.zone_of: dict[str, str] = {}
         self.links: dict[str, str] = {}
         self.message_ids: set[str] = set()
         self.wakes: dict[str, datetime] = {}
         self._heap: list[tuple[datetime, str]] = []
-        self.actions: dict[str, Action] = {}
+        self.actions: dict[str, Action | None] = {}
 
     def load(self, user_id: str) -> UserState | None:
         return self.profiles.get(user_id)
@@ -129,7 +132,7 @@ class MemoryStore:
 
     def record(self, actions: Sequence[Action]) -> None:
         for a in actions:
-            self.actions[a.id] = a
+            self.actions[a.id] = a if self.keep_actions else None  # type: ignore[assignment]
 
     def transaction(self) -> AbstractContextManager:
         return nullcontext()  # nothing to commit: the dry-run's state lives and dies with the run
