@@ -3,9 +3,10 @@
 A file is first scanned (cheaply, with one regular expression) for the things that must never
 reach the parser: bytes that are not UTF-8 text, a file too large to be a journey file, brackets
 nested deeper than any journey needs. The scan also cuts the file into chunks at each top-level
-keyword (`policy`, `segment`, `journey`, `test` at the start of a line, outside any bracket), and
-each chunk is parsed on its own: a syntax error in one journey does not hide the errors of the
-next one.
+keyword (`policy`, `segment`, `journey`, `test` at the start of a line, outside any bracket, or
+inside a bracket left open when the line can only start an item: `journey "B" {`), and each chunk
+is parsed on its own: a syntax error in one journey, a lost `}` included, does not hide the errors
+of the next one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ _SCAN = re.compile(
     r"|[{}\[\]()]"  # a bracket
     r"|(?m:^(?:policy|segment|journey|test)\b)"  # a top-level keyword at the start of a line
 )
+
+
+# A line that can only start a top-level item, whatever brackets were left open before it.
+_ITEM_START = re.compile(r'(?:journey|test)[ \t]+"[^"\n]*"[ \t]*\{|segment[ \t]+"[^"\n]*"[ \t]*=|policy[ \t]*\{')
 
 
 @lru_cache(maxsize=1)
@@ -139,8 +144,11 @@ def _chunks(text: str, path: str, diags: Diagnostics) -> list[tuple[int, int, in
                             "flatten the journey: nest fewer `if` blocks and parentheses")
         elif c in "}])":
             depth = max(0, depth - 1)
-        elif c.isalpha() and depth == 0 and m.start() > 0:
+        elif c.isalpha() and m.start() > 0 and (depth == 0 or _ITEM_START.match(text, m.start())):
+            # Inside a bracket, only a line that plainly starts an item cuts: a brace lost in one
+            # item must not swallow the next one (its parse reports the brace).
             starts.append(m.start())
+            depth = 0
     if too_deep_reported:
         return []
     bounds = []
@@ -181,6 +189,8 @@ def _parse_chunk(chunk: str, path: str, line_offset: int, diags: Diagnostics) ->
 
 
 _OPENERS = {"LBRACE": "}", "LPAR": ")", "LSQB": "]"}
+_CLOSER_TYPES = {"}": "RBRACE", ")": "RPAR", "]": "RSQB"}
+_MAX_CLOSERS = 3  # brackets closed in one repair
 
 
 class _Recovery:
@@ -191,7 +201,11 @@ class _Recovery:
       `A.Missing` there. When the word after the operator is a keyword that the operator made a
       name (`exit when a and` then `send ...` on the next line), the parser steps back to read it
       as the keyword again;
-    - at the end of the text, the operand that completes it, so the item is kept and checked.
+    - closing brackets, before a word that belongs after the block, when the word is visibly
+      outside it (indented no deeper than the line that opened it): `on event { exit` then
+      `on timeout { ... }`;
+    - at the end of the text, whatever completes it (operands and closing brackets), so the item
+      is kept and checked, and a lost `}` never costs the rest of the file.
     Otherwise the token is dropped. Dropping tokens one by one makes every following token of the
     same broken statement fail too; those are the same mistake, so an error is reported only when
     it is not on the line of the previous one and not the token right after the one just dropped.
@@ -233,25 +247,48 @@ class _Recovery:
             _rewind(ip, word)
             return True
         fill = self._fill(ip, tok)
-        self.report(e, self._repair_diagnostic(e, ip, fill))
+        self.report(e, self._repair_diagnostic(e, ip, fill) or self._after_item_diagnostic(e))
         if fill is not None:
             for t in fill:
                 ip.feed_token(t)
             ip.feed_token(tok)
+            if any(t.value for t in fill):  # a bracket put in: back in step, the next error is a new one
+                self.last_line = self.last_end = -1
         return True
 
     # ------------------------------------------------------------ repairs
 
     def _fill(self, ip, tok: Token) -> list[Token] | None:
-        """Tokens to put before `tok` so that the parser takes it: an operand."""
+        """Tokens to put before `tok` so that the parser takes it: an operand, then closers."""
+        stack = ip.parser_state.value_stack
         fills: list[list[Token]] = []
         operand = [_operand(tok)] if "VAR" in ip.choices() else []
         if operand:
             fills.append(operand)
+        openers = [v for v in reversed(stack) if type(v) is Token and v.type in _OPENERS][:_MAX_CLOSERS]
+        closing = list(operand)
+        for opener in openers:
+            if not self._outside(opener, tok):
+                break
+            closing = closing + [Token.new_borrow_pos(_CLOSER_TYPES[_OPENERS[opener.type]], _OPENERS[opener.type], tok)]
+            fills.append(closing)
+        if not operand and "LBRACE" in ip.choices():  # `if a` then the block's first step
+            fills.append([Token.new_borrow_pos("LBRACE", "{", tok)])
         for fill in fills:
             if _accepts(ip, fill + [tok]):
                 return fill
         return None
+
+    def _outside(self, opener: Token, tok: Token) -> bool:
+        """Whether `tok` stands outside the block `opener` starts, to the eye: on the opener's
+        line, or first on a line indented no deeper than the opener's."""
+        if tok.line == opener.line:
+            return True
+        lines = self.lines
+        text = lines[tok.line - 1] if tok.line - 1 < len(lines) else ""
+        if text[: tok.column - 1].strip():
+            return False
+        return _indent(text) <= _indent(lines[opener.line - 1])
 
     def _keyword_as_name(self, ip, tok: Token) -> tuple[Token, Token] | None:
         """(operator, word) when the word the parser fails after is a keyword that it read as a
@@ -265,16 +302,24 @@ class _Recovery:
         return operator, word
 
     def _completion(self, ip, end: Token) -> list[Token] | None:
-        """Tokens that complete the text at its end (an operand), or None."""
+        """Tokens that complete the text at its end (operands and closers), or None."""
         trial = _trial(ip)
         fill: list[Token] = []
         for _ in range(2 * MAX_NESTING + 2):
             choices = trial.choices()
             if "$END" in choices and _accepts(trial, [end]):
                 return fill
-            if "VAR" not in choices:
+            opener = next((v for v in reversed(trial.parser_state.value_stack)
+                           if type(v) is Token and v.type in _OPENERS), None)
+            closer = _OPENERS[opener.type] if opener is not None else None
+            if "VAR" in choices:
+                t = _operand(end)
+            elif closer is not None and _CLOSER_TYPES[closer] in choices:
+                t = Token.new_borrow_pos(_CLOSER_TYPES[closer], closer, end)
+            elif "LBRACE" in choices:  # `if a` with no block: an empty one
+                t = Token.new_borrow_pos("LBRACE", "{", end)
+            else:
                 return None
-            t = _operand(end)
             try:
                 trial.feed_token(t)
             except UnexpectedInput:
@@ -294,6 +339,11 @@ class _Recovery:
         lines = self.lines
         return lines[n - 1].strip() if 0 < n <= len(lines) else ""
 
+    def _where(self, opener: Token) -> str:
+        text = self._line(opener.line)
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        return f"line {opener.line + self.line_offset} (`{shown}`)"
+
     def _operand_diagnostic(self, operator: Token, at: Token, found: str) -> Diagnostic:
         line = at.line + self.line_offset
         width = max(1, len(at.value)) if at.type != "$END" else 1
@@ -310,6 +360,21 @@ class _Recovery:
         stack = ip.parser_state.value_stack
         if "VAR" in (e.expected or ()) and stack and type(stack[-1]) is Token and stack[-1].type not in _OPENERS:
             return self._operand_diagnostic(stack[-1], tok, f"`{tok.value}`")
+        if fill and fill[0].type == "LBRACE":
+            return Diagnostic("J001", Severity.ERROR, f"unexpected `{tok.value}`: a `{{` is missing before it",
+                              Span.point(self.path, tok.line + self.line_offset, tok.column, max(1, len(tok.value))),
+                              "a block starts with `{`: `if CONDITION { ... }`" if _opens_if(stack) else
+                              "a block starts with `{`")
+        closers = [t for t in fill or () if t.type in _CLOSER_TYPES.values()]
+        if closers:
+            openers = [v for v in reversed(stack) if type(v) is Token and v.type in _OPENERS]
+            opener = openers[len(closers) - 1]
+            shown = "".join(t.value for t in closers)
+            line = tok.line + self.line_offset
+            return Diagnostic("J001", Severity.ERROR, f"unexpected `{tok.value}`: a `{shown}` is missing before it",
+                              Span.point(self.path, line, tok.column, max(1, len(tok.value))),
+                              f"the `{opener.value}` at {self._where(opener)} is never closed; "
+                              f"close it where its block ends")
         return None
 
     def _end_diagnostic(self, e: UnexpectedToken, ip, fill: list[Token] | None) -> Diagnostic | None:
@@ -317,7 +382,32 @@ class _Recovery:
         if "VAR" in (e.expected or ()) and stack and type(stack[-1]) is Token and stack[-1].type not in _OPENERS:
             word = self.chunk.split(None, 1)[0]
             return self._operand_diagnostic(stack[-1], e.token, f"the end of this `{word}`")
+        if fill and any(t.type == "RBRACE" for t in fill) or "RBRACE" in (e.expected or ()):
+            opener = _unclosed_brace(self.chunk)
+            if opener is not None:
+                diag = _syntax_diagnostic(e, self.chunk, self.path, self.line_offset)
+                line = opener[0]
+                text = self._line(line)
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                return Diagnostic(diag.code, diag.severity, diag.message, diag.span,
+                                  f"a `}}` is missing: the block opened at line {line + self.line_offset} "
+                                  f"(`{shown}`) is never closed")
         return None
+
+    def _after_item_diagnostic(self, e: UnexpectedToken) -> Diagnostic | None:
+        """Text after an item has ended: most often a `}` too many closed it early."""
+        tok = e.token
+        if tok.type == "$END" or not set(e.expected or ()) <= _ITEM_KEYWORDS:
+            return None
+        closing = self.chunk.rfind("}", 0, tok.start_pos)
+        word = self.chunk.split(None, 1)[0]
+        if closing < 0 or word not in TOP_LEVEL:
+            return None
+        line = self.chunk.count("\n", 0, closing) + 1
+        return Diagnostic("J001", Severity.ERROR, f"unexpected `{tok.value}` after the end of the `{word}`",
+                          Span.point(self.path, tok.line + self.line_offset, tok.column, max(1, len(tok.value))),
+                          f"the `{word}` ends with the `}}` at line {line + self.line_offset}; is that `}}` one "
+                          f"too many?")
 
     def report(self, e: UnexpectedInput, diag: Diagnostic | None = None) -> None:
         tok = getattr(e, "token", None)
@@ -333,6 +423,16 @@ class _Recovery:
 
 _SKIPPABLE = re.compile(r"\s+|#[^\n]*")
 _BINARY = {"and", "or", "in", "+", "-", "*", "/", "==", "!=", "<", "<=", ">", ">="}
+_BRACES = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}]')
+
+
+_ITEM_KEYWORDS = {"JOURNEY", "POLICY", "SEGMENT", "TEST"}
+
+
+def _opens_if(stack: list) -> bool:
+    return any(type(v) is Token and v.type == "IF" for v in stack[-8:])
+
+
 def _operand(at: Token) -> Token:
     """The operand a repair puts in: an empty name, which the builder makes an `A.Missing`."""
     return Token.new_borrow_pos("VAR", "", at)
@@ -372,6 +472,37 @@ def _keywords() -> dict[str, str]:
     """Each keyword word → its terminal's name."""
     return {t.pattern.value: t.name for t in parser().terminals
             if t.pattern.type == "str" and t.pattern.value.isalpha()}
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _unclosed_brace(chunk: str) -> tuple[int, int] | None:
+    """(line, column) of the `{` most likely missing its `}`, judged by indentation: the first
+    block closed by a `}` indented less than the line that opened it (that `}` belongs to an outer
+    block), else the innermost block left open."""
+    lines = chunk.split("\n")
+    stack: list[tuple[int, int]] = []
+    line, line_start = 1, 0
+    pos = 0
+    for m in _BRACES.finditer(chunk):
+        c = m.group()
+        if c not in "{}":
+            continue
+        line += chunk.count("\n", pos, m.start())
+        if line > 1:
+            line_start = chunk.rfind("\n", 0, m.start()) + 1
+        pos = m.start()
+        col = m.start() - line_start + 1
+        if c == "{":
+            stack.append((line, col))
+        elif stack:
+            opener = stack.pop()
+            text = lines[line - 1]
+            if not text[: col - 1].strip() and _indent(text) < _indent(lines[opener[0] - 1]):
+                return opener
+    return stack[-1] if stack else None
 
 
 _NESTING_TOKENS = re.compile(r"[-+*/<>=!({\[]|\b(?:and|or|not|if|else|split|wait|on)\b")

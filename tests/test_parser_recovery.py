@@ -133,3 +133,106 @@ def test_and_or_stay_names_where_no_operand_stands():
     src = ('journey "A" {\n  entry when event "X" as v\n  set user.or = v.and\n'
            '  send email "w" with { and: 1, in: 2 }\n}\n')
     assert errors(src) == []
+
+
+# ---------------------------------------------------------------- lost braces
+
+E = '  entry when event "X" as v\n'
+
+
+def items(text: str) -> list[str]:
+    return [f"{type(i).__name__}:{i.name.value if getattr(i, 'name', None) else ''}"
+            for i in parse_text(text, "f").file.items]
+
+
+def test_an_unclosed_if_and_a_later_mistake_are_both_reported():
+    src = 'journey "A" {\n' + E + '  if v.a {\n    send email "w"\n  wait 1h\n  sned email "x"\n}\n'
+    got = errors(src)
+    assert [(line, col, message) for line, col, _, message, _ in got] == [
+        (6, 3, "unknown word `sned`"),
+        (7, 2, "this `journey` ends before it is complete"),
+    ]
+    assert got[1][4] == "a `}` is missing: the block opened at line 3 (`if v.a {`) is never closed"
+    assert items(src) == ["Journey:A"]  # kept, so what refers to it is not wrong as well
+
+
+def test_a_lost_brace_never_swallows_the_next_items():
+    src = ('journey "A" {\n' + E + '  if v.a {\n    exit\n}\n'
+           'journey "B" {\n' + E + '  wiat 1h\n}\n'
+           'segment "s" = user.a == 1\npolicy {\n  timezone "UTC"\n}\ntest "t" {\n  expect user "u" in journey "A"\n}\n')
+    got = errors(src)
+    assert [(line, message) for line, _, _, message, _ in got] == [
+        (5, "this `journey` ends before it is complete"),
+        (8, "unknown word `wiat`"),
+    ]
+    assert "line 3 (`if v.a {`)" in got[0][4]
+    assert items(src) == ["Journey:A", "Journey:B", "Segment:s", "Policy:", "Scenario:t"]
+
+
+def test_an_unclosed_item_before_the_next_item():
+    src = 'policy {\n  timezone "UTC"\njourney "A" {\n' + E + '  wiat 1h\n}\n'
+    got = errors(src)
+    assert [(line, message) for line, _, _, message, _ in got] == [
+        (2, "this `policy` ends before it is complete"), (5, "unknown word `wiat`")]
+    assert "line 1 (`policy {`)" in got[0][4]
+    assert items(src) == ["Policy:", "Journey:A"]
+
+
+def test_the_brace_missing_before_the_next_branch_is_put_in():
+    src = ('journey "A" {\n' + E + '  wait for event "Y" up to 1h {\n    on event {\n      exit\n'
+           '    on timeout { sned email "w" }\n  }\n  wiat 1h\n}\n')
+    got = errors(src)
+    assert [(line, col, message) for line, col, _, message, _ in got] == [
+        (6, 5, "unexpected `on`: a `}` is missing before it"),
+        (6, 18, "unknown word `sned`"),
+        (8, 3, "unknown word `wiat`"),
+    ]
+    assert "line 4 (`on event {`)" in got[0][4]
+
+
+def test_the_brace_missing_before_else_is_put_in():
+    src = 'journey "A" {\n' + E + '  if v.a {\n    exit\n  else {\n    wiat 1h\n  }\n}\n'
+    assert [(line, message) for line, _, _, message, _ in errors(src)] == [
+        (5, "unexpected `else`: a `}` is missing before it"), (6, "unknown word `wiat`")]
+    step = parse_text(src, "f").file.items[0].items[1]
+    assert [b.condition is None for b in step.branches] == [False, True]
+
+
+def test_a_statement_indented_inside_a_block_does_not_close_it():
+    # `entry` cannot stand in an `if`, but it is indented inside it: a misplaced declaration, not
+    # a lost brace (closing the `if` there would make the journey's `}` one too many).
+    src = 'journey "A" {\n' + E + '  if v.a {\n    entry when event "Z"\n  }\n  wiat 1h\n}\n'
+    assert [(line, message) for line, _, _, message, _ in errors(src)] == [
+        (4, "unexpected `entry`"), (6, "unknown word `wiat`")]
+
+
+def test_unclosed_parenthesis_and_object():
+    src = 'journey "A" {\n' + E + '  if (v.a > 1 {\n    exit\n  }\n  send email "w" with { a: v.a\n  wait 1h\n  wiat 1h\n}\n'
+    got = errors(src)
+    assert [(line, message) for line, _, _, message, _ in got] == [
+        (3, "unexpected `{`: a `)` is missing before it"),
+        (7, "unexpected `wait`: a `}` is missing before it"),
+        (8, "unknown word `wiat`"),
+    ]
+    assert "line 6 (`send email \"w\" with { a: v.a`)" in got[1][4]
+
+
+def test_a_missing_opening_brace():
+    src = 'journey "A" {\n' + E + '  if v.a\n    exit\n  }\n  wiat 1h\n}\n'
+    assert [(line, message) for line, _, _, message, _ in errors(src)] == [
+        (4, "unexpected `exit`: a `{` is missing before it"), (6, "unknown word `wiat`")]
+
+
+def test_a_brace_too_many_ends_the_item_early():
+    src = 'journey "A" {\n' + E + '  if v.a {\n    exit\n  }}\n  wiat 1h\n}\njourney "B" {\n' + E + '  wiat 1h\n}\n'
+    got = errors(src)
+    assert [(line, message) for line, _, _, message, _ in got] == [
+        (6, "unexpected `wiat` after the end of the `journey`"), (10, "unknown word `wiat`")]
+    assert "the `}` at line 5" in got[0][4]
+
+
+def test_two_unclosed_blocks_blame_the_one_the_indentation_shows():
+    src = 'journey "A" {\n' + E + '  if v.a {\n    if v.b {\n      exit\n  }\n  wait 1h\n}\n'
+    got = errors(src)
+    assert [line for line, *_ in got] == [8]
+    assert "line 4 (`if v.b {`)" in got[0][4]
