@@ -32,6 +32,17 @@ def render_summary(report: Mapping[str, Any], console: Console) -> None:
             ", ".join(f"{g} {n}" for g, n in j["conversions"].items()) or "-")
     console.print(table)
 
+    steps = Table(title="Steps reached, and why runs ended early", title_justify="left")
+    for col in ("journey", "step path or exit reason", "count"):
+        steps.add_column(col, justify="right" if col == "count" else "left")
+    for name, j in report["journeys"].items():
+        for path, n in j["reached"].items():
+            steps.add_row(name, path, str(n))
+        for reason, n in sorted(j["exited"].items()):
+            steps.add_row(name, f"exited: {reason}", str(n))
+    if steps.row_count:
+        console.print(steps)
+
     sends = Table(title="Actions sent", title_justify="left")
     for col in ("journey", "action", "count"):
         sends.add_column(col, justify="right" if col == "count" else "left")
