@@ -333,11 +333,21 @@ def _diagram(journey: CompiledJourney, counts: Mapping[str, Any] | None, uid: st
             if counts is not None:
                 parts = [f"reached {reached.get(path, 0):,}"]
                 key = _action_key(node)
-                if key is not None:
+                by_step = (counts.get("actions_by_step") or {}).get(path)
+                if by_step is not None or (key is not None and "actions_by_step" in counts):
+                    by_step = by_step or {}
+                    parts.append(f"sent {by_step.get('sent', 0):,}")
+                    lines.append(("count", " · ".join(parts)))
+                    held = [f"{what} {n:,}" for what, n in sorted(by_step.items()) if what != "sent"]
+                    if held:
+                        lines.append(("count", " · ".join(held)))
+                    parts = []
+                elif key is not None:  # a report from before per-step counts: infer from templates
                     n = templates.get(key, 0)
                     shared = len(keys.get(key, ()))
                     parts.append(f"sent {n:,}" + (f" (all {shared} steps)" if shared > 1 else ""))
-                lines.append(("count", " · ".join(parts)))
+                if parts:
+                    lines.append(("count", " · ".join(parts)))
         width = max(len(text) for _, text in lines) * CHAR + 2 * PAD_X
         if b.terminal:
             width += 2 * PAD_X
@@ -623,8 +633,9 @@ def _funnel(j: Mapping[str, Any], journey: CompiledJourney | None) -> str:
             key = _action_key(node)
             if key is None or path in on_exit:
                 continue
-            steps.append((f"<code>{_e(path)}</code><br>{_e(node.describe())}", reached.get(path, 0),
-                          templates.get(key, 0)))
+            by_step = (j.get("actions_by_step") or {}).get(path)
+            sent = by_step.get("sent", 0) if by_step is not None else templates.get(key, 0)
+            steps.append((f"<code>{_e(path)}</code><br>{_e(node.describe())}", reached.get(path, 0), sent))
     else:
         for key, n in sorted(templates.items()):
             steps.append((f"sent <code>{_e(key)}</code>", n, n))

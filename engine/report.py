@@ -35,6 +35,7 @@ class JourneyCounts:
     capped: Counter = field(default_factory=Counter)  # rule → n
     deferred: Counter = field(default_factory=Counter)  # quiet-hours rule → n
     conversions: Counter = field(default_factory=Counter)  # goal → n
+    step_actions: Counter = field(default_factory=Counter)  # (path, "sent" | reason | "deferred") → n
     arm_users: Counter = field(default_factory=Counter)  # (split path, arm) → n
     arm_conversions: Counter = field(default_factory=Counter)  # (split path, arm, goal) → n
 
@@ -52,8 +53,16 @@ class JourneyCounts:
             "capped_by_rule": dict(self.capped),
             "deferred_by_quiet_hours": dict(self.deferred),
             "conversions": {g: self.conversions.get(g, 0) for g in goals},
+            "actions_by_step": self._by_step(),
             "splits": self._splits(goals),
         }
+
+    def _by_step(self) -> dict[str, dict[str, int]]:
+        """Per action step: sent, deferred, and suppressed by reason (`cap`, `consent`, `exit`)."""
+        out: dict[str, dict[str, int]] = {}
+        for (path, what), n in self.step_actions.items():
+            out.setdefault(path, {})[what] = n
+        return out
 
     def _splits(self, goals: Sequence[str]) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {}
@@ -134,6 +143,7 @@ class Report:
 
     def _action(self, a: Action) -> None:
         c = self._counts(a.journey, a.version)
+        c.step_actions[(a.path, a.outcome if a.outcome != SUPPRESSED else f"suppressed by {a.reason}")] += 1
         if a.outcome == SENT:
             c.sent[a.kind] += 1
             c.templates[f"{a.kind} {a.target}"] += 1

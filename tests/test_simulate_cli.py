@@ -159,3 +159,20 @@ def test_the_dry_run_never_writes_over_a_store_that_is_not_its_own(tmp_path):
     r = journeys("simulate", str(SHOP), "--events", str(SAMPLE), "--store", f"sqlite:///{daemon}", "--quiet")
     assert r.returncode == 2 and "not a dry-run's" in r.stderr and "Traceback" not in r.stderr
     assert daemon.read_bytes() == before
+
+
+def test_actions_are_counted_per_step_with_their_decisions(shop_run):
+    _, out = shop_run
+    report = json.loads((out / "report.json").read_text())
+    for name, j in report["journeys"].items():
+        by_step = j["actions_by_step"]
+        assert sum(s.get("sent", 0) for s in by_step.values()) == sum(j["sent"].values()), name
+        suppressed = {}
+        for s in by_step.values():
+            for what, n in s.items():
+                if what.startswith("suppressed by "):
+                    reason = what.removeprefix("suppressed by ")
+                    suppressed[reason] = suppressed.get(reason, 0) + n
+        assert suppressed == j["suppressed"], name
+    timeout_send = report["journeys"]["Browse abandonment"]["actions_by_step"]["browse_abandonment/1/timeout/1"]
+    assert timeout_send["sent"] > 0 and timeout_send.get("deferred", 0) > 0
