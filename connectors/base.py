@@ -1,0 +1,68 @@
+"""One protocol for every channel: a connector delivers one action, or says why it could not.
+
+The engine decides what to send (and consent, caps and quiet hours have already been applied by
+`engine.delivery`); the outbox (`engine.outbox`) records the action before any attempt and retries
+by the error tree of `connectors.errors`. A connector only turns a `Delivery` into the provider's
+request: render, address, send, and map the provider's answer to a `Result` or an error.
+
+`deliver` is synchronous and may block on the network (the dispatcher runs it in worker threads
+with per-connector concurrency limits); connectors keep their HTTP or SMTP connections between
+calls. Batching connectors (ad audiences) accept deliveries into a batch and send it in `flush`,
+which the dispatcher calls on a schedule and when a batch is full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a connector receives: the action and everything needed to render and address it.
+
+    - `action_id`: the deterministic id; the idempotency key where the provider takes one.
+    - `kind`: email | push | sms | audience_add | audience_remove | webhook; `target`: the template,
+      audience or webhook name; `user_id` and `profile` (traits: email, phone, push tokens...).
+    - `data`: the evaluated `with {...}` values; `named`: the journey's `as` events (plain dicts);
+      `event`: the event that led to it, if any; `journey`, `step`: for logs and templates.
+    """
+
+    action_id: str
+    kind: str
+    target: str
+    user_id: str
+    profile: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    named: Mapping[str, Any] = field(default_factory=dict)
+    event: Mapping[str, Any] | None = None
+    journey: str = ""
+    step: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    """A delivery the provider accepted. `provider_id`: its id for it (message id, job name);
+    `detail`: anything worth keeping in the log; `queued`: taken into a batch not yet sent."""
+
+    provider_id: str | None = None
+    detail: str = ""
+    queued: bool = False
+
+
+@runtime_checkable
+class Connector(Protocol):
+    name: str
+    channel: str  # email | push | sms | ads | webhook
+
+    def deliver(self, delivery: Delivery) -> Result:
+        """Deliver once, or raise a `connectors.errors.DeliveryError`."""
+        ...
+
+
+class Batching(Protocol):
+    def flush(self) -> list[tuple[str, Result | Exception]]:
+        """Send what was queued; per action id, its result or its error."""
+        ...
+
+    def close(self) -> None: ...
