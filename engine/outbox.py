@@ -1,0 +1,161 @@
+"""The durable outbox: every action to deliver is written down before anyone tries to deliver it.
+
+An action the engine decided to send becomes one outbox entry per connector it goes to (an
+audience can sync to Meta and Google: two entries), keyed `action id:connector`. Adding is
+idempotent (`INSERT OR IGNORE`), so a replayed message or a retried transaction never makes a
+second entry, and the daemon writes the entries in the same transaction as the user's state: a
+crash leaves either both or neither.
+
+Entry states: `pending` (due at `next_at`), `queued` (taken into a connector's batch, waiting for
+its flush), `delivered`, `failed` (a permanent error, with the provider's answer) and `dead`
+(retryable errors until the attempts ran out; an operator lists and retries them).
+
+Delivery itself is at least once towards the provider, exactly once where the provider honours
+the idempotency key (the action id): a crash after the provider accepted but before the entry was
+marked delivered retries it with the same key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Iterable, Protocol
+
+PENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "queued", "delivered", "failed", "dead"
+
+
+@dataclass(frozen=True)
+class Entry:
+    action_id: str
+    connector: str
+    user_id: str
+    kind: str
+    target: str
+    payload: str  # the Action as JSON (Action.to_json), what the connector's Delivery is built from
+    created: datetime
+    next_at: datetime
+    state: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    provider_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.action_id}:{self.connector}"
+
+    def evolve(self, **changes) -> "Entry":
+        return replace(self, **changes)
+
+
+class Outbox(Protocol):
+    def add(self, entries: Iterable[Entry]) -> int:
+        """Insert entries not there yet; returns how many were new."""
+        ...
+
+    def due(self, now: datetime, limit: int = 100) -> list[Entry]:
+        """Pending entries with `next_at <= now`, oldest due first."""
+        ...
+
+    def save(self, entry: Entry) -> None: ...
+
+    def get(self, entry_id: str) -> Entry | None: ...
+
+    def by_state(self, state: str, limit: int = 1000) -> list[Entry]: ...
+
+    def queued(self, connector: str) -> list[Entry]: ...
+
+
+class MemoryOutbox:
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+
+    def add(self, entries: Iterable[Entry]) -> int:
+        new = 0
+        for e in entries:
+            if e.id not in self.entries:
+                self.entries[e.id] = e
+                new += 1
+        return new
+
+    def due(self, now: datetime, limit: int = 100) -> list[Entry]:
+        ready = [e for e in self.entries.values() if e.state == PENDING and e.next_at <= now]
+        ready.sort(key=lambda e: (e.next_at, e.id))
+        return ready[:limit]
+
+    def save(self, entry: Entry) -> None:
+        self.entries[entry.id] = entry
+
+    def get(self, entry_id: str) -> Entry | None:
+        return self.entries.get(entry_id)
+
+    def by_state(self, state: str, limit: int = 1000) -> list[Entry]:
+        return sorted((e for e in self.entries.values() if e.state == state), key=lambda e: e.id)[:limit]
+
+    def queued(self, connector: str) -> list[Entry]:
+        return sorted((e for e in self.entries.values() if e.state == QUEUED and e.connector == connector),
+                      key=lambda e: e.id)
+
+
+def _t(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _from_t(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+class SqliteOutbox:
+    """The outbox in the store's SQLite file, on the store's connection, so entries commit in the
+    same transaction as the state that produced them."""
+
+    COLUMNS = ("id", "action_id", "connector", "user_id", "kind", "target", "payload", "created", "next_at",
+               "state", "attempts", "last_error", "provider_id")
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        conn.execute("""CREATE TABLE IF NOT EXISTS outbox (
+            id TEXT PRIMARY KEY, action_id TEXT NOT NULL, connector TEXT NOT NULL, user_id TEXT NOT NULL,
+            kind TEXT NOT NULL, target TEXT NOT NULL, payload TEXT NOT NULL, created TEXT NOT NULL,
+            next_at TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,
+            provider_id TEXT)""")
+        conn.execute("CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at, id)")
+
+    def _row(self, e: Entry) -> tuple:
+        return (e.id, e.action_id, e.connector, e.user_id, e.kind, e.target, e.payload, _t(e.created),
+                _t(e.next_at), e.state, e.attempts, e.last_error, e.provider_id)
+
+    @staticmethod
+    def _entry(row: tuple) -> Entry:
+        (_, action_id, connector, user_id, kind, target, payload, created, next_at, state, attempts, last_error,
+         provider_id) = row
+        return Entry(action_id, connector, user_id, kind, target, payload, _from_t(created), _from_t(next_at),
+                     state, attempts, last_error, provider_id)
+
+    def add(self, entries: Iterable[Entry]) -> int:
+        before = self.conn.total_changes
+        self.conn.executemany(f"INSERT OR IGNORE INTO outbox VALUES ({', '.join('?' * len(self.COLUMNS))})",
+                              [self._row(e) for e in entries])
+        return self.conn.total_changes - before
+
+    def due(self, now: datetime, limit: int = 100) -> list[Entry]:
+        rows = self.conn.execute("SELECT * FROM outbox WHERE state = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+                                 (PENDING, _t(now), limit)).fetchall()
+        return [self._entry(r) for r in rows]
+
+    def save(self, entry: Entry) -> None:
+        self.conn.execute(f"INSERT OR REPLACE INTO outbox VALUES ({', '.join('?' * len(self.COLUMNS))})",
+                          self._row(entry))
+
+    def get(self, entry_id: str) -> Entry | None:
+        row = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (entry_id,)).fetchone()
+        return self._entry(row) if row else None
+
+    def by_state(self, state: str, limit: int = 1000) -> list[Entry]:
+        rows = self.conn.execute("SELECT * FROM outbox WHERE state = ? ORDER BY id LIMIT ?", (state, limit)).fetchall()
+        return [self._entry(r) for r in rows]
+
+    def queued(self, connector: str) -> list[Entry]:
+        rows = self.conn.execute("SELECT * FROM outbox WHERE state = ? AND connector = ? ORDER BY id",
+                                 (QUEUED, connector)).fetchall()
+        return [self._entry(r) for r in rows]

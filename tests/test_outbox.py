@@ -1,0 +1,181 @@
+"""The outbox and the dispatcher: recorded before delivery, delivered once, retried with backoff,
+failed with the provider's answer, dead after the attempts run out, held back by rate limits."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from connectors.base import Result
+from connectors.errors import InvalidRecipient, PermanentError, RetryableError
+from connectors.recording import RecordingConnector
+from engine.dispatch import Backoff, Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
+from engine.effects import Action
+from engine.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, MemoryOutbox, SqliteOutbox
+from engine.sqlite_store import SqliteStore
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+ROUTES = Routes({"email": "smtp", "push": "fcm"}, {"hot": ("meta", "google")}, frozenset({"crm"}))
+
+
+def action(n: int = 1, kind: str = "email", target: str = "welcome", outcome: str = "sent", via=None) -> Action:
+    return Action(id=f"a{n}", time=T0, user=f"u{n}", journey="J", version="v1", entry=1, path="j/1", kind=kind,
+                  channel=None, target=target, outcome=outcome, via=via, data={"code": "X"})
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def outbox(request, tmp_path):
+    if request.param == "memory":
+        return MemoryOutbox()
+    store = SqliteStore(str(tmp_path / "s.db"))
+    return SqliteOutbox(store.conn)
+
+
+def dispatcher(outbox, connectors, **kw):
+    return Dispatcher(outbox, connectors, profiles=lambda uid: {"email": f"{uid}@example.com"},
+                      backoff=Backoff(rng=random.Random(1)), **kw)
+
+
+def test_routing_by_channel_via_audience_and_webhook():
+    assert route(action(), ROUTES) == ["smtp"]
+    assert route(action(via="ses"), ROUTES) == ["ses"]
+    assert route(action(kind="audience_add", target="hot"), ROUTES) == ["meta", "google"]
+    assert route(action(kind="webhook", target="crm"), ROUTES) == ["webhook:crm"]
+    with pytest.raises(RoutingError):
+        route(action(kind="sms"), ROUTES)
+
+
+def test_only_sent_actions_enter_the_outbox_once_per_connector(outbox):
+    sink = OutboxSink(outbox, ROUTES)
+    sink.emit([action(1), action(2, outcome="suppressed"), action(3, kind="audience_add", target="hot")])
+    sink.emit([action(1)])  # a replay adds nothing
+    ids = sorted(e.id for e in outbox.due(T0))
+    assert ids == ["a1:smtp", "a3:google", "a3:meta"]
+
+
+def test_delivered_once(outbox):
+    OutboxSink(outbox, ROUTES).emit([action(1)])
+    smtp = RecordingConnector("smtp")
+    d = dispatcher(outbox, {"smtp": smtp})
+    assert d.run_due(T0) == 1 and d.run_due(T0 + timedelta(hours=1)) == 0
+    assert [x.action_id for x in smtp.delivered] == ["a1"]
+    delivered = smtp.delivered[0]
+    assert delivered.profile == {"email": "u1@example.com"} and delivered.data == {"code": "X"}
+    assert outbox.get("a1:smtp").state == DELIVERED
+
+
+def test_retryable_errors_back_off_then_deliver(outbox):
+    OutboxSink(outbox, ROUTES).emit([action(1)])
+    smtp = RecordingConnector("smtp", fail=[RetryableError("down"), RetryableError("slow", retry_after=600)])
+    d = dispatcher(outbox, {"smtp": smtp})
+    d.run_due(T0)
+    first = outbox.get("a1:smtp")
+    assert first.state == PENDING and first.attempts == 1 and "down" in first.last_error
+    assert timedelta(seconds=1) <= first.next_at - T0 <= timedelta(seconds=2)  # base 2 s, equal jitter
+    assert d.run_due(T0 + timedelta(milliseconds=500)) == 0  # not due yet
+    d.run_due(first.next_at)
+    second = outbox.get("a1:smtp")
+    assert second.next_at - first.next_at >= timedelta(seconds=600)  # Retry-After wins when longer
+    d.run_due(second.next_at)
+    assert outbox.get("a1:smtp").state == DELIVERED and len(smtp.delivered) == 1 and len(smtp.attempts) == 3
+
+
+def test_permanent_errors_are_recorded_with_the_answer_and_stale_tokens_reported(outbox):
+    OutboxSink(outbox, ROUTES).emit([action(1), action(2, kind="push", target="hello")])
+    stale = []
+    d = dispatcher(outbox, {"smtp": RecordingConnector("smtp", fail=[PermanentError("bad", status=422, answer="no")]),
+                            "fcm": RecordingConnector("fcm", "push", fail=[InvalidRecipient("gone", stale="tok-1")])},
+                   on_stale=lambda *a: stale.append(a))
+    d.run_due(T0)
+    assert outbox.get("a1:smtp").state == FAILED and outbox.get("a1:smtp").last_error == "bad (HTTP 422): no"
+    assert outbox.get("a2:fcm").state == FAILED
+    assert stale == [("u2", "fcm", "tok-1")]
+
+
+def test_dead_after_max_attempts_and_an_operator_retry(outbox):
+    OutboxSink(outbox, ROUTES).emit([action(1)])
+    smtp = RecordingConnector("smtp", fail=[RetryableError("down")] * 3)
+    d = dispatcher(outbox, {"smtp": smtp}, max_attempts=3)
+    now = T0
+    for _ in range(3):
+        d.run_due(now)
+        now = now + timedelta(hours=2)
+    assert outbox.get("a1:smtp").state == DEAD and [e.id for e in outbox.by_state(DEAD)] == ["a1:smtp"]
+    assert d.retry_dead("a1:smtp", now)
+    d.run_due(now)
+    assert outbox.get("a1:smtp").state == DELIVERED and len(smtp.delivered) == 1
+
+
+def test_a_connector_bug_is_retried_not_fatal(outbox):
+    class Broken:
+        name, channel = "smtp", "email"
+
+        def deliver(self, delivery):
+            raise KeyError("oops")
+
+    OutboxSink(outbox, ROUTES).emit([action(1)])
+    dispatcher(outbox, {"smtp": Broken()}).run_due(T0)
+    entry = outbox.get("a1:smtp")
+    assert entry.state == PENDING and "KeyError" in entry.last_error
+
+
+def test_rate_limit_holds_entries_back_without_counting_attempts(outbox):
+    OutboxSink(outbox, ROUTES).emit([action(n) for n in range(1, 6)])
+    smtp = RecordingConnector("smtp")
+    d = dispatcher(outbox, {"smtp": smtp}, limits={"smtp": TokenBucket(rate=1.0, burst=2)})
+    d.run_due(T0)
+    assert len(smtp.delivered) == 2
+    held = outbox.by_state(PENDING)
+    assert len(held) == 3 and all(e.attempts == 0 for e in held)
+    d.run_due(T0 + timedelta(seconds=1))
+    d.run_due(T0 + timedelta(seconds=2))
+    d.run_due(T0 + timedelta(seconds=3))
+    assert len(smtp.delivered) == 5 and len({x.action_id for x in smtp.delivered}) == 5
+
+
+def test_batching_connectors_queue_then_flush(outbox):
+    class Batch:
+        name, channel = "meta", "ads"
+
+        def __init__(self):
+            self.batch = []
+
+        def deliver(self, delivery):
+            self.batch.append(delivery.action_id)
+            return Result(queued=True)
+
+        def flush(self):
+            out = [(a, Result(provider_id="job-1") if a != "a2" else PermanentError("invalid entry"))
+                   for a in self.batch]
+            self.batch = []
+            return out
+
+    OutboxSink(outbox, Routes({}, {"hot": ("meta",)})).emit(
+        [action(1, kind="audience_add", target="hot"), action(2, kind="audience_add", target="hot")])
+    d = dispatcher(outbox, {"meta": Batch()})
+    d.run_due(T0)
+    assert [e.state for e in (outbox.get("a1:meta"), outbox.get("a2:meta"))] == [QUEUED, QUEUED]
+    d.flush(T0)
+    assert outbox.get("a1:meta").state == DELIVERED and outbox.get("a1:meta").provider_id == "job-1"
+    assert outbox.get("a2:meta").state == FAILED
+
+
+def test_sqlite_outbox_survives_reopening(tmp_path):
+    path = str(tmp_path / "s.db")
+    store = SqliteStore(path)
+    OutboxSink(SqliteOutbox(store.conn), ROUTES).emit([action(1)])
+    store.close()
+    again = SqliteStore(path)
+    outbox = SqliteOutbox(again.conn)
+    assert [e.id for e in outbox.due(T0)] == ["a1:smtp"]
+
+
+def test_routes_from_the_shop_configuration():
+    from journeys.project import load_project
+
+    routes = Routes.from_config(load_project("examples/shop").config)
+    assert routes.defaults == {"email": "smtp", "push": "fcm"}
+    assert routes.audiences["hot_browsers"] == ("meta", "google_ads")
+    assert routes.webhooks == {"crm_nudge"}
