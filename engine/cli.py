@@ -54,11 +54,20 @@ def print_diagnostics(project: Project, diagnostics: list[Diagnostic], console: 
 def check(
     path: Path = typer.Argument(Path("."), help="A project directory (with journeys.toml), or one file."),
     format: Format = typer.Option(Format.text, "--format", help="text for people, json for CI annotations."),
+    env: bool = typer.Option(False, "--env", help="Also check that every secret journeys.toml names is set in "
+                             "this environment (run it where the daemon runs)."),
 ) -> None:
     """Check every journey, segment, policy, template and scenario; report every problem."""
     _existing(path)
     project = load_project(path)
-    diagnostics = check_project(project).sorted()
+    diagnostics = check_project(project)
+    if env:
+        import os
+
+        from journeys.checker import check_environment
+
+        diagnostics.extend(check_environment(project, os.environ))
+    diagnostics = diagnostics.sorted()
     errors = sum(d.is_error for d in diagnostics)
     warnings = len(diagnostics) - errors
     if format is Format.json:

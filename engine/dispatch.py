@@ -45,12 +45,8 @@ class Routes:
 
     @classmethod
     def from_config(cls, config: Any) -> "Routes":
-        defaults: dict[str, str] = {}
-        for channel in sorted({c.channel for c in config.connectors.values()}):
-            named = [n for n, c in config.connectors.items() if c.channel == channel]
-            marked = [n for n in named if config.connectors[n].default]
-            if marked or len(named) == 1:  # the one marked default, or the only one of its channel
-                defaults[channel] = (marked or named)[0]
+        channels = sorted({c.channel for c in config.connectors.values()})
+        defaults = {ch: name for ch in channels if (name := config.default_connector(ch)) is not None}
         return cls(defaults, {a: tuple(v.sync) for a, v in config.audiences.items()}, frozenset(config.webhooks))
 
 

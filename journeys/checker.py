@@ -7,6 +7,7 @@ the first problem, and they never raise for anything the parser accepted.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Mapping
 
 from . import ast as A
 from .diagnostics import Diagnostics
@@ -59,6 +60,22 @@ def _check_compiles(project: Project, diags: Diagnostics):
         diags.error("J000", f"internal error: the checked project does not compile: {e}", getattr(e, "span", None),
                     "please report this with the journey attached")
         return None
+
+
+def check_environment(project: Project, environ: Mapping[str, str]) -> Diagnostics:
+    """`journeys check --env`: every secret journeys.toml names is set in this environment. Kept
+    apart from the check of the files, whose result must not depend on where it runs (CI checks
+    journeys without the production secrets); run it where the daemon will run."""
+    diags = Diagnostics()
+    cfg_display = display_path(project.root / CONFIG_FILE)
+    lines = project.lines.get(cfg_display, [])
+    for loc, var in project.config.secrets():
+        if not environ.get(var):
+            line, col = locate(lines, loc)
+            diags.error("J046", f"the environment variable `{var}` is not set (`{'.'.join(loc)}`)",
+                        Span.point(cfg_display, line, col, len(loc[-1])),
+                        f"set {var} where the daemon runs; journeys.toml never holds the secret itself")
+    return diags
 
 
 def _check_audience_sync(project: Project, diags: Diagnostics) -> None:
@@ -380,6 +397,12 @@ class JourneyChecker:
             return
         if s.via is not None:
             self._connector(s.via, channel)
+        elif self.project.has_config and self.project.config.default_connector(channel) is None:
+            named = self.project.config.connectors_for(channel)
+            self.diags.error("J045", f"no {channel} connector to send with", s.channel.span,
+                             f"mark one of {', '.join(named)} with `default = true` in journeys.toml, or name one "
+                             f"with `via \"{named[0]}\"`" if named else
+                             f"declare one in journeys.toml: [connectors.NAME] with channel = \"{channel}\"")
         tpl = self.project.templates.get((channel, s.template.value))
         if tpl is None:
             names = [n for (c, n) in self.project.templates if c == channel]

@@ -87,6 +87,12 @@ Pass the value with `with { product: viewed.name }`, or give it a default:
     Code("J042", "unknown journey", "A scenario expects a user in a journey that no file declares."),
     Code("J043", "unknown duration unit", "Durations use the units s, m, h, d and w. There are no months or years: their length varies."),
     Code("J044", "name without letters or digits", "Journey and split arm names become step paths (`browse_abandonment/1/discount/1`), made of their ASCII letters and digits; a name with none of them cannot make a path."),
+    Code("J045", "no connector for the channel", "A `send` names no connector with `via`, and journeys.toml has "
+         "no default connector for its channel: none of that channel, or several and none marked `default = true`. "
+         "Declare one, mark one as the default, or write `via \"NAME\"`."),
+    Code("J046", "secret not set", "`journeys check --env` found a `*_env` setting of journeys.toml whose environment "
+         "variable is not set here. The daemon reads every secret from the environment; set it where the daemon runs. "
+         "Without `--env` the check looks at the files only, so it gives the same answer everywhere."),
     Code("J050", "branch can never run", """Warning. The `wait for` waits for the event that the journey's `exit when` rule also listens
 for. The exit rule ends the journey first, so the `on event` branch never runs."""),
     Code("J051", "unreachable step", "Warning. A step follows an unconditional `exit` in the same block; it never runs."),

@@ -25,6 +25,7 @@ class _Strict(BaseModel):
 
 class ProjectMeta(_Strict):
     name: str = "journeys"
+    public_url: str | None = None  # where the daemon is reachable: unsubscribe links (connectors.unsubscribe)
 
 
 class StoreConfig(_Strict):
@@ -69,6 +70,27 @@ class ProjectConfig(_Strict):
 
     def connectors_for(self, channel: str) -> list[str]:
         return [name for name, c in self.connectors.items() if c.channel == channel]
+
+    def default_connector(self, channel: str) -> str | None:
+        """The connector a `send` of `channel` without `via` uses: the one marked `default = true`,
+        or the channel's only connector. The checker and the dispatcher share this one rule."""
+        named = self.connectors_for(channel)
+        marked = [n for n in named if self.connectors[n].default]
+        return (marked or named)[0] if marked or len(named) == 1 else None
+
+    def secrets(self) -> list[tuple[tuple[str, ...], str]]:
+        """Every secret the configuration names: (the field's key path, the environment variable)."""
+        out: list[tuple[tuple[str, ...], str]] = []
+        for name, c in self.connectors.items():
+            for key, value in sorted(c.settings.items()):
+                if key.endswith("_env") and isinstance(value, str):
+                    out.append((("connectors", name, key), value))
+        for name, w in self.webhooks.items():
+            if w.secret_env:
+                out.append((("webhooks", name, "secret_env"), w.secret_env))
+        for var in self.ingest.write_keys_env:
+            out.append((("ingest", "write_keys_env"), var))
+        return out
 
 
 def load_config(path: Path, display: str, diags: Diagnostics) -> ProjectConfig:

@@ -73,6 +73,8 @@ CASES = [
     ("wait for the exit event", f'journey "A" {{\n  {OK_ENTRY}\n  exit when event "Order Completed"\n  wait for event "Order Completed" up to 1d {{ on event {{ exit }} }}\n}}\n', "J050", 4, 12, "ends the journey first"),
     ("step after exit", f'journey "A" {{\n  {OK_ENTRY}\n  exit\n  send email "welcome"\n}}\n', "J051", 4, 3, "move the `exit`"),
     ("empty file", "", "J007", 1, 1, "add a journey"),
+    ("no connector for the channel", f'journey "A" {{\n  {OK_ENTRY}\n  send sms "welcome"\n}}\n', "J045", 3, 8,
+     'declare one in journeys.toml: [connectors.NAME] with channel = "sms"'),
 ]
 
 
@@ -156,3 +158,41 @@ def test_several_steps_after_exit_warn_once(make_project, monkeypatch):
     root = make_project({"a.journey": f'journey "A" {{\n  {OK_ENTRY}\n  exit\n  wait 1h\n  send email "welcome"\n}}\n'})
     monkeypatch.chdir(root)
     assert [(d.code, d.span.line) for d in check_project(load_project(root))] == [("J051", 4)]
+
+
+def test_several_connectors_of_a_channel_need_a_default(make_project, monkeypatch):
+    from tests.conftest import CONFIG
+
+    two = CONFIG.replace('[connectors.fcm]', '[connectors.ses]\nchannel = "email"\ntype = "ses"\n\n[connectors.fcm]')
+    root = make_project({"a.journey": f'journey "A" {{\n  {OK_ENTRY}\n  send email "welcome"\n'
+                                      f'  send email "welcome" via "ses"\n}}\n'}, config=two)
+    monkeypatch.chdir(root)
+    (d,) = [d for d in check_project(load_project(root)) if d.code == "J045"]
+    assert d.span.line == 3 and "mark one of smtp, ses with `default = true`" in d.help
+
+
+def test_check_env_reports_every_secret_that_is_not_set(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shop = root / "examples" / "shop"
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_PASSWORD", "_TOKEN", "_SECRET", "_USER"))}
+    plain = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(shop)], env=env, cwd=root,
+                           capture_output=True, text=True)
+    assert plain.returncode == 0 and "J046" not in plain.stdout  # the files alone: the same answer everywhere
+    missing = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(shop), "--env", "--format", "json"],
+                             env=env, cwd=root, capture_output=True, text=True)
+    assert missing.returncode == 1
+    import json
+
+    found = [json.loads(line) for line in missing.stdout.splitlines()]
+    assert {d["code"] for d in found} == {"J046"}
+    assert any("SMTP_PASSWORD" in d["message"] and d["line"] > 1 for d in found)
+    secrets = {"SMTP_USER": "u", "SMTP_PASSWORD": "p", "FCM_CREDENTIALS": "{}", "META_ACCESS_TOKEN": "t",
+               "GOOGLE_ADS_DEVELOPER_TOKEN": "t", "CRM_WEBHOOK_SECRET": "s", "JOURNEYS_WRITE_KEY": "k"}
+    ok = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(shop), "--env"], env={**env, **secrets},
+                        cwd=root, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout
