@@ -387,8 +387,6 @@ class JourneyChecker:
                              f"{'(a control group takes the rest: `' + format(100 - total, 'g') + '% control`)' if total < 100 and not controls else ''}".rstrip())
 
     def _send(self, s: A.Send) -> None:
-        ex = self.ex
-        scope = Scope(aliases=self.aliases)
         channel = s.channel.value
         self._pairs(s.data)
         if channel not in CHANNELS:

@@ -17,7 +17,6 @@ same); whether a split share was written with `%` is spelling, not meaning. The 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from typing import Any, Iterable, Mapping

@@ -69,3 +69,19 @@ def make_project(tmp_path):
         return tmp_path
 
     return make
+
+
+@pytest.fixture
+def make(tmp_path):
+    """An engine harness from journey source text (`tests/engine_helpers.Harness`): `make(source)`
+    gives a fresh project and engine each call."""
+    import itertools
+
+    from .engine_helpers import Harness
+
+    counter = itertools.count()
+
+    def make(source: str, start: str = "2026-01-01 00:00", **kw) -> Harness:
+        return Harness.from_source(tmp_path / f"p{next(counter)}", source, start, **kw)
+
+    return make

@@ -3,7 +3,6 @@ and "Semantics that must hold"). Waits, delivery and identity have their own fil
 
 from __future__ import annotations
 
-import itertools
 from datetime import timedelta
 
 import pytest
@@ -11,16 +10,6 @@ import pytest
 from engine.effects import action_id
 
 from .engine_helpers import Harness, t
-
-
-@pytest.fixture
-def make(tmp_path):
-    counter = itertools.count()
-
-    def make(source: str, start: str = "2026-01-01 00:00", **kw) -> Harness:
-        return Harness.from_source(tmp_path / f"p{next(counter)}", source, start, **kw)
-
-    return make
 
 
 # ---------------------------------------------------------------------------------- entry

@@ -3,21 +3,10 @@ a timeout (docs/language.md, "wait until", "wait for", "Time: ... Daylight savin
 
 from __future__ import annotations
 
-import itertools
 
 import pytest
 
 from .engine_helpers import Harness, t
-
-
-@pytest.fixture
-def make(tmp_path):
-    counter = itertools.count()
-
-    def make(source: str, start: str = "2026-01-01 00:00", **kw) -> Harness:
-        return Harness.from_source(tmp_path / f"p{next(counter)}", source, start, **kw)
-
-    return make
 
 
 UNTIL = '''

@@ -86,7 +86,7 @@ def test_every_journey_step_and_count_is_in_the_page(shop):
     bro = report["journeys"]["Browse abandonment"]
     assert f"reached {bro['reached']['browse_abandonment/1/timeout/1']:,} · sent {bro['sent']['email']:,}" in html
     assert f"consent: <b>{bro['suppressed']['consent']}</b>" in html
-    assert f"converted: purchase" in html and f">{bro['conversions']['purchase']:,}<" in html
+    assert "converted: purchase" in html and f">{bro['conversions']['purchase']:,}<" in html
     arms = report["journeys"]["First purchase"]["splits"]["first_purchase/1"]
     assert f"discount 45% · {arms['discount']['users']}" in html
     assert f"control 10% · {arms['control']['users']}" in html
