@@ -144,11 +144,10 @@ def fan_out(action_id: str, addresses: Iterable[str], send_one: Callable[[str], 
             continue
         try:
             provider_id = send_one(address)
-        except InvalidRecipient as err:
-            stale.append(address)
+        except InvalidRecipient as err:  # `stale`: the dead token or endpoint (None if it has none)
             stale_errors.append(err)
-            if err.stale is None:
-                err.stale = address
+            if err.stale:
+                stale.append(err.stale)
             continue
         except ConfigurationError as err:  # every device would fail the same way
             raise _annotate(err, stale, trait)
@@ -174,20 +173,19 @@ def fan_out(action_id: str, addresses: Iterable[str], send_one: Callable[[str], 
     if ids or delivered_before:
         memo.forget(action_id)
         notes = [f"{len(ids) + len(delivered_before)} of {len(addresses)} devices accepted"]
-        if stale:
-            notes.append(f"{len(stale)} stale")
+        if stale_errors:
+            notes.append(f"{len(stale_errors)} stale")
         if permanent:
             notes.append("refused: " + "; ".join(str(e) for e in permanent))
         return PushResult(provider_id=ids[0] if ids else None, detail=", ".join(notes),
                           provider_ids=tuple(ids), stale=tuple(stale))
-    if stale and not permanent:
-        if len(stale) == 1:
+    if stale_errors and not permanent:
+        if len(stale_errors) == 1:
             raise _annotate(stale_errors[0], stale, trait)
         first = stale_errors[0]
-        err = InvalidRecipient("no device of this user can receive it: " +
-                               ("the token or subscription is gone" if len(stale) == 1
-                                else f"all {len(stale)} tokens or subscriptions are gone"),
-                               status=first.status, answer=first.answer, stale=stale[0])
+        err = InvalidRecipient(f"no device of this user can receive it: all {len(stale_errors)} tokens or "
+                               "subscriptions are gone", status=first.status, answer=first.answer,
+                               stale=stale[0] if stale else None)
         raise _annotate(err, stale, trait)
     if permanent:
         raise _annotate(permanent[0], stale, trait)
