@@ -136,6 +136,7 @@ def _register_engine_commands() -> None:
     from .diff_cli import diff_command
     from .fmt_cli import fmt_command
     from .generate_cli import generate_command
+    from .render_cli import render_command
     from .simulate_cli import simulate_command
     from .scenario_cli import test_command
 
@@ -144,6 +145,7 @@ def _register_engine_commands() -> None:
     app.command("generate")(generate_command)
     app.command("diff")(diff_command)
     app.command("fmt")(fmt_command)
+    app.command("render")(render_command)
 
 
 _register_engine_commands()

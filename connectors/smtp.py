@@ -1,0 +1,277 @@
+"""Email over SMTP: any relay (Postfix, Amazon SES, Mailgun, Postmark, a corporate server).
+
+    [connectors.smtp]
+    channel = "email"
+    type = "smtp"
+    host = "smtp.example.com"
+    port = 587                      # default: 587 for starttls, 465 for tls, 25 for none
+    security = "starttls"           # starttls (default) | tls (implicit TLS) | none
+    username_env = "SMTP_USER"      # both or neither; AUTH is never sent over a plain connection
+    password_env = "SMTP_PASSWORD"  # to anything but this machine
+    from = "Shop <hello@shop.example.com>"   # when a template has no `from`
+    timeout = "30s"                 # connect and each command
+    ca_file = "/etc/ssl/private-ca.pem"      # optional: trust a private CA (the system's otherwise)
+
+One connection is kept and reused across deliveries (deliveries on one connector are serialized
+over it); when the server has dropped it meanwhile, the connector reconnects once and sends
+again. The Message-ID is derived from the action id, so a message that is sent twice after an
+ambiguous failure is still one message for threading and for receivers that deduplicate.
+
+Errors: a 4xx reply, a connection error or a timeout is RetryableError; a 5xx reply is
+PermanentError, and for the recipient 550/551/553 (no such mailbox) InvalidRecipient with
+`stale="email"`; a refused login, a refused sender or a TLS certificate that does not verify is
+ConfigurationError. A profile without an email address is InvalidRecipient.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import smtplib
+import socket
+import ssl
+import threading
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Mapping
+
+from .base import Delivery, Result
+from .errors import ConfigurationError, DeliveryError, InvalidRecipient, PermanentError, RetryableError
+from .render import EmailRenderer, RenderedEmail, TemplateStore, recipient
+
+NO_SUCH_USER = {550, 551, 553}
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def parse_seconds(value: Any, field: str) -> float:
+    """A duration setting: a number of seconds, or "30s", "500ms", "2m"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", str(value))
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigurationError(f"`{field}` must be a duration such as \"30s\", not {value!r}")
+    n = float(m.group(1))
+    return {"ms": n / 1000, "s": n, None: n, "m": n * 60}[m.group(2)]
+
+
+def build_message(rendered: RenderedEmail, to: str, *, message_id: str) -> EmailMessage:
+    """multipart/alternative: the text part first, then the HTML (clients show the last they can)."""
+    msg = EmailMessage()
+    msg["From"] = rendered.sender
+    msg["To"] = to
+    msg["Subject"] = rendered.subject
+    if rendered.reply_to:
+        msg["Reply-To"] = rendered.reply_to
+    msg["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = message_id
+    for name, value in rendered.headers.items():
+        msg[name] = value
+    msg.set_content(rendered.text, subtype="plain", charset="utf-8")
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    return msg
+
+
+def message_id(action_id: str, sender: str) -> str:
+    """`<action id@sender's domain>`: the same action always gets the same Message-ID."""
+    addr = email.utils.parseaddr(sender)[1]
+    domain = addr.rpartition("@")[2] or "journeys.invalid"
+    safe = re.sub(r"[^A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]", "-", action_id)
+    return f"<{safe}@{domain}>"
+
+
+class SmtpConnector:
+    channel = "email"
+
+    def __init__(self, name: str, settings: Mapping[str, Any], env: Mapping[str, str], *,
+                 templates: TemplateStore | Path | str = ".", public_url: str | None = None):
+        self.name = name
+        self.env = env
+        self.host = settings.get("host")
+        if not self.host or not isinstance(self.host, str):
+            raise ConfigurationError(f"connector `{name}`: `host` is required")
+        self.security = settings.get("security", "starttls")
+        if self.security not in DEFAULT_PORTS:
+            raise ConfigurationError(f"connector `{name}`: `security` must be starttls, tls or none, "
+                                     f"not {self.security!r}")
+        port = settings.get("port", DEFAULT_PORTS[self.security])
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ConfigurationError(f"connector `{name}`: `port` must be a port number, not {port!r}")
+        self.port = port
+        self.timeout = parse_seconds(settings.get("timeout", 30), "timeout")
+        self.username_env = settings.get("username_env")
+        self.password_env = settings.get("password_env")
+        if bool(self.username_env) != bool(self.password_env):
+            raise ConfigurationError(f"connector `{name}`: give both `username_env` and `password_env`, or neither")
+        if self.username_env and self.security == "none" and self.host not in _LOOPBACK:
+            raise ConfigurationError(f"connector `{name}`: `security = \"none\"` would send the password in "
+                                     "clear; use starttls or tls")
+        self.ca_file = settings.get("ca_file")
+        self.local_hostname = settings.get("local_hostname")
+        self.renderer = EmailRenderer(templates, public_url=public_url, env=env, default_sender=settings.get("from"))
+        self._conn: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigurationError(f"connector `{self.name}`: cannot load `ca_file` {self.ca_file}: {e}") from None
+
+    def _credentials(self) -> tuple[str, str] | None:
+        if not self.username_env:
+            return None
+        values = []
+        for var in (self.username_env, self.password_env):
+            value = self.env.get(var)
+            if not value:
+                raise ConfigurationError(f"connector `{self.name}`: the environment variable {var} is not set")
+            values.append(value)
+        return values[0], values[1]
+
+    def _connect(self) -> smtplib.SMTP:
+        creds = self._credentials()
+        conn: smtplib.SMTP | None = None
+        try:
+            if self.security == "tls":
+                conn = smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.local_hostname,
+                                        timeout=self.timeout, context=self._tls_context())
+            else:
+                conn = smtplib.SMTP(self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout)
+            conn.ehlo()
+            if self.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise ConfigurationError(f"connector `{self.name}`: {self.host} does not offer STARTTLS "
+                                             "(set `security` to match the server)")
+                conn.starttls(context=self._tls_context())
+                conn.ehlo()
+            if creds:
+                _login(conn, *creds)
+            return conn
+        except BaseException as e:
+            if conn is not None:
+                _close(conn)
+            raise _map_connect_error(e, self) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                try:
+                    conn.quit()
+                except (smtplib.SMTPException, OSError):
+                    _close(conn)
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(self, delivery: Delivery) -> Result:
+        to = recipient(delivery)
+        rendered = self.renderer.render(delivery)
+        msg = build_message(rendered, to, message_id=message_id(delivery.action_id, rendered.sender))
+        envelope_from = email.utils.parseaddr(rendered.sender)[1]
+        if not envelope_from:
+            raise ConfigurationError(f"the sender {rendered.sender!r} is not an email address")
+        with self._lock:
+            reused = self._conn is not None
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                self._send(msg, envelope_from, to)
+            except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, TimeoutError, OSError) as e:
+                self._drop()
+                if not reused or isinstance(e, (socket.timeout, TimeoutError)):
+                    raise RetryableError(f"the SMTP connection failed: {e or type(e).__name__}") from None
+                # the server closed the idle connection we kept: connect again, once
+                self._conn = self._connect()
+                try:
+                    self._send(msg, envelope_from, to)
+                except (smtplib.SMTPServerDisconnected, OSError) as e2:
+                    self._drop()
+                    raise RetryableError(f"the SMTP connection failed: {e2 or type(e2).__name__}") from None
+        return Result(provider_id=msg["Message-ID"], detail=f"accepted by {self.host}")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            _close(self._conn)
+            self._conn = None
+
+    def _send(self, msg: EmailMessage, envelope_from: str, to: str) -> None:
+        assert self._conn is not None
+        try:
+            refused = self._conn.send_message(msg, from_addr=envelope_from, to_addrs=[to])
+        except smtplib.SMTPRecipientsRefused as e:
+            code, answer = next(iter(e.recipients.values()), (None, b""))
+            raise _reply_error(code, answer, recipient_stage=True) from None
+        except smtplib.SMTPSenderRefused as e:
+            if 400 <= e.smtp_code < 500:
+                raise RetryableError("the SMTP server deferred the sender", status=e.smtp_code,
+                                     answer=_text(e.smtp_error)) from None
+            raise ConfigurationError(f"the SMTP server refused the sender {envelope_from}", status=e.smtp_code,
+                                     answer=_text(e.smtp_error)) from None
+        except smtplib.SMTPResponseException as e:
+            if e.smtp_code == -1:
+                raise smtplib.SMTPServerDisconnected(_text(e.smtp_error)) from None
+            raise _reply_error(e.smtp_code, e.smtp_error) from None
+        if refused:
+            code, answer = next(iter(refused.values()))
+            raise _reply_error(code, answer, recipient_stage=True)
+
+
+def _login(conn: smtplib.SMTP, user: str, password: str) -> None:
+    """AUTH with one mechanism (PLAIN, else LOGIN, else CRAM-MD5): a refusal is final, unlike
+    smtplib's `login`, which tries the next mechanism after a wrong password."""
+    if not conn.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH (the server offers no login)")
+    offered = conn.esmtp_features["auth"].upper().split()
+    for mechanism, method in (("PLAIN", conn.auth_plain), ("LOGIN", conn.auth_login),
+                              ("CRAM-MD5", conn.auth_cram_md5)):
+        if mechanism in offered:
+            conn.user, conn.password = user, password
+            conn.auth(mechanism, method, initial_response_ok=True)
+            return
+    raise smtplib.SMTPNotSupportedError(f"any AUTH mechanism we know (it offers {' '.join(offered)})")
+
+
+def _close(conn: smtplib.SMTP) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _text(answer: Any) -> str:
+    return answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
+
+
+def _reply_error(code: int | None, answer: Any, *, recipient_stage: bool = False) -> DeliveryError:
+    text = _text(answer)
+    if code is None or 400 <= code < 500:
+        return RetryableError("the SMTP server deferred the message", status=code, answer=text)
+    if recipient_stage and code in NO_SUCH_USER:
+        return InvalidRecipient("the SMTP server says the recipient does not exist", status=code, answer=text,
+                                stale="email")
+    return PermanentError("the SMTP server refused the message", status=code, answer=text)
+
+
+def _map_connect_error(e: BaseException, c: SmtpConnector) -> BaseException:
+    where = f"{c.host}:{c.port}"
+    if isinstance(e, DeliveryError):
+        return e
+    if isinstance(e, smtplib.SMTPAuthenticationError):
+        return ConfigurationError(f"connector `{c.name}`: {where} refused the login", status=e.smtp_code,
+                                  answer=_text(e.smtp_error))
+    if isinstance(e, smtplib.SMTPNotSupportedError):
+        return ConfigurationError(f"connector `{c.name}`: {where} does not support {e}")
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return ConfigurationError(f"connector `{c.name}`: the TLS certificate of {where} does not verify: "
+                                  f"{e.verify_message}")
+    if isinstance(e, smtplib.SMTPResponseException) and e.smtp_code >= 500:
+        return PermanentError(f"{where} refused the connection", status=e.smtp_code, answer=_text(e.smtp_error))
+    if isinstance(e, smtplib.SMTPResponseException):
+        return RetryableError(f"{where} is not accepting mail now", status=e.smtp_code if e.smtp_code > 0 else None,
+                              answer=_text(e.smtp_error))
+    if isinstance(e, (OSError, smtplib.SMTPException, ssl.SSLError)):
+        return RetryableError(f"cannot connect to {where}: {e or type(e).__name__}")
+    return e
