@@ -214,7 +214,7 @@ class FcmConnector:
         self._memo = DeliveredMemo()
 
     @classmethod
-    def from_settings(cls, name: str, settings: Mapping[str, Any], *, env: Mapping[str, str] | None = None,
+    def from_settings(cls, name: str, settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
                       **kwargs: Any) -> "FcmConnector":
         """From a journeys.toml connector's settings (`ConnectorConfig.settings`)."""
         unknown = set(settings) - SETTINGS

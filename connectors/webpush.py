@@ -132,7 +132,7 @@ class WebPushConnector:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, name: str, settings: Mapping[str, Any], *, env: Mapping[str, str] | None = None,
+    def from_settings(cls, name: str, settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
                       **kwargs: Any) -> "WebPushConnector":
         """From a journeys.toml connector's settings (`ConnectorConfig.settings`)."""
         unknown = set(settings) - SETTINGS

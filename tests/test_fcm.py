@@ -437,3 +437,14 @@ def test_the_connector_fits_the_protocol(google):
 
     c = connector(google)
     assert isinstance(c, Connector) and c.channel == "push" and c.name == "fcm"
+
+
+def test_any_rendered_push_object_fits_the_seam(google):
+    """The renderer's own dataclass (title, body, url, image, data attributes) is read as it is."""
+    from types import SimpleNamespace
+
+    rendered = SimpleNamespace(title="Rendered", body="by the renderer", url=None, image=None, data={"k": "v"})
+    c = FcmConnector.from_settings("fcm", {"credentials_env": "C", "base_url": google.base}, {"C": account(google)})
+    c.deliver(push(data={"_push": rendered}))
+    assert google.sends[0]["message"]["notification"] == {"title": "Rendered", "body": "by the renderer"}
+    assert google.sends[0]["message"]["data"] == {"k": "v"}
