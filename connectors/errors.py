@@ -5,7 +5,8 @@
     │                             (`retry_after`: seconds the provider asked to wait, if it said)
     └── PermanentError            trying again cannot help: 4xx, invalid credentials, bad payload
         ├── InvalidRecipient      this recipient can never receive it (unknown address, an
-        │                         unregistered push token): `stale` names the profile field to clear
+        │                         unregistered push token): `stale` is that dead address or token,
+        │                         for the outbox to remove from the profile
         └── ConfigurationError    the connector is not usable: a missing secret, a bad setting
 
 Every error carries the provider's answer (`status`, `answer`) so the outbox records why an
@@ -42,7 +43,7 @@ class InvalidRecipient(PermanentError):
     def __init__(self, message: str, *, status: int | None = None, answer: str | None = None,
                  stale: str | None = None):
         super().__init__(message, status=status, answer=answer)
-        self.stale = stale  # the profile trait holding the dead address or token, to remove
+        self.stale = stale  # the dead address or token itself, to remove from the profile
 
 
 class ConfigurationError(PermanentError):

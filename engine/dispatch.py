@@ -200,6 +200,9 @@ class Dispatcher:
     # ------------------------------------------------------------------ outcomes
 
     def _succeeded(self, entry: Entry, result: Result) -> None:
+        if self.on_stale is not None:  # delivered to some devices; others are gone (PushResult.stale)
+            for dead in getattr(result, "stale", ()) or ():
+                self.on_stale(entry.user_id, entry.connector, dead)
         state = QUEUED if result.queued else DELIVERED
         self._settle(entry.evolve(state=state, attempts=entry.attempts + (0 if result.queued else 1),
                                   provider_id=result.provider_id, last_error=None))

@@ -179,3 +179,22 @@ def test_routes_from_the_shop_configuration():
     assert routes.defaults == {"email": "smtp", "push": "fcm"}
     assert routes.audiences["hot_browsers"] == ("meta", "google_ads")
     assert routes.webhooks == {"crm_nudge"}
+
+
+def test_dead_devices_of_a_partly_delivered_push_are_reported(outbox):
+    class Devices:
+        name, channel = "fcm", "push"
+
+        def deliver(self, delivery):
+            from dataclasses import dataclass
+
+            @dataclass(frozen=True)
+            class PartResult(Result):
+                stale: tuple = ()
+
+            return PartResult(provider_id="m1", stale=("tok-dead",))
+
+    OutboxSink(outbox, ROUTES).emit([action(1, kind="push", target="hello")])
+    stale = []
+    dispatcher(outbox, {"fcm": Devices()}, on_stale=lambda *a: stale.append(a)).run_due(T0)
+    assert outbox.get("a1:fcm").state == DELIVERED and stale == [("u1", "fcm", "tok-dead")]
