@@ -16,6 +16,7 @@ interface, as the Customer Match guides and the OfflineUserDataJobService refere
     # ad_personalization_consent = "GRANTED"
     # batch_size = 10000                               # identifiers per addOperations request
     # oauth_url = "https://oauth2.googleapis.com/token"
+    # timeout = "60s"
 
 Each journeys audience synced here names a CRM-based (CONTACT_INFO) customer list by `user_lists`;
 one without an entry fails with ConfigurationError.
@@ -75,6 +76,7 @@ from .errors import (
     RetryableError,
     parse_retry_after,
 )
+from .webhook import parse_duration
 
 ADS_URL = "https://googleads.googleapis.com"
 OAUTH_URL = "https://oauth2.googleapis.com/token"
@@ -84,6 +86,8 @@ DEFAULT_BATCH = 10_000        # Google's advice for one request
 
 SECRETS = {"developer_token": "developer_token_env", "client_id": "client_id_env",
            "client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
+SETTINGS = {"customer_id", "login_customer_id", "user_lists", "api_version", "batch_size", "timeout",
+            "ad_user_data_consent", "ad_personalization_consent", "base_url", "oauth_url", *SECRETS.values()}
 _RETRY_CODES = {"CONCURRENT_MODIFICATION", "RESOURCE_EXHAUSTED", "RESOURCE_TEMPORARILY_EXHAUSTED",
                 "INTERNAL_ERROR", "TRANSIENT_ERROR", "DEADLINE_EXCEEDED"}
 
@@ -201,6 +205,10 @@ class GoogleCustomerMatch:
                       **overrides: Any) -> "GoogleCustomerMatch":
         """From a `[connectors.NAME]` table's settings (`ConnectorConfig.settings`)."""
         env = os.environ if env is None else env
+        unknown = set(settings) - SETTINGS
+        if unknown:
+            raise ConfigurationError(f"connector {name!r} (google_customer_match): unknown settings "
+                                     f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(SETTINGS))}")
         values: dict[str, Any] = {}
         missing: list[str] = []
         for attr, key in SECRETS.items():
@@ -219,6 +227,8 @@ class GoogleCustomerMatch:
         for key in ("base_url", "oauth_url"):
             if key in settings:
                 kwargs[key] = settings[key]
+        if "timeout" in settings:
+            kwargs["timeout"] = parse_duration(settings["timeout"])
         kwargs.update(overrides)
         return cls(name, **kwargs)
 

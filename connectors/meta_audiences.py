@@ -11,6 +11,7 @@ documents them (Custom Audience Users, `/{custom_audience_id}/users`).
     audiences = { hot_browsers = "23851234567890123", warm_browsers = "23851234567890456" }
     # match_keys = ["EMAIL", "PHONE", "FN", "LN", "ZIP", "COUNTRY"]   # the default; add "MADID"
     # batch_size = 10000                       # rows per request; Meta takes at most 10,000
+    # timeout = "60s"
 
 `audiences` maps each journeys audience name to the id of a customer-file Custom Audience created
 in Ads Manager (or with `POST act_<id>/customaudiences`); an audience synced to this connector
@@ -71,6 +72,7 @@ from .errors import (
     RetryableError,
     parse_retry_after,
 )
+from .webhook import parse_duration
 
 GRAPH_URL = "https://graph.facebook.com"
 API_VERSION = "v25.0"
@@ -80,6 +82,8 @@ KEYS = ("EMAIL", "PHONE", "FN", "LN", "ZIP", "COUNTRY", "MADID")
 DEFAULT_KEYS = ("EMAIL", "PHONE", "FN", "LN", "ZIP", "COUNTRY")
 MATCHING_KEYS = ("EMAIL", "PHONE", "MADID")  # a row needs one of these to be matchable
 UNHASHED_KEYS = ("MADID",)
+SETTINGS = {"ad_account_id", "access_token_env", "app_secret_env", "api_version", "audiences", "match_keys",
+            "batch_size", "timeout", "base_url"}
 
 _CONFIG_CODES = {10, 102, 190, 294} | set(range(200, 300))
 _RETRY_CODES = {1, 2, 4, 17, 32, 341, 368, 613, 80003}
@@ -142,6 +146,10 @@ class MetaCustomAudiences:
                       **overrides: Any) -> "MetaCustomAudiences":
         """From a `[connectors.NAME]` table's settings (`ConnectorConfig.settings`)."""
         env = os.environ if env is None else env
+        unknown = set(settings) - SETTINGS
+        if unknown:
+            raise ConfigurationError(f"connector {name!r} (meta_custom_audiences): unknown settings "
+                                     f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(SETTINGS))}")
         token_env = settings.get("access_token_env")
         token = env.get(token_env) if token_env else None
         missing = None
@@ -159,6 +167,8 @@ class MetaCustomAudiences:
         )
         if "base_url" in settings:
             kwargs["base_url"] = settings["base_url"]
+        if "timeout" in settings:
+            kwargs["timeout"] = parse_duration(settings["timeout"])
         kwargs.update(overrides)
         return cls(name, **kwargs)
 

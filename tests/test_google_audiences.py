@@ -343,3 +343,10 @@ def test_configuration_mistakes(google):
     with pytest.raises(ConfigurationError):
         connector(srv.url, batch_size=100_001)
     assert c.flush() == [] and not srv.requests
+
+
+def test_unknown_settings_and_durations():
+    with pytest.raises(ConfigurationError, match="token_url"):
+        GoogleCustomerMatch.from_settings("g", {"customer_id": "1", "token_url": "x"}, env={})
+    c = GoogleCustomerMatch.from_settings("g", {"customer_id": "1", "timeout": "2s"}, env={})
+    assert c._client.timeout.read == 2

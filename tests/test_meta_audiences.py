@@ -348,3 +348,25 @@ def test_configuration_mistakes(server):
     with pytest.raises(ConfigurationError):
         connector(srv.url, batch_size=10_001)
     assert c.flush() == [] and not srv.requests
+
+
+def test_unknown_settings_and_durations():
+    with pytest.raises(ConfigurationError, match="audience_ids"):
+        MetaCustomAudiences.from_settings("meta", {"access_token_env": "T", "audience_ids": {}}, env={"T": "t"})
+    c = MetaCustomAudiences.from_settings("meta", {"access_token_env": "T", "timeout": "1500ms"}, env={"T": "t"})
+    assert c._client.timeout.read == 1.5
+
+
+def test_deliveries_from_many_threads_each_settle_once(server):
+    srv = server()
+    c = connector(srv.url, batch_size=1000)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(r.queued for r in pool.map(lambda i: c.deliver(delivery(i, email=f"u{i}@example.com")), range(5500)))
+    results = c.flush()
+    assert sorted(a for a, _ in results) == sorted(f"a{i}" for i in range(5500))
+    sessions = [form_of(r)[1] for r in srv.requests]
+    assert [s["batch_seq"] for s in sessions] == [1, 2, 3, 4, 5, 6]
+    assert [s["last_batch_flag"] for s in sessions] == [False] * 5 + [True]
+    assert sum(len(form_of(r)[0]["data"]) for r in srv.requests) == 5500
