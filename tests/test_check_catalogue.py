@@ -192,7 +192,8 @@ def test_check_env_reports_every_secret_that_is_not_set(tmp_path):
     assert {d["code"] for d in found} == {"J046"}
     assert any("SMTP_PASSWORD" in d["message"] and d["line"] > 1 for d in found)
     secrets = {"SMTP_USER": "u", "SMTP_PASSWORD": "p", "FCM_CREDENTIALS": "{}", "META_ACCESS_TOKEN": "t",
-               "GOOGLE_ADS_DEVELOPER_TOKEN": "t", "CRM_WEBHOOK_SECRET": "s", "JOURNEYS_WRITE_KEY": "k"}
+               "GOOGLE_ADS_DEVELOPER_TOKEN": "t", "GOOGLE_ADS_CLIENT_ID": "i", "GOOGLE_ADS_CLIENT_SECRET": "s",
+               "GOOGLE_ADS_REFRESH_TOKEN": "r", "CRM_WEBHOOK_SECRET": "s", "JOURNEYS_WRITE_KEY": "k"}
     ok = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(shop), "--env"], env={**env, **secrets},
                         cwd=root, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
