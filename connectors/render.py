@@ -508,7 +508,7 @@ def recipient(delivery: Delivery, trait: str = "email") -> str:
         raise InvalidRecipient(f"user {delivery.user_id} has no `{trait}` in their profile")
     if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
         raise InvalidRecipient(f"user {delivery.user_id}'s `{trait}` is not an email address: {str(value)[:80]!r}",
-                               stale=trait)
+                               stale=value if isinstance(value, str) else None)
     return value.strip()
 
 

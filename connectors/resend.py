@@ -31,10 +31,11 @@ import httpx
 from .base import Delivery, Result
 from .errors import ConfigurationError, PermanentError, RetryableError, from_http_status, parse_retry_after
 from .render import EmailRenderer, TemplateStore, recipient
-from .smtp import parse_seconds
+from .smtp import check_settings, parse_seconds
 
 DEFAULT_BASE_URL = "https://api.resend.com"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+SETTINGS = {"api_key_env", "from", "timeout", "base_url"}
 
 
 class ResendConnector:
@@ -44,6 +45,7 @@ class ResendConnector:
                  templates: TemplateStore | Path | str = ".", public_url: str | None = None,
                  transport: httpx.BaseTransport | None = None):
         self.name = name
+        check_settings(name, "resend", settings, SETTINGS)
         self.api_key_env = settings.get("api_key_env", "RESEND_API_KEY")
         self.api_key = env.get(self.api_key_env, "")
         if not self.api_key:

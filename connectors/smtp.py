@@ -18,9 +18,9 @@ again. The Message-ID is derived from the action id, so a message that is sent t
 ambiguous failure is still one message for threading and for receivers that deduplicate.
 
 Errors: a 4xx reply, a connection error or a timeout is RetryableError; a 5xx reply is
-PermanentError, and for the recipient 550/551/553 (no such mailbox) InvalidRecipient with
-`stale="email"`; a refused login, a refused sender or a TLS certificate that does not verify is
-ConfigurationError. A profile without an email address is InvalidRecipient.
+PermanentError, and for the recipient 550/551/553 (no such mailbox) InvalidRecipient whose
+`stale` is the dead address; a refused login, a refused sender or a TLS certificate that does
+not verify is ConfigurationError. A profile without an email address is InvalidRecipient.
 """
 
 from __future__ import annotations
@@ -42,6 +42,16 @@ from .render import EmailRenderer, RenderedEmail, TemplateStore, recipient
 NO_SUCH_USER = {550, 551, 553}
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+SETTINGS = {"host", "port", "security", "username_env", "password_env", "from", "timeout", "ca_file", "local_hostname"}
+COMMON = {"channel", "type", "default"}
+
+
+def check_settings(name: str, kind: str, settings: Mapping[str, Any], known: set[str]) -> None:
+    """A typo in journeys.toml is a configuration error now, not a silently ignored setting."""
+    unknown = set(settings) - known - COMMON
+    if unknown:
+        raise ConfigurationError(f"connector {name!r} ({kind}): unknown settings {', '.join(sorted(unknown))}; "
+                                 f"known: {', '.join(sorted(known))}")
 
 
 def parse_seconds(value: Any, field: str) -> float:
@@ -87,6 +97,7 @@ class SmtpConnector:
                  templates: TemplateStore | Path | str = ".", public_url: str | None = None):
         self.name = name
         self.env = env
+        check_settings(name, "smtp", settings, SETTINGS)
         self.host = settings.get("host")
         if not self.host or not isinstance(self.host, str):
             raise ConfigurationError(f"connector `{name}`: `host` is required")
@@ -203,7 +214,7 @@ class SmtpConnector:
             refused = self._conn.send_message(msg, from_addr=envelope_from, to_addrs=[to])
         except smtplib.SMTPRecipientsRefused as e:
             code, answer = next(iter(e.recipients.values()), (None, b""))
-            raise _reply_error(code, answer, recipient_stage=True) from None
+            raise _reply_error(code, answer, recipient=to) from None
         except smtplib.SMTPSenderRefused as e:
             if 400 <= e.smtp_code < 500:
                 raise RetryableError("the SMTP server deferred the sender", status=e.smtp_code,
@@ -216,7 +227,7 @@ class SmtpConnector:
             raise _reply_error(e.smtp_code, e.smtp_error) from None
         if refused:
             code, answer = next(iter(refused.values()))
-            raise _reply_error(code, answer, recipient_stage=True)
+            raise _reply_error(code, answer, recipient=to)
 
 
 def _login(conn: smtplib.SMTP, user: str, password: str) -> None:
@@ -245,13 +256,14 @@ def _text(answer: Any) -> str:
     return answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
 
 
-def _reply_error(code: int | None, answer: Any, *, recipient_stage: bool = False) -> DeliveryError:
+def _reply_error(code: int | None, answer: Any, *, recipient: str | None = None) -> DeliveryError:
+    """A refusal as the error tree says; `recipient`: the address, when RCPT TO was refused."""
     text = _text(answer)
     if code is None or 400 <= code < 500:
         return RetryableError("the SMTP server deferred the message", status=code, answer=text)
-    if recipient_stage and code in NO_SUCH_USER:
-        return InvalidRecipient("the SMTP server says the recipient does not exist", status=code, answer=text,
-                                stale="email")
+    if recipient is not None and code in NO_SUCH_USER:
+        return InvalidRecipient(f"the SMTP server says {recipient} does not exist", status=code, answer=text,
+                                stale=recipient)
     return PermanentError("the SMTP server refused the message", status=code, answer=text)
 
 

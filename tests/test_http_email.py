@@ -196,3 +196,5 @@ def test_configuration_is_checked():
     with pytest.raises(ConfigurationError, match="https"):
         ResendConnector("resend", {"base_url": "http://api.resend.example.com"}, ENV)
     assert ResendConnector("resend", {}, ENV).base_url == "https://api.resend.com"
+    with pytest.raises(ConfigurationError, match="unknown settings api_key"):
+        ResendConnector("resend", {"api_key": "re_inline"}, ENV)

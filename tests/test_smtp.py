@@ -187,7 +187,7 @@ def test_unknown_recipient_is_invalid_recipient(server):
     c = connector(server.port)
     with pytest.raises(InvalidRecipient) as e:
         c.deliver(delivery(email_address="gone@example.com"))
-    assert e.value.stale == "email" and e.value.status == 550 and "no such user" in e.value.answer
+    assert e.value.stale == "gone@example.com" and e.value.status == 550 and "no such user" in e.value.answer
     # the connection stays usable for the next delivery
     c.deliver(delivery("next"))
     c.close()
@@ -234,6 +234,8 @@ def test_settings_are_checked():
                                "password_env": "SMTP_PASSWORD"}, ENV)
     with pytest.raises(ConfigurationError, match="timeout"):
         SmtpConnector("smtp", {"host": "h", "timeout": "soon"}, ENV)
+    with pytest.raises(ConfigurationError, match="unknown settings hots"):
+        SmtpConnector("smtp", {"hots": "h", "host": "h", "channel": "email", "type": "smtp"}, ENV)
 
 
 def test_missing_unsubscribe_secret_is_a_configuration_error(server):
