@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
@@ -91,6 +93,22 @@ class OutboxSink:
             self.outbox.add(entries)
 
 
+def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:
+    """The trait updates that remove a dead push token or Web Push endpoint from a profile."""
+    updates: dict[str, Any] = {}
+    if traits.get("push_token") == dead:
+        updates["push_token"] = None
+    tokens = traits.get("push_tokens")
+    if isinstance(tokens, list) and dead in tokens:
+        updates["push_tokens"] = [t for t in tokens if t != dead]
+    subs = traits.get("webpush_subscriptions")
+    if isinstance(subs, list):
+        kept = [s for s in subs if not (s == dead or (isinstance(s, Mapping) and s.get("endpoint") == dead))]
+        if len(kept) != len(subs):
+            updates["webpush_subscriptions"] = kept
+    return updates
+
+
 class TokenBucket:
     """`rate` deliveries per second on average, bursts of up to `burst`."""
 
@@ -132,12 +150,18 @@ StaleHandler = Callable[[str, str, str], None]  # (user id, connector, stale add
 class Dispatcher:
     def __init__(self, outbox: Outbox, connectors: Mapping[str, Any], *, profiles: ProfileLookup,
                  max_attempts: int = 8, backoff: Backoff | None = None,
-                 limits: Mapping[str, TokenBucket] | None = None, on_stale: StaleHandler | None = None):
+                 limits: Mapping[str, TokenBucket] | None = None, on_stale: StaleHandler | None = None,
+                 workers: int = 1, concurrency: Mapping[str, int] | None = None):
         self.outbox, self.connectors, self.profiles = outbox, connectors, profiles
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
         self.limits = dict(limits or {})
         self.on_stale = on_stale
+        self.workers = workers
+        self.concurrency = dict(concurrency or {})
+        self._gates: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
 
     def delivery(self, entry: Entry) -> Delivery:
         a = json.loads(entry.payload)
@@ -146,8 +170,12 @@ class Dispatcher:
                         journey=a.get("journey", ""), step=a.get("path", ""))
 
     def run_due(self, now: datetime, limit: int = 100) -> int:
-        """Attempt the entries due at `now`; returns how many were attempted."""
-        attempted = 0
+        """Attempt the entries due at `now`; returns how many were attempted.
+
+        Deliveries run on the worker threads (at most `concurrency[connector]` at once per
+        connector, default 4); the outbox is read and written on this thread only, so a store
+        whose connection belongs to one thread (SQLite) is never touched from another."""
+        ready: list[tuple[Entry, Any]] = []
         for entry in self.outbox.due(now, limit):
             connector = self.connectors.get(entry.connector)
             if connector is None:
@@ -159,17 +187,44 @@ class Dispatcher:
                 if wait > 0:
                     self._settle(entry.evolve(next_at=now + timedelta(seconds=wait)))
                     continue
-            attempted += 1
+            ready.append((entry, connector))
+        deliveries = [(entry, connector, self.delivery(entry)) for entry, connector in ready]
+        if self.workers <= 1 or len(deliveries) <= 1:
+            outcomes = [self._attempt(e.connector, c, d) for e, c, d in deliveries]
+        else:
+            outcomes = list(self._pool().map(lambda x: self._attempt(x[0].connector, x[1], x[2]), deliveries))
+        for (entry, _, _), outcome in zip(deliveries, outcomes):
+            if isinstance(outcome, DeliveryError):
+                self._failed(entry, outcome, now)
+            else:
+                self._succeeded(entry, outcome)
+        return len(deliveries)
+
+    def _attempt(self, name: str, connector: Any, delivery: Delivery) -> Result | DeliveryError:
+        with self._gate(name):
             try:
-                result = connector.deliver(self.delivery(entry))
+                return connector.deliver(delivery)
             except DeliveryError as err:
-                self._failed(entry, err, now)
-                continue
-            except Exception as err:  # a connector bug must not stop the others: retry it like a failure
-                self._failed(entry, RetryableError(f"connector error: {type(err).__name__}: {err}"), now)
-                continue
-            self._succeeded(entry, result)
-        return attempted
+                return err
+            except Exception as err:  # a connector bug must not stop the others: retried like a failure
+                return RetryableError(f"connector error: {type(err).__name__}: {err}")
+
+    def _gate(self, name: str) -> threading.Semaphore:
+        with self._lock:
+            gate = self._gates.get(name)
+            if gate is None:
+                gate = self._gates[name] = threading.BoundedSemaphore(self.concurrency.get(name, 4))
+            return gate
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="journeys-deliver")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def flush(self, now: datetime) -> None:
         """Send the batches of batching connectors and settle their entries."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from journeys.evaluation import Event
 
@@ -70,6 +70,16 @@ class Engine:
         else:  # parse_message admits no other types
             raise ValueError(f"unknown message type {msg.type!r}")
         self._run(uid, inp, now, [Received(now, uid, msg.type, msg.event)])
+
+    def update_profile(self, user_id: str, traits: Mapping[str, Any], why: str) -> None:
+        """A profile update that comes from delivery, not from a sender (a push token the provider
+        says is gone): it runs through the engine like an identify call, so segments and exit
+        rules see it and the trace says why."""
+        if not traits:
+            return
+        now = self.clock.now()
+        uid = self._resolve(user_id)
+        self._run(uid, Identify(traits), now, [Received(now, uid, "identify", None, why)])
 
     def _profile(self, msg: Message, now: datetime) -> str:
         if msg.user_id is not None:

@@ -198,3 +198,45 @@ def test_dead_devices_of_a_partly_delivered_push_are_reported(outbox):
     stale = []
     dispatcher(outbox, {"fcm": Devices()}, on_stale=lambda *a: stale.append(a)).run_due(T0)
     assert outbox.get("a1:fcm").state == DELIVERED and stale == [("u1", "fcm", "tok-dead")]
+
+
+def test_a_dead_push_token_leaves_the_profile_through_the_engine(make):
+    from engine.dispatch import forget_address
+
+    h = make('journey "J" { entry when event "A"  send push "hello" }')
+    h.feed([("2026-03-02 10:00", "u1", "identify", {"push_tokens": ["t-live", "t-dead"], "push_token": "t-dead",
+                                                     "webpush_subscriptions": [{"endpoint": "https://p/1"}]})])
+    updates = forget_address(h.traits("u1"), "t-dead")
+    assert updates == {"push_token": None, "push_tokens": ["t-live"]}
+    assert forget_address(h.traits("u1"), "https://p/1") == {"webpush_subscriptions": []}
+    h.engine.update_profile("u1", updates, "fcm: t-dead is unregistered")
+    assert h.traits("u1")["push_tokens"] == ["t-live"] and h.traits("u1")["push_token"] is None
+
+
+def test_deliveries_run_in_parallel_within_each_connectors_limit(outbox):
+    import threading
+    import time
+
+    class Slow:
+        name, channel = "smtp", "email"
+
+        def __init__(self):
+            self.now = self.peak = 0
+            self.lock = threading.Lock()
+
+        def deliver(self, delivery):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            time.sleep(0.05)
+            with self.lock:
+                self.now -= 1
+            return Result(provider_id=delivery.action_id)
+
+    OutboxSink(outbox, ROUTES).emit([action(n) for n in range(1, 9)])
+    slow = Slow()
+    d = dispatcher(outbox, {"smtp": slow}, workers=8, concurrency={"smtp": 3})
+    assert d.run_due(T0) == 8
+    d.close()
+    assert slow.peak == 3
+    assert len(outbox.by_state(DELIVERED)) == 8
