@@ -62,7 +62,7 @@ import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Union
 
 import orjson

@@ -602,3 +602,74 @@ def test_inbox_append_take_mark_prune(tmp_path):
 def test_inbox_refuses_memory():
     with pytest.raises(ValueError):
         Inbox.open(":memory:")
+
+
+# ---------------------------------------------------------------------- group commit
+
+
+class _FakeInbox:
+    def __init__(self, fail: bool = False):
+        self.transactions: list[list] = []
+        self.fail = fail
+        self.closed = False
+
+    def append_rows(self, rows):
+        time.sleep(0.002)  # a commit takes time: requests pile up behind it
+        if self.fail:
+            raise sqlite3.OperationalError("database is locked")
+        self.transactions.append(list(rows))
+
+    def close(self):
+        self.closed = True
+
+
+def test_group_commit_shares_transactions_and_answers_after_them():
+    from engine.ingest import GroupCommit
+
+    inbox = _FakeInbox()
+    done: list[int] = []
+
+    async def main():
+        commit = GroupCommit(lambda: inbox, max_delay=0.002)
+        await commit.start()
+
+        async def request(i: int):
+            await commit.submit([("t", b"%d" % i)])
+            assert any((("t", b"%d" % i) in t) for t in inbox.transactions)  # committed before answered
+            done.append(i)
+
+        await asyncio.gather(*(request(i) for i in range(500)))
+        await commit.close()
+        return commit.commits
+
+    commits = asyncio.run(main())
+    assert sorted(done) == list(range(500))
+    assert sorted(int(r[1]) for t in inbox.transactions for r in t) == list(range(500))
+    assert commits == len(inbox.transactions) < 50
+    assert inbox.closed
+
+
+def test_group_commit_failure_reaches_every_waiting_request():
+    from engine.ingest import GroupCommit
+
+    async def main():
+        commit = GroupCommit(lambda: _FakeInbox(fail=True))
+        results = await asyncio.gather(*(commit.submit([("t", b"x")]) for _ in range(10)), return_exceptions=True)
+        await commit.close()
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with")
+def test_an_unwritable_inbox_is_a_503_to_retry(tmp_path):
+    from fastapi.testclient import TestClient
+
+    db = tmp_path / "j.db"
+    app = create_app(ProjectConfig(), str(db), [KEY])
+    with TestClient(app) as client:
+        app.state.group_commit.inbox.append_rows = _FakeInbox(fail=True).append_rows
+        r = client.post("/v1/track", json={"userId": "a", "event": "E", "timestamp": T0}, headers=auth())
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "database is locked" in r.json()["error"]
