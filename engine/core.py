@@ -123,10 +123,12 @@ class _Run:
         self.tz = user_zone(self.traits, program)
         self._ctx: Context | None = None
         self.recorded: Event | None = None  # the current event as the history keeps it
+        self.current: Event | None = None  # the event being processed (templates' `event`)
 
     # ------------------------------------------------------------------ inputs
 
     def track(self, ev: Event, tz_hint: str | None) -> None:
+        self.current = ev
         if tz_hint and "timezone" not in self.traits and zone(tz_hint) is not None:
             self.set_trait("timezone", tz_hint)
         self.consent_event(ev)
@@ -480,7 +482,8 @@ class _Run:
             id=action_id(inst.journey, inst.version, inst.origin, inst.entry, node.path),
             time=self.now, user=self.user, journey=inst.journey, version=inst.version, entry=inst.entry,
             path=node.path, kind=kind, channel=channel, target=target, outcome=result, reason=reason, rule=rule,
-            until=until, via=via, data=data, named={k: plain(v) for k, v in inst.named.items()}))
+            until=until, via=via, data=data, named={k: plain(v) for k, v in inst.named.items()},
+            event=plain(self.current or next(iter(inst.named.values()), None))))
         if result == SENT:
             if channel is not None:
                 self.sends = self._trimmed_sends() + (SendRecord(self.now, channel, inst.journey),)

@@ -167,7 +167,7 @@ class Dispatcher:
         a = json.loads(entry.payload)
         return Delivery(action_id=entry.action_id, kind=entry.kind, target=entry.target, user_id=entry.user_id,
                         profile=self.profiles(entry.user_id), data=a.get("data") or {}, named=a.get("named") or {},
-                        journey=a.get("journey", ""), step=a.get("path", ""))
+                        event=a.get("event"), journey=a.get("journey", ""), step=a.get("path", ""))
 
     def run_due(self, now: datetime, limit: int = 100) -> int:
         """Attempt the entries due at `now`; returns how many were attempted.

@@ -40,7 +40,8 @@ class Action:
     `kind`: email | push | sms | audience_add | audience_remove | webhook. `channel`: what caps
     count it as (email, push, sms, ads, webhook; None for removals, never capped). `target`: the
     template, audience or webhook name. `data`: the evaluated `with {...}` values. `named`: the
-    journey's `as` events, as plain dicts (what templates may read)."""
+    journey's `as` events, as plain dicts (what templates may read). `event`: the event the step
+    ran on (an arriving event), else the one that started the run; None for scheduled runs."""
 
     id: str
     time: datetime
@@ -59,6 +60,7 @@ class Action:
     via: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     named: Mapping[str, Any] = field(default_factory=dict)
+    event: Mapping[str, Any] | None = None  # the event the step ran on (templates' `event`), if any
 
     @property
     def is_message(self) -> bool:
@@ -70,7 +72,7 @@ class Action:
             "version": self.version, "entry": self.entry, "path": self.path, "kind": self.kind,
             "channel": self.channel, "target": self.target, "outcome": self.outcome,
             "reason": self.reason, "rule": self.rule, "until": iso(self.until), "via": self.via,
-            "data": dict(self.data), "named": dict(self.named),
+            "data": dict(self.data), "named": dict(self.named), "event": self.event,
         }
 
 

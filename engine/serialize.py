@@ -203,4 +203,4 @@ def action_from_row(row: Mapping[str, Any]) -> Action:
         id=d["id"], time=_fromiso(d["time"]), user=d["user"], journey=d["journey"], version=d["version"],
         entry=d["entry"], path=d["path"], kind=d["kind"], channel=d["channel"], target=d["target"],
         outcome=d["outcome"], reason=d["reason"], rule=d["rule"], until=_time(d["until"]), via=d["via"],
-        data=d["data"], named=d["named"])
+        data=d["data"], named=d["named"], event=d.get("event"))

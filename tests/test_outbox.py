@@ -240,3 +240,13 @@ def test_deliveries_run_in_parallel_within_each_connectors_limit(outbox):
     d.close()
     assert slow.peak == 3
     assert len(outbox.by_state(DELIVERED)) == 8
+
+
+def test_templates_see_the_event_the_step_ran_on(make):
+    h = make('journey "J" { entry when event "Viewed" as v  wait 1h  send email "later" }\n'
+             'journey "K" { entry when event "Bought"  send email "now" }')
+    h.feed([("2026-03-02 10:00", "u1", "Viewed", {"name": "Lamp"}),
+            ("2026-03-02 10:30", "u1", "Bought", {"order_id": "o1"})], until="2026-03-02 12:00")
+    by = {a.target: a.event for a in h.sent("u1")}
+    assert by["now"]["properties"] == {"order_id": "o1"}  # an arriving event
+    assert by["later"]["properties"] == {"name": "Lamp"}  # after a wait: the event that started the run
