@@ -39,6 +39,8 @@ from typing import Any, Mapping
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
+from journeys.templates import VIEWED_SUFFIX
+
 from .base import Delivery
 from .errors import ConfigurationError, InvalidRecipient, PermanentError
 
@@ -177,7 +179,7 @@ def context(delivery: Delivery, **extra: Any) -> dict[str, Any]:
     ctx["event"] = _wrap("event", event) if event else _View("event", {})
     ctx["journey"] = _View("journey", {"name": delivery.journey, "step": delivery.step}, delivery.journey)
     named = {str(k): v for k, v in (delivery.named or {}).items()}
-    viewed = [v for v in named.values() if _is_event(v) and str(v.get("event") or "").endswith("Viewed")]
+    viewed = [v for v in named.values() if _is_event(v) and str(v.get("event") or "").endswith(VIEWED_SUFFIX)]
     if viewed:
         last = max(viewed, key=lambda v: str(v.get("timestamp") or ""))
         props = last.get("properties") or {}

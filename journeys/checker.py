@@ -19,7 +19,7 @@ from .diagnostics import Span
 from .project import CONFIG_FILE, Project, display_path
 from .scenario_check import check_scenarios
 from .suggest import did_you_mean
-from .templates import ALWAYS_PROVIDED, PROVIDED_BY_CHANNEL
+from .templates import ALWAYS_PROVIDED, PROVIDED_BY_CHANNEL, VIEWED_HELPERS, VIEWED_SUFFIX
 
 
 
@@ -194,6 +194,7 @@ class JourneyChecker:
         self.ex = ex
         self.diags = diags
         self.aliases: frozenset[str] = frozenset()
+        self.viewed_alias = False
         self.exit_events: dict[str, A.ExitEvent] = {}
 
     def check(self, j: A.Journey) -> None:
@@ -207,6 +208,8 @@ class JourneyChecker:
             self.diags.error("J024", "a journey has one entry; this is a second one", extra.span,
                              f"keep the entry at {entries[0].span}, or make two journeys")
         self.aliases = frozenset(e.alias.value for e in entries if isinstance(e, A.EntryEvent) and e.alias)
+        self.viewed_alias = any(isinstance(e, A.EntryEvent) and e.alias and e.match.event.value.endswith(VIEWED_SUFFIX)
+                                for e in entries)
         for kind, label in ((A.Reenter, "reenter rule"), (A.QuietHours, "quiet hours")):
             found = [d for d in decls if isinstance(d, kind)]
             for extra in found[1:]:
@@ -409,6 +412,8 @@ class JourneyChecker:
                                           otherwise=f"create templates/{channel}/{s.template.value}.j2"))
             return
         provided = ALWAYS_PROVIDED | PROVIDED_BY_CHANNEL.get(channel, set()) | set(self.aliases) | {p.key.value for p in s.data}
+        if self.viewed_alias:
+            provided |= VIEWED_HELPERS
         for var, (line, col) in sorted(tpl.variables.items()):
             if var not in provided:
                 self.diags.error("J035", f"template `{s.template.value}` uses `{var}`, which this send does not provide",

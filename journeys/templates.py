@@ -23,6 +23,10 @@ REQUIRED_FIELDS = {"email": ("subject", "from"), "push": ("title",), "sms": ()}
 # Variables every template may use whatever the send provides.
 ALWAYS_PROVIDED = {"user", "event", "journey"}
 PROVIDED_BY_CHANNEL = {"email": {"unsubscribe_url"}}
+# A journey whose entry names a "... Viewed" event with `as` also gives `last_viewed` (the latest
+# such named event); connectors.render provides it by this same rule.
+VIEWED_SUFFIX = "Viewed"
+VIEWED_HELPERS = {"last_viewed"}
 
 _FRONT = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n?", re.S | re.M)
 

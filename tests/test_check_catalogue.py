@@ -197,3 +197,15 @@ def test_check_env_reports_every_secret_that_is_not_set(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(shop), "--env"], env={**env, **secrets},
                         cwd=root, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
+
+
+def test_a_viewed_entry_provides_last_viewed_to_templates(make_project, monkeypatch):
+    tpl = {"email/picks.j2": "---\nsubject: Picks\nfrom: shop@example.com\n---\n{{ last_viewed.name }}\n"}
+    ok = make_project({"a.journey": 'journey "A" {\n  entry when event "Product Viewed" as viewed\n'
+                                    '  send email "picks"\n}\n'}, templates=tpl)
+    monkeypatch.chdir(ok)
+    assert [d.code for d in check_project(load_project(ok))] == []
+    bad = make_project({"a.journey": 'journey "A" {\n  entry when event "Order Completed" as order\n'
+                                     '  send email "picks"\n}\n'}, templates=tpl)
+    monkeypatch.chdir(bad)
+    assert [d.code for d in check_project(load_project(bad))] == ["J035"]
