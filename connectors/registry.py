@@ -31,7 +31,7 @@ TYPES: dict[str, str] = {
 }
 EMAIL_TYPES = {"smtp", "resend"}
 PUSH_TYPES = {"fcm", "webpush"}
-COMMON = {"channel", "type", "default"}
+COMMON = {"channel", "type", "default", "rate", "burst", "concurrency"}  # read here, not by the connector
 
 
 class Unusable:
@@ -98,3 +98,31 @@ def _guarded(name: str, channel: str, make: Callable[[], Any]) -> Any:
         return make()
     except ConfigurationError as e:
         return Unusable(name, channel, e)
+
+
+def delivery_limits(config: ProjectConfig) -> tuple[dict[str, tuple[float, int]], dict[str, int]]:
+    """Per connector: its token bucket (`rate` per second, `burst`, default `rate`) and its
+    concurrency (parallel deliveries, default 4), from `[connectors.NAME]` settings:
+
+        rate = 50          # deliveries per second on average
+        burst = 100        # at most this many at once after a quiet spell
+        concurrency = 8    # requests in flight at the same time
+    """
+    buckets: dict[str, tuple[float, int]] = {}
+    concurrency: dict[str, int] = {}
+    for name, c in config.connectors.items():
+        s = c.settings
+        rate = s.get("rate")
+        if rate is not None:
+            if not isinstance(rate, (int, float)) or rate <= 0:
+                raise ConfigurationError(f'connector "{name}": rate must be a positive number per second')
+            burst = s.get("burst", max(1, int(rate)))
+            if not isinstance(burst, int) or burst < 1:
+                raise ConfigurationError(f'connector "{name}": burst must be a whole number of at least 1')
+            buckets[name] = (float(rate), burst)
+        if "concurrency" in s:
+            n = s["concurrency"]
+            if not isinstance(n, int) or n < 1:
+                raise ConfigurationError(f'connector "{name}": concurrency must be a whole number of at least 1')
+            concurrency[name] = n
+    return buckets, concurrency

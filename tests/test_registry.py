@@ -49,3 +49,22 @@ def test_push_connectors_render_their_template_first(make_project, tmp_path):
         Delivery("a1", "push", "finish_checkout", "u1", profile={"push_token": "t"}, data={"total": 80}))
     rendered = inner.got[0].data["_push"]
     assert rendered.title == "Your cart is waiting" and "80" in rendered.body
+
+
+def test_rate_and_concurrency_come_from_journeys_toml_and_are_not_the_connectors(make_project):
+    from connectors.registry import delivery_limits
+
+    root = make_project(config='[connectors.smtp]\nchannel = "email"\ntype = "smtp"\nhost = "127.0.0.1"\n'
+                               'security = "none"\nrate = 5\nburst = 10\nconcurrency = 2\n')
+    project = load_project(root)
+    assert delivery_limits(project.config) == ({"smtp": (5.0, 10)}, {"smtp": 2})
+    (smtp,) = build(project.config, project.root, env={}).values()
+    assert not isinstance(smtp, Unusable)  # the limits are the dispatcher's settings, not the connector's
+
+
+def test_bad_limits_are_configuration_errors(make_project):
+    from connectors.registry import delivery_limits
+
+    root = make_project(config='[connectors.smtp]\nchannel = "email"\ntype = "smtp"\nrate = -1\n')
+    with pytest.raises(ConfigurationError, match="rate must be a positive number"):
+        delivery_limits(load_project(root).config)
