@@ -139,6 +139,7 @@ def _register_engine_commands() -> None:
     from .render_cli import render_command
     from .simulate_cli import simulate_command
     from .scenario_cli import test_command
+    from .serve_cli import serve_command
 
     app.command("simulate")(simulate_command)
     app.command("test")(test_command)
@@ -146,6 +147,7 @@ def _register_engine_commands() -> None:
     app.command("diff")(diff_command)
     app.command("fmt")(fmt_command)
     app.command("render")(render_command)
+    app.command("serve")(serve_command)
 
 
 _register_engine_commands()

@@ -1,0 +1,62 @@
+"""`journeys serve`: the daemon's command line (the daemon itself is `engine.daemon`).
+
+Kept apart from `engine.cli` so that `journeys check` never imports the engine, uvicorn or FastAPI.
+Exit codes: 0 after SIGTERM/SIGINT, 1 if the project has errors or the server cannot start, 2 for a
+usage error (no write keys, a store that is not a SQLite file, bad connector limits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve_command(
+    project: Path = typer.Argument(Path("."), help="The project directory (with journeys.toml)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, "--port", help="The TCP port of the ingest and the health checks."),
+    store: Optional[str] = typer.Option(None, "--store", help="The store (sqlite:///path.db); default: journeys.toml "
+                                        "[store] url, relative to the project."),
+) -> None:
+    """Run the daemon: the Segment-compatible ingest, the journeys, timers and deliveries. Stops on SIGTERM."""
+    import logging
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from connectors.errors import ConfigurationError
+
+    from .cli import _existing, _usage_error, print_diagnostics
+    from .daemon import serve, store_file
+    from .ingest import write_keys_from_env
+    from .program import Program
+    from .simulate import ProjectError, load_checked
+
+    _existing(project)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        loaded, compiled = load_checked(project)
+    except ProjectError as e:
+        print_diagnostics(e.project, [d for d in e.diagnostics if d.is_error], err)
+        err.print(Text(f"{project}: the project has errors; fix them before serving (journeys check {project})",
+                       style="bold red"))
+        raise typer.Exit(1)
+    config = loaded.config
+    keys = write_keys_from_env(config)
+    if not keys:
+        names = config.ingest.write_keys_env
+        if names:
+            raise _usage_error(f"no write keys: set {' or '.join(names)} ([ingest] write_keys_env in journeys.toml)")
+        raise _usage_error("no write keys: journeys.toml names none ([ingest] write_keys_env = [\"JOURNEYS_WRITE_KEY\"])")
+    try:
+        path = store_file(store, None) if store is not None else store_file(config.store.url, Path(loaded.root))
+    except ValueError as e:
+        raise _usage_error(f"--store: {e}" if store is not None else f"[store] url: {e}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = serve(Path(loaded.root), config, Program.build(compiled), path, keys, host=host, port=port)
+    except ConfigurationError as e:
+        raise _usage_error(str(e))
+    raise typer.Exit(code)

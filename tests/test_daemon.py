@@ -1,0 +1,281 @@
+"""`journeys serve` as a real process on loopback: events in over HTTP, states and journeys in the
+store, a timer firing on time and its email arriving at an SMTP server, the health checks, a clean
+SIGTERM, and a SIGKILL under load that loses no accepted event."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import ROOT, SHOP
+from .test_smtp import Server, free_port
+
+KEY = "test-write-key"
+AUTH = (KEY, "")
+SECRETS = ("SMTP_USER", "SMTP_PASSWORD", "FCM_CREDENTIALS", "META_ACCESS_TOKEN", "GOOGLE_ADS_DEVELOPER_TOKEN",
+           "GOOGLE_ADS_CLIENT_ID", "GOOGLE_ADS_CLIENT_SECRET", "GOOGLE_ADS_REFRESH_TOKEN", "CRM_WEBHOOK_SECRET")
+
+
+class Daemon:
+    def __init__(self, project: Path, store: str | None, log: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ = {k: v for k, v in os.environ.items() if k not in SECRETS}
+        environ.update(JOURNEYS_WRITE_KEY=KEY, **env)
+        cmd = [sys.executable, "-m", "engine.cli", "serve", str(project), "--port", str(self.port)]
+        if store is not None:
+            cmd += ["--store", store]
+        self.log = log
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited with {self.proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"the daemon did not come up:\n{log.read_text()}")
+            time.sleep(0.05)
+
+    def post(self, kind: str, body: dict, client: httpx.Client | None = None) -> httpx.Response:
+        return (client or httpx).post(f"{self.url}/v1/{kind}", json=body, auth=AUTH, timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def rows(db: Path, sql: str, *args) -> list[tuple]:
+    conn = sqlite3.connect(db.as_uri() + "?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def eventually(check, timeout: float = 5.0, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (AssertionError, sqlite3.OperationalError):
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if result is None or result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not true within {timeout}s")
+        time.sleep(every)
+
+
+@pytest.fixture()
+def shop(tmp_path):
+    project = tmp_path / "shop"
+    shutil.copytree(SHOP, project)
+    return project
+
+
+@pytest.fixture()
+def daemons(tmp_path):
+    started: list[Daemon] = []
+
+    def start(project: Path, store: str | None = None, **env: str) -> Daemon:
+        d = Daemon(project, store, tmp_path / "daemon.log", **env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_events_become_profiles_and_journeys_and_sigterm_stops_cleanly(shop, tmp_path, daemons):
+    db = tmp_path / "store.db"
+    d = daemons(shop, f"sqlite:///{db}")
+    assert d.post("identify", {"userId": "u1", "traits": {"email": "ann@example.com"}}).status_code == 200
+    r = d.post("track", {"userId": "u1", "event": "Product Viewed", "messageId": "m-1",
+                         "properties": {"name": "Face Cream", "category": "beauty"}})
+    assert r.status_code == 200, r.text
+
+    def in_flight():
+        return {j for (j,) in rows(db, "SELECT journey FROM instances WHERE user_id = 'u1'")}
+
+    assert "Browse abandonment" in eventually(in_flight)
+    (state,) = rows(db, "SELECT state FROM profiles WHERE user_id = 'u1'")[0]
+    assert b"ann@example.com" in (state if isinstance(state, bytes) else state.encode())
+    assert rows(db, "SELECT count(*) FROM messages WHERE message_id = 'm-1'") == [(1,)]
+
+    assert httpx.get(d.url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(d.url + "/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] and body["store"] == "open" and body["loops"] == "running"
+    assert body["inbox_lag"] == 0 and body["processed"] == body["last_seq"] == 2
+
+    # the ad audience connector has no token here: its delivery fails, recorded in the outbox
+    eventually(lambda: rows(db, "SELECT state, last_error FROM outbox WHERE connector = 'meta'"))
+    ((state, error),) = rows(db, "SELECT state, last_error FROM outbox WHERE connector = 'meta'")
+    assert state == "failed" and "META_ACCESS_TOKEN" in error
+
+    started = time.monotonic()
+    assert d.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_sigint_stops_cleanly_too(shop, tmp_path, daemons):
+    d = daemons(shop, f"sqlite:///{tmp_path / 'store.db'}")
+    assert d.stop(signal.SIGINT) == 0
+
+
+def test_no_write_keys_is_a_usage_error(shop, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JOURNEYS_WRITE_KEY"}
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "serve", str(shop), "--store",
+                          f"sqlite:///{tmp_path / 's.db'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert "JOURNEYS_WRITE_KEY" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+TINY_JOURNEY = """\
+journey "Hello" {
+  entry when event "Signed Up"
+  wait 2s
+  send email "hello"
+}
+"""
+TINY_TEMPLATE = """\
+---
+subject: "Hello"
+from: "Shop <hello@shop.example.com>"
+---
+<p>Hello {{ user.first_name | default("there", true) }}.</p>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+"""
+
+
+def tiny_project(root: Path, smtp_port: int) -> Path:
+    (root / "journeys").mkdir(parents=True)
+    (root / "templates" / "email").mkdir(parents=True)
+    (root / "journeys.toml").write_text(f"""\
+[project]
+name = "tiny"
+public_url = "https://journeys.example.com"
+
+[store]
+url = "sqlite:///data/tiny.db"
+
+[ingest]
+write_keys_env = ["JOURNEYS_WRITE_KEY"]
+
+[connectors.smtp]
+channel = "email"
+type = "smtp"
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+timeout = "5s"
+default = true
+""")
+    (root / "journeys" / "hello.journey").write_text(TINY_JOURNEY)
+    (root / "templates" / "email" / "hello.j2").write_text(TINY_TEMPLATE)
+    return root
+
+
+def test_a_timer_fires_on_time_and_its_email_arrives(tmp_path, daemons):
+    smtp = Server().start()
+    try:
+        project = tiny_project(tmp_path / "tiny", smtp.port)
+        d = daemons(project, None, JOURNEYS_UNSUBSCRIBE_SECRET="unsubscribe-secret-for-tests-0123456789")
+        db = project / "data" / "tiny.db"  # [store] url, relative to the project
+        assert d.post("identify", {"userId": "u7", "traits": {"email": "u7@example.com",
+                                                              "first_name": "Ada"}}).status_code == 200
+        sent_at = time.monotonic()
+        assert d.post("track", {"userId": "u7", "event": "Signed Up"}).status_code == 200
+        eventually(lambda: rows(db, "SELECT journey FROM instances WHERE user_id = 'u7'") == [("Hello",)])
+        assert smtp.handler.messages == []
+        eventually(lambda: smtp.handler.messages, timeout=6, every=0.02)
+        took = time.monotonic() - sent_at
+        assert 1.9 <= took <= 3.0, took
+        ((sender, recipients, content, _),) = smtp.handler.messages
+        assert recipients == ["u7@example.com"]
+        assert b"Hello Ada" in content
+        eventually(lambda: rows(db, "SELECT state FROM outbox") == [("delivered",)])
+        assert rows(db, "SELECT count(*) FROM instances") == [(0,)]  # the journey ended after the send
+        assert d.stop() == 0
+    finally:
+        smtp.stop()
+
+
+def test_sigkill_under_load_then_restart_loses_no_accepted_event(shop, tmp_path, daemons):
+    db = tmp_path / "store.db"
+    store = f"sqlite:///{db}"
+    d = daemons(shop, store)
+    accepted: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        with httpx.Client() as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                ids = [f"w{worker}-{n}-{i}" for i in range(50)]  # batches: the inbox runs ahead of the engine
+                calls = [{"type": "track", "userId": f"user-{mid}", "event": "Product Viewed", "messageId": mid,
+                          "properties": {"name": "Face Cream"}} for mid in ids]
+                try:
+                    r = d.post("batch", {"batch": calls}, client)
+                except httpx.TransportError:
+                    return
+                if r.status_code == 200:
+                    with lock:
+                        accepted.extend(ids)
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    eventually(lambda: len(accepted) >= 3000, timeout=30, every=0.01)
+    d.proc.kill()  # SIGKILL: no shutdown at all
+    d.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert accepted
+    (killed_at,) = rows(db, "SELECT processed FROM inbox_cursor")[0]
+    print(f"killed with {len(accepted)} accepted, {killed_at} processed")
+
+    again = daemons(shop, store)
+
+    def caught_up():
+        body = httpx.get(again.url + "/readyz").json()
+        return body["ready"] and body["inbox_lag"] == 0 and body["last_seq"] > 0
+
+    eventually(caught_up, timeout=20)
+    (last_seq,) = rows(db, "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'")[0]
+    (processed,) = rows(db, "SELECT processed FROM inbox_cursor")[0]
+    assert processed == last_seq >= len(accepted)
+    seen = {m for (m,) in rows(db, "SELECT message_id FROM messages")}
+    assert set(accepted) <= seen
+    assert len(seen) == last_seq  # every appended message (each a new messageId) processed, once
+    profiles = {u for (u,) in rows(db, "SELECT user_id FROM profiles")}
+    assert {f"user-{m}" for m in accepted} <= profiles
+    entries = rows(db, "SELECT user_id, entry FROM instances WHERE journey = 'Browse abandonment'")
+    assert {u for u, _ in entries} == profiles and {e for _, e in entries} == {1}
+    assert again.stop() == 0
