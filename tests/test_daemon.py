@@ -279,3 +279,49 @@ def test_sigkill_under_load_then_restart_loses_no_accepted_event(shop, tmp_path,
     entries = rows(db, "SELECT user_id, entry FROM instances WHERE journey = 'Browse abandonment'")
     assert {u for u, _ in entries} == profiles and {e for _, e in entries} == {1}
     assert again.stop() == 0
+
+
+def test_the_worker_wakes_when_events_are_committed_not_on_a_poll(shop, tmp_path, daemons):
+    db = tmp_path / "store.db"
+    d = daemons(shop, f"sqlite:///{db}")
+    d.post("identify", {"userId": "warm-up", "traits": {"plan": "pro"}})
+    eventually(lambda: rows(db, "SELECT 1 FROM profiles WHERE user_id = 'warm-up'"))
+    latencies = []
+    for n in range(5):
+        time.sleep(0.3)  # let the worker go idle (it sleeps up to a second with nothing due)
+        started = time.monotonic()
+        assert d.post("identify", {"userId": f"quick-{n}", "traits": {"plan": "pro"}}).status_code == 200
+        eventually(lambda: rows(db, "SELECT 1 FROM profiles WHERE user_id = ?", f"quick-{n}"), every=0.005)
+        latencies.append(time.monotonic() - started)
+    assert sorted(latencies)[2] < 0.2, latencies
+
+
+def test_a_message_the_engine_cannot_take_is_skipped_and_the_rest_go_on(tmp_path):
+    from engine.daemon import Worker
+    from engine.inbox import Inbox, message_to_json
+    from engine.messages import parse_message
+    from engine.program import Program
+    from engine.simulate import load_checked
+    from engine.serialize import utc_text
+    from datetime import datetime, timezone
+
+    project, compiled = load_checked(SHOP)
+    path = str(tmp_path / "store.db")
+    inbox = Inbox.open(path)
+    stamp = utc_text(datetime.now(timezone.utc))
+    good = [message_to_json(parse_message({"type": "identify", "userId": f"u{n}", "messageId": f"m{n}",
+                                           "traits": {"plan": "pro"}, "timestamp": "2026-03-02T10:00:00Z"})) for n in range(3)]
+    inbox.append_rows([(stamp, good[0]), (stamp, b'{"type": "nonsense"}'), (stamp, good[1]), (stamp, good[2])])
+    inbox.close()
+    worker = Worker(SHOP, project.config, Program.build(compiled), path, environ={})
+    worker.start()
+    try:
+        eventually(lambda: worker.counts.snapshot().get("inbox.processed") == 4)
+    finally:
+        worker.stop()
+    db = Path(path)
+    assert rows(db, "SELECT processed FROM inbox_cursor") == [(4,)]
+    assert {u for (u,) in rows(db, "SELECT user_id FROM profiles")} == {"u0", "u1", "u2"}
+    assert {m for (m,) in rows(db, "SELECT message_id FROM messages")} == {"m0", "m1", "m2"}
+    assert worker.counts.snapshot()["inbox.failed"] == 1
+    assert not worker.store_open
