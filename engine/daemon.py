@@ -32,11 +32,13 @@ transaction and closes the store; the process exits 0.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import sqlite3
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -99,11 +101,7 @@ class Worker:
     def __init__(self, root: Path, config: Any, program: Any, path: str, *, clock: Clock | None = None,
                  environ: dict[str, str] | None = None, counts: Counts | None = None):
         self.root, self.config, self.program, self.path = root, config, program, path
-        from .reload import Lateness, TimedClock
-
-        self.lateness = Lateness()  # how late timers fire (/metrics)
-        self.clock = TimedClock(clock or SystemClock(), self.lateness)
-        self.reloader: Any = None  # an engine.reload.Reloader: hot reload (serve sets it)
+        self.clock = clock or SystemClock()
         self.environ = environ
         self.counts = counts or Counts()
         self.wake = threading.Event()
@@ -114,6 +112,32 @@ class Worker:
         self.heartbeat = 0.0  # time.monotonic() of the last round
         self.processed = 0
         self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self.keep: Callable[[Any], bool] = lambda msg: True  # the processor drops a message if False
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        """Run `fn` on the worker thread (the one that owns the store), between rounds; its result
+        or exception comes back in the future. Thread-safe; wakes the worker."""
+        future: Future = Future()
+        if not self.running:
+            future.set_exception(RuntimeError("the worker is not running"))
+            return future
+        self._jobs.put((fn, future))
+        self.wake.set()
+        return future
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                fn, future = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -149,6 +173,7 @@ class Worker:
             log.exception("the worker stopped on an error")
             raise
         finally:
+            self._run_jobs()  # jobs submitted while stopping still get an answer
             if self.dispatcher is not None:
                 self.dispatcher.close()
             self.store.close()
@@ -170,6 +195,8 @@ class Worker:
             with store.transaction():
                 self.inbox = Inbox(store.conn)
                 self.outbox = SqliteOutbox(store.conn)
+                from .daemon_api import event_filter
+                self.keep = event_filter(store.conn)  # drops events of forgotten users
             routes = Routes.from_config(self.config)
 
             def unroutable(action: Action, why: str) -> None:
@@ -209,7 +236,7 @@ class Worker:
         while not self.stopping.is_set():
             self.heartbeat = time.monotonic()
             self.wake.clear()  # before looking: a commit from now on wakes the wait below
-            self._guard("reload", self._reload)
+            self._run_jobs()
             more = self.round()
             mono = time.monotonic()
             if mono >= next_flush:
@@ -223,17 +250,6 @@ class Worker:
             delay = min(self._until_next(), next_flush - time.monotonic(), MAX_IDLE)
             if delay > 0:
                 self.wake.wait(delay)
-
-    def _reload(self) -> None:
-        """Between transactions: a new program after SIGHUP or a changed project file (engine.reload)."""
-        if self.reloader is None or not self.reloader.due():
-            return
-        from .reload import swap
-
-        program = self.reloader.reload(self.program)
-        if program is not None:
-            swap(self.engine, program)
-            self.program = program
 
     def _guard(self, what: str, run: Callable[[], Any]) -> None:
         try:
@@ -261,12 +277,14 @@ class Worker:
     def _process(self, rows: list[tuple[int, bytes]]) -> None:
         from .inbox import message_from_json
 
-        engine, clock = self.engine, self.clock
+        engine, clock, keep = self.engine, self.clock, self.keep
 
         def run() -> None:
             for _, raw in rows:
                 engine.run_due(clock.now())
-                engine.handle(message_from_json(raw))
+                msg = message_from_json(raw)
+                if keep(msg):
+                    engine.handle(msg)
             self.inbox.mark(rows[-1][0])
 
         try:
@@ -355,9 +373,6 @@ def add_health(app: Any, worker: Worker) -> None:
             body["inbox_error"] = str(exc)
             ready = False
         body["counts"] = worker.counts.snapshot()
-        from .reload import readyz_fields
-
-        body.update(readyz_fields(worker, worker.reloader))
         body["ready"] = ready
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -371,17 +386,16 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
     """Run the daemon until SIGTERM or SIGINT; returns the exit code (0 after a clean stop)."""
     import uvicorn
 
+    from .daemon_api import add_routes
     from .ingest import create_app
-    from .reload import Reloader, add_metrics
 
     worker = Worker(root, config, program, path, environ=environ)
-    worker.reloader = Reloader(root)
     worker.start()  # opens the store (and creates its tables) before the ingest opens the inbox
     try:
         app = create_app(config, path, write_keys)
         _signal_ingest(app, worker.wake)
         add_health(app, worker)
-        add_metrics(app, worker, worker.reloader)
+        add_routes(app, worker)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                                lifespan="on", timeout_graceful_shutdown=10))
 
@@ -392,12 +406,6 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-
-        def reload(signum: int, frame: Any) -> None:
-            worker.reloader.request()  # the worker reloads between transactions
-            worker.wake.set()
-
-        signal.signal(signal.SIGHUP, reload)
         log.warning("journeys serve: http://%s:%d, store %s", host, port, path)
         server.run()
         if not server.started:

@@ -34,6 +34,7 @@ class StoreConfig(_Strict):
 
 class IngestConfig(_Strict):
     write_keys_env: list[str] = Field(default_factory=list)
+    profile_keys_env: list[str] = Field(default_factory=list)  # read keys of GET /v1/profile (engine.daemon_api)
 
 
 class ConnectorConfig(BaseModel):

@@ -1,0 +1,308 @@
+"""The daemon's HTTP routes beyond the ingest: unsubscribe links, the profile API, the admin API.
+
+All of them read and write the store on the worker thread (`Worker.submit`): the store's
+connection belongs to it, and serialising with the processor means an admin action never races
+an event of the same user.
+
+- `GET /u/{token}`, `POST /u/{token}`: the signed unsubscribe link (`connectors.unsubscribe`).
+  GET answers a small HTML page; POST is RFC 8058 One-Click (body `List-Unsubscribe=One-Click`,
+  what mail clients send from the List-Unsubscribe header). Both record the opt-out through the
+  engine (`Engine.update_profile`: `<channel>_unsubscribed = true`, or `unsubscribed` for a channel
+  the engine does not know), so segments, exit rules and the delivery's consent check see it. A
+  token that does not verify is a 404 page; repeating a link changes nothing more.
+- `GET /v1/profile/{user_id}`: the profile's traits (the site reads `home_banner`), for the keys
+  `[ingest] profile_keys_env` names, as HTTP Basic user name or Bearer token. Write keys are not
+  accepted: they ship in browsers and apps, and must not read other people's profiles.
+- `/admin/...`: behind `Authorization: Bearer $JOURNEYS_ADMIN_TOKEN` (no variable: every admin
+  call is refused). `GET /admin/users/{id}`, `GET /admin/journeys`, `GET /admin/dead-letters`,
+  `POST /admin/dead-letters/{entry_id}/retry`, `DELETE /admin/users/{id}` (forget the user).
+
+Forgetting a user (GDPR erasure) deletes, in one transaction: the profile and its journeys in
+flight, the identities pointing to it, its outbox entries, and the payloads of its logged actions
+(the rows stay, without `json`, so journey counts still add up). The user id and its aliases go
+into `forgotten(user_id, at)`, and the processor drops every later event naming one of them
+(`event_filter`), so a late or replayed event cannot bring the profile back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import os
+import sqlite3
+from typing import Any, Callable, Mapping
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+ADMIN_TOKEN_ENV = "JOURNEYS_ADMIN_TOKEN"
+TIMEOUT = 30.0  # seconds a request waits for the worker
+RECENT_ACTIONS = 50
+
+
+# ---------------------------------------------------------------------- tombstones
+
+def event_filter(conn: sqlite3.Connection) -> Callable[[Any], bool]:
+    """Creates `forgotten` if missing; returns the processor's check: False for a message that
+    names a forgotten user (user id, anonymous id or previous id)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
+
+    def keep(msg: Any) -> bool:
+        ids = [i for i in (msg.user_id, msg.anonymous_id, getattr(msg, "previous_id", None)) if i]
+        if not ids:
+            return True
+        marks = ",".join("?" * len(ids))
+        return conn.execute(f"SELECT 1 FROM forgotten WHERE user_id IN ({marks}) LIMIT 1", ids).fetchone() is None
+
+    return keep
+
+
+def _is_forgotten(conn: sqlite3.Connection, uid: str) -> bool:
+    return conn.execute("SELECT 1 FROM forgotten WHERE user_id = ?", (uid,)).fetchone() is not None
+
+
+# ---------------------------------------------------------------------- pages
+
+def _page(title: str, text: str, status: int = 200) -> HTMLResponse:
+    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">"
+            f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>{html.escape(text)}</p></body></html>")
+    return HTMLResponse(body, status_code=status)
+
+
+def _not_found() -> HTMLResponse:
+    return _page("Link not valid", "This unsubscribe link is not valid. Use the link from a recent email.", 404)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def _matches(given: str | None, keys: list[bytes]) -> bool:
+    if not given:
+        return False
+    raw = given.encode("utf-8")
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(raw, k)
+    return ok
+
+
+# ---------------------------------------------------------------------- the routes
+
+def add_routes(app: Any, worker: Any) -> None:
+    """Add the unsubscribe, profile and admin routes to the daemon's app (see the module docstring)."""
+    from connectors.errors import ConfigurationError
+    from connectors.unsubscribe import SECRET_ENV, verify
+
+    from .delivery import CONSENT_TRAIT, channel_consent_trait
+    from .ingest import _header_key
+    from .outbox import DEAD, FAILED
+    from .serialize import utc_text
+    from journeys.functions import CHANNELS
+
+    env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
+    profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
+    admin_token = env.get(ADMIN_TOKEN_ENV, "").encode("utf-8")
+
+    async def on_worker(fn: Callable[[], Any]) -> Any:
+        return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)
+
+    def in_transaction(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with worker.store.transaction():
+                return fn()
+        return run
+
+    # ------------------------------------------------------------------ unsubscribe
+
+    async def unsubscribe(token: str) -> tuple[str, str] | None:
+        try:
+            found = verify(token, env.get(SECRET_ENV, ""))
+        except ConfigurationError:
+            return None  # no secret: no link can be valid
+        if found is None:
+            return None
+        user, channel = found
+        trait = channel_consent_trait(channel) if channel in CHANNELS else CONSENT_TRAIT
+
+        def record() -> None:
+            store = worker.store
+            uid = store.resolve(user) or user
+            if _is_forgotten(store.conn, user) or _is_forgotten(store.conn, uid):
+                return  # nothing to unsubscribe: the profile is erased and stays so
+            state = store.load(uid)
+            if state is not None and state.traits.get(trait) is True:
+                return  # already unsubscribed: nothing to record again
+            worker.engine.update_profile(uid, {trait: True}, "unsubscribe link")
+
+        await on_worker(in_transaction(record))
+        return found
+
+    async def unsubscribe_page(token: str) -> Response:
+        found = await unsubscribe(token)
+        if found is None:
+            return _not_found()
+        channel = found[1]
+        what = f"{channel} messages" if channel in CHANNELS else "messages"
+        return _page("You are unsubscribed", f"You will not receive any more {what} from us.")
+
+    async def one_click(token: str, request: Request) -> Response:
+        body = (await request.body())[:4096].decode("utf-8", "replace")
+        if "List-Unsubscribe=One-Click" not in body:
+            return _page("Bad request", "Expected List-Unsubscribe=One-Click (RFC 8058).", 400)
+        found = await unsubscribe(token)
+        if found is None:
+            return _not_found()
+        return _page("You are unsubscribed", "Your unsubscribe request was recorded.")
+
+    app.add_api_route("/u/{token}", unsubscribe_page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/u/{token}", one_click, methods=["POST"], include_in_schema=False)
+
+    # ------------------------------------------------------------------ profile API
+
+    async def profile(user_id: str, request: Request) -> Response:
+        header = request.headers.get("authorization")
+        if not profile_keys:
+            return _error(404, "the profile API is off: set [ingest] profile_keys_env in journeys.toml")
+        if not (_matches(_header_key(header), profile_keys) or _matches(_bearer(header), profile_keys)):
+            return _error(401, "a profile key is required (HTTP Basic user name or Bearer)")
+
+        def read() -> Any:
+            store = worker.store
+            uid = store.resolve(user_id) or user_id
+            state = store.load(uid)
+            return None if state is None else {"userId": uid, "traits": jsonable_encoder(dict(state.traits))}
+
+        found = await on_worker(read)
+        if found is None:
+            return _error(404, f"no profile {user_id!r}")
+        return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
+    app.add_api_route("/v1/profile/{user_id:path}", profile, methods=["GET"], tags=["profile"],
+                      summary="A profile's traits")
+
+    # ------------------------------------------------------------------ admin API
+
+    def admin_refusal(request: Request) -> Response | None:
+        if not admin_token:
+            return _error(401, f"the admin API is off: set {ADMIN_TOKEN_ENV}")
+        if not _matches(_bearer(request.headers.get("authorization")), [admin_token]):
+            return _error(401, "Authorization: Bearer <admin token> is required")
+        return None
+
+    def user_view(any_id: str) -> Any:
+        store = worker.store
+        conn = store.conn
+        uid = store.resolve(any_id) or any_id
+        state = store.load(uid)
+        if state is None:
+            return None
+        instances = [
+            {"journey": i.journey, "version": i.version, "entry": i.entry, "entered_at": i.entered_at,
+             "path": i.path, "wait": i.wait, "since": i.since, "wake": i.wake, "exiting": i.exiting}
+            for i in sorted(state.instances.values(), key=lambda i: i.journey)]
+        cols = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
+        actions = [dict(zip(cols, r)) for r in conn.execute(
+            f"SELECT {', '.join(cols)} FROM actions WHERE user = ? ORDER BY time DESC, id DESC LIMIT ?",
+            (uid, RECENT_ACTIONS))]
+        aliases = sorted({a for (a,) in conn.execute("SELECT alias FROM identities WHERE user_id = ?", (uid,))}
+                         | set(state.aliases))
+        return jsonable_encoder({
+            "userId": uid, "traits": dict(state.traits), "aliases": aliases,
+            "audiences": sorted(state.audiences), "segments": dict(state.segments),
+            "journeys": instances, "next_wake": state.wake, "recent_actions": actions})
+
+    async def admin_user(user_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        found = await on_worker(lambda: user_view(user_id))
+        if found is None:
+            return _error(404, f"no profile {user_id!r}")
+        return JSONResponse(found)
+
+    def journey_counts() -> Any:
+        out: dict[str, Any] = {}
+        for journey, version, path, wait, n in worker.store.conn.execute(
+                "SELECT journey, version, coalesce(path, ''), coalesce(wait, ''), count(*) FROM instances "
+                "GROUP BY journey, version, path, wait ORDER BY journey, version, path, wait"):
+            j = out.setdefault(journey, {"journey": journey, "in_flight": 0, "steps": []})
+            j["in_flight"] += n
+            j["steps"].append({"version": version, "path": path or None, "wait": wait or None, "users": n})
+        return {"journeys": list(out.values())}
+
+    async def admin_journeys(request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        return JSONResponse(await on_worker(journey_counts))
+
+    async def admin_dead_letters(request: Request, state: str = DEAD, limit: int = 100) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        if state not in (DEAD, FAILED):
+            return _error(400, f"state: {DEAD} or {FAILED}")
+        limit = max(1, min(limit, 1000))
+
+        def listing() -> Any:
+            return {"entries": [
+                {"id": e.id, "action_id": e.action_id, "connector": e.connector, "user_id": e.user_id,
+                 "kind": e.kind, "target": e.target, "state": e.state, "attempts": e.attempts,
+                 "last_error": e.last_error, "created": utc_text(e.created), "next_at": utc_text(e.next_at)}
+                for e in worker.outbox.by_state(state, limit)]}
+
+        return JSONResponse(await on_worker(listing))
+
+    async def admin_retry(entry_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        done = await on_worker(in_transaction(
+            lambda: worker.dispatcher.retry_dead(entry_id, worker.clock.now())))
+        if not done:
+            return _error(404, f"no dead or failed outbox entry {entry_id!r}")
+        return JSONResponse({"id": entry_id, "state": "pending"})
+
+    def forget(any_id: str) -> Any:
+        store = worker.store
+        conn = store.conn
+        uid = store.resolve(any_id) or any_id
+        state = store.load(uid)
+        ids = {any_id, uid} | (set(state.aliases) if state is not None else set())
+        ids |= {a for (a,) in conn.execute("SELECT alias FROM identities WHERE user_id = ?", (uid,))}
+        counts = {
+            "profiles": 1 if state is not None else 0,
+            "instances": conn.execute("SELECT count(*) FROM instances WHERE user_id = ?", (uid,)).fetchone()[0],
+        }
+        store.delete(uid)
+        marks = ",".join("?" * len(ids))
+        counts["identities"] = conn.execute(
+            f"DELETE FROM identities WHERE user_id = ? OR alias IN ({marks})", (uid, *ids)).rowcount
+        counts["outbox"] = conn.execute(f"DELETE FROM outbox WHERE user_id IN ({marks})", tuple(ids)).rowcount
+        counts["action_payloads"] = conn.execute(
+            f"UPDATE actions SET json = NULL WHERE user IN ({marks}) AND json IS NOT NULL", tuple(ids)).rowcount
+        at = utc_text(worker.clock.now())
+        conn.executemany("INSERT OR IGNORE INTO forgotten (user_id, at) VALUES (?, ?)", [(i, at) for i in sorted(ids)])
+        return {"userId": uid, "forgotten": sorted(ids), "deleted": counts,
+                "audiences_not_removed": sorted(state.audiences) if state is not None else []}
+
+    async def admin_forget(user_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        return JSONResponse(await on_worker(in_transaction(lambda: forget(user_id))))
+
+    for path, endpoint, method in (
+            ("/admin/users/{user_id:path}", admin_user, "GET"),
+            ("/admin/users/{user_id:path}", admin_forget, "DELETE"),
+            ("/admin/journeys", admin_journeys, "GET"),
+            ("/admin/dead-letters", admin_dead_letters, "GET"),
+            ("/admin/dead-letters/{entry_id:path}/retry", admin_retry, "POST")):
+        app.add_api_route(path, endpoint, methods=[method], tags=["admin"], include_in_schema=False)

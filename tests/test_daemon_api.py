@@ -1,0 +1,185 @@
+"""The daemon's routes beyond the ingest, on a real `journeys serve` process on loopback: the signed
+unsubscribe link (GET page and RFC 8058 One-Click POST) suppressing later emails, the profile API,
+and the admin API (auth, user view, journey counts, dead letters and their retry, forget-user)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import httpx
+
+from connectors.unsubscribe import sign
+
+from .test_daemon import daemons, eventually, rows, shop, tiny_project  # noqa: F401 - fixtures
+from .test_smtp import Server
+
+SECRET = "unsubscribe-secret-for-tests-0123456789"
+ADMIN = "admin-token-for-tests"
+PROFILE_KEY = "profile-key-for-tests"
+BEARER = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def caught_up(d) -> None:
+    def done():
+        body = httpx.get(d.url + "/readyz").json()
+        return body["inbox_lag"] == 0
+    eventually(done)
+
+
+def test_unsubscribe_link_suppresses_later_emails_and_one_click_and_bad_tokens(tmp_path, daemons):
+    smtp = Server().start()
+    try:
+        project = tiny_project(tmp_path / "tiny", smtp.port)
+        d = daemons(project, None, JOURNEYS_UNSUBSCRIBE_SECRET=SECRET)
+        db = project / "data" / "tiny.db"
+        for uid in ("u1", "u2", "u3"):
+            assert d.post("identify", {"userId": uid, "traits": {"email": f"{uid}@example.com"}}).status_code == 200
+        caught_up(d)
+
+        page = httpx.get(f"{d.url}/u/{sign('u1', 'email', SECRET)}")
+        assert page.status_code == 200 and "You are unsubscribed" in page.text
+        assert page.headers["content-type"].startswith("text/html")
+        again = httpx.get(f"{d.url}/u/{sign('u1', 'email', SECRET)}")  # idempotent
+        assert again.status_code == 200 and "You are unsubscribed" in again.text
+
+        one_click = httpx.post(f"{d.url}/u/{sign('u2', 'email', SECRET)}", content="List-Unsubscribe=One-Click",
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert one_click.status_code == 200
+        assert httpx.post(f"{d.url}/u/{sign('u2', 'email', SECRET)}", content="x=1").status_code == 400
+
+        for bad in (sign("u1", "email", "another-secret-of-enough-length"), "garbage", "a.b"):
+            r = httpx.get(f"{d.url}/u/{bad}")
+            assert r.status_code == 404 and "not valid" in r.text
+        assert httpx.post(f"{d.url}/u/garbage", content="List-Unsubscribe=One-Click").status_code == 404
+
+        for uid in ("u1", "u2"):
+            (raw,) = rows(db, "SELECT state FROM profiles WHERE user_id = ?", uid)[0]
+            assert json.loads(raw)["t"]["email_unsubscribed"] is True
+
+        # later emails of the journey are stopped by consent: an action, no outbox entry, no mail
+        # (u3, who did not unsubscribe, gets hers)
+        for uid in ("u1", "u2", "u3"):
+            assert d.post("track", {"userId": uid, "event": "Signed Up"}).status_code == 200
+
+        def decided():
+            return rows(db, "SELECT user, kind, outcome, reason FROM actions WHERE kind = 'email' ORDER BY user")
+        found = eventually(lambda: len(decided()) == 3 and decided(), timeout=8)
+        assert [(u, o, r) for u, _, o, r in found] == [("u1", "suppressed", "consent"),
+                                                       ("u2", "suppressed", "consent"), ("u3", "sent", None)], found
+        eventually(lambda: rows(db, "SELECT user_id, state FROM outbox WHERE kind = 'email'") == [("u3", "delivered")])
+        assert [m[1] for m in smtp.handler.messages] == [["u3@example.com"]]
+        assert d.stop() == 0
+    finally:
+        smtp.stop()
+
+
+def shop_with_keys(shop):
+    toml = shop / "journeys.toml"
+    text = toml.read_text().replace('write_keys_env = ["JOURNEYS_WRITE_KEY"]',
+                                    'write_keys_env = ["JOURNEYS_WRITE_KEY"]\nprofile_keys_env = ["JOURNEYS_PROFILE_KEY"]')
+    toml.write_text(text)
+    return shop
+
+
+def test_profile_api_and_admin_api(shop, tmp_path, daemons):
+    db = tmp_path / "store.db"
+    d = daemons(shop_with_keys(shop), f"sqlite:///{db}", JOURNEYS_PROFILE_KEY=PROFILE_KEY,
+                JOURNEYS_ADMIN_TOKEN=ADMIN)
+    assert d.post("identify", {"userId": "u1", "anonymousId": "anon-1",
+                               "traits": {"email": "ann@example.com"}}).status_code == 200
+    assert d.post("track", {"userId": "u1", "event": "Product Viewed",
+                            "properties": {"name": "Face Cream", "category": "beauty"}}).status_code == 200
+    assert d.post("track", {"userId": "u2", "event": "Product Viewed",
+                            "properties": {"name": "Tent", "category": "outdoor"}}).status_code == 200
+    caught_up(d)
+
+    # the profile API: its own key, not the write key
+    url = f"{d.url}/v1/profile/u1"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, auth=("test-write-key", "")).status_code == 401
+    r = httpx.get(url, auth=(PROFILE_KEY, ""))
+    assert r.status_code == 200, r.text
+    assert r.json()["traits"]["home_banner"] == "beauty"
+    assert httpx.get(f"{d.url}/v1/profile/anon-1", headers={"Authorization": f"Bearer {PROFILE_KEY}"}
+                     ).json()["userId"] == "u1"  # an alias resolves
+    assert httpx.get(f"{d.url}/v1/profile/nobody", auth=(PROFILE_KEY, "")).status_code == 404
+
+    # admin auth
+    for method, path in (("GET", "/admin/users/u1"), ("GET", "/admin/journeys"), ("GET", "/admin/dead-letters"),
+                         ("POST", "/admin/dead-letters/x/retry"), ("DELETE", "/admin/users/u1")):
+        assert httpx.request(method, d.url + path).status_code == 401
+        assert httpx.request(method, d.url + path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+    # the user view
+    user = httpx.get(f"{d.url}/admin/users/u1", headers=BEARER).json()
+    assert user["userId"] == "u1" and user["traits"]["home_banner"] == "beauty"
+    assert "anon-1" in user["aliases"]
+    flying = {j["journey"]: j for j in user["journeys"]}
+    assert "Browse abandonment" in flying
+    assert flying["Browse abandonment"]["path"] and flying["Browse abandonment"]["wake"]
+    assert user["next_wake"]
+    assert user["recent_actions"] and all("kind" in a for a in user["recent_actions"])
+    assert httpx.get(f"{d.url}/admin/users/nobody", headers=BEARER).status_code == 404
+
+    # live counts per journey and step
+    counts = {j["journey"]: j for j in httpx.get(f"{d.url}/admin/journeys", headers=BEARER).json()["journeys"]}
+    assert counts["Browse abandonment"]["in_flight"] == 2
+    assert sum(s["users"] for s in counts["Browse abandonment"]["steps"]) == 2
+
+    # dead letters: the ad connectors have no credentials here, so their entries fail; make one dead
+    eventually(lambda: rows(db, "SELECT id FROM outbox WHERE connector = 'meta' AND user_id = 'u1' "
+                                "AND state = 'failed'"))
+    ((entry_id,),) = rows(db, "SELECT id FROM outbox WHERE connector = 'meta' AND user_id = 'u1'")
+    conn = sqlite3.connect(db, timeout=5)
+    with conn:
+        conn.execute("UPDATE outbox SET state = 'dead', attempts = 8 WHERE id = ?", (entry_id,))
+    conn.close()
+    dead = httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"]
+    assert [e["id"] for e in dead] == [entry_id] and dead[0]["attempts"] == 8
+    failed = httpx.get(f"{d.url}/admin/dead-letters?state=failed", headers=BEARER).json()["entries"]
+    assert failed and entry_id not in [e["id"] for e in failed]
+    r = httpx.post(f"{d.url}/admin/dead-letters/{entry_id}/retry", headers=BEARER)
+    assert r.status_code == 200 and r.json()["state"] == "pending"
+    # retried at once: attempted again (and failing again, permanently, with attempts reset)
+    eventually(lambda: rows(db, "SELECT state, attempts FROM outbox WHERE id = ?", entry_id) == [("failed", 1)])
+    assert httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"] == []
+    assert httpx.post(f"{d.url}/admin/dead-letters/no-such/retry", headers=BEARER).status_code == 404
+
+    # forget u1: profile, journeys, identities, outbox, action payloads go; a tombstone stays
+    r = httpx.delete(f"{d.url}/admin/users/anon-1", headers=BEARER)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["userId"] == "u1" and set(body["forgotten"]) >= {"u1", "anon-1"}
+    assert rows(db, "SELECT count(*) FROM profiles WHERE user_id = 'u1'") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM instances WHERE user_id = 'u1'") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM identities WHERE user_id = 'u1' OR alias = 'anon-1'") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM outbox WHERE user_id = 'u1'") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM actions WHERE user = 'u1' AND json IS NOT NULL") == [(0,)]
+    assert {u for (u,) in rows(db, "SELECT user_id FROM forgotten")} >= {"u1", "anon-1"}
+    assert httpx.get(f"{d.url}/admin/users/u1", headers=BEARER).status_code == 404
+    assert httpx.get(f"{d.url}/v1/profile/u1", auth=(PROFILE_KEY, "")).status_code == 404
+    # u2 is untouched
+    assert httpx.get(f"{d.url}/v1/profile/u2", auth=(PROFILE_KEY, "")).json()["traits"]["home_banner"] == "outdoor"
+
+    # later events of the forgotten user (by id or anonymous id) are dropped by the processor
+    assert d.post("track", {"userId": "u1", "event": "Product Viewed",
+                            "properties": {"name": "Soap", "category": "beauty"}}).status_code == 200
+    assert d.post("track", {"anonymousId": "anon-1", "event": "Product Viewed",
+                            "properties": {"name": "Soap", "category": "beauty"}}).status_code == 200
+    caught_up(d)
+    time.sleep(0.2)
+    assert rows(db, "SELECT count(*) FROM profiles WHERE user_id IN ('u1', 'anon-1')") == [(0,)]
+    assert d.stop() == 0
+
+
+def test_admin_api_is_off_without_a_token_and_profile_api_without_keys(shop, tmp_path, daemons):
+    d = daemons(shop, f"sqlite:///{tmp_path / 'store.db'}")
+    assert httpx.get(f"{d.url}/admin/journeys", headers={"Authorization": "Bearer x"}).status_code == 401
+    assert httpx.get(f"{d.url}/admin/journeys", headers=BEARER).status_code == 401
+    r = httpx.get(f"{d.url}/v1/profile/u1", auth=("test-write-key", ""))
+    assert r.status_code == 404 and "profile_keys_env" in r.text
+    # no unsubscribe secret: no link verifies
+    assert httpx.get(f"{d.url}/u/{sign('u1', 'email', SECRET)}").status_code == 404
+    assert d.stop() == 0
