@@ -2,8 +2,8 @@
 
 Reload: the worker thread asks `Reloader.due()` once per round (at most every MAX_IDLE, ~1 s):
 true after a SIGHUP, or when the mtimes of journeys/**/*.journey, templates/** or journeys.toml
-changed (looked at every JOURNEYS_RELOAD_POLL seconds, default 1; 0 turns the watching off). It then recompiles with `load_checked`. On errors the running program stays, and the
-diagnostics (one line each: file:line:col code message) go to the log and to /readyz
+changed (looked at every JOURNEYS_RELOAD_POLL seconds, default 1; 0 turns the watching off).
+It then recompiles with `load_checked`. On errors the running program stays, and the diagnostics (one line each: file:line:col code message) go to the log and to /readyz
 (`reload_errors`). On success the new program keeps every version the old one could reach, so a
 user in flight finishes the version they entered (the engine looks journeys up by (name,
 version)), while new entries take the new version; the swap happens on the worker thread between
