@@ -101,7 +101,11 @@ class Worker:
     def __init__(self, root: Path, config: Any, program: Any, path: str, *, clock: Clock | None = None,
                  environ: dict[str, str] | None = None, counts: Counts | None = None):
         self.root, self.config, self.program, self.path = root, config, program, path
-        self.clock = clock or SystemClock()
+        from .reload import Lateness, TimedClock
+
+        self.lateness = Lateness()  # how late timers fire (/metrics)
+        self.clock = TimedClock(clock or SystemClock(), self.lateness)
+        self.reloader: Any = None  # an engine.reload.Reloader: hot reload (serve sets it)
         self.environ = environ
         self.counts = counts or Counts()
         self.wake = threading.Event()
@@ -236,6 +240,7 @@ class Worker:
         while not self.stopping.is_set():
             self.heartbeat = time.monotonic()
             self.wake.clear()  # before looking: a commit from now on wakes the wait below
+            self._guard("reload", self._reload)
             self._run_jobs()
             more = self.round()
             mono = time.monotonic()
@@ -250,6 +255,17 @@ class Worker:
             delay = min(self._until_next(), next_flush - time.monotonic(), MAX_IDLE)
             if delay > 0:
                 self.wake.wait(delay)
+
+    def _reload(self) -> None:
+        """Between transactions: a new program after SIGHUP or a changed project file (engine.reload)."""
+        if self.reloader is None or not self.reloader.due():
+            return
+        from .reload import swap
+
+        program = self.reloader.reload(self.program)
+        if program is not None:
+            swap(self.engine, program)
+            self.program = program
 
     def _guard(self, what: str, run: Callable[[], Any]) -> None:
         try:
@@ -373,6 +389,9 @@ def add_health(app: Any, worker: Worker) -> None:
             body["inbox_error"] = str(exc)
             ready = False
         body["counts"] = worker.counts.snapshot()
+        from .reload import readyz_fields
+
+        body.update(readyz_fields(worker, worker.reloader))
         body["ready"] = ready
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -388,13 +407,16 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
 
     from .daemon_api import add_routes
     from .ingest import create_app
+    from .reload import Reloader, add_metrics
 
     worker = Worker(root, config, program, path, environ=environ)
+    worker.reloader = Reloader(root)
     worker.start()  # opens the store (and creates its tables) before the ingest opens the inbox
     try:
         app = create_app(config, path, write_keys)
         _signal_ingest(app, worker.wake)
         add_health(app, worker)
+        add_metrics(app, worker, worker.reloader)
         add_routes(app, worker)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                                lifespan="on", timeout_graceful_shutdown=10))
@@ -406,6 +428,12 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+        def reload(signum: int, frame: Any) -> None:
+            worker.reloader.request()  # the worker reloads between transactions
+            worker.wake.set()
+
+        signal.signal(signal.SIGHUP, reload)
         log.warning("journeys serve: http://%s:%d, store %s", host, port, path)
         server.run()
         if not server.started:
