@@ -17,7 +17,8 @@ handled in one `store.transaction()` with `inbox.mark(last seq)` (the inbox is o
 store's connection): states, actions, outbox entries and the cursor commit together, so a crash
 neither loses nor repeats a message. Before each message, timers due by now fire. A group that
 fails is retried one message at a time; a message that fails on its own (an engine bug, a row
-that no longer parses) is logged and skipped, so one bad message cannot stop the daemon.
+that no longer parses) is logged and set aside with its error in the table `inbox_failed`, so one
+bad message cannot stop the daemon and nothing accepted is lost.
 
 Wake-ups: the ingest's inbox is wrapped so that each committed group sets a `threading.Event`
 the worker waits on; the worker otherwise sleeps until the earliest of its deadlines: the store's
@@ -310,10 +311,18 @@ class Worker:
                 for row in rows:
                     self._process([row])
                 return
-            seq = rows[0][0]
-            log.error("inbox message %d skipped: %s: %s", seq, type(exc).__name__, exc, exc_info=exc)
+            seq, raw = rows[0]
+            log.error("inbox message %d set aside: %s: %s", seq, type(exc).__name__, exc, exc_info=exc)
             self.counts.add("inbox.failed")
-            self._in_transaction(lambda: self.inbox.mark(seq))
+
+            def set_aside() -> None:  # kept with its error for an operator: moved past, never lost
+                self.store.conn.execute(
+                    "CREATE TABLE IF NOT EXISTS inbox_failed (seq INTEGER PRIMARY KEY, raw BLOB, error TEXT, at TEXT)")
+                self.store.conn.execute("INSERT OR REPLACE INTO inbox_failed VALUES (?, ?, ?, ?)",
+                                        (seq, raw, f"{type(exc).__name__}: {exc}", clock.now().isoformat()))
+                self.inbox.mark(seq)
+
+            self._in_transaction(set_aside)
         self.processed += len(rows)
         self.counts.add("inbox.processed", len(rows))
 

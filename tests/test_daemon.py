@@ -296,7 +296,7 @@ def test_the_worker_wakes_when_events_are_committed_not_on_a_poll(shop, tmp_path
     assert sorted(latencies)[2] < 0.2, latencies
 
 
-def test_a_message_the_engine_cannot_take_is_skipped_and_the_rest_go_on(tmp_path):
+def test_a_message_the_engine_cannot_take_is_set_aside_and_the_rest_go_on(tmp_path):
     from engine.daemon import Worker
     from engine.inbox import Inbox, message_to_json
     from engine.messages import parse_message
@@ -324,4 +324,6 @@ def test_a_message_the_engine_cannot_take_is_skipped_and_the_rest_go_on(tmp_path
     assert {u for (u,) in rows(db, "SELECT user_id FROM profiles")} == {"u0", "u1", "u2"}
     assert {m for (m,) in rows(db, "SELECT message_id FROM messages")} == {"m0", "m1", "m2"}
     assert worker.counts.snapshot()["inbox.failed"] == 1
+    (aside,) = rows(db, "SELECT seq, raw, error FROM inbox_failed")
+    assert aside[0] == 2 and aside[1] == b'{"type": "nonsense"}' and aside[2]  # kept with its error
     assert not worker.store_open
