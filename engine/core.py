@@ -328,7 +328,7 @@ class _Run:
         self.instances[j.name] = inst
         self.goals = self.goals + tuple(
             PendingGoal(j.name, version, count, self.user, g.name, self.now, self.now + timedelta(seconds=g.seconds),
-                        named=inst.named)
+                        named=inst.named if g.reads_named else MappingProxyType({}))
             for g in j.goals)
         self.transition(inst, "entered", None, j.entry.describe())
         self.advance(inst, j, j.first)

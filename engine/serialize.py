@@ -3,21 +3,21 @@
 The daemon serialises one state per event, so the format is built for orjson's native types and
 for a decoder that knows where every datetime is (no tagging, no walking of arbitrary values):
 
-    {"v": 1,                                   format version
+    {"v": 3,                                   format version
      "u": user_id,
      "t": {traits},                            any JSON values, written and read as they are
      "h": {event name: [[times...], [properties...]]},   history, one entry per name, oldest first
-     "i": {journey: [journey, version, entry, origin, entered_at, path, wait, since, wake,
+     "i": {journey: [version, entry, origin, entered_at, path, wait, since, wake,
                      {alias: [event, timestamp, properties]}, [[path, arm]...], exiting]},
      "e": {journey: [count, latest entry time]},
      "g": [[journey, version, entry, origin, goal, entered_at, deadline, [[path, arm]...], named]...],
      "s": [[time, channel, journey]...],
      "a": [audiences...], "seg": {segment: bool}, "al": [aliases...]}
 
-Empty fields are left out. Datetimes are written by orjson as RFC 3339 with their offset and with
-microseconds when there are any (`2026-03-02T10:00:00+00:00`, `...10:00:00.000005+00:00`) and
-read back with `datetime.fromisoformat`, which gives `timezone.utc` itself for `+00:00`: a round
-trip is exact for the aware UTC datetimes the engine uses throughout.
+Empty fields are left out, and so is an `origin` equal to the user id (null). Datetimes are
+integers: microseconds since 1970-01-01 UTC, half the bytes of an ISO string (a user in a journey
+holds a dozen of them) and exact both ways for the aware UTC datetimes the engine uses
+throughout (read back as `timezone.utc` datetimes).
 
 What comes back, so that `state_from_json(state_to_json(s))` equals `s` field by field:
 - `traits`, `instances`, `entries`, `segments` and each instance's `named` are read-only
@@ -38,7 +38,7 @@ decoded by orjson.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import repeat
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -50,10 +50,17 @@ from journeys.evaluation import Event, HistoryIndex
 from .effects import Action
 from .state import Instance, PendingGoal, SendRecord, UserState
 
-FORMAT_VERSION = 2  # 2: pending goals keep the run's named events
+FORMAT_VERSION = 3  # 2: pending goals keep the run's named events; 3: times as integers, origin elided
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _at(us: int) -> datetime:
+    """A state's time back from its microseconds since 1970: an aware UTC datetime, exactly."""
+    return _EPOCH + timedelta(microseconds=us)
 _fromiso = datetime.fromisoformat
 _proxy = MappingProxyType
 _dumps = orjson.dumps
@@ -66,6 +73,8 @@ def _default(obj: Any) -> Any:
         return dict(obj)
     if isinstance(obj, (frozenset, set)):
         return sorted(obj)
+    if isinstance(obj, datetime):  # states only (OPT_PASSTHROUGH_DATETIME): microseconds since 1970 UTC
+        return (obj - _EPOCH) // _MICROSECOND
     if isinstance(obj, Event):
         return [obj.event, obj.timestamp, obj.properties]
     raise TypeError(f"cannot store a {type(obj).__name__} in a user state: {obj!r}")
@@ -82,9 +91,9 @@ def _named(named: Mapping[str, Event]) -> dict[str, list[Any]] | None:
     return {k: [e.event, e.timestamp, e.properties] for k, e in named.items()} if named else None
 
 
-def _instance(i: Instance) -> list[Any]:
-    return [i.journey, i.version, i.entry, i.origin, i.entered_at, i.path, i.wait, i.since, i.wake,
-            _named(i.named), i.arms or None, i.exiting]
+def _instance(i: Instance, uid: str) -> list[Any]:
+    return [i.version, i.entry, None if i.origin == uid else i.origin, i.entered_at, i.path, i.wait,
+            i.since, i.wake, _named(i.named), i.arms or None, i.exiting]  # the journey is the key
 
 
 def state_to_json(state: UserState) -> bytes:
@@ -96,12 +105,12 @@ def state_to_json(state: UserState) -> bytes:
     if by_name:
         d["h"] = {name: (times, [e.properties for e in evs]) for name, (evs, times) in by_name.items()}
     if state.instances:
-        d["i"] = {k: _instance(i) for k, i in state.instances.items()}
+        d["i"] = {k: _instance(i, state.user_id) for k, i in state.instances.items()}
     if state.entries:
         d["e"] = state.entries
     if state.goals:
-        d["g"] = [(g.journey, g.version, g.entry, g.origin, g.goal, g.entered_at, g.deadline, g.arms,
-                   _named(g.named)) for g in state.goals]
+        d["g"] = [(g.journey, g.version, g.entry, None if g.origin == state.user_id else g.origin, g.goal,
+                   g.entered_at, g.deadline, g.arms, _named(g.named)) for g in state.goals]
     if state.sends:
         d["s"] = [(r.time, r.channel, r.journey) for r in state.sends]
     if state.audiences:
@@ -110,7 +119,7 @@ def state_to_json(state: UserState) -> bytes:
         d["seg"] = state.segments
     if state.aliases:
         d["al"] = sorted(state.aliases)
-    return _dumps(d, default=_default)
+    return _dumps(d, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 # ----------------------------------------------------------------------------------- decoding
@@ -124,22 +133,22 @@ def _arms(raw: list[list[str]] | None) -> tuple[tuple[str, str], ...]:
     return tuple(tuple(a) for a in raw) if raw else ()  # type: ignore[misc]
 
 
-def _instance_from(raw: list[Any]) -> Instance:
-    (journey, version, entry, origin, entered_at, path, wait, since, wake, named, arms, exiting) = raw
+def _instance_from(journey: str, raw: list[Any], uid: str) -> Instance:
+    (version, entry, origin, entered_at, path, wait, since, wake, named, arms, exiting) = raw
     return Instance(
-        journey, version, entry, origin, _fromiso(entered_at), path, wait,
-        None if since is None else _fromiso(since), None if wake is None else _fromiso(wake),
+        journey, version, entry, uid if origin is None else origin, _at(entered_at), path, wait,
+        None if since is None else _at(since), None if wake is None else _at(wake),
         _named_from(named), _arms(arms), exiting)
 
 
 def _named_from(named: dict[str, list[Any]] | None) -> Mapping[str, Event]:
-    return _proxy({k: Event(n, _fromiso(t), p) for k, (n, t, p) in named.items()}) if named else _EMPTY
+    return _proxy({k: Event(n, _at(t), p) for k, (n, t, p) in named.items()}) if named else _EMPTY
 
 
 def _history(raw: dict[str, list[Any]]) -> HistoryIndex:
     by_name: dict[str, tuple[tuple[Event, ...], tuple[datetime, ...]]] = {}
     for name, (stamps, props) in raw.items():
-        times = tuple(map(_fromiso, stamps))
+        times = tuple(map(_at, stamps))
         by_name[name] = (tuple(map(Event, repeat(name), times, props)), times)
     return HistoryIndex._of(by_name)  # type: ignore[arg-type]
 
@@ -155,14 +164,15 @@ def state_from_json(data: bytes | str) -> UserState:
     raw = get("h")
     history = _history(raw) if raw else HistoryIndex()
     raw = get("i")
-    instances = _proxy({k: _instance_from(v) for k, v in raw.items()}) if raw else _EMPTY
+    uid = d["u"]
+    instances = _proxy({k: _instance_from(k, v, uid) for k, v in raw.items()}) if raw else _EMPTY
     raw = get("e")
-    entries = _proxy({k: (n, _fromiso(t)) for k, (n, t) in raw.items()}) if raw else _EMPTY
+    entries = _proxy({k: (n, _at(t)) for k, (n, t) in raw.items()}) if raw else _EMPTY
     raw = get("g")
-    goals = tuple(PendingGoal(j, v, n, o, g, _fromiso(a), _fromiso(b), _arms(arms), _named_from(named))
+    goals = tuple(PendingGoal(j, v, n, uid if o is None else o, g, _at(a), _at(b), _arms(arms), _named_from(named))
                   for j, v, n, o, g, a, b, arms, named in raw) if raw else ()
     raw = get("s")
-    sends = tuple(SendRecord(_fromiso(t), c, j) for t, c, j in raw) if raw else ()
+    sends = tuple(SendRecord(_at(t), c, j) for t, c, j in raw) if raw else ()
     raw = get("a")
     audiences = frozenset(raw) if raw else frozenset()
     raw = get("seg")

@@ -184,7 +184,10 @@ class _Declarations:
         elif isinstance(d, A.Goal):
             if any(g.name == d.name.value for g in self.goals):
                 raise CompileError(f'goal "{d.name.value}" is defined twice', d.name.span)
-            self.goals.append(G.Goal(d.name.value, compile_match(d.match, self.aliases), window_seconds(d.within)))
+            reads = d.match.where is not None and any(isinstance(n, A.Name) and n.name in self.aliases
+                                                      for n in d.match.where.walk())
+            self.goals.append(G.Goal(d.name.value, compile_match(d.match, self.aliases), window_seconds(d.within),
+                                     reads_named=reads))
             self.live_matches.append(d.match)
         elif isinstance(d, A.Cap):
             self.caps.append(_cap(d))

@@ -281,6 +281,7 @@ class Goal:
     name: str
     match: EventMatcher
     seconds: int  # counted when it happens within this long after entry
+    reads_named: bool = False  # its `where` reads the journey's `as` events: keep them with the goal
 
 
 @dataclass(frozen=True)
