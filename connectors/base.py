@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
 
+from .errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -66,3 +68,15 @@ class Batching(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# Settings of `[connectors.NAME]` that the registry and the dispatcher read; never a connector's own.
+CONFIG_KEYS = frozenset({"channel", "type", "default", "rate", "burst", "concurrency"})
+
+
+def check_settings(name: str, kind: str, settings: Mapping[str, Any], known: set[str] | frozenset[str]) -> None:
+    """A typo in journeys.toml is a configuration error now, not a silently ignored setting."""
+    unknown = set(settings) - set(known) - CONFIG_KEYS
+    if unknown:
+        raise ConfigurationError(f"connector {name!r} ({kind}): unknown settings {', '.join(sorted(unknown))}; "
+                                 f"known: {', '.join(sorted(known))}")

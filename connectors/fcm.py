@@ -48,7 +48,7 @@ import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ._push import DeliveredMemo, PushMessage, PushResult, fan_out, profile_list, push_message
-from .base import Delivery
+from .base import Delivery, check_settings
 from .errors import (ConfigurationError, DeliveryError, InvalidRecipient, PermanentError, RetryableError,
                      from_http_status, parse_retry_after)
 
@@ -217,10 +217,7 @@ class FcmConnector:
     def from_settings(cls, name: str, settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
                       **kwargs: Any) -> "FcmConnector":
         """From a journeys.toml connector's settings (`ConnectorConfig.settings`)."""
-        unknown = set(settings) - SETTINGS
-        if unknown:
-            raise ConfigurationError(f"connector {name!r} (fcm): unknown settings {', '.join(sorted(unknown))}; "
-                                     f"known: {', '.join(sorted(SETTINGS))}")
+        check_settings(name, "fcm", settings, SETTINGS)
         if not settings.get("credentials_env"):
             raise ConfigurationError(f"connector {name!r} (fcm) needs credentials_env")
         opts = {k: settings[k] for k in ("project_id", "base_url", "ttl", "timeout") if k in settings}

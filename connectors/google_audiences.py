@@ -67,7 +67,7 @@ from typing import Any, Callable, Mapping
 import httpx
 
 from . import identifiers as ids
-from .base import Delivery, Result
+from .base import Delivery, Result, check_settings
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -205,10 +205,7 @@ class GoogleCustomerMatch:
                       **overrides: Any) -> "GoogleCustomerMatch":
         """From a `[connectors.NAME]` table's settings (`ConnectorConfig.settings`)."""
         env = os.environ if env is None else env
-        unknown = set(settings) - SETTINGS
-        if unknown:
-            raise ConfigurationError(f"connector {name!r} (google_customer_match): unknown settings "
-                                     f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(SETTINGS))}")
+        check_settings(name, "google_customer_match", settings, SETTINGS)
         values: dict[str, Any] = {}
         missing: list[str] = []
         for attr, key in SECRETS.items():

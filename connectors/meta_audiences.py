@@ -63,7 +63,7 @@ from typing import Any, Mapping
 import httpx
 
 from . import identifiers as ids
-from .base import Delivery, Result
+from .base import Delivery, Result, check_settings
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -146,10 +146,7 @@ class MetaCustomAudiences:
                       **overrides: Any) -> "MetaCustomAudiences":
         """From a `[connectors.NAME]` table's settings (`ConnectorConfig.settings`)."""
         env = os.environ if env is None else env
-        unknown = set(settings) - SETTINGS
-        if unknown:
-            raise ConfigurationError(f"connector {name!r} (meta_custom_audiences): unknown settings "
-                                     f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(SETTINGS))}")
+        check_settings(name, "meta_custom_audiences", settings, SETTINGS)
         token_env = settings.get("access_token_env")
         token = env.get(token_env) if token_env else None
         missing = None

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from journeys.config import ProjectConfig
 
-from .base import Delivery, Result
+from .base import CONFIG_KEYS, Delivery, Result
 from .errors import ConfigurationError
 
 # type → "module:Class" (imported only when a project uses it)
@@ -31,7 +31,6 @@ TYPES: dict[str, str] = {
 }
 EMAIL_TYPES = {"smtp", "resend"}
 PUSH_TYPES = {"fcm", "webpush"}
-COMMON = {"channel", "type", "default", "rate", "burst", "concurrency"}  # read here, not by the connector
 
 
 class Unusable:
@@ -71,7 +70,7 @@ def build(config: ProjectConfig, root: Path, env: Mapping[str, str] | None = Non
     templates = root  # template stores read <root>/templates/<channel>/<name>.j2
     out: dict[str, Any] = {}
     for name, c in config.connectors.items():
-        settings = {k: v for k, v in c.settings.items() if k not in COMMON}
+        settings = {k: v for k, v in c.settings.items() if k not in CONFIG_KEYS}
         out[name] = _guarded(name, c.channel, lambda: _one(name, c.type, settings, env, templates,
                                                            config.project.public_url))
     for name, w in config.webhooks.items():

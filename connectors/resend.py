@@ -31,7 +31,8 @@ import httpx
 from .base import Delivery, Result
 from .errors import ConfigurationError, PermanentError, RetryableError, from_http_status, parse_retry_after
 from .render import EmailRenderer, TemplateStore, recipient
-from .smtp import check_settings, parse_seconds
+from .base import check_settings
+from .smtp import parse_seconds
 
 DEFAULT_BASE_URL = "https://api.resend.com"
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}

@@ -35,7 +35,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Mapping
 
-from .base import Delivery, Result
+from .base import Delivery, Result, check_settings
 from .errors import ConfigurationError, DeliveryError, InvalidRecipient, PermanentError, RetryableError
 from .render import EmailRenderer, RenderedEmail, TemplateStore, recipient
 
@@ -43,15 +43,6 @@ NO_SUCH_USER = {550, 551, 553}
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 SETTINGS = {"host", "port", "security", "username_env", "password_env", "from", "timeout", "ca_file", "local_hostname"}
-COMMON = {"channel", "type", "default"}
-
-
-def check_settings(name: str, kind: str, settings: Mapping[str, Any], known: set[str]) -> None:
-    """A typo in journeys.toml is a configuration error now, not a silently ignored setting."""
-    unknown = set(settings) - known - COMMON
-    if unknown:
-        raise ConfigurationError(f"connector {name!r} ({kind}): unknown settings {', '.join(sorted(unknown))}; "
-                                 f"known: {', '.join(sorted(known))}")
 
 
 def parse_seconds(value: Any, field: str) -> float:

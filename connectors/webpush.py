@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid, VapidException
 
 from ._push import DeliveredMemo, PushMessage, PushResult, fan_out, profile_list, push_message
-from .base import Delivery
+from .base import Delivery, check_settings
 from .errors import (ConfigurationError, DeliveryError, InvalidRecipient, PermanentError, RetryableError,
                      from_http_status, parse_retry_after)
 
@@ -135,10 +135,7 @@ class WebPushConnector:
     def from_settings(cls, name: str, settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
                       **kwargs: Any) -> "WebPushConnector":
         """From a journeys.toml connector's settings (`ConnectorConfig.settings`)."""
-        unknown = set(settings) - SETTINGS
-        if unknown:
-            raise ConfigurationError(f"connector {name!r} (webpush): unknown settings {', '.join(sorted(unknown))}; "
-                                     f"known: {', '.join(sorted(SETTINGS))}")
+        check_settings(name, "webpush", settings, SETTINGS)
         for required in ("vapid_private_key_env", "vapid_subject"):
             if not settings.get(required):
                 raise ConfigurationError(f"connector {name!r} (webpush) needs {required}")
