@@ -298,10 +298,11 @@ class Worker:
 
         def run() -> None:
             for _, raw in rows:
-                engine.run_due(clock.now())
                 msg = message_from_json(raw)
                 if keep(msg):
-                    engine.handle(msg)
+                    engine.take(msg, clock.now())
+                else:
+                    engine.run_due(clock.now())
             self.inbox.mark(rows[-1][0])
 
         try:

@@ -71,6 +71,14 @@ class Engine:
             raise ValueError(f"unknown message type {msg.type!r}")
         self._run(uid, inp, now, [Received(now, uid, msg.type, msg.event)])
 
+    def take(self, msg: Message, at: datetime) -> None:
+        """The one rule for an arriving message, in the daemon and the dry-run alike: every timer
+        due at or before `at` fires first, then the message is handled at `at` (the dry-run
+        passes the event's own time, the daemon the time now)."""
+        self.run_due(at)
+        self.clock.advance(at)
+        self.handle(msg)
+
     def update_profile(self, user_id: str, traits: Mapping[str, Any], why: str) -> None:
         """A profile update that comes from delivery, not from a sender (a push token the provider
         says is gone): it runs through the engine like an identify call, so segments and exit
@@ -206,9 +214,7 @@ def handle_all(engine: Engine, messages: Sequence[Message], until: datetime | No
     for start in range(0, len(messages), GROUP_COMMIT):
         with engine.store.transaction():  # a durable store commits once per group, not per message
             for msg in messages[start:start + GROUP_COMMIT]:
-                engine.run_due(msg.timestamp)
-                engine.clock.advance(msg.timestamp)
-                engine.handle(msg)
+                engine.take(msg, msg.timestamp)
         if progress is not None:
             progress(min(start + GROUP_COMMIT, len(messages)))
     if until is not None:
