@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import heapq
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence
+from itertools import islice
+from typing import Any, Callable, Iterable, Mapping
 
 from journeys.evaluation import Event
 
@@ -207,16 +208,19 @@ class Engine:
             self._plan_zone(zone, self.clock.now())
 
 
-def handle_all(engine: Engine, messages: Sequence[Message], until: datetime | None,
+def handle_all(engine: Engine, messages: Iterable[Message], until: datetime | None,
                progress: Callable[[int], None] | None = None) -> None:
     """The dry-run's loop: each message at its own time, timers in between, then run to `until`.
-    `progress`, if given, hears the number of messages handled after each group commit."""
-    for start in range(0, len(messages), GROUP_COMMIT):
+    Messages (any iterable, in time order) are taken GROUP_COMMIT at a time, so a long log is
+    never held whole; `progress`, if given, hears the number handled after each group commit."""
+    stream, done = iter(messages), 0
+    while chunk := list(islice(stream, GROUP_COMMIT)):
         with engine.store.transaction():  # a durable store commits once per group, not per message
-            for msg in messages[start:start + GROUP_COMMIT]:
+            for msg in chunk:
                 engine.take(msg, msg.timestamp)
+        done += len(chunk)
         if progress is not None:
-            progress(min(start + GROUP_COMMIT, len(messages)))
+            progress(done)
     if until is not None:
         with engine.store.transaction():
             engine.run_due(until)

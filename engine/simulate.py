@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from itertools import chain
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -27,7 +27,7 @@ from .effects import Action, Effect
 from .messages import Message
 from .program import Program
 from .report import Report
-from .runtime import GROUP_COMMIT, Engine, handle_all
+from .runtime import Engine, handle_all
 from .sinks import FanOut, Sink
 from .store import MemoryStore, Store
 
@@ -135,34 +135,22 @@ def simulate(program: Program, messages: Iterable[Message], *, until: datetime |
     if end is None and isinstance(messages, Sequence):
         end = messages[-1].timestamp  # a list out of order keeps its old meaning: up to the last one
     engine = Engine(program, store, VirtualClock(first), FanOut(report, *sinks))
-    count = done = 0
-    last = first
-    chunk: list[Message] = []
-    for message in chain((head,), stream) if head is not None else ():
-        count += 1
-        if end is not None and message.timestamp > end:
-            continue
-        last = message.timestamp
-        chunk.append(message)
-        if len(chunk) == GROUP_COMMIT:
-            done = _handle(engine, chunk, done, progress)
-            chunk = []
-    if chunk:
-        done = _handle(engine, chunk, done, progress)
+    count, last = 0, first
+
+    def kept() -> Iterator[Message]:  # counts every message, passes those up to `end`
+        nonlocal count, last
+        for message in chain((head,), stream) if head is not None else ():
+            count += 1
+            if end is None or message.timestamp <= end:
+                last = message.timestamp
+                yield message
+
+    handle_all(engine, kept(), None, progress)
     if end is None:
         end = last  # the last message's time (a SortedLog's .last)
     handle_all(engine, [], end)  # the timers due by the end
     report.finish(_states(store))
     return DryRun(report, store, count, first, end)
-
-
-def _handle(engine: Engine, chunk: list[Message], done: int, progress: Callable[[int], None] | None) -> int:
-    """One group of messages through the daemon's loop (one transaction: GROUP_COMMIT of them)."""
-    handle_all(engine, chunk, None)
-    done += len(chunk)
-    if progress is not None:
-        progress(done)
-    return done
 
 
 def _states(store: Store):
