@@ -40,7 +40,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -313,14 +313,15 @@ class Worker:
                     self._process([row])
                 return
             seq, raw = rows[0]
-            log.error("inbox message %d set aside: %s: %s", seq, type(exc).__name__, exc, exc_info=exc)
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("inbox message %d set aside: %s", seq, error, exc_info=exc)
             self.counts.add("inbox.failed")
 
             def set_aside() -> None:  # kept with its error for an operator: moved past, never lost
                 self.store.conn.execute(
                     "CREATE TABLE IF NOT EXISTS inbox_failed (seq INTEGER PRIMARY KEY, raw BLOB, error TEXT, at TEXT)")
                 self.store.conn.execute("INSERT OR REPLACE INTO inbox_failed VALUES (?, ?, ?, ?)",
-                                        (seq, raw, f"{type(exc).__name__}: {exc}", clock.now().isoformat()))
+                                        (seq, raw, error, clock.now().isoformat()))
                 self.inbox.mark(seq)
 
             self._in_transaction(set_aside)
