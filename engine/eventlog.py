@@ -665,9 +665,6 @@ def parse_time(value: datetime | str | None, name: str) -> datetime | None:
     return value.astimezone(_UTC)
 
 
-_utc = parse_time  # the name engine/simulate_cli.py imports
-
-
 def read_logs(
     paths: Iterable[str | os.PathLike[str]],
     mapping: Mapping[str, str] | None = None,
