@@ -136,6 +136,7 @@ def _register_engine_commands() -> None:
     from .diff_cli import diff_command
     from .fmt_cli import fmt_command
     from .generate_cli import generate_command
+    from .migrate_cli import migrate_command
     from .render_cli import render_command
     from .simulate_cli import simulate_command
     from .scenario_cli import test_command
@@ -148,6 +149,7 @@ def _register_engine_commands() -> None:
     app.command("fmt")(fmt_command)
     app.command("render")(render_command)
     app.command("serve")(serve_command)
+    app.command("migrate")(migrate_command)
 
 
 _register_engine_commands()

@@ -1,7 +1,7 @@
 """The dry-run: a recorded event log through the daemon's engine, on a virtual clock.
 
 Nothing here decides anything about journeys. It picks the clock (virtual: the events' own times),
-the store (in memory, or a SQLite file) and the sinks (a report, a sends file, a trace), then runs
+the store (in memory, a SQLite file or a PostgreSQL schema) and the sinks (a report, a sends file, a trace), then runs
 `engine.runtime.handle_all`, the loop the daemon's rule defines: before an event at time t, every
 timer due at or before t fires. Messages stream in (`engine.eventlog.open_logs` reads them from
 the files as they are needed), one group commit at a time.
@@ -61,19 +61,24 @@ def load_program(path: str | Path, journeys: Sequence[str] | None = None) -> Pro
     return Program.build(compiled, only=journeys or None)
 
 
-DRY_RUN_MARK = "dry_run"  # a table that says: this SQLite file holds a dry-run's state
+DRY_RUN_MARK = "dry_run"  # a table that says: this SQLite file (or PostgreSQL schema) holds a dry-run's state
 
 
 class StoreInUse(Exception):
-    """The file given to the dry-run holds state that is not a dry-run's (a daemon's store)."""
+    """The store given to the dry-run holds state that is not a dry-run's (a daemon's store)."""
 
 
 def open_dry_run_store(url: str):
-    """A SQLite store for one dry-run. A run starts from nothing, so a file left by an earlier
-    dry-run is replaced; a file holding anything else (a daemon's store) is never written over."""
+    """A store for one dry-run (`engine.stores.open_store`: SQLite or PostgreSQL). A run starts from
+    nothing, so a file or schema left by an earlier dry-run is emptied; one holding anything else (a
+    daemon's store) is never written over."""
     import sqlite3
 
-    from .sqlite_store import SqliteStore, sqlite_path
+    from .sqlite_store import sqlite_path
+    from .stores import is_postgres, open_store
+
+    if is_postgres(url):
+        return _open_dry_run_postgres(url)
 
     path = sqlite_path(url)
     if path != ":memory:" and Path(path).exists() and Path(path).stat().st_size > 0:
@@ -87,8 +92,31 @@ def open_dry_run_store(url: str):
                              "choose another file")
         for suffix in ("", "-wal", "-shm"):
             Path(path + suffix).unlink(missing_ok=True)
-    store = SqliteStore(url)
+    store = open_store(url)
     store.conn.execute(f"CREATE TABLE IF NOT EXISTS {DRY_RUN_MARK} (note TEXT)")
+    return store
+
+
+def _open_dry_run_postgres(url: str):
+    """The PostgreSQL side of `open_dry_run_store`: the URL's schema must be new, empty, or an
+    earlier dry-run's (whose tables are dropped; the schema itself and its grants stay)."""
+    from psycopg import sql
+
+    from .pg_store import connect, redact
+    from .stores import open_store
+
+    conn, schema = connect(url)
+    with conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1",
+                                             (schema,))]
+        if tables and DRY_RUN_MARK not in tables:
+            raise StoreInUse(f"{redact(url)}: schema {schema} holds state that is not a dry-run's; the dry-run never "
+                             "writes over it: choose another schema (?schema=name)")
+        if tables:
+            conn.execute(sql.SQL("DROP TABLE {} CASCADE").format(
+                sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)))
+    store = open_store(url)
+    store.conn.execute(f"CREATE TABLE IF NOT EXISTS {DRY_RUN_MARK} (note text)")
     return store
 
 

@@ -25,7 +25,7 @@ def simulate_command(
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write the report as one self-contained HTML page."),
     sends_out: Optional[Path] = typer.Option(None, "--sends", help="Write every action as JSON lines."),
     trace: Optional[str] = typer.Option(None, "--trace", help="Print this user's timeline."),
-    store: Optional[str] = typer.Option(None, "--store", help="Keep the run's state in a SQLite file (sqlite:///path.db) instead of memory."),
+    store: Optional[str] = typer.Option(None, "--store", help="Keep the run's state in a store instead of memory: a SQLite file (sqlite:///path.db) or a PostgreSQL schema (postgresql://user@host/db?schema=name)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary table."),
 ) -> None:
     """Replay recorded events through the engine on a virtual clock: what would be sent, to whom, when, why."""
@@ -37,6 +37,7 @@ def simulate_command(
     from .eventlog import LogError, MappingError, open_logs, parse_mapping
     from .eventlog import parse_time
     from .simulate import ProjectError, SendsWriter, StoreInUse, load_program, open_dry_run_store, simulate
+    from .store import StoreError
     from .summary import render_summary
     from .trace import Trace
 
@@ -84,6 +85,9 @@ def simulate_command(
             the_store = open_dry_run_store(store) if store else None
         except (StoreInUse, ValueError) as e:
             raise _usage_error(f"--store: {e}")
+        except StoreError as e:  # unreachable, or a schema from a newer Journeys
+            err.print(Text(f"error: --store: {e}", style="bold red"))
+            raise typer.Exit(1)
         run_task = progress.add_task("simulating", total=log.count) if progress else None
         try:  # the messages are read from the files again as the run goes
             with log:

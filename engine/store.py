@@ -21,6 +21,12 @@ from .effects import Action
 from .state import UserState
 
 
+class StoreError(Exception):
+    """A store cannot be opened or used as asked: an unreachable server, a schema newer than this
+    engine, a store that is not the caller's. The message is for a person (it names the store, never
+    a password); command lines print it without a traceback."""
+
+
 class Store(Protocol):
     def load(self, user_id: str) -> UserState | None: ...
 

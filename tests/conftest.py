@@ -85,3 +85,44 @@ def make(tmp_path):
         return Harness.from_source(tmp_path / f"p{next(counter)}", source, start, **kw)
 
     return make
+
+
+# ---------------------------------------------------------------------------------- PostgreSQL
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test server (JOURNEYS_TEST_PG, default a local trust-auth server's `test` database).
+    Unreachable: the PostgreSQL tests are skipped on a laptop, but fail in CI (CI=true), where a
+    server is part of the job and a skip would hide that nothing ran."""
+    import os
+
+    import psycopg
+
+    url = os.environ.get("JOURNEYS_TEST_PG", PG_DEFAULT)
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as e:
+        message = f"PostgreSQL is not reachable at {url} (JOURNEYS_TEST_PG): {e}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def pg_url(postgres_url) -> str:
+    """A store URL with a schema of its own (a uuid: test runs in parallel never meet), dropped after."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from engine.pg_store import with_schema
+
+    schema = f"test_{uuid.uuid4().hex}"
+    yield with_schema(postgres_url, schema)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

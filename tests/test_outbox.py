@@ -13,7 +13,9 @@ from connectors.errors import InvalidRecipient, PermanentError, RetryableError
 from connectors.recording import RecordingConnector
 from engine.dispatch import Backoff, Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
 from engine.effects import Action
-from engine.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, MemoryOutbox, SqliteOutbox
+from engine.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, Entry, MemoryOutbox, SqliteOutbox
+from engine.pg_outbox import PostgresOutbox
+from engine.pg_store import PostgresStore
 from engine.sqlite_store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
@@ -25,12 +27,17 @@ def action(n: int = 1, kind: str = "email", target: str = "welcome", outcome: st
                   channel=None, target=target, outcome=outcome, via=via, data={"code": "X"})
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def outbox(request, tmp_path):
     if request.param == "memory":
-        return MemoryOutbox()
-    store = SqliteStore(str(tmp_path / "s.db"))
-    return SqliteOutbox(store.conn)
+        yield MemoryOutbox()
+    elif request.param == "sqlite":
+        store = SqliteStore(str(tmp_path / "s.db"))
+        yield SqliteOutbox(store.conn)
+        store.close()
+    else:  # a schema of its own per test (tests/conftest.py)
+        with PostgresStore(request.getfixturevalue("pg_url")) as store:
+            yield PostgresOutbox(store.conn)
 
 
 def dispatcher(outbox, connectors, **kw):
@@ -250,3 +257,44 @@ def test_templates_see_the_event_the_step_ran_on(make):
     by = {a.target: a.event for a in h.sent("u1")}
     assert by["now"]["properties"] == {"order_id": "o1"}  # an arriving event
     assert by["later"]["properties"] == {"name": "Lamp"}  # after a wait: the event that started the run
+
+
+def entry(n: int, next_at=T0, connector: str = "smtp") -> Entry:
+    return Entry(f"a{n}", connector, f"u{n}", "email", "welcome", "{}", T0, next_at)
+
+
+def test_add_counts_only_new_entries_and_due_orders_by_time_then_id(outbox):
+    assert outbox.add([]) == 0
+    assert outbox.add([entry(2), entry(1), entry(3, T0 - timedelta(seconds=1))]) == 3
+    assert outbox.add([entry(1), entry(4, T0 + timedelta(hours=1))]) == 1  # a1 is there already
+    assert [e.id for e in outbox.due(T0)] == ["a3:smtp", "a1:smtp", "a2:smtp"]
+    assert [e.id for e in outbox.due(T0, limit=1)] == ["a3:smtp"]
+    got = outbox.get("a4:smtp")
+    assert got == entry(4, T0 + timedelta(hours=1)) and got.next_at.utcoffset() == timedelta(0)
+
+
+def test_postgres_outbox_survives_reopening(pg_url):
+    with PostgresStore(pg_url) as store:
+        OutboxSink(PostgresOutbox(store.conn), ROUTES).emit([action(1)])
+    with PostgresStore(pg_url) as store:
+        assert [e.id for e in PostgresOutbox(store.conn).due(T0)] == ["a1:smtp"]
+
+
+def test_postgres_claims_skip_entries_another_worker_holds(pg_url):
+    with PostgresStore(pg_url) as one, PostgresStore(pg_url) as two:
+        first, second = PostgresOutbox(one.conn), PostgresOutbox(two.conn)
+        first.add([entry(n) for n in range(1, 6)])
+        with one.transaction():
+            mine = first.due(T0, limit=2, claim=True)
+            assert [e.id for e in mine] == ["a1:smtp", "a2:smtp"]
+            with two.transaction():  # another worker gets the rest, without waiting for the first
+                theirs = second.due(T0, limit=10, claim=True)
+                assert [e.id for e in theirs] == ["a3:smtp", "a4:smtp", "a5:smtp"]
+            assert [e.id for e in second.due(T0)] == [f"a{n}:smtp" for n in range(1, 6)]  # plain reads see all
+            assert second.due(T0, skip={"smtp"}) == []  # a connector whose pool is full
+            for e in mine:
+                first.save(e.evolve(state=DELIVERED))
+        with two.transaction():  # the first worker's transaction is over: what it left pending is claimable
+            assert [e.id for e in second.due(T0, claim=True)] == ["a3:smtp", "a4:smtp", "a5:smtp"]
+        with pytest.raises(RuntimeError, match="inside a transaction"):
+            first.due(T0, claim=True)

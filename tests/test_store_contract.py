@@ -1,9 +1,11 @@
-"""The `Store` contract, held by `MemoryStore` (the reference) and `SqliteStore` alike, and the
-state serialisation the SQLite store rests on.
+"""The `Store` contract, held by `MemoryStore` (the reference), `SqliteStore` and `PostgresStore`
+alike, and the state serialisation the persistent stores rest on.
 
-Every contract test runs on both stores. The SQLite-only tests cover what memory has no notion of:
-reopening a file, transactions, the schema and the admin `instances` table. The engine tests run
-the same messages through `engine.runtime.Engine` on each store and want identical effects.
+Every contract test runs on every store (PostgreSQL in a schema of its own per test; skipped when
+no server is reachable, except in CI). The SQLite-only and PostgreSQL-only tests cover what memory
+has no notion of: reopening, transactions, the schema, migrations and the admin `instances` table.
+The engine tests run the same messages through `engine.runtime.Engine` on each store and want
+identical effects.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from engine.program import Program
 from engine.runtime import Engine, handle_all
 from engine.serialize import action_from_row, action_to_row, state_from_json, state_to_json, utc_text
 from engine.sinks import Recorder
+from engine.pg_store import PostgresStore
 from engine.sqlite_store import SqliteStore, sqlite_path
 from engine.state import Instance, PendingGoal, SendRecord, UserState, new_user
 from engine.store import MemoryStore
@@ -113,15 +116,18 @@ def logged(store) -> dict[str, Action]:
     """The action log, by id, whatever the store."""
     if isinstance(store, MemoryStore):
         return dict(store.actions)
+    if isinstance(store, PostgresStore):
+        return {id: action_from_row({"json": json}) for id, json in store.conn.execute("SELECT id, json FROM actions")}
     return {row["id"]: action_from_row(row) for row in store.db["actions"].rows}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path):
     if request.param == "memory":
         yield MemoryStore()
     else:
-        s = SqliteStore(str(tmp_path / "store.db"))
+        s = (SqliteStore(str(tmp_path / "store.db")) if request.param == "sqlite"
+             else PostgresStore(request.getfixturevalue("pg_url")))
         yield s
         s.close()
 
@@ -458,6 +464,255 @@ def test_sqlite_in_memory():
         assert s.seen("m") is False and s.seen("m") is True
 
 
+# ---------------------------------------------------------------------------------- PostgreSQL only
+
+
+def test_postgres_reopen_keeps_everything(pg_url):
+    s = PostgresStore(pg_url)
+    s.save(rich_state("u1"), "Europe/Berlin")
+    s.save(waiting("u2", T0 + 30 * H), "UTC")
+    s.link("anon-1", "u1")
+    assert s.seen("m1") is False
+    s.record([action("a1")])
+    s.close()
+
+    with PostgresStore(pg_url) as s:
+        assert same_state(s.load("u1"), rich_state("u1"))
+        assert same_state(s.load("u2"), waiting("u2", T0 + 30 * H))
+        assert s.resolve("anon-1") == "u1"
+        assert s.seen("m1") is True and s.seen("m2") is False
+        assert logged(s) == {"a1": action("a1")}
+        assert s.users() == ["u1", "u2"]
+        assert s.users_in_zone("Europe/Berlin") == ["u1"]
+        assert s.zones() == {"Europe/Berlin", "UTC"}
+        assert s.next_timer(T0 + 100 * H) == (T0 + H, "u1")
+
+
+def test_postgres_schema_migrations_and_indexes(pg_url):
+    from engine.migrations import POSTGRES, latest
+
+    assert [m.version for m in POSTGRES] == list(range(1, len(POSTGRES) + 1))
+    with PostgresStore(pg_url) as s:
+        q = s.conn.execute
+        assert [r[0] for r in q("SELECT version FROM schema_migrations")] == [latest()]
+        tables = {r[0] for r in q("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                  (s.schema,))}
+        assert tables == {"schema_migrations", "profiles", "identities", "messages", "actions", "instances", "outbox"}
+        assert q("SELECT count(*) FROM information_schema.tables WHERE table_name = 'profiles' "
+                 "AND table_schema = 'public'").fetchone() == (0,)  # nothing outside its schema
+        assert q("SELECT collation_name FROM information_schema.columns WHERE table_schema = %s "
+                 "AND table_name = 'profiles' AND column_name = 'user_id'", (s.schema,)).fetchone() == ("C",)
+        assert q("SELECT data_type FROM information_schema.columns WHERE table_schema = %s "
+                 "AND table_name = 'profiles' AND column_name = 'state'", (s.schema,)).fetchone() == ("bytea",)
+        q("SET enable_seqscan = off")  # an empty table: make the planner show what it would do at scale
+        plan = "\n".join(r[0] for r in q("EXPLAIN SELECT wake, user_id FROM profiles WHERE wake <= now() "
+                                         "ORDER BY wake, user_id LIMIT 1"))
+        assert "profiles_wake" in plan and "Sort" not in plan, plan
+    with PostgresStore(pg_url) as s:  # reopening applies nothing twice
+        assert [r[0] for r in s.conn.execute("SELECT version FROM schema_migrations")] == [latest()]
+
+
+def test_postgres_refuses_a_schema_from_a_newer_journeys(pg_url):
+    from engine.migrations import SchemaTooNew
+
+    with PostgresStore(pg_url) as s:
+        s.conn.execute("INSERT INTO schema_migrations (version) VALUES (99)")
+    with pytest.raises(SchemaTooNew, match="version 99, but this Journeys knows versions up to 1"):
+        PostgresStore(pg_url)
+
+
+def test_postgres_stores_opening_at_once_migrate_once(pg_url):
+    import threading
+
+    errors, stores = [], []
+    start = threading.Barrier(6)
+
+    def open_one():
+        start.wait()
+        try:
+            stores.append(PostgresStore(pg_url))
+        except Exception as e:  # pragma: no cover - the failure this test is for
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(stores) == 6
+    assert stores[0].conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+    for s in stores:
+        s.close()
+
+
+def test_postgres_migrations_must_be_numbered_in_order(pg_url):
+    from engine.migrations import Migration, migrate
+    from engine.pg_store import connect
+
+    conn, schema = connect(pg_url)
+    with conn, pytest.raises(ValueError, match="numbered"):
+        migrate(conn, schema, migrations=(Migration(2, "two", ()),))
+
+
+def test_postgres_a_failing_migration_changes_nothing_and_says_which(pg_url):
+    from engine.migrations import POSTGRES, Migration, migrate
+    from engine.pg_store import connect
+    from engine.store import StoreError
+
+    conn, schema = connect(pg_url)
+    with conn:
+        broken = (*POSTGRES, Migration(len(POSTGRES) + 1, "broken", ("CREATE TABLE outbox (id text)",)))
+        with pytest.raises(StoreError, match=f"migration {len(broken)} failed, nothing was changed: .*outbox"):
+            migrate(conn, schema, "the store", migrations=broken)
+        assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.profiles",)).fetchone() == (None,)
+
+
+def test_postgres_columns(pg_url):
+    with PostgresStore(pg_url) as s:
+        s.save(rich_state("u1"), "Europe/Berlin")
+        s.record([action("a1", "deferred", reason="quiet hours", until=T0 + H)])
+        assert s.conn.execute("SELECT zone, wake FROM profiles").fetchall() == [("Europe/Berlin", T0 + H)]
+        assert bytes(s.conn.execute("SELECT state FROM profiles").fetchone()[0]) == state_to_json(rich_state("u1"))
+        row = s.conn.execute('SELECT time, "user", outcome, reason, rule, json FROM actions WHERE id = %s',
+                             ("a1",)).fetchone()
+        expected = action("a1", "deferred", reason="quiet hours", until=T0 + H)
+        assert row[:5] == (T0 + timedelta(microseconds=5), "u1", "deferred", "quiet hours", None)
+        assert row[5] == action_to_row(expected)["json"]  # the same bytes as SQLite's log
+
+
+def test_postgres_record_keeps_the_later_of_one_id_in_a_batch(pg_url):
+    with PostgresStore(pg_url) as s:
+        s.record([action("a1", "deferred"), action("a1", "sent", via="smtp")])
+        assert logged(s) == {"a1": action("a1", "sent", via="smtp")}
+
+
+def test_postgres_instances_table_follows_saves(pg_url):
+    rows = "SELECT journey, version, entry, path, wait, wake FROM instances WHERE user_id = %s ORDER BY journey"
+    with PostgresStore(pg_url) as s:
+        state = rich_state("u1")
+        s.save(state, "UTC")
+        s.save(waiting("u2", T0 + H), "UTC")
+        assert s.conn.execute(rows, ("u1",)).fetchall() == [
+            ("Browse abandonment", "1143d31b26da", 2, "browse/1", "for", T0 + H),
+            ("Checkout abandonment", "aa11", 1, "checkout/3", "until", T0 + 20 * H),
+            ("First purchase", "cc33", 1, None, None, None),
+            ("Retarget by engagement", "bb22", 3, "retarget/exit/1", "held", T0 + 11 * H),
+        ]
+        moved = replace(state.instances["Checkout abandonment"], path="checkout/4", wait=None, wake=None)
+        s.save(state.evolve(instances=MappingProxyType({"Checkout abandonment": moved,
+                                                        "First purchase": state.instances["First purchase"]})),
+               "UTC")
+        assert s.conn.execute(rows, ("u1",)).fetchall() == [
+            ("Checkout abandonment", "aa11", 1, "checkout/4", None, None),
+            ("First purchase", "cc33", 1, None, None, None),
+        ]
+        s.save(new_user("u1"), "UTC")
+        assert s.conn.execute(rows, ("u1",)).fetchall() == []
+        s.delete("u2")
+        assert s.conn.execute("SELECT count(*) FROM instances").fetchone() == (0,)
+
+
+def test_postgres_transaction_commits_together(pg_url):
+    with PostgresStore(pg_url) as s, PostgresStore(pg_url) as other:
+        with s.transaction():
+            assert s.seen("m1") is False
+            s.link("anon-1", "u1")
+            s.save(rich_state("u1"), "UTC")
+            s.record([action("a1")])
+            assert other.load("u1") is None and other.resolve("anon-1") is None  # not yet visible
+        assert same_state(other.load("u1"), rich_state("u1"))
+        assert other.resolve("anon-1") == "u1"
+        assert other.seen("m1") is True
+        assert logged(other) == {"a1": action("a1")}
+
+
+def test_postgres_transaction_rolls_back_on_an_exception(pg_url):
+    from psycopg.pq import TransactionStatus
+
+    with PostgresStore(pg_url) as s:
+        s.save(waiting("u0", T0 + H), "UTC")
+        with pytest.raises(ZeroDivisionError):
+            with s.transaction():
+                assert s.seen("m1") is False
+                s.link("anon-1", "u1")
+                s.save(rich_state("u1"), "UTC")
+                s.delete("u0")
+                s.record([action("a1")])
+                1 / 0
+        assert s.load("u1") is None
+        assert same_state(s.load("u0"), waiting("u0", T0 + H))
+        assert s.resolve("anon-1") is None
+        assert s.seen("m1") is False  # the message can be retried
+        assert logged(s) == {}
+        assert s.next_timer(T0 + 100 * H) == (T0 + H, "u0")
+        assert s.conn.info.transaction_status == TransactionStatus.IDLE
+        s.save(rich_state("u1"), "UTC")  # and the store works on, in autocommit
+    with PostgresStore(pg_url) as s:
+        assert s.users() == ["u0", "u1"]
+
+
+def test_postgres_nested_transactions_are_savepoints(pg_url):
+    with PostgresStore(pg_url) as s:
+        with s.transaction():
+            s.link("kept", "u1")
+            with pytest.raises(KeyError):
+                with s.transaction():
+                    s.link("dropped", "u1")
+                    raise KeyError("inner")
+            s.link("kept too", "u1")
+        assert (s.resolve("kept"), s.resolve("dropped"), s.resolve("kept too")) == ("u1", None, "u1")
+
+
+def test_postgres_autocommit_outside_transactions(pg_url):
+    from psycopg.pq import TransactionStatus
+
+    with PostgresStore(pg_url) as s, PostgresStore(pg_url) as other:
+        assert s.conn.autocommit
+        s.save(rich_state("u1"), "UTC")
+        s.link("anon-1", "u1")
+        assert s.seen("m1") is False
+        assert s.conn.info.transaction_status == TransactionStatus.IDLE
+        assert same_state(other.load("u1"), rich_state("u1"))
+        assert other.resolve("anon-1") == "u1"
+        assert other.seen("m1") is True
+
+
+def test_postgres_schemas_keep_stores_apart(pg_url):
+    from engine.pg_store import with_schema
+
+    with PostgresStore(pg_url) as a, PostgresStore(with_schema(pg_url, a.schema + "_b")) as b:
+        try:
+            a.save(new_user("only-in-a"), "UTC")
+            assert b.users() == [] and a.users() == ["only-in-a"]
+        finally:
+            b.conn.execute(f"DROP SCHEMA {b.schema} CASCADE")
+
+
+def test_postgres_urls():
+    from engine.pg_store import parse_url, redact, with_schema
+
+    assert parse_url("postgresql://u@h:5432/db") == ("postgresql://u@h:5432/db", "journeys")
+    assert parse_url("postgres://u:pw@h/db?schema=shop&sslmode=require") == (
+        "postgres://u:pw@h/db?sslmode=require", "shop")
+    assert redact("postgresql://u:s3cret@h:5432/db?schema=x") == "postgresql://u:***@h:5432/db?schema=x"
+    assert redact("postgresql://h/db?password=s3cret&schema=x") == "postgresql://h/db?password=***&schema=x"
+    assert with_schema("postgresql://h/db?sslmode=require&schema=a", "b") == "postgresql://h/db?sslmode=require&schema=b"
+    for bad, why in [("postgresql://u:s3cret@h/db?schema=Shop-1", "not a plain lower-case name"),
+                     ("postgresql://u:s3cret@h/db?schema=a&schema=b", "2 times"),
+                     ("mysql://u:s3cret@h/db", "not a PostgreSQL URL")]:
+        with pytest.raises(ValueError, match=why) as e:
+            parse_url(bad)
+        assert "s3cret" not in str(e.value)
+
+
+def test_postgres_unreachable_server_is_a_clear_error_without_the_password():
+    from engine.store import StoreError
+
+    with pytest.raises(StoreError, match=r"postgresql://me:\*\*\*@127.0.0.1:1/db\?schema=x: cannot connect") as e:
+        PostgresStore("postgresql://me:s3cret@127.0.0.1:1/db?schema=x")
+    assert "s3cret" not in str(e.value)
+
+
 # ---------------------------------------------------------------------------------- serialisation
 
 
@@ -649,3 +904,54 @@ def test_engine_on_the_sample_log(shop_program, tmp_path):
     with SqliteStore(str(tmp_path / "sample.db")) as s:
         assert run(shop_program, s, messages, until) == expected
     assert any(e.get("outcome") == "sent" for e in expected)
+
+
+# ---------------------------------------------------------------------------------- the engine on PostgreSQL
+
+
+def test_engine_gives_the_same_effects_on_postgres(shop_program, pg_url):
+    messages = scenario()
+    until = datetime(2026, 3, 24, tzinfo=UTC)
+    memory = MemoryStore()
+    expected = run(shop_program, memory, messages, until)
+    with PostgresStore(pg_url) as pg:
+        assert run(shop_program, pg, messages, until) == expected
+        assert list(pg.users()) == list(memory.users())
+        for uid in memory.users():
+            assert same_state(pg.load(uid), memory.load(uid)), uid
+        assert logged(pg) == logged(memory)
+        assert pg.zones() == memory.zones()
+        far = until + timedelta(days=365)
+        assert pg.next_timer(far) == memory.next_timer(far)
+
+
+def test_engine_on_a_reopened_postgres_store_carries_on(shop_program, pg_url):
+    messages = scenario()
+    until = datetime(2026, 3, 24, tzinfo=UTC)
+    expected = run(shop_program, MemoryStore(), messages, until)
+    half = len(messages) // 2
+    recorder = Recorder()
+    with PostgresStore(pg_url) as s:
+        engine = Engine(shop_program, s, VirtualClock(messages[0].timestamp), recorder)
+        handle_all(engine, messages[:half], None)
+    with PostgresStore(pg_url) as s:
+        engine = Engine(shop_program, s, VirtualClock(messages[half - 1].timestamp), recorder)
+        handle_all(engine, messages[half:], until)
+    assert [e.to_json() for e in recorder.effects] == expected
+
+
+def test_engine_on_the_sample_log_on_postgres(shop_program, pg_url, tmp_path):
+    lines = (REPO / "examples" / "shop" / "events" / "sample.jsonl").read_bytes().splitlines()[:700]
+    messages = [parse_message(orjson.loads(line)) for line in lines]
+    until = messages[-1].timestamp + timedelta(days=15)
+    expected = run(shop_program, MemoryStore(), messages, until)
+    with PostgresStore(pg_url) as pg, SqliteStore(str(tmp_path / "sample.db")) as sqlite:
+        assert run(shop_program, pg, messages, until) == expected
+        run(shop_program, sqlite, messages, until)
+        # both persistent stores hold the same bytes for every profile
+        for uid in sqlite.users():
+            a = pg.conn.execute("SELECT state FROM profiles WHERE user_id = %s", (uid,)).fetchone()[0]
+            b = sqlite.conn.execute("SELECT state FROM profiles WHERE user_id = ?", (uid,)).fetchone()[0]
+            assert bytes(a) == bytes(b), uid
+        assert pg.users() == sqlite.users()
+

@@ -1,0 +1,96 @@
+"""`PostgresOutbox`: the durable outbox (engine.outbox) in a PostgreSQL store's schema.
+
+It works on the store's own connection, so entries commit in the same transaction as the state
+that produced them, exactly as `SqliteOutbox` does on the SQLite file. The table `outbox` is
+created by the store's migrations (`engine.migrations`, version 1); times are timestamptz, ids
+`COLLATE "C"` so that "oldest due first, then by id" is the same order as in the other outboxes.
+
+Entry states are engine.outbox's; `due` takes `pending` entries and `sending` ones whose lease
+(`next_at`) ran out, as `SqliteOutbox` does, and `save` updates an entry in place, so an entry
+deleted while its delivery was in flight (the user was forgotten) stays deleted.
+
+`due(now, limit, claim=True)` is for several dispatchers on one database: it reads the due rows
+`FOR UPDATE SKIP LOCKED`, so the rows one worker has taken are locked until its transaction ends
+and every other worker skips them instead of waiting or delivering them twice. A claim only holds
+inside a transaction (the caller's `store.transaction()` around due → deliver → save); outside one
+the locks would be released the moment the query returns, so that is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Collection, Iterable
+
+from .outbox import PENDING, QUEUED, Entry
+
+SENDING = "sending"  # engine.outbox's lease state: an attempt in flight until next_at
+
+_COLUMNS = ("id, action_id, connector, user_id, kind, target, payload, created, next_at, state, attempts, "
+            "last_error, provider_id")
+_TYPES = ("text", "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "text", "integer",
+          "text", "text")
+_ADD = (f"INSERT INTO outbox ({_COLUMNS}) SELECT * FROM unnest("
+        + ", ".join(f"%s::{t}[]" for t in _TYPES) + ") ON CONFLICT (id) DO NOTHING")
+_SAVE = ("UPDATE outbox SET next_at = %s, state = %s, attempts = %s, last_error = %s, provider_id = %s "
+         "WHERE id = %s")
+_DUE = (f"SELECT {_COLUMNS} FROM outbox WHERE state IN (%s, %s) AND next_at <= %s "
+        "AND connector <> ALL(%s::text[]) ORDER BY next_at, id LIMIT %s")
+
+
+def _row(e: Entry) -> tuple:
+    return (e.id, e.action_id, e.connector, e.user_id, e.kind, e.target, e.payload, e.created, e.next_at, e.state,
+            e.attempts, e.last_error, e.provider_id)
+
+
+def _entry(row: tuple) -> Entry:
+    (_, action_id, connector, user_id, kind, target, payload, created, next_at, state, attempts, last_error,
+     provider_id) = row
+    return Entry(action_id, connector, user_id, kind, target, payload, created, next_at, state, attempts, last_error,
+                 provider_id)
+
+
+class PostgresOutbox:
+    """The `Outbox` protocol on the connection of a `PostgresStore` (its search_path is the store's
+    schema, where the migrations made the table)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def add(self, entries: Iterable[Entry]) -> int:
+        """One statement for the batch; returns how many entries were new (a replayed one is not)."""
+        rows = [_row(e) for e in entries]
+        if not rows:
+            return 0
+        return self.conn.execute(_ADD, [list(column) for column in zip(*rows)]).rowcount
+
+    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = (), *, claim: bool = False) -> list[Entry]:
+        """Pending entries (and sending ones whose lease ran out) with `next_at <= now`, oldest due
+        first, leaving out the connectors in `skip`. `claim=True` locks them for the caller's
+        transaction and skips entries another transaction holds (FOR UPDATE SKIP LOCKED):
+        concurrent dispatchers each get their own entries."""
+        params = (PENDING, SENDING, now, sorted(skip), limit)
+        if not claim:
+            return [_entry(r) for r in self.conn.execute(_DUE, params)]
+        from psycopg.pq import TransactionStatus
+
+        if self.conn.info.transaction_status != TransactionStatus.INTRANS:
+            raise RuntimeError("due(claim=True) must run inside a transaction (store.transaction()): outside one "
+                               "the claim would end as soon as the query returns")
+        return [_entry(r) for r in self.conn.execute(_DUE + " FOR UPDATE SKIP LOCKED", params)]
+
+    def save(self, entry: Entry) -> None:
+        """The entry's new delivery state; an entry no longer there is not written back."""
+        self.conn.execute(_SAVE, (entry.next_at, entry.state, entry.attempts, entry.last_error, entry.provider_id,
+                                  entry.id))
+
+    def get(self, entry_id: str) -> Entry | None:
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = %s", (entry_id,)).fetchone()
+        return _entry(row) if row else None
+
+    def by_state(self, state: str, limit: int = 1000) -> list[Entry]:
+        return [_entry(r) for r in self.conn.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = %s ORDER BY id LIMIT %s", (state, limit))]
+
+    def queued(self, connector: str) -> list[Entry]:
+        return [_entry(r) for r in self.conn.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = %s AND connector = %s ORDER BY id", (QUEUED, connector))]

@@ -1,0 +1,246 @@
+"""`PostgresStore`: the `Store` protocol on PostgreSQL (psycopg 3), for when one SQLite file is not
+enough: a server others can back up and query, and later several workers on one database.
+
+It behaves like `SqliteStore` (and so like `MemoryStore`): the same tables, the same bytes in them
+(`engine.serialize`), the same orders. The tables live in one PostgreSQL schema, named by the
+URL's `schema` parameter (default `journeys`), so one database can hold several stores (a
+daemon's, dry-runs', one per test):
+
+    postgresql://user:password@host:5432/dbname?schema=shop
+
+Other query parameters are libpq's (`sslmode`, `connect_timeout`, ...). Opening the store applies
+the missing schema migrations (`engine.migrations`, version 1 = the tables below) and refuses a
+schema a newer Journeys wrote.
+
+    profiles(user_id PK, zone, state bytea, wake timestamptz NULL)  indexes (wake, user_id), (zone, user_id)
+    identities(alias PK, user_id)      messages(message_id PK)
+    actions(id PK, time timestamptz, "user", journey, version, path, kind, target, outcome, reason,
+            rule, json)                                                         index on "user"
+    instances(user_id, journey, version, entry, path, wait, wake, PK(user_id, journey))
+    outbox(...)                                                       see engine.pg_outbox
+
+Ids are `COLLATE "C"`: byte order of UTF-8, which is code-point order, so `users()` is Python's
+`sorted` and `next_timer` is one index scan in (due, user id) order, as in the other stores.
+
+Round trips. Each method is one SQL statement, so it is atomic on its own without a transaction
+or a savepoint: `save` upserts the profile, deletes the instances rows of journeys no longer in
+flight and upserts the others in one statement (data-modifying CTEs, rows passed as arrays through
+`unnest`); `record` writes a whole batch of actions the same way. psycopg 3 prepares a statement
+on the server once it has run a few times, so the per-event statements are parsed once.
+
+Transactions. The connection is in autocommit mode outside `transaction()` blocks; a block is one
+PostgreSQL transaction (READ COMMITTED), nested blocks are savepoints, an exception rolls back and
+propagates: the same contract as `SqliteStore.transaction`. The connection belongs to the thread
+that uses the store (the daemon's worker), as with SQLite; each store object has its own.
+
+Text in PostgreSQL cannot hold the NUL character, so an id containing one is refused by the
+server (psycopg's `DataError`); SQLite would store it.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterator, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .effects import Action
+from .migrations import migrate
+from .serialize import action_to_row, state_from_json, state_to_json
+from .state import UserState
+from .store import StoreError
+from .stores import is_postgres
+
+DEFAULT_SCHEMA = "journeys"
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_SAVE = """
+WITH profile AS (
+    INSERT INTO profiles (user_id, zone, state, wake) VALUES (%(u)s, %(zone)s, %(state)s, %(wake)s)
+    ON CONFLICT (user_id) DO UPDATE SET zone = excluded.zone, state = excluded.state, wake = excluded.wake),
+ended AS (
+    DELETE FROM instances WHERE user_id = %(u)s AND journey <> ALL(%(journeys)s::text[]))
+INSERT INTO instances (user_id, journey, version, entry, path, wait, wake)
+SELECT %(u)s::text, * FROM unnest(%(journeys)s::text[], %(versions)s::text[], %(entries)s::integer[],
+                                  %(paths)s::text[], %(waits)s::text[], %(wakes)s::timestamptz[])
+ON CONFLICT (user_id, journey) DO UPDATE SET version = excluded.version, entry = excluded.entry,
+    path = excluded.path, wait = excluded.wait, wake = excluded.wake"""
+
+_DELETE = ("WITH instances_gone AS (DELETE FROM instances WHERE user_id = %(u)s) "
+           "DELETE FROM profiles WHERE user_id = %(u)s")
+
+_ACTION_COLUMNS = ("id", "time", "user", "journey", "version", "path", "kind", "target", "outcome", "reason",
+                   "rule", "json")
+_RECORD = (
+    'INSERT INTO actions (id, time, "user", journey, version, path, kind, target, outcome, reason, rule, json) '
+    "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+    "ON CONFLICT (id) DO UPDATE SET time = excluded.time, \"user\" = excluded.\"user\", "
+    "journey = excluded.journey, version = excluded.version, path = excluded.path, kind = excluded.kind, "
+    "target = excluded.target, outcome = excluded.outcome, reason = excluded.reason, rule = excluded.rule, "
+    "json = excluded.json")
+
+_NEXT_TIMER = "SELECT wake, user_id FROM profiles WHERE wake <= %s ORDER BY wake, user_id LIMIT 1"
+
+
+# ----------------------------------------------------------------------------------- URLs
+
+
+def redact(url: str) -> str:
+    """The URL for messages and logs: the password (in the user part or a `password` parameter)
+    replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = "&".join(f"{k}=***" if k == "password" else f"{k}={v}" if v else k
+                     for k, v in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(the libpq connection URL without `schema`, the schema name) of a store URL. ValueError, naming
+    the URL without its password, when it is not one."""
+    if not is_postgres(url):
+        raise ValueError(f"{redact(url)}: not a PostgreSQL URL (postgresql://user@host:5432/dbname?schema=name)")
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in params if k == "schema"]
+    if len(schemas) > 1:
+        raise ValueError(f"{redact(url)}: schema is given {len(schemas)} times")
+    schema = schemas[0] if schemas else DEFAULT_SCHEMA
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"{redact(url)}: schema {schema!r} is not a plain lower-case name "
+                         "(letters a-z, digits and _, not starting with a digit, at most 63)")
+    rest = urlencode([(k, v) for k, v in params if k != "schema"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def with_schema(url: str, schema: str) -> str:
+    """`url` with its `schema` parameter set to `schema` (tests give each run its own)."""
+    parts = urlsplit(url)
+    params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([*params, ("schema", schema)]),
+                       parts.fragment))
+
+
+def connect(url: str):
+    """(a psycopg connection in autocommit mode, its schema name), the session's time zone UTC and
+    its search_path the schema (which need not exist yet). StoreError when the server cannot be
+    reached or refuses us, naming the URL without its password."""
+    import psycopg
+    from psycopg import sql
+
+    conninfo, schema = parse_url(url)
+    extra: dict[str, Any] = {}
+    if "connect_timeout" not in conninfo:
+        extra["connect_timeout"] = 10  # an unreachable host fails in seconds, not libpq's minutes
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, **extra)
+    except psycopg.Error as e:
+        reason = " ".join(str(e).split())  # libpq's message, on one line; it never holds the password
+        raise StoreError(f"{redact(url)}: cannot connect to PostgreSQL: {reason}") from None
+    try:
+        conn.execute("SET TIME ZONE 'UTC'")  # timestamptz read back as timezone.utc datetimes
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    except BaseException:
+        conn.close()
+        raise
+    return conn, schema
+
+
+# ----------------------------------------------------------------------------------- the store
+
+
+class PostgresStore:
+    """The `Store` protocol on PostgreSQL (see the module docstring for the schema and transactions)."""
+
+    def __init__(self, url: str):
+        self.url = redact(url)
+        self.conn, self.schema = connect(url)
+        try:
+            migrate(self.conn, self.schema, self.url)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together, or none on an exception. Nested blocks are
+        savepoints: an exception caught inside the outer block undoes only the inner one."""
+        with self.conn.transaction():
+            yield
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "PostgresStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ profiles
+
+    def load(self, user_id: str) -> UserState | None:
+        row = self.conn.execute("SELECT state FROM profiles WHERE user_id = %s", (user_id,)).fetchone()
+        return None if row is None else state_from_json(row[0])
+
+    def save(self, state: UserState, zone: str) -> None:
+        instances = state.instances.values()
+        self.conn.execute(_SAVE, {
+            "u": state.user_id, "zone": zone, "state": state_to_json(state), "wake": state.wake,
+            "journeys": [i.journey for i in instances], "versions": [i.version for i in instances],
+            "entries": [i.entry for i in instances], "paths": [i.path for i in instances],
+            "waits": [i.wait for i in instances], "wakes": [i.wake for i in instances]})
+
+    def delete(self, user_id: str) -> None:
+        self.conn.execute(_DELETE, {"u": user_id})
+
+    # ------------------------------------------------------------------ identities and dedupe
+
+    def resolve(self, any_id: str) -> str | None:
+        row = self.conn.execute("SELECT user_id FROM identities WHERE alias = %s", (any_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def link(self, alias: str, user_id: str) -> None:
+        if alias != user_id:
+            self.conn.execute("INSERT INTO identities (alias, user_id) VALUES (%s, %s) "
+                              "ON CONFLICT (alias) DO UPDATE SET user_id = excluded.user_id", (alias, user_id))
+
+    def seen(self, message_id: str) -> bool:
+        cur = self.conn.execute("INSERT INTO messages (message_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                                (message_id,))
+        return cur.rowcount == 0
+
+    # ------------------------------------------------------------------ timers and listings
+
+    def next_timer(self, until: datetime) -> tuple[datetime, str] | None:
+        row = self.conn.execute(_NEXT_TIMER, (until,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def users(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT user_id FROM profiles ORDER BY user_id")]
+
+    def users_in_zone(self, zone: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT user_id FROM profiles WHERE zone = %s ORDER BY user_id", (zone,))]
+
+    def zones(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT zone FROM profiles")}
+
+    # ------------------------------------------------------------------ action log
+
+    def record(self, actions: Sequence[Action]) -> None:
+        """One statement for the batch; an id twice in it keeps the later action, as a replace would."""
+        rows = {a.id: action_to_row(a) for a in actions}
+        if rows:
+            self.conn.execute(_RECORD, [[r[c] for r in rows.values()] for c in _ACTION_COLUMNS])
