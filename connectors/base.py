@@ -42,6 +42,18 @@ class Delivery:
     step: str = ""
 
 
+# `Delivery.data` key of the identifiers a forget-user removal carries (engine.erasure): a key no
+# `with { ... }` value can have, since it is not a name of the language.
+ERASED = "@erased"
+
+
+def audience_profile(delivery: Delivery) -> Mapping[str, Any]:
+    """The traits an audience connector matches on: the profile's, or, for the removal queued when
+    a user is forgotten, the identifiers it carries (the profile is deleted by the time it runs)."""
+    carried = delivery.data.get(ERASED)
+    return carried if isinstance(carried, Mapping) else delivery.profile
+
+
 @dataclass(frozen=True)
 class Result:
     """A delivery the provider accepted. `provider_id`: its id for it (message id, job name);

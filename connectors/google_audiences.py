@@ -67,7 +67,7 @@ from typing import Any, Callable, Mapping
 import httpx
 
 from . import identifiers as ids
-from .base import Delivery, Result, check_settings
+from .base import Delivery, Result, audience_profile, check_settings
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -237,7 +237,7 @@ class GoogleCustomerMatch:
         if self._missing:
             raise ConfigurationError(f"{self.name}: " + "; ".join(self._missing))
         user_list = self._user_list(delivery.target)
-        identifiers = user_identifiers(delivery.profile)
+        identifiers = user_identifiers(audience_profile(delivery))
         if not identifiers:
             raise InvalidRecipient("the profile has no email, phone or full address Customer Match can match on")
         op = "create" if delivery.kind == "audience_add" else "remove"

@@ -63,7 +63,7 @@ from typing import Any, Mapping
 import httpx
 
 from . import identifiers as ids
-from .base import Delivery, Result, check_settings
+from .base import Delivery, Result, audience_profile, check_settings
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -181,7 +181,7 @@ class MetaCustomAudiences:
             raise ConfigurationError(
                 f"{self.name}: no Meta audience id for audience {delivery.target!r}; add it to "
                 f"[connectors.{self.name}] audiences = {{ {delivery.target} = \"<custom audience id>\" }}")
-        row = meta_row(delivery.profile, self.match_keys)
+        row = meta_row(audience_profile(delivery), self.match_keys)
         if not any(k in row for k in MATCHING_KEYS):
             raise InvalidRecipient(f"the profile has no {', '.join(k for k in MATCHING_KEYS if k in self.match_keys)} "
                                    "Meta can match on (or none in a valid form)")

@@ -208,8 +208,10 @@ class Worker:
                 log.warning("action %s (%s %s) not delivered: %s", action.id, action.kind, action.target, why)
                 self.counts.add("action.unroutable")
 
+            from .trail import Trail
+            self.trail = Trail(store, self.config.serve.trail_days)  # each user's timeline, for the admin API
             self.engine = Engine(self.program, store, self.clock,
-                                 FanOut(OutboxSink(self.outbox, routes, unroutable), self.counts))
+                                 FanOut(OutboxSink(self.outbox, routes, unroutable), self.counts, self.trail))
             buckets, concurrency = delivery_limits(self.config)
             connectors = build(self.config, self.root, self.environ)
 
@@ -250,6 +252,7 @@ class Worker:
                 next_flush = mono + FLUSH_EVERY
             if mono >= next_prune:
                 self._guard("prune", self.inbox.prune)
+                self._guard("trail", lambda: self.trail.prune(self.clock.now()))
                 next_prune = mono + PRUNE_EVERY
             if more or self.stopping.is_set():
                 continue

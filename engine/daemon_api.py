@@ -5,23 +5,38 @@ connection belongs to it, and serialising with the processor means an admin acti
 an event of the same user.
 
 - `GET /u/{token}`, `POST /u/{token}`: the signed unsubscribe link (`connectors.unsubscribe`).
-  GET answers a small HTML page; POST is RFC 8058 One-Click (body `List-Unsubscribe=One-Click`,
-  what mail clients send from the List-Unsubscribe header). Both record the opt-out through the
-  engine (`Engine.update_profile`: `<channel>_unsubscribed = true`, or `unsubscribed` for a channel
-  the engine does not know), so segments, exit rules and the delivery's consent check see it. A
-  token that does not verify is a 404 page; repeating a link changes nothing more.
+  GET changes nothing: mail security scanners and link previews follow every link in a message,
+  and would unsubscribe people who never asked. It answers a small page whose "Unsubscribe" button
+  POSTs `List-Unsubscribe=One-Click` to the same URL, the very request RFC 8058 One-Click mail
+  clients send from the List-Unsubscribe header. POST records the opt-out through the engine
+  (`Engine.update_profile`: `<channel>_unsubscribed = true`, or `unsubscribed` for a channel the
+  engine does not know), so segments, exit rules and the delivery's consent check see it; a POST
+  without that body is a 400 page. A token that does not verify is a 404 page; repeating a link
+  changes nothing more.
 - `GET /v1/profile/{user_id}`: the profile's traits (the site reads `home_banner`), for the keys
   `[ingest] profile_keys_env` names, as HTTP Basic user name or Bearer token. Write keys are not
   accepted: they ship in browsers and apps, and must not read other people's profiles.
 - `/admin/...`: behind `Authorization: Bearer $JOURNEYS_ADMIN_TOKEN` (no variable: every admin
-  call is refused). `GET /admin/users/{id}`, `GET /admin/journeys`, `GET /admin/dead-letters`,
-  `POST /admin/dead-letters/{entry_id}/retry`, `DELETE /admin/users/{id}` (forget the user).
+  call is refused). `GET /admin/users/{id}`, `GET /admin/users/{id}/trace?limit=N`,
+  `GET /admin/journeys`, `GET /admin/dead-letters`, `POST /admin/dead-letters/{entry_id}/retry`,
+  `DELETE /admin/users/{id}` (forget the user). Errors are JSON, `{"error": ..., "field": ...}`
+  when a parameter is at fault.
+
+The trace (`/admin/users/{id}/trace`) is what `journeys simulate --trace USER` prints, about live
+traffic: the newest `limit` (default 100, at most 1000) rows of the user's trail (`engine.trail`,
+written by the daemon's sink in the transaction of each state), oldest first, each `{time, line,
+effect, ...}` with the same line as the dry-run and the effect's fields. Asking by an anonymous id
+or the user id gives the same trail: the rows under the profile id and all its aliases.
 
 Forgetting a user (GDPR erasure) deletes, in one transaction: the profile and its journeys in
-flight, the identities pointing to it, its outbox entries, and the payloads of its logged actions
-(the rows stay, without `json`, so journey counts still add up). The user id and its aliases go
-into `forgotten(user_id, at)`, and the processor drops every later event naming one of them
-(`event_filter`), so a late or replayed event cannot bring the profile back.
+flight, the identities pointing to it, its outbox entries, its trail, and the payloads of its
+logged actions (the rows stay, without `json`, so journey counts still add up). In the same
+transaction it queues the removal of the user from every ad audience they are in, on every
+connector the audience syncs to (`engine.erasure`): those entries carry the few identifiers the
+connectors match on, captured before the profile goes, and are scrubbed of them once settled
+(`erasure.scrub`, every `SCRUB_EVERY` seconds). The answer lists them (`audiences_removed`). The
+user id and its aliases go into `forgotten(user_id, at)`, and the processor drops every later event
+naming one of them (`event_filter`), so a late or replayed event cannot bring the profile back.
 """
 
 from __future__ import annotations
@@ -29,17 +44,23 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import logging
 import os
 import sqlite3
+import threading
 from typing import Any, Callable, Mapping
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+log = logging.getLogger("journeys.daemon")
+
 ADMIN_TOKEN_ENV = "JOURNEYS_ADMIN_TOKEN"
 TIMEOUT = 30.0  # seconds a request waits for the worker
 RECENT_ACTIONS = 50
+TRACE_LIMIT = 100  # trail rows a trace shows unless `limit` says otherwise
+SCRUB_EVERY = 5.0  # seconds between scrubs of the identifiers settled removals carried
 
 
 # ---------------------------------------------------------------------- tombstones
@@ -76,9 +97,36 @@ def _not_found() -> HTMLResponse:
     return _page("Link not valid", "This unsubscribe link is not valid. Use the link from a recent email.", 404)
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    body = {"error": message} if field is None else {"error": message, "field": field}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _confirm_page(what: str) -> HTMLResponse:
+    """The page a GET of an unsubscribe link shows: nothing is recorded until the button is
+    pressed. The form posts to the page's own URL (no action: right behind any proxy prefix) the
+    body RFC 8058 One-Click clients send."""
+    body = ("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">"
+            "<title>Unsubscribe</title></head><body><h1>Unsubscribe</h1>"
+            f"<p>Stop receiving {html.escape(what)} from us?</p>"
+            "<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
+            "<button type=\"submit\">Unsubscribe</button></form></body></html>")
+    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _scrubbing(worker: Any) -> None:
+    """Every SCRUB_EVERY seconds, on the worker thread: drop the identifiers of settled removals."""
+    from .erasure import scrub
+
+    def run() -> None:
+        while not worker.stopping.wait(SCRUB_EVERY):
+            try:
+                worker.submit(lambda: scrub(worker.store.conn)).result(TIMEOUT)
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("scrubbing the removals' identifiers failed")
+
+    threading.Thread(target=run, name="journeys-scrub", daemon=True).start()
 
 
 def _bearer(header: str | None) -> str | None:
@@ -105,7 +153,10 @@ def add_routes(app: Any, worker: Any) -> None:
     from connectors.errors import ConfigurationError
     from connectors.unsubscribe import SECRET_ENV, verify
 
+    from . import trail
     from .delivery import CONSENT_TRAIT, channel_consent_trait
+    from .dispatch import Routes
+    from .erasure import removals
     from .ingest import _header_key
     from .outbox import DEAD, FAILED
     from .serialize import utc_text
@@ -114,6 +165,8 @@ def add_routes(app: Any, worker: Any) -> None:
     env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
     profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
     admin_token = env.get(ADMIN_TOKEN_ENV, "").encode("utf-8")
+
+    _scrubbing(worker)
 
     async def on_worker(fn: Callable[[], Any]) -> Any:
         return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)
@@ -126,11 +179,17 @@ def add_routes(app: Any, worker: Any) -> None:
 
     # ------------------------------------------------------------------ unsubscribe
 
-    async def unsubscribe(token: str) -> tuple[str, str] | None:
+    def verified(token: str) -> tuple[str, str] | None:
         try:
-            found = verify(token, env.get(SECRET_ENV, ""))
+            return verify(token, env.get(SECRET_ENV, ""))
         except ConfigurationError:
             return None  # no secret: no link can be valid
+
+    def what(channel: str) -> str:
+        return f"{channel} messages" if channel in CHANNELS else "messages"
+
+    async def unsubscribe(token: str) -> tuple[str, str] | None:
+        found = verified(token)
         if found is None:
             return None
         user, channel = found
@@ -149,13 +208,11 @@ def add_routes(app: Any, worker: Any) -> None:
         await on_worker(in_transaction(record))
         return found
 
-    async def unsubscribe_page(token: str) -> Response:
-        found = await unsubscribe(token)
+    async def confirm_page(token: str) -> Response:
+        found = verified(token)
         if found is None:
             return _not_found()
-        channel = found[1]
-        what = f"{channel} messages" if channel in CHANNELS else "messages"
-        return _page("You are unsubscribed", f"You will not receive any more {what} from us.")
+        return _confirm_page(what(found[1]))
 
     async def one_click(token: str, request: Request) -> Response:
         body = (await request.body())[:4096].decode("utf-8", "replace")
@@ -164,9 +221,9 @@ def add_routes(app: Any, worker: Any) -> None:
         found = await unsubscribe(token)
         if found is None:
             return _not_found()
-        return _page("You are unsubscribed", "Your unsubscribe request was recorded.")
+        return _page("You are unsubscribed", f"You will not receive any more {what(found[1])} from us.")
 
-    app.add_api_route("/u/{token}", unsubscribe_page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/u/{token}", confirm_page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/u/{token}", one_click, methods=["POST"], include_in_schema=False)
 
     # ------------------------------------------------------------------ profile API
@@ -222,6 +279,29 @@ def add_routes(app: Any, worker: Any) -> None:
             "userId": uid, "traits": dict(state.traits), "aliases": aliases,
             "audiences": sorted(state.audiences), "segments": dict(state.segments),
             "journeys": instances, "next_wake": state.wake, "recent_actions": actions})
+
+    async def admin_trace(user_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        raw = request.query_params.get("limit", str(TRACE_LIMIT))
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= trail.MAX_LIMIT:
+            return _error(400, f"limit: a whole number from 1 to {trail.MAX_LIMIT}, not {raw!r}", "limit")
+
+        def read() -> Any:
+            uid, ids = trail.ids_of(worker.store, user_id)
+            rows = trail.read(worker.store.conn, ids, limit)
+            if not rows and worker.store.load(uid) is None:
+                return None
+            return {"userId": uid, "ids": ids, "trail": rows}
+
+        found = await on_worker(read)
+        if found is None:
+            return _error(404, f"no profile or trail {user_id!r}")
+        return JSONResponse(jsonable_encoder(found))
 
     async def admin_user(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
@@ -282,6 +362,10 @@ def add_routes(app: Any, worker: Any) -> None:
             "profiles": 1 if state is not None else 0,
             "instances": conn.execute("SELECT count(*) FROM instances WHERE user_id = ?", (uid,)).fetchone()[0],
         }
+        traits = state.traits if state is not None else {}
+        audiences = state.audiences if state is not None else frozenset()
+        now = worker.clock.now()
+        queued, unrouted = removals(uid, traits, audiences, Routes.from_config(worker.config), now)
         store.delete(uid)
         marks = ",".join("?" * len(ids))
         counts["identities"] = conn.execute(
@@ -289,10 +373,13 @@ def add_routes(app: Any, worker: Any) -> None:
         counts["outbox"] = conn.execute(f"DELETE FROM outbox WHERE user_id IN ({marks})", tuple(ids)).rowcount
         counts["action_payloads"] = conn.execute(
             f"UPDATE actions SET json = NULL WHERE user IN ({marks}) AND json IS NOT NULL", tuple(ids)).rowcount
-        at = utc_text(worker.clock.now())
+        counts["trail"] = trail.forget(conn, ids)
+        worker.outbox.add(queued)  # after the user's entries went: the removals are theirs now
+        at = utc_text(now)
         conn.executemany("INSERT OR IGNORE INTO forgotten (user_id, at) VALUES (?, ?)", [(i, at) for i in sorted(ids)])
         return {"userId": uid, "forgotten": sorted(ids), "deleted": counts,
-                "audiences_not_removed": sorted(state.audiences) if state is not None else []}
+                "audiences_removed": [{"audience": e.target, "connector": e.connector, "entry": e.id} for e in queued],
+                "audiences_not_removed": unrouted}
 
     async def admin_forget(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
@@ -300,6 +387,7 @@ def add_routes(app: Any, worker: Any) -> None:
         return JSONResponse(await on_worker(in_transaction(lambda: forget(user_id))))
 
     for path, endpoint, method in (
+            ("/admin/users/{user_id:path}/trace", admin_trace, "GET"),  # before the user view's path
             ("/admin/users/{user_id:path}", admin_user, "GET"),
             ("/admin/users/{user_id:path}", admin_forget, "DELETE"),
             ("/admin/journeys", admin_journeys, "GET"),

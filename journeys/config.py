@@ -37,6 +37,12 @@ class IngestConfig(_Strict):
     profile_keys_env: list[str] = Field(default_factory=list)  # read keys of GET /v1/profile (engine.daemon_api)
 
 
+class ServeConfig(_Strict):
+    """`journeys serve`'s own settings."""
+
+    trail_days: int = Field(default=30, ge=0)  # days a user's trail is kept (engine.trail); 0: none
+
+
 class ConnectorConfig(BaseModel):
     """A connector's own settings vary by type; the common fields are checked here."""
 
@@ -65,6 +71,7 @@ class ProjectConfig(_Strict):
     project: ProjectMeta = Field(default_factory=ProjectMeta)
     store: StoreConfig = Field(default_factory=StoreConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     audiences: dict[str, AudienceConfig] = Field(default_factory=dict)
     webhooks: dict[str, WebhookConfig] = Field(default_factory=dict)

@@ -1,6 +1,8 @@
 """The daemon's routes beyond the ingest, on a real `journeys serve` process on loopback: the signed
-unsubscribe link (GET page and RFC 8058 One-Click POST) suppressing later emails, the profile API,
-and the admin API (auth, user view, journey counts, dead letters and their retry, forget-user)."""
+unsubscribe link (a GET only asks, the page's button and RFC 8058 One-Click POST record) suppressing
+later emails, the profile API, and the admin API (auth, user view, a user's trace, journey counts,
+dead letters and their retry, forget-user, which also removes the user from the ad audiences at
+fake Meta and Google servers)."""
 
 from __future__ import annotations
 
@@ -38,10 +40,21 @@ def test_unsubscribe_link_suppresses_later_emails_and_one_click_and_bad_tokens(t
             assert d.post("identify", {"userId": uid, "traits": {"email": f"{uid}@example.com"}}).status_code == 200
         caught_up(d)
 
-        page = httpx.get(f"{d.url}/u/{sign('u1', 'email', SECRET)}")
-        assert page.status_code == 200 and "You are unsubscribed" in page.text
-        assert page.headers["content-type"].startswith("text/html")
-        again = httpx.get(f"{d.url}/u/{sign('u1', 'email', SECRET)}")  # idempotent
+        # a GET (what a mail scanner or a link preview does) only asks: nothing is recorded
+        link = f"{d.url}/u/{sign('u1', 'email', SECRET)}"
+        for _ in range(2):
+            page = httpx.get(link)
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            assert '<form method="post">' in page.text and ">Unsubscribe</button>" in page.text
+            assert 'name="List-Unsubscribe" value="One-Click"' in page.text and "email messages" in page.text
+        caught_up(d)
+        (raw,) = rows(db, "SELECT state FROM profiles WHERE user_id = 'u1'")[0]
+        assert "email_unsubscribed" not in json.loads(raw)["t"]
+
+        # the button: a form post of the page's hidden field to the same URL
+        done = httpx.post(link, data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200 and "You are unsubscribed" in done.text, done.text
+        again = httpx.post(link, data={"List-Unsubscribe": "One-Click"})  # idempotent
         assert again.status_code == 200 and "You are unsubscribed" in again.text
 
         one_click = httpx.post(f"{d.url}/u/{sign('u2', 'email', SECRET)}", content="List-Unsubscribe=One-Click",
@@ -87,6 +100,7 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
     db = tmp_path / "store.db"
     d = daemons(shop_with_keys(shop), f"sqlite:///{db}", JOURNEYS_PROFILE_KEY=PROFILE_KEY,
                 JOURNEYS_ADMIN_TOKEN=ADMIN)
+    assert d.post("track", {"anonymousId": "anon-1", "event": "Newsletter Opened"}).status_code == 200
     assert d.post("identify", {"userId": "u1", "anonymousId": "anon-1",
                                "traits": {"email": "ann@example.com"}}).status_code == 200
     assert d.post("track", {"userId": "u1", "event": "Product Viewed",
@@ -107,7 +121,8 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
     assert httpx.get(f"{d.url}/v1/profile/nobody", auth=(PROFILE_KEY, "")).status_code == 404
 
     # admin auth
-    for method, path in (("GET", "/admin/users/u1"), ("GET", "/admin/journeys"), ("GET", "/admin/dead-letters"),
+    for method, path in (("GET", "/admin/users/u1"), ("GET", "/admin/users/u1/trace"), ("GET", "/admin/journeys"),
+                         ("GET", "/admin/dead-letters"),
                          ("POST", "/admin/dead-letters/x/retry"), ("DELETE", "/admin/users/u1")):
         assert httpx.request(method, d.url + path).status_code == 401
         assert httpx.request(method, d.url + path, headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -122,6 +137,25 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
     assert user["next_wake"]
     assert user["recent_actions"] and all("kind" in a for a in user["recent_actions"])
     assert httpx.get(f"{d.url}/admin/users/nobody", headers=BEARER).status_code == 404
+
+    # the user's trace: the dry-run's lines, asked by either id, the anonymous visit included
+    r = httpx.get(f"{d.url}/admin/users/anon-1/trace", headers=BEARER)
+    assert r.status_code == 200, r.text
+    trace = r.json()
+    assert trace["userId"] == "u1" and {"u1", "anon-1"} <= set(trace["ids"])
+    lines = [row["line"] for row in trace["trail"]]
+    assert lines[0].endswith("  anon-1  event Newsletter Opened"), lines
+    assert any(line.endswith("  u1  event Product Viewed") for line in lines), lines
+    assert any("Browse abandonment #" in line and "  entered" in line for line in lines), lines
+    assert any('audience_add "warm_browsers" sent' in line for line in lines), lines
+    assert all({"time", "line", "effect"} <= set(row) for row in trace["trail"])
+    assert httpx.get(f"{d.url}/admin/users/u1/trace", headers=BEARER).json()["trail"] == trace["trail"]
+    newest = httpx.get(f"{d.url}/admin/users/u1/trace?limit=2", headers=BEARER).json()["trail"]
+    assert newest == trace["trail"][-2:]
+    for bad in ("zero", "0", "100000"):
+        r = httpx.get(f"{d.url}/admin/users/u1/trace?limit={bad}", headers=BEARER)
+        assert r.status_code == 400 and r.json()["field"] == "limit", r.text
+    assert httpx.get(f"{d.url}/admin/users/nobody/trace", headers=BEARER).status_code == 404
 
     # live counts per journey and step
     counts = {j["journey"]: j for j in httpx.get(f"{d.url}/admin/journeys", headers=BEARER).json()["journeys"]}
@@ -152,10 +186,15 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["userId"] == "u1" and set(body["forgotten"]) >= {"u1", "anon-1"}
+    assert body["deleted"]["trail"] == len(lines)
+    # u1 was put in the warm audience (synced to Meta only): its removal is queued
+    assert [(a["audience"], a["connector"]) for a in body["audiences_removed"]] == [("warm_browsers", "meta")]
+    assert body["audiences_not_removed"] == []
     assert rows(db, "SELECT count(*) FROM profiles WHERE user_id = 'u1'") == [(0,)]
     assert rows(db, "SELECT count(*) FROM instances WHERE user_id = 'u1'") == [(0,)]
     assert rows(db, "SELECT count(*) FROM identities WHERE user_id = 'u1' OR alias = 'anon-1'") == [(0,)]
-    assert rows(db, "SELECT count(*) FROM outbox WHERE user_id = 'u1'") == [(0,)]
+    assert rows(db, "SELECT kind, target FROM outbox WHERE user_id = 'u1'") == [("audience_remove", "warm_browsers")]
+    assert rows(db, "SELECT count(*) FROM trail WHERE user_id IN ('u1', 'anon-1')") == [(0,)]
     assert rows(db, "SELECT count(*) FROM actions WHERE user = 'u1' AND json IS NOT NULL") == [(0,)]
     assert {u for (u,) in rows(db, "SELECT user_id FROM forgotten")} >= {"u1", "anon-1"}
     assert httpx.get(f"{d.url}/admin/users/u1", headers=BEARER).status_code == 404
@@ -183,3 +222,83 @@ def test_admin_api_is_off_without_a_token_and_profile_api_without_keys(shop, tmp
     # no unsubscribe secret: no link verifies
     assert httpx.get(f"{d.url}/u/{sign('u1', 'email', SECRET)}").status_code == 404
     assert d.stop() == 0
+
+
+# ---------------------------------------------------------------------- forget-user and ad audiences
+
+def shop_with_fake_ads(shop, meta_url: str, google_url: str):
+    """The shop's Meta and Google connectors pointed at the fake providers on loopback."""
+    toml = shop / "journeys.toml"
+    text = toml.read_text()
+    for old, new in (('access_token_env = "META_ACCESS_TOKEN"\n',
+                      f'access_token_env = "META_ACCESS_TOKEN"\nbase_url = "{meta_url}"\n'),
+                     ('refresh_token_env = "GOOGLE_ADS_REFRESH_TOKEN"\n',
+                      f'refresh_token_env = "GOOGLE_ADS_REFRESH_TOKEN"\nbase_url = "{google_url}"\n'
+                      f'oauth_url = "{google_url}/token"\n')):
+        assert old in text
+        text = text.replace(old, new)
+    toml.write_text(text)
+    return shop
+
+
+def test_forgetting_a_user_removes_them_from_every_ad_audience(shop, tmp_path, daemons):
+    from .test_google_audiences import Google, Server as GoogleServer
+    from .test_meta_audiences import AUD, TOKEN, Server as MetaServer, form_of, graph_ok, h
+
+    meta, google = MetaServer(graph_ok), Google()
+    ads = GoogleServer(google)
+    try:
+        db = tmp_path / "store.db"
+        d = daemons(shop_with_fake_ads(shop, meta.url, ads.url), f"sqlite:///{db}", JOURNEYS_ADMIN_TOKEN=ADMIN,
+                    META_ACCESS_TOKEN=TOKEN, GOOGLE_ADS_DEVELOPER_TOKEN="devtoken",
+                    GOOGLE_ADS_CLIENT_ID="cid.apps.googleusercontent.com", GOOGLE_ADS_CLIENT_SECRET="csecret",
+                    GOOGLE_ADS_REFRESH_TOKEN="1//refresh")
+        traits = {"email": " Ann.Lee@Example.com ", "phone": "+1 650 253 0000", "plan": "gold",
+                  "favourite_colour": "green"}
+        assert d.post("identify", {"userId": "u5", "traits": traits}).status_code == 200
+        # an added product makes her a hot browser: the hot audience syncs to Meta and Google
+        assert d.post("track", {"userId": "u5", "event": "Product Added",
+                                "properties": {"name": "Tent", "category": "outdoor"}}).status_code == 200
+        assert d.post("track", {"userId": "u5", "event": "Product Viewed",
+                                "properties": {"name": "Tent", "category": "outdoor"}}).status_code == 200
+        email, phone, e164 = h("ann.lee@example.com"), h("16502530000"), h("+16502530000")  # Meta's, Google's
+
+        def added():
+            return rows(db, "SELECT connector, state FROM outbox WHERE user_id = 'u5' AND kind = 'audience_add' "
+                            "ORDER BY connector") == [("google_ads", "delivered"), ("meta", "delivered")]
+        eventually(added, timeout=15)
+        (post,) = [r for r in meta.requests if r["method"] == "POST"]
+        assert post["path"] == f"/v25.0/{AUD}/users"
+
+        r = httpx.delete(f"{d.url}/admin/users/u5", headers=BEARER)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [(a["audience"], a["connector"]) for a in body["audiences_removed"]] == [
+            ("hot_browsers", "meta"), ("hot_browsers", "google_ads")]
+        assert rows(db, "SELECT count(*) FROM profiles WHERE user_id = 'u5'") == [(0,)]
+
+        # the providers receive the removals, hashed, though the profile is gone
+        def removed():
+            return rows(db, "SELECT connector, state FROM outbox WHERE kind = 'audience_remove' ORDER BY connector"
+                        ) == [("google_ads", "delivered"), ("meta", "delivered")]
+        eventually(removed, timeout=15)
+        (delete,) = [r for r in meta.requests if r["method"] == "DELETE"]
+        assert delete["path"] == f"/v25.0/{AUD}/users"
+        payload, _ = form_of(delete)
+        assert payload["schema"][:2] == ["EMAIL", "PHONE"] and payload["data"][0][:2] == [email, phone]
+        removes = [op["remove"] for req in ads.requests if req["path"].endswith(":addOperations")
+                   for op in json.loads(req["body"])["operations"] if "remove" in op]
+        assert removes == [{"userIdentifiers": [{"hashedEmail": email}, {"hashedPhoneNumber": e164}]}]
+        assert any(req["path"].endswith(":run") for req in ads.requests[-2:])
+        everything = json.dumps([meta.requests, ads.requests])
+        assert "ann.lee" not in everything.lower() and "650 253" not in everything
+
+        # what the removals carried is only what the connectors match on, and it goes once settled
+        payloads = [p for (p,) in rows(db, "SELECT payload FROM outbox WHERE kind = 'audience_remove'")]
+        assert all("gold" not in p and "favourite_colour" not in p for p in payloads)
+        eventually(lambda: all("Ann.Lee" not in p for (p,) in rows(
+            db, "SELECT payload FROM outbox WHERE kind = 'audience_remove'")), timeout=15)
+        assert d.stop() == 0
+    finally:
+        meta.close()
+        ads.close()

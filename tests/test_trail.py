@@ -1,0 +1,103 @@
+"""The daemon's trail (engine/trail.py) on a real SQLite store: the same lines as the dry-run's
+`--trace`, an anonymous visitor's story found by either id after the stitch, rows that vanish with
+their transaction, and pruning by age and per user."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from engine.clock import VirtualClock
+from engine.effects import Received
+from engine.program import Program
+from engine.runtime import Engine, handle_all
+from engine.sinks import FanOut
+from engine.sqlite_store import SqliteStore
+from engine.trace import Trace
+from engine.trail import Trail, ids_of, read
+
+from .engine_helpers import compile_source, message, t
+
+SOURCE = """
+journey "Welcome" {
+  entry when event "Signed Up"
+  if user.plan == "pro" { send email "pro_welcome" } else { send email "welcome" }
+  wait 1d
+  send email "tips"
+}
+"""
+
+EVENTS = [
+    ("2026-03-02 09:00", ("anon", "a-1"), "Page Viewed", {"path": "/"}),
+    ("2026-03-02 09:05", ("u1", "a-1"), "identify", {"email": "ann@example.com", "plan": "pro"}),
+    ("2026-03-02 09:06", "u1", "Signed Up"),
+    ("2026-03-02 09:07", "u2", "identify", {"email": "bob@example.com"}),
+    ("2026-03-02 09:08", "u2", "Signed Up"),
+]
+
+
+def run(tmp_path, *sinks):
+    program = Program.build(compile_source(tmp_path / "p", SOURCE))
+    store = SqliteStore(str(tmp_path / "store.db"))
+    trail = Trail(store)
+    engine = Engine(program, store, VirtualClock(t("2026-03-02 08:00")), FanOut(trail, *sinks))
+    msgs = [message(e, n) for n, e in enumerate(EVENTS)]
+    with store.transaction():
+        handle_all(engine, msgs, t("2026-03-04 00:00"))
+    return store, trail
+
+
+def test_the_trail_tells_the_dry_runs_story_by_either_id(tmp_path):
+    anon, u1, known = Trace("a-1"), Trace("u1"), Trace("u2")
+    store, _ = run(tmp_path, anon, u1, known)
+    uid, ids = ids_of(store, "a-1")
+    assert uid == "u1" and ids == ["a-1", "u1"]
+    by_anon = read(store.conn, ids, 1000)
+    # identical words in the same order: the anonymous visit, then everything under the profile
+    assert anon.lines() and [r["line"] for r in by_anon] == anon.lines() + u1.lines()
+    assert read(store.conn, ids_of(store, "u1")[1], 1000) == by_anon  # by the known id: the same
+    lines = "\n".join(r["line"] for r in by_anon)
+    assert "event Page Viewed" in lines and "branch" in lines and '"pro_welcome" sent' in lines
+    assert '"tips" sent' in lines  # the timer a day later
+    assert [r["line"] for r in read(store.conn, ["u2"], 1000)] == known.lines()
+    first = by_anon[0]
+    assert first["effect"] == "received" and first["user"] == "a-1" and first["time"] == "2026-03-02T09:00:00Z"
+    sent = next(r for r in by_anon if r["effect"] == "action")
+    assert sent["kind"] == "email" and sent["outcome"] == "sent" and "event" not in sent and "named" not in sent
+    newest = read(store.conn, ids, 2)
+    assert newest == by_anon[-2:]  # the newest rows, oldest first
+
+
+def test_a_rolled_back_transaction_leaves_no_trail(tmp_path):
+    store = SqliteStore(str(tmp_path / "store.db"))
+    trail = Trail(store)
+    try:
+        with store.transaction():
+            trail.emit([Received(t("2026-03-02 09:00"), "u1", "track", "X")])
+            raise RuntimeError("the message failed")
+    except RuntimeError:
+        pass
+    assert read(store.conn, ["u1"]) == []
+    trail.emit([Received(t("2026-03-02 09:00"), "u1", "track", "X")])
+    assert [r["name"] for r in read(store.conn, ["u1"])] == ["X"]
+
+
+def test_prune_by_age_and_per_user(tmp_path):
+    store = SqliteStore(str(tmp_path / "store.db"))
+    trail = Trail(store, days=30, per_user=5)
+    now = t("2026-03-31 12:00")
+    old = [Received(now - timedelta(days=31, minutes=i), "old", "track", f"e{i}") for i in range(3)]
+    busy = [Received(now - timedelta(minutes=100 - i), "bot", "track", f"e{i}") for i in range(12)]
+    calm = [Received(now - timedelta(days=29), "calm", "track", "e0")]
+    trail.emit(old + busy + calm)
+    assert trail.prune(now) == 3 + 7
+    assert read(store.conn, ["old"]) == []
+    assert [r["name"] for r in read(store.conn, ["bot"])] == [f"e{i}" for i in range(7, 12)]  # the newest 5
+    assert len(read(store.conn, ["calm"])) == 1
+    assert trail.prune(now) == 0  # nothing new: nothing to look at
+
+
+def test_zero_days_is_no_trail(tmp_path):
+    store = SqliteStore(str(tmp_path / "store.db"))
+    trail = Trail(store, days=0)
+    trail.emit([Received(t("2026-03-02 09:00"), "u1", "track", "X")])
+    assert read(store.conn, ["u1"]) == [] and trail.prune(t("2026-03-02 10:00")) == 0
