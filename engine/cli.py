@@ -138,6 +138,7 @@ def _register_engine_commands() -> None:
     from .generate_cli import generate_command
     from .migrate_cli import migrate_command
     from .render_cli import render_command
+    from .replay_cli import replay_command
     from .simulate_cli import simulate_command
     from .scenario_cli import test_command
     from .serve_cli import serve_command
@@ -149,6 +150,7 @@ def _register_engine_commands() -> None:
     app.command("fmt")(fmt_command)
     app.command("render")(render_command)
     app.command("serve")(serve_command)
+    app.command("replay")(replay_command)
     app.command("migrate")(migrate_command)
 
 

@@ -1,16 +1,15 @@
 """The daemon: the ingest (HTTP) and the engine's loops in one process (`journeys serve`).
 
-    uvicorn (main thread, asyncio)          the worker thread (owns the store's connection)
-    ─────────────────────────────           ────────────────────────────────────────────────
-    POST /v1/...  → group commit → inbox ─► wake ─► timers due    → engine.run_due
-    GET /healthz, /readyz                          inbox messages → engine.handle + inbox.mark
-                                                   outbox due     → Dispatcher.run_due / flush
-                                                   sleep until the next timer, outbox retry or
-                                                   flush, or until the ingest commits
+    uvicorn (main thread, asyncio)     the worker thread (owns the store)    the delivery thread
+    ──────────────────────────────     ───────────────────────────────────   ────────────────────────
+    POST /v1/...  → group commit → inbox ─► wake ─► timers due → run_due      (engine.delivery_loop)
+    GET /healthz, /readyz, /metrics         inbox messages → engine.take ─► poke ─► outbox due →
+    /u/..., /v1/profile, /admin/... ─► submit (jobs between rounds)                 connectors
 
-One worker thread runs the processor, the timers and the dispatcher, in turn: a SQLite connection
-belongs to one thread, and serialising them means a timer and an event of the same user never
-race. The ingest writes the inbox on its own connection (its group-commit thread).
+The worker thread runs the processor and the timers, in turn: a SQLite connection belongs to one
+thread, and serialising them means a timer and an event of the same user never race. The ingest
+writes the inbox on its own connection (its group-commit thread). Deliveries run on a thread and
+connection of their own, so a slow provider never holds up the events behind it.
 
 Processing: messages are taken in inbox order after the cursor, up to `BATCH` at a time, and
 handled in one `store.transaction()` with `inbox.mark(last seq)` (the inbox is opened on the
@@ -22,12 +21,13 @@ bad message cannot stop the daemon and nothing accepted is lost.
 
 Wake-ups: the ingest's inbox is wrapped so that each committed group sets a `threading.Event`
 the worker waits on; the worker otherwise sleeps until the earliest of its deadlines: the store's
-next timer, the next scheduled entry, the next outbox retry, the next batch flush, at most
-`MAX_IDLE` seconds (a safety net, not the way work is found).
+next timer or the next scheduled entry, at most `MAX_IDLE` seconds (a safety net, not the way
+work is found). After each round the worker pokes the delivery thread, which sleeps until the
+next outbox retry or batch flush otherwise.
 
 Shutdown (SIGTERM, SIGINT): uvicorn stops accepting and finishes the requests in flight (their
 events are committed before they are answered), then the worker finishes its current
-transaction and closes the store; the process exits 0.
+transaction and closes the store, then the deliveries flush their batches; the process exits 0.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ log = logging.getLogger("journeys.daemon")
 
 BATCH = 200  # inbox messages per transaction
 MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
-FLUSH_EVERY = 5.0  # seconds between flushes of batching connectors (audiences)
 PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows
+STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
 _FAR = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
@@ -97,11 +97,16 @@ def store_file(url: str, base: Path | None = None) -> str:
 
 
 class Worker:
-    """The processor, the timers and the dispatcher on one thread that owns the store."""
+    """The processor and the timers on one thread that owns the store; it starts the deliveries."""
 
     def __init__(self, root: Path, config: Any, program: Any, path: str, *, clock: Clock | None = None,
-                 environ: dict[str, str] | None = None, counts: Counts | None = None):
+                 environ: dict[str, str] | None = None, counts: Counts | None = None,
+                 deliver: bool = True, event_time: bool = False):
+        """`deliver=False`: no delivery thread (the outbox fills, nothing is sent). `event_time`:
+        each message is taken at its own timestamp on a virtual `clock`, as the dry-run takes it
+        (`journeys replay`)."""
         self.root, self.config, self.program, self.path = root, config, program, path
+        self.deliver, self.event_time = deliver, event_time
         from .reload import Lateness, TimedClock
 
         self.lateness = Lateness()  # how late timers fire (/metrics)
@@ -119,6 +124,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self.keep: Callable[[Any], bool] = lambda msg: True  # the processor drops a message if False
+        self.deliveries: Any = None  # the engine.delivery_loop.DeliveryLoop, started by start()
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the worker thread (the one that owns the store), between rounds; its result
@@ -147,17 +153,36 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        """Open the store (creating its tables) on the worker thread, then start the deliveries."""
+        from .delivery_loop import DeliveryLoop
+
         self._thread = threading.Thread(target=self._main, name="journeys-worker", daemon=True)
         self._thread.start()
         self.opened.wait()
         if self.error is not None:
             raise self.error
+        if not self.deliver:
+            return
+
+        def on_stale(uid: str, connector: str, dead: str) -> None:
+            self.submit(lambda: self.forget_address(uid, connector, dead))
+
+        self.deliveries = DeliveryLoop(self.root, self.config, self.path, self.clock, on_stale=on_stale,
+                                       environ=self.environ)
+        try:
+            self.deliveries.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, timeout: float | None = 60) -> None:
+        """The processor finishes its transaction first, then the deliveries flush their batches."""
         self.stopping.set()
         self.wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.deliveries is not None:
+            self.deliveries.stop(timeout)
 
     @property
     def running(self) -> bool:
@@ -179,22 +204,17 @@ class Worker:
             raise
         finally:
             self._run_jobs()  # jobs submitted while stopping still get an answer
-            if self.dispatcher is not None:
-                self.dispatcher.close()
             self.store.close()
             self.store_open = False
 
     def _open(self) -> None:
-        from connectors.registry import build, delivery_limits
-
-        from .dispatch import Dispatcher, OutboxSink, Routes, TokenBucket, forget_address
+        from .dispatch import OutboxSink, Routes
         from .inbox import Inbox
         from .outbox import SqliteOutbox
         from .runtime import Engine
         from .sinks import FanOut
         from .sqlite_store import SqliteStore
 
-        self.dispatcher = None
         store = self.store = SqliteStore(self.path)
         try:
             with store.transaction():
@@ -202,61 +222,62 @@ class Worker:
                 self.outbox = SqliteOutbox(store.conn)
                 from .daemon_api import event_filter
                 self.keep = event_filter(store.conn)  # drops events of forgotten users
-            routes = Routes.from_config(self.config)
 
             def unroutable(action: Action, why: str) -> None:
                 log.warning("action %s (%s %s) not delivered: %s", action.id, action.kind, action.target, why)
                 self.counts.add("action.unroutable")
 
+            self.outbox_sink = OutboxSink(self.outbox, Routes.from_config(self.config), unroutable)
             from .trail import Trail
             self.trail = Trail(store, self.config.serve.trail_days)  # each user's timeline, for the admin API
-            self.engine = Engine(self.program, store, self.clock,
-                                 FanOut(OutboxSink(self.outbox, routes, unroutable), self.counts, self.trail))
-            buckets, concurrency = delivery_limits(self.config)
-            connectors = build(self.config, self.root, self.environ)
-
-            def profile(uid: str) -> dict[str, Any]:
-                state = store.load(store.resolve(uid) or uid)
-                return dict(state.traits) if state is not None else {}
-
-            def on_stale(uid: str, connector: str, dead: str) -> None:
-                state = store.load(store.resolve(uid) or uid)
-                if state is None:
-                    return
-                updates = forget_address(state.traits, dead)
-                if updates:
-                    with store.transaction():
-                        self.engine.update_profile(uid, updates, f"{connector}: {dead} is no longer valid")
-
-            self.dispatcher = Dispatcher(
-                self.outbox, connectors, profiles=profile, on_stale=on_stale,
-                limits={n: TokenBucket(rate, burst) for n, (rate, burst) in buckets.items()},
-                concurrency=concurrency, workers=max(4, sum(concurrency.values()) if concurrency else 4))
+            self.engine = Engine(self.program, store, self.clock, FanOut(self.outbox_sink, self.counts, self.trail))
         except BaseException:
             store.close()
             raise
 
+    def retry_dead(self, entry_id: str) -> bool:
+        """An operator's retry of a dead or failed outbox entry (on the worker thread)."""
+        from .dispatch import retry_dead
+
+        with self.store.transaction():
+            done = retry_dead(self.outbox, entry_id, self.clock.now())
+        if done and self.deliveries is not None:
+            self.deliveries.poke()
+        return done
+
+    def forget_address(self, uid: str, connector: str, dead: str) -> None:
+        """A provider said a push token or address is gone: the engine removes it from the profile."""
+        from .dispatch import forget_address
+
+        store = self.store
+        state = store.load(store.resolve(uid) or uid)
+        if state is None:
+            return
+        updates = forget_address(state.traits, dead)
+        if updates:
+            with store.transaction():
+                self.engine.update_profile(uid, updates, f"{connector}: {dead} is no longer valid")
+
     # ------------------------------------------------------------------ the loop
 
     def _loop(self) -> None:
-        next_flush = next_prune = time.monotonic()
+        next_prune = time.monotonic()
         while not self.stopping.is_set():
             self.heartbeat = time.monotonic()
             self.wake.clear()  # before looking: a commit from now on wakes the wait below
             self._guard("reload", self._reload)
             self._run_jobs()
             more = self.round()
+            if self.deliveries is not None:
+                self.deliveries.poke()  # after the commits: new outbox entries are visible to it
             mono = time.monotonic()
-            if mono >= next_flush:
-                self._guard("flush", lambda: self.dispatcher.flush(self.clock.now()))
-                next_flush = mono + FLUSH_EVERY
             if mono >= next_prune:
                 self._guard("prune", self.inbox.prune)
                 self._guard("trail", lambda: self.trail.prune(self.clock.now()))
                 next_prune = mono + PRUNE_EVERY
             if more or self.stopping.is_set():
                 continue
-            delay = min(self._until_next(), next_flush - time.monotonic(), MAX_IDLE)
+            delay = min(self._until_next(), MAX_IDLE)
             if delay > 0:
                 self.wake.wait(delay)
 
@@ -267,9 +288,18 @@ class Worker:
         from .reload import swap
 
         program = self.reloader.reload(self.program)
-        if program is not None:
-            swap(self.engine, program)
-            self.program = program
+        if program is None:
+            return
+        swap(self.engine, program)
+        self.program = program
+        config = self.reloader.config
+        if config is not None and config != self.config:  # journeys.toml changed: routes and connectors
+            from .dispatch import Routes
+
+            self.config = config
+            self.outbox_sink.routes = Routes.from_config(config)
+            if self.deliveries is not None:
+                self.deliveries.reconfigure(config)
 
     def _guard(self, what: str, run: Callable[[], Any]) -> None:
         try:
@@ -278,16 +308,14 @@ class Worker:
             log.exception("%s failed", what)
 
     def round(self) -> bool:
-        """Timers due, then up to BATCH inbox messages, then the outbox entries due. True when the
-        inbox had a full batch (there may be more right away)."""
+        """Timers due, then up to BATCH inbox messages. True when the inbox had a full batch
+        (there may be more right away)."""
         store, engine = self.store, self.engine
         self._guard("timers", lambda: self._in_transaction(lambda: engine.run_due(self.clock.now())))
         rows = store.conn.execute("SELECT seq, raw FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
                                   (self.inbox.processed(), BATCH)).fetchall()
         if rows:
             self._process(rows)
-        if not self.stopping.is_set():
-            self._guard("delivery", lambda: self.dispatcher.run_due(self.clock.now()))
         return len(rows) == BATCH
 
     def _in_transaction(self, run: Callable[[], Any]) -> None:
@@ -297,15 +325,16 @@ class Worker:
     def _process(self, rows: list[tuple[int, bytes]]) -> None:
         from .inbox import message_from_json
 
-        engine, clock, keep = self.engine, self.clock, self.keep
+        engine, clock, keep, event_time = self.engine, self.clock, self.keep, self.event_time
 
         def run() -> None:
             for _, raw in rows:
                 msg = message_from_json(raw)
+                at = msg.timestamp if event_time else clock.now()
                 if keep(msg):
-                    engine.take(msg, clock.now())
+                    engine.take(msg, at)
                 else:
-                    engine.run_due(clock.now())
+                    engine.run_due(at)
             self.inbox.mark(rows[-1][0])
 
         try:
@@ -332,7 +361,7 @@ class Worker:
         self.counts.add("inbox.processed", len(rows))
 
     def _until_next(self) -> float:
-        """Seconds until the earliest timer, scheduled entry or outbox retry (MAX_IDLE if none)."""
+        """Seconds until the earliest timer or scheduled entry (MAX_IDLE if none)."""
         now = self.clock.now()
         due: list[datetime] = []
         timer = self.store.next_timer(_FAR)
@@ -341,11 +370,6 @@ class Worker:
         schedules = getattr(self.engine, "_schedules", None)
         if schedules:
             due.append(schedules[0][0])
-        row = self.store.conn.execute("SELECT min(next_at) FROM outbox WHERE state = 'pending'").fetchone()
-        if row and row[0]:
-            from .outbox import _from_t
-
-            due.append(_from_t(row[0]))
         if not due:
             return MAX_IDLE
         return max(0.0, (min(due) - now).total_seconds() + 0.001)
@@ -384,18 +408,27 @@ def inbox_position(path: str) -> tuple[int, int]:
 
 
 def add_health(app: Any, worker: Worker) -> None:
-    """GET /healthz: the process answers. GET /readyz: the store is open, the loops run, and how
-    far the processor is behind the inbox (503 when not ready)."""
+    """GET /healthz: the process answers. GET /readyz: the store is open, both loops run, the
+    processor finished a round in the last `STALLED_AFTER` seconds (a wedged worker takes the
+    instance out of the load balancer), and how far it is behind the inbox (503 when not ready)."""
     from fastapi.responses import JSONResponse
 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     def readyz() -> JSONResponse:
+        mono = time.monotonic()
+        deliveries = worker.deliveries
+        running = worker.running and deliveries is not None and deliveries.running
+        age = mono - worker.heartbeat
         body: dict[str, Any] = {"store": "open" if worker.store_open else "closed",
-                                "loops": "running" if worker.running else "stopped",
-                                "heartbeat_age_s": round(time.monotonic() - worker.heartbeat, 3)}
-        ready = worker.store_open and worker.running
+                                "loops": "running" if running else "stopped",
+                                "heartbeat_age_s": round(age, 3),
+                                "delivery_heartbeat_age_s": round(mono - deliveries.heartbeat, 3) if deliveries else None}
+        ready = worker.store_open and running
+        if age > STALLED_AFTER:
+            body["stalled"] = f"the processor has not finished a round for {age:.0f} s"
+            ready = False
         try:
             last, processed = inbox_position(worker.path)
             body.update(last_seq=last, processed=processed, inbox_lag=last - processed)
@@ -432,8 +465,8 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
         add_health(app, worker)
         add_metrics(app, worker, worker.reloader)
         add_routes(app, worker)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                               lifespan="on", timeout_graceful_shutdown=10))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None,
+                                               lifespan="on", timeout_graceful_shutdown=10))  # our log format
 
         def stop(signum: int, frame: Any) -> None:
             # uvicorn handles the signal while it serves and raises it again after its shutdown:

@@ -346,7 +346,7 @@ def add_routes(app: Any, worker: Any) -> None:
         if (refused := admin_refusal(request)) is not None:
             return refused
         done = await on_worker(in_transaction(
-            lambda: worker.dispatcher.retry_dead(entry_id, worker.clock.now())))
+            lambda: worker.retry_dead(entry_id)))
         if not done:
             return _error(404, f"no dead or failed outbox entry {entry_id!r}")
         return JSONResponse({"id": entry_id, "state": "pending"})

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import json
 import random
+import queue
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
@@ -30,7 +33,10 @@ from connectors.base import Delivery, Result
 from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
 
 from .effects import SENT, Action, Effect
-from .outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, Entry, Outbox
+from .outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
+
+
+LEASE = 120.0  # seconds an attempt may take before its entry can be taken again (longer than any timeout)
 
 
 class RoutingError(Exception):
@@ -109,6 +115,15 @@ def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:
     return updates
 
 
+def retry_dead(outbox: Outbox, entry_id: str, now: datetime) -> bool:
+    """An operator's retry of a dead (or failed) entry: pending again, attempts reset."""
+    entry = outbox.get(entry_id)
+    if entry is None or entry.state not in (DEAD, FAILED):
+        return False
+    outbox.save(entry.evolve(state=PENDING, attempts=0, next_at=now))
+    return True
+
+
 class TokenBucket:
     """`rate` deliveries per second on average, bursts of up to `burst`."""
 
@@ -148,20 +163,41 @@ StaleHandler = Callable[[str, str, str], None]  # (user id, connector, stale add
 
 
 class Dispatcher:
+    """Attempts outbox entries through their connectors and settles each by its outcome.
+
+    Two ways to drive it: `run_due(now)` attempts what is due and returns when every attempt is
+    settled (tests, tools); the daemon's delivery thread calls `start_due(now, on_done)`, which
+    hands the attempts to the connectors' pools and returns at once, and `settle_done(now)` when
+    `on_done` says some finished, so one slow provider never holds up another's deliveries.
+
+    An entry taken for an attempt is leased (`sending`, `next_at` = the lease's end) in the
+    outbox before the provider is called: no other round or worker takes it meanwhile, and if the
+    process dies the lease runs out and the entry is attempted again, with the same idempotency
+    key. Each connector has a pool of `concurrency[connector]` threads (default 4) and at most
+    twice that many entries leased at once. The outbox is read and written on the caller's thread
+    only, so a store whose connection belongs to one thread (SQLite) is never touched from another.
+    """
+
     def __init__(self, outbox: Outbox, connectors: Mapping[str, Any], *, profiles: ProfileLookup,
                  max_attempts: int = 8, backoff: Backoff | None = None,
                  limits: Mapping[str, TokenBucket] | None = None, on_stale: StaleHandler | None = None,
-                 workers: int = 1, concurrency: Mapping[str, int] | None = None):
+                 workers: int = 1, concurrency: Mapping[str, int] | None = None,
+                 transaction: Callable[[], AbstractContextManager] = nullcontext, lease: float = LEASE):
+        """`transaction`: the outbox's, so a round's claims and outcomes are each one commit (never
+        held open across a provider's call). `workers=1`: attempts run on the caller's thread,
+        one at a time (deterministic tests)."""
         self.outbox, self.connectors, self.profiles = outbox, connectors, profiles
+        self.transaction = transaction
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
         self.limits = dict(limits or {})
         self.on_stale = on_stale
         self.workers = workers
         self.concurrency = dict(concurrency or {})
-        self._gates: dict[str, threading.BoundedSemaphore] = {}
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self.lease = timedelta(seconds=lease)
+        self.in_flight: dict[str, str] = {}  # entry id → connector, leased and not settled yet
+        self._done: queue.SimpleQueue[tuple[Entry, Result | DeliveryError]] = queue.SimpleQueue()
+        self._pools: dict[str, ThreadPoolExecutor] = {}
 
     def delivery(self, entry: Entry) -> Delivery:
         a = json.loads(entry.payload)
@@ -170,61 +206,100 @@ class Dispatcher:
                         event=a.get("event"), journey=a.get("journey", ""), step=a.get("path", ""))
 
     def run_due(self, now: datetime, limit: int = 100) -> int:
-        """Attempt the entries due at `now`; returns how many were attempted.
+        """Attempt the entries due at `now` and settle them; returns how many were attempted."""
+        finished = threading.Semaphore(0)
+        started = self.start_due(now, limit, on_done=finished.release, bounded=False)
+        for _ in range(started):
+            finished.acquire()
+        self.settle_done(now)
+        return started
 
-        Deliveries run on the worker threads (at most `concurrency[connector]` at once per
-        connector, default 4); the outbox is read and written on this thread only, so a store
-        whose connection belongs to one thread (SQLite) is never touched from another."""
-        ready: list[tuple[Entry, Any]] = []
-        for entry in self.outbox.due(now, limit):
-            connector = self.connectors.get(entry.connector)
-            if connector is None:
-                self._settle(entry.evolve(state=FAILED, last_error=f'no connector named "{entry.connector}"'))
+    def start_due(self, now: datetime, limit: int = 100, on_done: Callable[[], None] = lambda: None,
+                  bounded: bool = True) -> int:
+        """Lease the entries due at `now` and start their attempts; `on_done()` is called (from a
+        pool thread) as each finishes. Returns how many were started. `bounded`: at most twice a
+        connector's concurrency leased at once (the rest wait, unleased, for a later round)."""
+        ready = self._claim(now, limit, bounded)
+        for entry, connector in ready:
+            self.in_flight[entry.id] = entry.connector
+            delivery = self.delivery(entry)
+            if self.workers <= 1:
+                self._done.put((entry, self._attempt(connector, delivery)))
+                on_done()
                 continue
-            bucket = self.limits.get(entry.connector)
-            if bucket is not None:
-                wait = bucket.take(now)
-                if wait > 0:
-                    self._settle(entry.evolve(next_at=now + timedelta(seconds=wait)))
-                    continue
-            ready.append((entry, connector))
-        deliveries = [(entry, connector, self.delivery(entry)) for entry, connector in ready]
-        if self.workers <= 1 or len(deliveries) <= 1:
-            outcomes = [self._attempt(e.connector, c, d) for e, c, d in deliveries]
-        else:
-            outcomes = list(self._pool().map(lambda x: self._attempt(x[0].connector, x[1], x[2]), deliveries))
-        for (entry, _, _), outcome in zip(deliveries, outcomes):
-            if isinstance(outcome, DeliveryError):
-                self._failed(entry, outcome, now)
-            else:
-                self._succeeded(entry, outcome)
-        return len(deliveries)
 
-    def _attempt(self, name: str, connector: Any, delivery: Delivery) -> Result | DeliveryError:
-        with self._gate(name):
+            def attempt(entry: Entry = entry, connector: Any = connector, delivery: Delivery = delivery) -> None:
+                self._done.put((entry, self._attempt(connector, delivery)))
+                on_done()
+
+            self._pool(entry.connector).submit(attempt)
+        return len(ready)
+
+    def settle_done(self, now: datetime) -> int:
+        """Record the outcomes of the attempts that finished; returns how many."""
+        done: list[tuple[Entry, Result | DeliveryError]] = []
+        while True:
             try:
-                return connector.deliver(delivery)
-            except DeliveryError as err:
-                return err
-            except Exception as err:  # a connector bug must not stop the others: retried like a failure
-                return RetryableError(f"connector error: {type(err).__name__}: {err}")
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        if not done:
+            return 0
+        with self.transaction():
+            for entry, outcome in done:
+                self.in_flight.pop(entry.id, None)
+                if isinstance(outcome, DeliveryError):
+                    self._failed(entry, outcome, now)
+                else:
+                    self._succeeded(entry, outcome)
+        return len(done)
 
-    def _gate(self, name: str) -> threading.Semaphore:
-        with self._lock:
-            gate = self._gates.get(name)
-            if gate is None:
-                gate = self._gates[name] = threading.BoundedSemaphore(self.concurrency.get(name, 4))
-            return gate
+    def _claim(self, now: datetime, limit: int, bounded: bool) -> list[tuple[Entry, Any]]:
+        busy = Counter(self.in_flight.values())
+        room = (lambda name: 2 * self.concurrency.get(name, 4)) if bounded else (lambda name: limit)
+        full = {name for name, n in busy.items() if n >= room(name)}
+        ready: list[tuple[Entry, Any]] = []
+        with self.transaction():
+            for entry in self.outbox.due(now, limit, skip=full):
+                if entry.id in self.in_flight or entry.connector in full:
+                    continue  # still in flight here (its lease ran out first), or its pool is full
+                connector = self.connectors.get(entry.connector)
+                if connector is None:
+                    self._settle(entry.evolve(state=FAILED, last_error=f'no connector named "{entry.connector}"'))
+                    continue
+                bucket = self.limits.get(entry.connector)
+                if bucket is not None:
+                    wait = bucket.take(now)
+                    if wait > 0:
+                        self._settle(entry.evolve(state=PENDING, next_at=now + timedelta(seconds=wait)))
+                        continue
+                self._settle(entry.evolve(state=SENDING, next_at=now + self.lease))
+                ready.append((entry, connector))
+                busy[entry.connector] += 1
+                if busy[entry.connector] >= room(entry.connector):
+                    full.add(entry.connector)
+        return ready
 
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="journeys-deliver")
-        return self._executor
+    def _attempt(self, connector: Any, delivery: Delivery) -> Result | DeliveryError:
+        try:
+            return connector.deliver(delivery)
+        except DeliveryError as err:
+            return err
+        except Exception as err:  # a connector bug must not stop the others: retried like a failure
+            return RetryableError(f"connector error: {type(err).__name__}: {err}")
+
+    def _pool(self, name: str) -> ThreadPoolExecutor:
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = ThreadPoolExecutor(
+                self.concurrency.get(name, 4), thread_name_prefix=f"journeys-deliver-{name}")
+        return pool
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Wait for the attempts in flight (`settle_done` then records them)."""
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._pools.clear()
 
     def flush(self, now: datetime) -> None:
         """Send the batches of batching connectors and settle their entries."""
@@ -233,24 +308,21 @@ class Dispatcher:
             if flush is None:
                 continue
             waiting = {e.action_id: e for e in self.outbox.queued(name)}
-            for action_id, outcome in flush():
-                entry = waiting.get(action_id)
-                if entry is None:
-                    continue
-                if isinstance(outcome, DeliveryError):
-                    self._failed(entry, outcome, now)
-                elif isinstance(outcome, Exception):
-                    self._failed(entry, RetryableError(f"connector error: {outcome}"), now)
-                else:
-                    self._succeeded(entry, outcome)
+            outcomes = list(flush())  # the provider calls happen here, outside the transaction
+            with self.transaction():
+                for action_id, outcome in outcomes:
+                    entry = waiting.get(action_id)
+                    if entry is None:
+                        continue
+                    if isinstance(outcome, DeliveryError):
+                        self._failed(entry, outcome, now)
+                    elif isinstance(outcome, Exception):
+                        self._failed(entry, RetryableError(f"connector error: {outcome}"), now)
+                    else:
+                        self._succeeded(entry, outcome)
 
     def retry_dead(self, entry_id: str, now: datetime) -> bool:
-        """An operator's retry of a dead (or failed) entry: pending again, attempts reset."""
-        entry = self.outbox.get(entry_id)
-        if entry is None or entry.state not in (DEAD, FAILED):
-            return False
-        self._settle(entry.evolve(state=PENDING, attempts=0, next_at=now))
-        return True
+        return retry_dead(self.outbox, entry_id, now)
 
     # ------------------------------------------------------------------ outcomes
 

@@ -6,8 +6,9 @@ idempotent (`INSERT OR IGNORE`), so a replayed message or a retried transaction 
 second entry, and the daemon writes the entries in the same transaction as the user's state: a
 crash leaves either both or neither.
 
-Entry states: `pending` (due at `next_at`), `queued` (taken into a connector's batch, waiting for
-its flush), `delivered`, `failed` (a permanent error, with the provider's answer) and `dead`
+Entry states: `pending` (due at `next_at`), `sending` (leased by an attempt in flight until
+`next_at`; due again if the lease runs out, which means its process died), `queued` (taken into a
+connector's batch, waiting for its flush), `delivered`, `failed` (a permanent error, with the provider's answer) and `dead`
 (retryable errors until the attempts ran out; an operator lists and retries them).
 
 Delivery itself is at least once towards the provider, exactly once where the provider honours
@@ -20,9 +21,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Iterable, Protocol
+from typing import Collection, Iterable, Protocol
 
-PENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "queued", "delivered", "failed", "dead"
+PENDING, SENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "sending", "queued", "delivered", "failed", "dead"
+DUE = (PENDING, SENDING)  # a sending entry whose lease ran out is due again
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,15 @@ class Outbox(Protocol):
         """Insert entries not there yet; returns how many were new."""
         ...
 
-    def due(self, now: datetime, limit: int = 100) -> list[Entry]:
-        """Pending entries with `next_at <= now`, oldest due first."""
+    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = ()) -> list[Entry]:
+        """Pending entries (and sending ones whose lease ran out) with `next_at <= now`, oldest
+        due first, leaving out the connectors in `skip` (their pools are full)."""
         ...
 
-    def save(self, entry: Entry) -> None: ...
+    def save(self, entry: Entry) -> None:
+        """Write an entry's new state. An entry deleted meanwhile (its user was forgotten while a
+        delivery was in flight) stays deleted."""
+        ...
 
     def get(self, entry_id: str) -> Entry | None: ...
 
@@ -78,13 +84,15 @@ class MemoryOutbox:
                 new += 1
         return new
 
-    def due(self, now: datetime, limit: int = 100) -> list[Entry]:
-        ready = [e for e in self.entries.values() if e.state == PENDING and e.next_at <= now]
+    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = ()) -> list[Entry]:
+        ready = [e for e in self.entries.values()
+                 if e.state in DUE and e.next_at <= now and e.connector not in skip]
         ready.sort(key=lambda e: (e.next_at, e.id))
         return ready[:limit]
 
     def save(self, entry: Entry) -> None:
-        self.entries[entry.id] = entry
+        if entry.id in self.entries:
+            self.entries[entry.id] = entry
 
     def get(self, entry_id: str) -> Entry | None:
         return self.entries.get(entry_id)
@@ -138,14 +146,23 @@ class SqliteOutbox:
                               [self._row(e) for e in entries])
         return self.conn.total_changes - before
 
-    def due(self, now: datetime, limit: int = 100) -> list[Entry]:
-        rows = self.conn.execute("SELECT * FROM outbox WHERE state = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?",
-                                 (PENDING, _t(now), limit)).fetchall()
+    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = ()) -> list[Entry]:
+        skip = sorted(skip)
+        but = f" AND connector NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+        rows = self.conn.execute(f"SELECT * FROM outbox WHERE state IN (?, ?) AND next_at <= ?{but} "
+                                 "ORDER BY next_at, id LIMIT ?", (*DUE, _t(now), *skip, limit)).fetchall()
         return [self._entry(r) for r in rows]
 
+    def release(self, now: datetime) -> int:
+        """Leases of a previous life of this process back to pending, due at `now` (an SQLite store
+        has one daemon, so none of them is in flight any more)."""
+        return self.conn.execute("UPDATE outbox SET state = ?, next_at = ? WHERE state = ?",
+                                 (PENDING, _t(now), SENDING)).rowcount
+
     def save(self, entry: Entry) -> None:
-        self.conn.execute(f"INSERT OR REPLACE INTO outbox VALUES ({', '.join('?' * len(self.COLUMNS))})",
-                          self._row(entry))
+        self.conn.execute("UPDATE outbox SET next_at = ?, state = ?, attempts = ?, last_error = ?, provider_id = ? "
+                          "WHERE id = ?", (_t(entry.next_at), entry.state, entry.attempts, entry.last_error,
+                                           entry.provider_id, entry.id))
 
     def get(self, entry_id: str) -> Entry | None:
         row = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (entry_id,)).fetchone()

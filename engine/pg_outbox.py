@@ -21,9 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Collection, Iterable
 
-from .outbox import PENDING, QUEUED, Entry
-
-SENDING = "sending"  # engine.outbox's lease state: an attempt in flight until next_at
+from .outbox import PENDING, QUEUED, SENDING, Entry
 
 _COLUMNS = ("id, action_id, connector, user_id, kind, target, payload, created, next_at, state, attempts, "
             "last_error, provider_id")

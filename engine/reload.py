@@ -9,8 +9,11 @@ user in flight finishes the version they entered (the engine looks journeys up b
 version)), while new entries take the new version; the swap happens on the worker thread between
 transactions. Scheduled entries are planned again from the new program.
 
-What a reload does not change: connectors, routes and delivery limits are built from journeys.toml
-once, at start; a changed journeys.toml recompiles the journeys but needs a restart for those.
+A changed journeys.toml also changes routes, connectors and delivery limits: the worker gives the
+new routes to its outbox sink, and the delivery thread flushes and closes the old connectors
+between two rounds and builds the new ones (entries already in the outbox keep their connector
+names; a connector that is gone fails them with the reason). Limits that do not parse fail the
+reload like a journey error. The store's URL and the ingest's keys are read once, at start.
 
 Metrics: `GET /metrics` in Prometheus' text exposition format (0.0.4), written here rather than
 with a client library: every value is a counter or gauge the daemon already keeps (the `Counts`
@@ -73,6 +76,7 @@ class Reloader:
         self.poll = poll
         self.requested = threading.Event()
         self.errors: list[str] = []
+        self.config: Any = None  # the ProjectConfig of the last good reload
         self.ok = 0
         self.failed = 0
         self._seen = watched_files(self.root)
@@ -98,11 +102,18 @@ class Reloader:
 
     def reload(self, old: Any) -> Any | None:
         """The new Program (with every version of `old` still reachable), or None on errors."""
+        from connectors.errors import ConfigurationError
+        from connectors.registry import delivery_limits
+
         from .program import Program
         from .simulate import ProjectError, load_checked
 
         try:
-            _, compiled = load_checked(self.root)
+            loaded, compiled = load_checked(self.root)
+            delivery_limits(loaded.config)  # limits that do not parse fail here, not in the delivery thread
+        except ConfigurationError as e:
+            self._failed([f"{self.root / 'journeys.toml'}: {e}"])
+            return None
         except ProjectError as e:
             lines = [diagnostic_line(d) for d in e.diagnostics if d.is_error]
             self._failed(lines)
@@ -121,6 +132,7 @@ class Reloader:
         changed += [f"{name} (removed)" for name in old.journeys if name not in new.journeys]
         log.warning("reloaded: %d journeys, versions changed: %s", len(new.journeys), ", ".join(changed) or "none")
         self.errors = []
+        self.config = loaded.config
         self.ok += 1
         return new
 

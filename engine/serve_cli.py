@@ -7,10 +7,36 @@ usage error (no write keys, a store that is not a SQLite file, bad connector lim
 
 from __future__ import annotations
 
+import enum
+import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+
+class LogFormat(str, enum.Enum):
+    auto = "auto"
+    json = "json"
+    text = "text"
+
+
+def setup_logging(log_format: LogFormat, stream=None) -> None:
+    """The daemon's logs on stderr: JSON lines (time, level, logger, message, exc_info and any
+    `extra` fields; python-json-logger) for a log shipper, or plain text for a terminal."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if log_format == LogFormat.json or (log_format == LogFormat.auto and not stream.isatty()):
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{",
+                                           rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
 
 
 def serve_command(
@@ -19,10 +45,10 @@ def serve_command(
     port: int = typer.Option(8080, "--port", help="The TCP port of the ingest and the health checks."),
     store: Optional[str] = typer.Option(None, "--store", help="The store (sqlite:///path.db); default: journeys.toml "
                                         "[store] url, relative to the project."),
+    log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format", help="json: one JSON object per line "
+                                         "(for log shippers); text: for people; auto: json unless stderr is a terminal."),
 ) -> None:
     """Run the daemon: the Segment-compatible ingest, the journeys, timers and deliveries. Stops on SIGTERM."""
-    import logging
-
     from rich.console import Console
     from rich.text import Text
 
@@ -54,7 +80,7 @@ def serve_command(
         path = store_file(store, None) if store is not None else store_file(config.store.url, Path(loaded.root))
     except ValueError as e:
         raise _usage_error(f"--store: {e}" if store is not None else f"[store] url: {e}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_format)
     try:
         code = serve(Path(loaded.root), config, Program.build(compiled), path, keys, host=host, port=port)
     except ConfigurationError as e:
