@@ -33,6 +33,7 @@ transaction and closes the store, then the deliveries flush their batches; the p
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import sqlite3
@@ -53,6 +54,20 @@ BATCH = 200  # inbox messages per transaction
 MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
 PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
+PARTITION_TTL = 10.0  # seconds a PostgreSQL worker's partition leases last (JOURNEYS_LEASE_TTL)
+
+
+def transient(exc: BaseException) -> bool:
+    """A database error that says "try again" (a deadlock between two workers, a serialisation
+    failure, a busy SQLite file, a dropped connection), as opposed to a message the engine cannot
+    take: the batch is retried instead of set aside."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    if type(exc).__module__.startswith("psycopg"):
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError)
+    return False
 _FAR = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
@@ -82,11 +97,16 @@ class Counts:
 
 
 def store_file(url: str, base: Path | None = None) -> str:
-    """The SQLite file of a store URL or path; a relative one is relative to `base` (the project)."""
+    """The daemon's store: a PostgreSQL URL as it is, or the SQLite file of a URL or path (a
+    relative one is relative to `base`, the project)."""
     from .sqlite_store import sqlite_path
+    from .stores import is_postgres
 
-    if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError(f"{url}: only SQLite stores are supported for now (sqlite:///path.db)")
+    if is_postgres(url):
+        from .pg_store import parse_url
+
+        parse_url(url)  # ValueError for a bad schema name, before anything starts
+        return url
     path = sqlite_path(url)
     if path == ":memory:":
         raise ValueError("the daemon's store must be a file (sqlite:///path.db), not :memory:")
@@ -125,6 +145,9 @@ class Worker:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self.keep: Callable[[Any], bool] = lambda msg: True  # the processor drops a message if False
         self.deliveries: Any = None  # the engine.delivery_loop.DeliveryLoop, started by start()
+        self.partitions: Any = None  # PostgreSQL: this worker's leases (engine.partitions.Partitions)
+        self.listener: Any = None  # PostgreSQL: LISTEN for other workers' ingest commits
+        self._next_heartbeat = 0.0
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the worker thread (the one that owns the store), between rounds; its result
@@ -204,22 +227,27 @@ class Worker:
             raise
         finally:
             self._run_jobs()  # jobs submitted while stopping still get an answer
+            self._close_cluster()
             self.store.close()
             self.store_open = False
 
     def _open(self) -> None:
         from .dispatch import OutboxSink, Routes
-        from .inbox import Inbox
-        from .outbox import SqliteOutbox
         from .runtime import Engine
         from .sinks import FanOut
-        from .sqlite_store import SqliteStore
+        from .stores import is_postgres, open_store
 
-        store = self.store = SqliteStore(self.path)
+        store = self.store = open_store(self.path)
         try:
             with store.transaction():
-                self.inbox = Inbox(store.conn)
-                self.outbox = SqliteOutbox(store.conn)
+                if is_postgres(self.path):
+                    self._open_cluster(store)
+                else:
+                    from .inbox import Inbox
+                    from .outbox import SqliteOutbox
+
+                    self.inbox = Inbox(store.conn)
+                    self.outbox = SqliteOutbox(store.conn)
                 from .daemon_api import event_filter
                 self.keep = event_filter(store.conn)  # drops events of forgotten users
 
@@ -232,8 +260,33 @@ class Worker:
             self.trail = Trail(store, self.config.serve.trail_days)  # each user's timeline, for the admin API
             self.engine = Engine(self.program, store, self.clock, FanOut(self.outbox_sink, self.counts, self.trail))
         except BaseException:
+            self._close_cluster()
             store.close()
             raise
+
+    def _open_cluster(self, store: Any) -> None:
+        """PostgreSQL: the shared inbox, this worker's partition leases, and a listener that wakes
+        the worker when any worker's ingest commits (engine.partitions, engine.pg_inbox)."""
+        from .partitions import Partitions
+        from .pg_inbox import Listener, PostgresInbox
+        from .pg_outbox import PostgresOutbox
+
+        self.inbox = PostgresInbox(store.conn, store.schema)
+        self.outbox = PostgresOutbox(store.conn)
+        self.partitions = Partitions(store.conn, ttl=float((self.environ or os.environ).get(
+            "JOURNEYS_LEASE_TTL", PARTITION_TTL)))
+        store.parts = frozenset()  # nothing is ours until the first heartbeat
+        self.listener = Listener(self.path, self.wake)
+
+    def _close_cluster(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.partitions is not None and self.stopping.is_set():
+            try:
+                self.partitions.leave()  # a clean stop hands the partitions over at once
+            except Exception:  # noqa: BLE001 - they expire anyway
+                log.exception("giving the partitions back failed; they expire in %.0f s", self.partitions.ttl)
 
     def retry_dead(self, entry_id: str) -> bool:
         """An operator's retry of a dead or failed outbox entry (on the worker thread)."""
@@ -310,17 +363,48 @@ class Worker:
     def round(self) -> bool:
         """Timers due, then up to BATCH inbox messages. True when the inbox had a full batch
         (there may be more right away)."""
-        store, engine = self.store, self.engine
-        self._guard("timers", lambda: self._in_transaction(lambda: engine.run_due(self.clock.now())))
-        rows = store.conn.execute("SELECT seq, raw FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                  (self.inbox.processed(), BATCH)).fetchall()
+        if self.partitions is not None and time.monotonic() >= self._next_heartbeat:
+            self._guard("partitions", self._heartbeat)
+        engine = self.engine
+
+        def timers() -> None:
+            self._fence()
+            engine.run_due(self.clock.now())
+
+        self._guard("timers", lambda: self._in_transaction(timers))
+        parts = self.partitions.owned if self.partitions is not None else None
+        rows = self.inbox.next_batch(parts, BATCH)
         if rows:
             self._process(rows)
         return len(rows) == BATCH
 
+    def _heartbeat(self) -> None:
+        self._next_heartbeat = time.monotonic() + self.partitions.ttl / 5
+        before = self.partitions.owned
+        owned = self.partitions.heartbeat()
+        if owned != before:
+            log.warning("partitions: %d held (%+d)", len(owned), len(owned) - len(before))
+            self.wake.set()  # new partitions may have messages waiting
+
+    def _fence(self) -> frozenset[int] | None:
+        """Inside a transaction: the partitions still ours, held against a takeover till it ends."""
+        if self.partitions is None:
+            return None
+        parts = self.partitions.fence()
+        self.store.parts = parts
+        return parts
+
     def _in_transaction(self, run: Callable[[], Any]) -> None:
-        with self.store.transaction():
-            run()
+        """One transaction; if it rolls back, the engine's plan of scheduled entries is put back
+        as it was, so an entry taken out of it in the failed transaction fires on the retry."""
+        engine = self.engine
+        plan = (list(engine._schedules), set(engine._zones_scheduled), engine._started)
+        try:
+            with self.store.transaction():
+                run()
+        except BaseException:
+            engine._schedules, engine._zones_scheduled, engine._started = plan
+            raise
 
     def _process(self, rows: list[tuple[int, bytes]]) -> None:
         from .inbox import message_from_json
@@ -328,35 +412,38 @@ class Worker:
         engine, clock, keep, event_time = self.engine, self.clock, self.keep, self.event_time
 
         def run() -> None:
-            for _, raw in rows:
-                msg = message_from_json(raw)
+            parts = self._fence()
+            done = []
+            for row in rows:
+                if parts is not None and row[2] not in parts:
+                    continue  # its partition was taken over meanwhile: the new owner takes it
+                msg = message_from_json(row[1])
                 at = msg.timestamp if event_time else clock.now()
                 if keep(msg):
                     engine.take(msg, at)
                 else:
                     engine.run_due(at)
-            self.inbox.mark(rows[-1][0])
+                done.append(row)
+            self.inbox.finish(done)
 
         try:
             self._in_transaction(run)
         except Exception as exc:  # noqa: BLE001
+            if transient(exc):  # a deadlock, a lock timeout, a lost connection: nothing is done, retried
+                log.warning("inbox batch rolled back, retried next round: %s: %s", type(exc).__name__, exc)
+                self.counts.add("inbox.retried")
+                time.sleep(0.05)
+                return
             if len(rows) > 1:
                 for row in rows:
                     self._process([row])
                 return
-            seq, raw = rows[0]
+            seq, raw = rows[0][0], rows[0][1]
             error = f"{type(exc).__name__}: {exc}"
             log.error("inbox message %d set aside: %s", seq, error, exc_info=exc)
             self.counts.add("inbox.failed")
-
-            def set_aside() -> None:  # kept with its error for an operator: moved past, never lost
-                self.store.conn.execute(
-                    "CREATE TABLE IF NOT EXISTS inbox_failed (seq INTEGER PRIMARY KEY, raw BLOB, error TEXT, at TEXT)")
-                self.store.conn.execute("INSERT OR REPLACE INTO inbox_failed VALUES (?, ?, ?, ?)",
-                                        (seq, raw, error, clock.now().isoformat()))
-                self.inbox.mark(seq)
-
-            self._in_transaction(set_aside)
+            # kept with its error for an operator: moved past, never lost
+            self._in_transaction(lambda: self.inbox.set_aside(seq, raw, error, clock.now()))
         self.processed += len(rows)
         self.counts.add("inbox.processed", len(rows))
 
@@ -396,7 +483,18 @@ def _signal_ingest(app: Any, wake: threading.Event) -> None:
 
 
 def inbox_position(path: str) -> tuple[int, int]:
-    """(last seq appended, processed) from a read-only connection of its own."""
+    """(last seq appended, processed) from a connection of its own (read-only for SQLite). On
+    PostgreSQL, whose inbox deletes what is processed, (rows waiting, 0): the cluster's backlog."""
+    from .stores import is_postgres
+
+    if is_postgres(path):
+        from .pg_store import connect
+
+        pg, _ = connect(path)
+        try:
+            return pg.execute("SELECT count(*) FROM inbox").fetchone()[0], 0
+        finally:
+            pg.close()
     conn = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, timeout=2)
     try:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'inbox'").fetchone()
@@ -432,9 +530,12 @@ def add_health(app: Any, worker: Worker) -> None:
         try:
             last, processed = inbox_position(worker.path)
             body.update(last_seq=last, processed=processed, inbox_lag=last - processed)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001 - sqlite3 or psycopg: the store cannot be read
             body["inbox_error"] = str(exc)
             ready = False
+        if worker.partitions is not None:
+            body["partitions"] = {"worker": worker.partitions.id, "held": len(worker.partitions.owned),
+                                  "of": worker.partitions.total}
         body["counts"] = worker.counts.snapshot()
         from .reload import readyz_fields
 

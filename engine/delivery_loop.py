@@ -21,6 +21,7 @@ engine changes profiles.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime
@@ -79,14 +80,21 @@ class DeliveryLoop:
         self.wake.set()
 
     def _main(self) -> None:
-        from .outbox import SqliteOutbox
-        from .sqlite_store import SqliteStore
+        from .stores import is_postgres, open_store
 
+        released = 0
         try:
-            self.store = SqliteStore(self.path)
-            with self.store.transaction():
-                self.outbox = SqliteOutbox(self.store.conn)
-                released = self.outbox.release(self.clock.now())
+            self.store = open_store(self.path)
+            if is_postgres(self.path):  # shared with other workers: claim with SKIP LOCKED, leases expire
+                from .pg_outbox import PostgresOutbox
+
+                self.outbox = PostgresOutbox(self.store.conn, claim=True)
+            else:
+                from .outbox import SqliteOutbox
+
+                with self.store.transaction():
+                    self.outbox = SqliteOutbox(self.store.conn)
+                    released = self.outbox.release(self.clock.now())
             if released:
                 log.warning("%d deliveries in flight when the daemon stopped are attempted again", released)
             self.dispatcher = self._dispatcher(self.config)
@@ -109,7 +117,7 @@ class DeliveryLoop:
     def _dispatcher(self, config: Any) -> Any:
         from connectors.registry import build, delivery_limits
 
-        from .dispatch import Dispatcher, TokenBucket
+        from .dispatch import LEASE, Dispatcher, TokenBucket
 
         store = self.store
         buckets, concurrency = delivery_limits(config)
@@ -122,7 +130,8 @@ class DeliveryLoop:
         return Dispatcher(
             self.outbox, connectors, profiles=profile, on_stale=self.on_stale, transaction=store.transaction,
             limits={n: TokenBucket(rate, burst) for n, (rate, burst) in buckets.items()},
-            concurrency=concurrency, workers=max(4, sum(concurrency.values()) if concurrency else 4))
+            concurrency=concurrency, workers=max(4, sum(concurrency.values()) if concurrency else 4),
+            lease=float((self.environ or os.environ).get("JOURNEYS_DELIVERY_LEASE", LEASE)))
 
     def _close_dispatcher(self) -> None:
         dispatcher = self.dispatcher
@@ -189,5 +198,5 @@ class DeliveryLoop:
         row = self.store.conn.execute("SELECT min(next_at) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()
         if not row or not row[0]:
             return MAX_IDLE
-        due: datetime = _from_t(row[0])
+        due: datetime = _from_t(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL timestamptz
         return max(0.0, (due - self.clock.now()).total_seconds() + 0.001)

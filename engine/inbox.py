@@ -196,6 +196,26 @@ class Inbox:
         return self.conn.execute("SELECT count(*) FROM inbox WHERE seq > (SELECT processed FROM inbox_cursor)"
                                  ).fetchone()[0]
 
+    # the processor's interface, shared with engine.pg_inbox.PostgresInbox
+
+    def next_batch(self, parts: Any, limit: int) -> list[tuple[int, bytes, int]]:
+        """Up to `limit` (seq, raw, partition) rows after the cursor, oldest first (`parts` is
+        ignored: one SQLite daemon processes every partition, numbered 0 here)."""
+        return self.conn.execute("SELECT seq, raw, 0 FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                 (self.processed(), limit)).fetchall()
+
+    def finish(self, rows: Sequence[tuple]) -> None:
+        """Inside the processing transaction: these rows (the next ones, in order) are done."""
+        if rows:
+            self.mark(rows[-1][0])
+
+    def set_aside(self, seq: int, raw: bytes, error: str, at: datetime) -> None:
+        """Keep a message the engine could not take, with its error, for an operator; move past it."""
+        self.conn.execute("CREATE TABLE IF NOT EXISTS inbox_failed (seq INTEGER PRIMARY KEY, raw BLOB, error TEXT, "
+                          "at TEXT)")
+        self.conn.execute("INSERT OR REPLACE INTO inbox_failed VALUES (?, ?, ?, ?)", (seq, raw, error, at.isoformat()))
+        self.mark(seq)
+
     def prune(self) -> int:
         """Delete the processed messages; returns how many. Seqs are never reused afterwards."""
         cur = self.conn.execute("DELETE FROM inbox WHERE seq <= (SELECT processed FROM inbox_cursor)")

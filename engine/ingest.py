@@ -49,7 +49,8 @@ share the commit. `GroupCommit` collects the rows of every request that arrives 
 (2 ms) of the first, or until `max_rows`, writes them in one transaction on the inbox's own
 connection in a single worker thread (sqlite3 releases the GIL while it writes, so the event loop
 keeps reading requests), then resolves every waiting request. While a commit is in flight the next
-one gathers.
+one gathers. A request that finds the committer idle for `max_delay` already commits at once: at
+low load the wait would only add latency, with nobody to share the commit.
 """
 
 from __future__ import annotations
@@ -355,6 +356,7 @@ class GroupCommit:
         self._closing = False
         self._start_lock: asyncio.Lock | None = None
         self.commits = 0  # transactions written (for tests and benchmarks)
+        self._last_done = float("-inf")  # loop time the last commit finished
 
     async def start(self) -> None:
         if self._task is not None:
@@ -395,7 +397,10 @@ class GroupCommit:
                 if self._closing:
                     return
                 continue
-            delay = self._first_at + self.max_delay - loop.time()
+            # Wait up to max_delay for more requests to share the commit, unless the committer was
+            # idle that long before these rows came: a lone event at low load commits at once.
+            idle = self._first_at - self._last_done >= self.max_delay
+            delay = 0.0 if idle else self._first_at + self.max_delay - loop.time()
             if delay > 0 and not self._closing and len(self._rows) < self.max_rows:
                 try:
                     await asyncio.wait_for(self._full.wait(), delay)
@@ -412,6 +417,7 @@ class GroupCommit:
                         w.set_exception(exc)
             else:
                 self.commits += 1
+                self._last_done = loop.time()
                 for w in waiters:
                     if not w.done():
                         w.set_result(None)
@@ -493,7 +499,8 @@ class IngestApp(FastAPI):
 def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str], *,
                max_delay: float = 0.002, max_rows: int = 10_000, synchronous: str = "FULL",
                max_batch_events: int = MAX_BATCH_EVENTS, fast_path: bool = True) -> IngestApp:
-    """The ingest as an ASGI app writing to the inbox in `store_path` (a path or sqlite:/// URL).
+    """The ingest as an ASGI app writing to the inbox in `store_path` (a path or sqlite:/// URL, or
+    a postgresql:// URL: the inbox every worker of a cluster shares).
 
     `write_keys`: the accepted keys (`write_keys_from_env(config)` in the daemon); none is an
     error, as an ingest nobody can send to is a misconfiguration. `synchronous` is the inbox
@@ -502,7 +509,14 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
     keys = _Keys(write_keys)
     if not keys.keys:
         raise ValueError("no write keys: set the variables [ingest] write_keys_env names in journeys.toml")
-    commit = GroupCommit(lambda: Inbox.open(store_path, synchronous=synchronous), max_delay, max_rows)
+    from .stores import is_postgres
+
+    if is_postgres(store_path):  # the cluster's shared inbox (engine.pg_inbox)
+        from .pg_inbox import PostgresInbox
+
+        commit = GroupCommit(lambda: PostgresInbox.open(store_path), max_delay, max_rows)
+    else:
+        commit = GroupCommit(lambda: Inbox.open(store_path, synchronous=synchronous), max_delay, max_rows)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

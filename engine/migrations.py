@@ -63,8 +63,34 @@ _V1 = (
     "CREATE INDEX outbox_due ON outbox (state, next_at, id)",
 )
 
+# Several `journeys serve` workers on one database (engine.pg_inbox, engine.partitions): the inbox
+# every worker's ingest appends to, split in partitions by a hash of the sender's id; the leases
+# that give each partition to one worker; the workers' heartbeats; the claims that make a
+# scheduled entry fire once per partition across the cluster; and the daemon's side tables.
+PARTITIONS = 64
+_V2 = (
+    """CREATE TABLE inbox (
+        seq bigserial PRIMARY KEY, part smallint NOT NULL, received_at timestamptz NOT NULL,
+        raw bytea NOT NULL)""",
+    "CREATE INDEX inbox_part ON inbox (part, seq)",
+    """CREATE TABLE inbox_failed (
+        seq bigint PRIMARY KEY, raw bytea NOT NULL, error text NOT NULL, at timestamptz NOT NULL)""",
+    "CREATE TABLE partitions (part smallint PRIMARY KEY, owner text, expires timestamptz)",
+    f"INSERT INTO partitions (part) SELECT generate_series(0, {PARTITIONS - 1})",
+    """CREATE TABLE workers (
+        id text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL, started timestamptz NOT NULL,
+        seen timestamptz NOT NULL)""",
+    """CREATE TABLE schedule_runs (
+        name text, zone text, fire timestamptz, part smallint, PRIMARY KEY (name, zone, fire, part))""",
+    'CREATE TABLE forgotten (user_id text COLLATE "C" PRIMARY KEY, at text NOT NULL)',
+    "ALTER TABLE profiles ADD COLUMN part smallint",
+    f"UPDATE profiles SET part = (('x' || substr(md5(user_id), 1, 8))::bit(32)::bigint % {PARTITIONS})",
+    "CREATE INDEX profiles_part ON profiles (part, wake)",
+)
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "profiles, identities, messages, actions, instances and the outbox", _V1),
+    Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
 )
 
 

@@ -51,8 +51,9 @@ class PostgresOutbox:
     """The `Outbox` protocol on the connection of a `PostgresStore` (its search_path is the store's
     schema, where the migrations made the table)."""
 
-    def __init__(self, conn):
-        self.conn = conn
+    def __init__(self, conn, claim: bool = False):
+        """`claim=True`: `due` claims by default (a dispatcher sharing the database with others)."""
+        self.conn, self.claim = conn, claim
 
     def add(self, entries: Iterable[Entry]) -> int:
         """One statement for the batch; returns how many entries were new (a replayed one is not)."""
@@ -61,13 +62,13 @@ class PostgresOutbox:
             return 0
         return self.conn.execute(_ADD, [list(column) for column in zip(*rows)]).rowcount
 
-    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = (), *, claim: bool = False) -> list[Entry]:
+    def due(self, now: datetime, limit: int = 100, skip: Collection[str] = (), *, claim: bool | None = None) -> list[Entry]:
         """Pending entries (and sending ones whose lease ran out) with `next_at <= now`, oldest due
         first, leaving out the connectors in `skip`. `claim=True` locks them for the caller's
         transaction and skips entries another transaction holds (FOR UPDATE SKIP LOCKED):
         concurrent dispatchers each get their own entries."""
         params = (PENDING, SENDING, now, sorted(skip), limit)
-        if not claim:
+        if not (self.claim if claim is None else claim):
             return [_entry(r) for r in self.conn.execute(_DUE, params)]
         from psycopg.pq import TransactionStatus
 

@@ -42,11 +42,12 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .effects import Action
 from .migrations import migrate
+from .partitions import advisory_key, partition_of
 from .serialize import action_to_row, state_from_json, state_to_json
 from .state import UserState
 from .store import StoreError
@@ -57,8 +58,9 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 _SAVE = """
 WITH profile AS (
-    INSERT INTO profiles (user_id, zone, state, wake) VALUES (%(u)s, %(zone)s, %(state)s, %(wake)s)
-    ON CONFLICT (user_id) DO UPDATE SET zone = excluded.zone, state = excluded.state, wake = excluded.wake),
+    INSERT INTO profiles (user_id, zone, state, wake, part) VALUES (%(u)s, %(zone)s, %(state)s, %(wake)s, %(part)s)
+    ON CONFLICT (user_id) DO UPDATE SET zone = excluded.zone, state = excluded.state, wake = excluded.wake,
+        part = excluded.part),
 ended AS (
     DELETE FROM instances WHERE user_id = %(u)s AND journey <> ALL(%(journeys)s::text[]))
 INSERT INTO instances (user_id, journey, version, entry, path, wait, wake)
@@ -82,6 +84,8 @@ _RECORD = (
     "json = excluded.json")
 
 _NEXT_TIMER = "SELECT wake, user_id FROM profiles WHERE wake <= %s ORDER BY wake, user_id LIMIT 1"
+_NEXT_TIMER_IN = ("SELECT wake, user_id FROM profiles WHERE wake <= %s AND part = ANY(%s) "
+                  "ORDER BY wake, user_id LIMIT 1")
 
 
 # ----------------------------------------------------------------------------------- URLs
@@ -163,6 +167,9 @@ class PostgresStore:
 
     def __init__(self, url: str):
         self.url = redact(url)
+        self.parts: frozenset[int] | None = None  # timers and schedules only of these partitions (None: all)
+        self._depth = 0  # open transaction() blocks
+        self._held: set[int] = set()  # advisory lock keys held in the current transaction
         self.conn, self.schema = connect(url)
         try:
             migrate(self.conn, self.schema, self.url)
@@ -176,8 +183,14 @@ class PostgresStore:
     def transaction(self) -> Iterator[None]:
         """All writes inside commit together, or none on an exception. Nested blocks are
         savepoints: an exception caught inside the outer block undoes only the inner one."""
-        with self.conn.transaction():
-            yield
+        if self._depth == 0:
+            self._held = set()  # advisory locks end with the transaction
+        self._depth += 1
+        try:
+            with self.conn.transaction():
+                yield
+        finally:
+            self._depth -= 1
 
     def close(self) -> None:
         self.conn.close()
@@ -198,6 +211,7 @@ class PostgresStore:
         instances = state.instances.values()
         self.conn.execute(_SAVE, {
             "u": state.user_id, "zone": zone, "state": state_to_json(state), "wake": state.wake,
+            "part": partition_of(state.user_id),
             "journeys": [i.journey for i in instances], "versions": [i.version for i in instances],
             "entries": [i.entry for i in instances], "paths": [i.path for i in instances],
             "waits": [i.wait for i in instances], "wakes": [i.wake for i in instances]})
@@ -224,15 +238,55 @@ class PostgresStore:
     # ------------------------------------------------------------------ timers and listings
 
     def next_timer(self, until: datetime) -> tuple[datetime, str] | None:
-        row = self.conn.execute(_NEXT_TIMER, (until,)).fetchone()
+        if self.parts is None:
+            row = self.conn.execute(_NEXT_TIMER, (until,)).fetchone()
+        else:
+            row = self.conn.execute(_NEXT_TIMER_IN, (until, sorted(self.parts))).fetchone()
         return None if row is None else (row[0], row[1])
 
     def users(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT user_id FROM profiles ORDER BY user_id")]
 
     def users_in_zone(self, zone: str) -> list[str]:
+        if self.parts is None:
+            return [r[0] for r in self.conn.execute(
+                "SELECT user_id FROM profiles WHERE zone = %s ORDER BY user_id", (zone,))]
         return [r[0] for r in self.conn.execute(
-            "SELECT user_id FROM profiles WHERE zone = %s ORDER BY user_id", (zone,))]
+            "SELECT user_id FROM profiles WHERE zone = %s AND part = ANY(%s) ORDER BY user_id",
+            (zone, sorted(self.parts)))]
+
+    # ------------------------------------------------------------------ several workers
+
+    def schedule_users(self, name: str, zone: str | None, fire: datetime) -> list[str]:
+        """The users a scheduled entry reaches at `fire` (those of `zone`, or all), sorted. With
+        partitions (several workers), only those of our partitions that no worker fired this
+        entry for yet: the claim (`schedule_runs`) commits with the steps it causes, so a
+        partition that moves between workers never gets the same firing twice."""
+        if self.parts is None:
+            return self.users() if zone is None else self.users_in_zone(zone)
+        claimed = [r[0] for r in self.conn.execute(
+            "INSERT INTO schedule_runs (name, zone, fire, part) SELECT %s, %s, %s, p FROM unnest(%s::smallint[]) AS p "
+            "ON CONFLICT DO NOTHING RETURNING part", (name, zone or "", fire, sorted(self.parts)))]
+        if not claimed:
+            return []
+        if zone is None:
+            return [r[0] for r in self.conn.execute(
+                "SELECT user_id FROM profiles WHERE part = ANY(%s) ORDER BY user_id", (claimed,))]
+        return [r[0] for r in self.conn.execute(
+            "SELECT user_id FROM profiles WHERE zone = %s AND part = ANY(%s) ORDER BY user_id", (zone, claimed))]
+
+    def lock(self, ids: Iterable[str]) -> None:
+        """Hold these profile ids until the transaction ends (`pg_advisory_xact_lock`), in a fixed
+        order. Two workers may touch one profile at once when identities are stitched across
+        partitions (an anonymous id's events go to its own partition, its profile may be a known
+        user's elsewhere): the engine locks every id a message names, and the profile it
+        resolves to, before reading them, so the second waits for the first's commit."""
+        if self.parts is None or self._depth == 0:
+            return  # one worker (or outside a transaction, where a lock would end at once)
+        keys = sorted({advisory_key(i) for i in ids if i} - self._held)
+        if keys:
+            self.conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", (keys,))
+            self._held.update(keys)
 
     def zones(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT zone FROM profiles")}

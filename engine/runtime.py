@@ -45,6 +45,12 @@ class Engine:
         self._schedules: list[tuple[datetime, int, str, str | None]] = []  # (fire, position, journey, zone)
         self._zones_scheduled: set[str] = set()
         self._started = False
+        # A store shared by several workers locks the profile ids a step reads and writes, until
+        # its transaction ends (engine.partitions); the others have nothing to lock.
+        self._lock: Callable[[Iterable[str | None]], None] | None = getattr(store, "lock", None)
+        # ... and claims each scheduled entry's users, so an entry fires once across the workers.
+        self._schedule_users: Callable[[str, str | None, datetime], Iterable[str]] | None = getattr(
+            store, "schedule_users", None)
 
     # ------------------------------------------------------------------ messages
 
@@ -55,6 +61,8 @@ class Engine:
         if self.store.seen(msg.message_id):
             self.sink.emit([Received(now, msg.actor, "duplicate", msg.event, f"messageId {msg.message_id} seen before")])
             return
+        if self._lock is not None:
+            self._lock((msg.user_id, msg.anonymous_id, msg.previous_id))
         if msg.type == "alias":
             uid = self._resolve(msg.user_id)  # type: ignore[arg-type]
             self._stitch(msg.previous_id, uid, now, explicit=True)  # type: ignore[arg-type]
@@ -99,7 +107,10 @@ class Engine:
         return self._resolve(msg.anonymous_id)  # type: ignore[arg-type]
 
     def _resolve(self, any_id: str) -> str:
-        return self.store.resolve(any_id) or any_id
+        uid = self.store.resolve(any_id) or any_id
+        if uid != any_id and self._lock is not None:
+            self._lock((uid,))
+        return uid
 
     def _stitch(self, other_id: str, uid: str, now: datetime, explicit: bool = False) -> None:
         """Make `other_id` (and its profile, if it has one) part of profile `uid`.
@@ -181,7 +192,10 @@ class Engine:
 
     def _fire_schedule(self, name: str, zone: str | None) -> None:
         now = self.clock.now()
-        users = self.store.users() if zone is None else self.store.users_in_zone(zone)
+        if self._schedule_users is not None:
+            users = self._schedule_users(name, zone, now)
+        else:
+            users = self.store.users() if zone is None else self.store.users_in_zone(zone)
         for uid in list(users):
             self._run(uid, Scheduled(name), now, [Received(now, uid, "schedule", name)], only_if_effects=True)
 
@@ -190,6 +204,8 @@ class Engine:
     def _run(self, uid: str, inp: Input, now: datetime, before: list[Effect], only_if_effects: bool = False) -> None:
         """Step one user. `only_if_effects`: an input that changed nothing is not reported (a
         schedule reaching a user outside its segment would otherwise fill traces and reports)."""
+        if self._lock is not None:
+            self._lock((uid,))
         state = self.store.load(uid) or new_user(uid)
         new_state, effects = step(state, inp, now, self.program)
         if new_state is state and only_if_effects:

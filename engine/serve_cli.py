@@ -37,14 +37,16 @@ def setup_logging(log_format: LogFormat, stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    for chatty in ("httpx", "httpcore"):  # a line per provider call: the outbox and /metrics say it better
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def serve_command(
     project: Path = typer.Argument(Path("."), help="The project directory (with journeys.toml)."),
     host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", help="The TCP port of the ingest and the health checks."),
-    store: Optional[str] = typer.Option(None, "--store", help="The store (sqlite:///path.db); default: journeys.toml "
-                                        "[store] url, relative to the project."),
+    store: Optional[str] = typer.Option(None, "--store", help="The store: sqlite:///path.db, or postgresql://user@host/db?schema=name "
+                                        "(several workers may share it); default: journeys.toml [store] url, relative to the project."),
     log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format", help="json: one JSON object per line "
                                          "(for log shippers); text: for people; auto: json unless stderr is a terminal."),
 ) -> None:

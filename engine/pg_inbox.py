@@ -1,0 +1,127 @@
+"""The durable inbox on PostgreSQL, shared by every worker of a cluster.
+
+The same promise as the SQLite inbox (`engine.inbox`): a request is answered once its messages
+are committed, and a message leaves the inbox only in the transaction of the states it produced.
+What differs is that many processes write and read it:
+
+- Any worker's ingest appends (`append_rows`, one statement per group commit), each row tagged
+  with its partition (`engine.partitions.partition_of` of the sender's id), and sends
+  `NOTIFY journeys_inbox_<schema>` in the same transaction: the workers' listeners wake their
+  processors when the rows are visible.
+- A worker takes rows only from the partitions it leases, oldest seq first (`next_batch`), and
+  deletes them in its processing transaction (`finish`). Rows are deleted rather than passed by a
+  cursor: two ingests commit in any order, so a seq may become visible after a higher one was
+  processed; a cursor would skip it, a deletion cannot.
+
+    inbox(seq bigserial, part smallint, received_at timestamptz, raw bytea)   index (part, seq)
+    inbox_failed(seq, raw, error, at)     a message the engine could not take, kept for an operator
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+from .partitions import partition_of, sender_key
+
+_APPEND = ("INSERT INTO inbox (part, received_at, raw) "
+           "SELECT * FROM unnest(%s::smallint[], %s::timestamptz[], %s::bytea[])")
+
+
+def channel(schema: str) -> str:
+    return f"journeys_inbox_{schema}"
+
+
+class PostgresInbox:
+    def __init__(self, conn: Any, schema: str):
+        self.conn, self.schema = conn, schema
+
+    @classmethod
+    def open(cls, url: str) -> "PostgresInbox":
+        """The ingest's inbox, on a connection of its own (migrated like the store)."""
+        from .migrations import migrate
+        from .pg_store import connect, redact
+
+        conn, schema = connect(url)
+        try:
+            migrate(conn, schema, redact(url))
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, schema)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ the ingest's side
+
+    def append_rows(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """Append (received_at text, `message_to_json` bytes) rows and wake the workers, in one
+        transaction."""
+        if not rows:
+            return
+        parts = [partition_of(sender_key(orjson.loads(raw))) for _, raw in rows]
+        times = [datetime.fromisoformat(at.replace("Z", "+00:00")) for at, _ in rows]
+        with self.conn.transaction():
+            self.conn.execute(_APPEND, (parts, times, [raw for _, raw in rows]))
+            self.conn.execute("SELECT pg_notify(%s, '')", (channel(self.schema),))
+
+    # ------------------------------------------------------------------ the processor's side
+
+    def next_batch(self, parts: Iterable[int], limit: int) -> list[tuple[int, bytes, int]]:
+        """Up to `limit` (seq, raw, partition) rows of these partitions, oldest first."""
+        parts = sorted(parts)
+        if not parts:
+            return []
+        return [(seq, bytes(raw), part) for seq, raw, part in self.conn.execute(
+            "SELECT seq, raw, part FROM inbox WHERE part = ANY(%s) ORDER BY seq LIMIT %s", (parts, limit))]
+
+    def finish(self, rows: Sequence[tuple]) -> None:
+        """Inside the processing transaction: these rows are done."""
+        self.conn.execute("DELETE FROM inbox WHERE seq = ANY(%s)", ([row[0] for row in rows],))
+
+    def set_aside(self, seq: int, raw: bytes, error: str, at: datetime) -> None:
+        self.conn.execute("INSERT INTO inbox_failed (seq, raw, error, at) VALUES (%s, %s, %s, %s) "
+                          "ON CONFLICT (seq) DO UPDATE SET error = excluded.error, at = excluded.at",
+                          (seq, raw, error, at))
+        self.conn.execute("DELETE FROM inbox WHERE seq = %s", (seq,))
+
+    def pending(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
+
+    def prune(self) -> int:
+        return 0  # processed rows are deleted as they are processed
+
+
+class Listener:
+    """LISTENs on the inbox's channel on a connection of its own and sets `wake` on every
+    notification, so a worker sleeps until another worker's ingest commits something."""
+
+    def __init__(self, url: str, wake: threading.Event):
+        from .pg_store import connect
+
+        self.conn, schema = connect(url)
+        self.wake = wake
+        self.stopping = threading.Event()
+        self.conn.execute(f'LISTEN "{channel(schema)}"')
+        self._thread = threading.Thread(target=self._run, name="journeys-listen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                for _ in self.conn.notifies(timeout=1.0):
+                    self.wake.set()
+            except Exception:  # noqa: BLE001 - the connection closed: the worker still polls
+                if not self.stopping.is_set():
+                    self.wake.set()
+                return
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._thread.join(5)
+        self.conn.close()
+
