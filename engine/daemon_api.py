@@ -37,6 +37,10 @@ connectors match on, captured before the profile goes, and are scrubbed of them 
 (`erasure.scrub`, every `SCRUB_EVERY` seconds). The answer lists them (`audiences_removed`). The
 user id and its aliases go into `forgotten(user_id, at)`, and the processor drops every later event
 naming one of them (`event_filter`), so a late or replayed event cannot bring the profile back.
+
+Both stores: the SQL here is written once (engine.sql: `?` placeholders, the dialect SQLite and
+PostgreSQL share) and runs on the store's own connection, a sqlite3 or a psycopg one. SQLite files
+get `forgotten` at run time; PostgreSQL has it, and `trail`, from its migrations.
 """
 
 from __future__ import annotations
@@ -46,13 +50,14 @@ import hmac
 import html
 import logging
 import os
-import sqlite3
 import threading
 from typing import Any, Callable, Mapping
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from . import sql
 
 log = logging.getLogger("journeys.daemon")
 
@@ -65,23 +70,121 @@ SCRUB_EVERY = 5.0  # seconds between scrubs of the identifiers settled removals 
 
 # ---------------------------------------------------------------------- tombstones
 
-def event_filter(conn: sqlite3.Connection) -> Callable[[Any], bool]:
-    """Creates `forgotten` if missing; returns the processor's check: False for a message that
-    names a forgotten user (user id, anonymous id or previous id)."""
-    conn.execute("CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
+def event_filter(conn: Any) -> Callable[[Any], bool]:
+    """The processor's check: False for a message that names a forgotten user (user id, anonymous
+    id or previous id). On a SQLite store's connection it creates `forgotten` if missing; a
+    PostgreSQL store has it from its migrations (version 2)."""
+    if sql.is_sqlite(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
 
     def keep(msg: Any) -> bool:
         ids = [i for i in (msg.user_id, msg.anonymous_id, getattr(msg, "previous_id", None)) if i]
         if not ids:
             return True
-        marks = ",".join("?" * len(ids))
-        return conn.execute(f"SELECT 1 FROM forgotten WHERE user_id IN ({marks}) LIMIT 1", ids).fetchone() is None
+        return sql.execute(conn, f"SELECT 1 FROM forgotten WHERE user_id IN ({sql.marks(len(ids))}) LIMIT 1",
+                           ids).fetchone() is None
 
     return keep
 
 
-def _is_forgotten(conn: sqlite3.Connection, uid: str) -> bool:
-    return conn.execute("SELECT 1 FROM forgotten WHERE user_id = ?", (uid,)).fetchone() is not None
+def _is_forgotten(conn: Any, uid: str) -> bool:
+    return sql.execute(conn, "SELECT 1 FROM forgotten WHERE user_id = ?", (uid,)).fetchone() is not None
+
+
+def _aliases(conn: Any, uid: str) -> set[str]:
+    """The ids `identities` links to the profile `uid`."""
+    return {a for (a,) in sql.execute(conn, "SELECT alias FROM identities WHERE user_id = ?", (uid,))}
+
+
+# ---------------------------------------------------------------------- the admin API's reads and writes
+# Plain functions of the store (and, for forget, the outbox, clock and routes), run on the worker
+# thread by the routes below; tested on both stores directly (tests/test_daemon_pg_tables.py).
+
+_ACTION_COLUMNS = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
+
+
+def user_view(store: Any, any_id: str) -> dict[str, Any] | None:
+    """`GET /admin/users/{id}`: the profile, its aliases, journeys in flight and recent actions."""
+    conn = store.conn
+    uid = store.resolve(any_id) or any_id
+    state = store.load(uid)
+    if state is None:
+        return None
+    instances = [
+        {"journey": i.journey, "version": i.version, "entry": i.entry, "entered_at": i.entered_at,
+         "path": i.path, "wait": i.wait, "since": i.since, "wake": i.wake, "exiting": i.exiting}
+        for i in sorted(state.instances.values(), key=lambda i: i.journey)]
+    actions = [{**dict(zip(_ACTION_COLUMNS, r)), "time": sql.text_time(r[1])} for r in sql.execute(
+        conn, f'SELECT {", ".join(_ACTION_COLUMNS)} FROM actions WHERE "user" = ? ORDER BY time DESC, id DESC LIMIT ?',
+        (uid, RECENT_ACTIONS))]
+    aliases = sorted(_aliases(conn, uid) | set(state.aliases))
+    return jsonable_encoder({
+        "userId": uid, "traits": dict(state.traits), "aliases": aliases,
+        "audiences": sorted(state.audiences), "segments": dict(state.segments),
+        "journeys": instances, "next_wake": state.wake, "recent_actions": actions})
+
+
+def journey_counts(conn: Any) -> dict[str, Any]:
+    """`GET /admin/journeys`: users in flight per journey, and per (version, step, wait). Sorted
+    here, not in SQL, so both stores give the same order whatever their collations."""
+    groups = sql.execute(conn, "SELECT journey, version, coalesce(path, ''), coalesce(wait, ''), count(*) "
+                               "FROM instances GROUP BY journey, version, coalesce(path, ''), coalesce(wait, '')"
+                         ).fetchall()
+    out: dict[str, Any] = {}
+    for journey, version, path, wait, n in sorted(groups):
+        j = out.setdefault(journey, {"journey": journey, "in_flight": 0, "steps": []})
+        j["in_flight"] += n
+        j["steps"].append({"version": version, "path": path or None, "wait": wait or None, "users": n})
+    return {"journeys": list(out.values())}
+
+
+def dead_letters(outbox: Any, state: str, limit: int) -> dict[str, Any]:
+    """`GET /admin/dead-letters`: the outbox entries in `state` (dead or failed), by id."""
+    from .serialize import utc_text
+
+    return {"entries": [
+        {"id": e.id, "action_id": e.action_id, "connector": e.connector, "user_id": e.user_id,
+         "kind": e.kind, "target": e.target, "state": e.state, "attempts": e.attempts,
+         "last_error": e.last_error, "created": utc_text(e.created), "next_at": utc_text(e.next_at)}
+        for e in outbox.by_state(state, limit)]}
+
+
+def forget(store: Any, outbox: Any, any_id: str, now: Any, routes: Any) -> dict[str, Any]:
+    """`DELETE /admin/users/{id}`, inside the caller's transaction: erase the user (see the module
+    docstring), queue their removal from every ad audience, leave tombstones for `event_filter`."""
+    from . import trail
+    from .erasure import id_range, removals
+    from .serialize import utc_text
+
+    conn = store.conn
+    uid = store.resolve(any_id) or any_id
+    state = store.load(uid)
+    ids = {any_id, uid} | (set(state.aliases) if state is not None else set()) | _aliases(conn, uid)
+    counts = {
+        "profiles": 1 if state is not None else 0,
+        "instances": sql.execute(conn, "SELECT count(*) FROM instances WHERE user_id = ?", (uid,)).fetchone()[0],
+    }
+    traits = state.traits if state is not None else {}
+    audiences = state.audiences if state is not None else frozenset()
+    queued, unrouted = removals(uid, traits, audiences, routes, now)
+    store.delete(uid)
+    listed, marks = sorted(ids), sql.marks(len(ids))
+    counts["identities"] = sql.execute(
+        conn, f"DELETE FROM identities WHERE user_id = ? OR alias IN ({marks})", (uid, *listed)).rowcount
+    # the user's entries, but not the audience removals an earlier forget queued: forgetting twice
+    # must not cancel them (the second finds no audiences left to queue again)
+    counts["outbox"] = sql.execute(conn, f"DELETE FROM outbox WHERE user_id IN ({marks}) AND (id < ? OR id >= ?)",
+                                   (*listed, *id_range())).rowcount
+    counts["action_payloads"] = sql.execute(
+        conn, f'UPDATE actions SET json = NULL WHERE "user" IN ({marks}) AND json IS NOT NULL', listed).rowcount
+    counts["trail"] = trail.forget(conn, listed)
+    outbox.add(queued)  # after the user's entries went: the removals are theirs now
+    at = utc_text(now)
+    sql.executemany(conn, "INSERT INTO forgotten (user_id, at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
+                    [(i, at) for i in listed])
+    return {"userId": uid, "forgotten": listed, "deleted": counts,
+            "audiences_removed": [{"audience": e.target, "connector": e.connector, "entry": e.id} for e in queued],
+            "audiences_not_removed": unrouted}
 
 
 # ---------------------------------------------------------------------- pages
@@ -156,10 +259,8 @@ def add_routes(app: Any, worker: Any) -> None:
     from . import trail
     from .delivery import CONSENT_TRAIT, channel_consent_trait
     from .dispatch import Routes
-    from .erasure import removals
     from .ingest import _header_key
     from .outbox import DEAD, FAILED
-    from .serialize import utc_text
     from journeys.functions import CHANNELS
 
     env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
@@ -258,28 +359,6 @@ def add_routes(app: Any, worker: Any) -> None:
             return _error(401, "Authorization: Bearer <admin token> is required")
         return None
 
-    def user_view(any_id: str) -> Any:
-        store = worker.store
-        conn = store.conn
-        uid = store.resolve(any_id) or any_id
-        state = store.load(uid)
-        if state is None:
-            return None
-        instances = [
-            {"journey": i.journey, "version": i.version, "entry": i.entry, "entered_at": i.entered_at,
-             "path": i.path, "wait": i.wait, "since": i.since, "wake": i.wake, "exiting": i.exiting}
-            for i in sorted(state.instances.values(), key=lambda i: i.journey)]
-        cols = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
-        actions = [dict(zip(cols, r)) for r in conn.execute(
-            f"SELECT {', '.join(cols)} FROM actions WHERE user = ? ORDER BY time DESC, id DESC LIMIT ?",
-            (uid, RECENT_ACTIONS))]
-        aliases = sorted({a for (a,) in conn.execute("SELECT alias FROM identities WHERE user_id = ?", (uid,))}
-                         | set(state.aliases))
-        return jsonable_encoder({
-            "userId": uid, "traits": dict(state.traits), "aliases": aliases,
-            "audiences": sorted(state.audiences), "segments": dict(state.segments),
-            "journeys": instances, "next_wake": state.wake, "recent_actions": actions})
-
     async def admin_trace(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
@@ -306,25 +385,15 @@ def add_routes(app: Any, worker: Any) -> None:
     async def admin_user(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
-        found = await on_worker(lambda: user_view(user_id))
+        found = await on_worker(lambda: user_view(worker.store, user_id))
         if found is None:
             return _error(404, f"no profile {user_id!r}")
         return JSONResponse(found)
 
-    def journey_counts() -> Any:
-        out: dict[str, Any] = {}
-        for journey, version, path, wait, n in worker.store.conn.execute(
-                "SELECT journey, version, coalesce(path, ''), coalesce(wait, ''), count(*) FROM instances "
-                "GROUP BY journey, version, path, wait ORDER BY journey, version, path, wait"):
-            j = out.setdefault(journey, {"journey": journey, "in_flight": 0, "steps": []})
-            j["in_flight"] += n
-            j["steps"].append({"version": version, "path": path or None, "wait": wait or None, "users": n})
-        return {"journeys": list(out.values())}
-
     async def admin_journeys(request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
-        return JSONResponse(await on_worker(journey_counts))
+        return JSONResponse(await on_worker(lambda: journey_counts(worker.store.conn)))
 
     async def admin_dead_letters(request: Request, state: str = DEAD, limit: int = 100) -> Response:
         if (refused := admin_refusal(request)) is not None:
@@ -333,14 +402,7 @@ def add_routes(app: Any, worker: Any) -> None:
             return _error(400, f"state: {DEAD} or {FAILED}")
         limit = max(1, min(limit, 1000))
 
-        def listing() -> Any:
-            return {"entries": [
-                {"id": e.id, "action_id": e.action_id, "connector": e.connector, "user_id": e.user_id,
-                 "kind": e.kind, "target": e.target, "state": e.state, "attempts": e.attempts,
-                 "last_error": e.last_error, "created": utc_text(e.created), "next_at": utc_text(e.next_at)}
-                for e in worker.outbox.by_state(state, limit)]}
-
-        return JSONResponse(await on_worker(listing))
+        return JSONResponse(await on_worker(lambda: dead_letters(worker.outbox, state, limit)))
 
     async def admin_retry(entry_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
@@ -351,40 +413,11 @@ def add_routes(app: Any, worker: Any) -> None:
             return _error(404, f"no dead or failed outbox entry {entry_id!r}")
         return JSONResponse({"id": entry_id, "state": "pending"})
 
-    def forget(any_id: str) -> Any:
-        store = worker.store
-        conn = store.conn
-        uid = store.resolve(any_id) or any_id
-        state = store.load(uid)
-        ids = {any_id, uid} | (set(state.aliases) if state is not None else set())
-        ids |= {a for (a,) in conn.execute("SELECT alias FROM identities WHERE user_id = ?", (uid,))}
-        counts = {
-            "profiles": 1 if state is not None else 0,
-            "instances": conn.execute("SELECT count(*) FROM instances WHERE user_id = ?", (uid,)).fetchone()[0],
-        }
-        traits = state.traits if state is not None else {}
-        audiences = state.audiences if state is not None else frozenset()
-        now = worker.clock.now()
-        queued, unrouted = removals(uid, traits, audiences, Routes.from_config(worker.config), now)
-        store.delete(uid)
-        marks = ",".join("?" * len(ids))
-        counts["identities"] = conn.execute(
-            f"DELETE FROM identities WHERE user_id = ? OR alias IN ({marks})", (uid, *ids)).rowcount
-        counts["outbox"] = conn.execute(f"DELETE FROM outbox WHERE user_id IN ({marks})", tuple(ids)).rowcount
-        counts["action_payloads"] = conn.execute(
-            f"UPDATE actions SET json = NULL WHERE user IN ({marks}) AND json IS NOT NULL", tuple(ids)).rowcount
-        counts["trail"] = trail.forget(conn, ids)
-        worker.outbox.add(queued)  # after the user's entries went: the removals are theirs now
-        at = utc_text(now)
-        conn.executemany("INSERT OR IGNORE INTO forgotten (user_id, at) VALUES (?, ?)", [(i, at) for i in sorted(ids)])
-        return {"userId": uid, "forgotten": sorted(ids), "deleted": counts,
-                "audiences_removed": [{"audience": e.target, "connector": e.connector, "entry": e.id} for e in queued],
-                "audiences_not_removed": unrouted}
-
     async def admin_forget(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
-        return JSONResponse(await on_worker(in_transaction(lambda: forget(user_id))))
+        return JSONResponse(await on_worker(in_transaction(lambda: forget(
+            worker.store, worker.outbox, user_id, worker.clock.now(), Routes.from_config(worker.config)))))
 
     for path, endpoint, method in (
             ("/admin/users/{user_id:path}/trace", admin_trace, "GET"),  # before the user view's path

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from datetime import datetime
 from typing import Any, Mapping
 
 from connectors.base import ERASED
 
+from . import sql
 from .outbox import DELIVERED, FAILED, Entry
 
 # What Meta (EMAIL, PHONE, FN, LN, ZIP, COUNTRY, MADID) and Google (email, phone, address) match on
@@ -64,15 +64,20 @@ def removals(user_id: str, traits: Mapping[str, Any], audiences: Any, routes: An
     return entries, unrouted
 
 
-def scrub(conn: sqlite3.Connection) -> int:
-    """Drop the carried identifiers from settled removal entries; returns how many were scrubbed."""
-    rows = conn.execute("SELECT id, payload FROM outbox WHERE id >= ? AND id < ? AND state IN (?, ?) "
-                        "AND payload LIKE ?", (PREFIX, PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1),
-                                               DELIVERED, FAILED, f'%"{ERASED}"%')).fetchall()
+def id_range() -> tuple[str, str]:
+    """[low, high): the outbox ids of removal entries (their prefix)."""
+    return PREFIX, PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)
+
+
+def scrub(conn: Any) -> int:
+    """Drop the carried identifiers from settled removal entries; returns how many were scrubbed.
+    `conn` is the store's, SQLite or PostgreSQL (engine.sql)."""
+    rows = sql.execute(conn, "SELECT id, payload FROM outbox WHERE id >= ? AND id < ? AND state IN (?, ?) "
+                        "AND payload LIKE ?", (*id_range(), DELIVERED, FAILED, f'%"{ERASED}"%')).fetchall()
     updates = []
     for entry_id, payload in rows:
         body = json.loads(payload)
         body.get("data", {}).pop(ERASED, None)
         updates.append((json.dumps(body, sort_keys=True), entry_id))
-    conn.executemany("UPDATE outbox SET payload = ? WHERE id = ?", updates)
+    sql.executemany(conn, "UPDATE outbox SET payload = ? WHERE id = ?", updates)
     return len(updates)

@@ -88,9 +88,20 @@ _V2 = (
     "CREATE INDEX profiles_part ON profiles (part, wake)",
 )
 
+# The daemon's side tables that SQLite files get at run time (engine.trail, engine.daemon_api): each
+# user's trail, and the actions' payloads that forgetting a user erases (the rows stay, json NULL).
+_V3 = (
+    """CREATE TABLE trail (
+        id bigserial PRIMARY KEY, user_id text COLLATE "C" NOT NULL, time timestamptz NOT NULL,
+        n integer NOT NULL, json text NOT NULL)""",
+    "CREATE INDEX trail_user ON trail (user_id, id)",
+    "ALTER TABLE actions ALTER COLUMN json DROP NOT NULL",
+)
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "profiles, identities, messages, actions, instances and the outbox", _V1),
     Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
+    Migration(3, "the daemon's trail; forgotten users' action payloads", _V3),
 )
 
 

@@ -18,6 +18,8 @@ reload like a journey error. The store's URL and the ingest's keys are read once
 Metrics: `GET /metrics` in Prometheus' text exposition format (0.0.4), written here rather than
 with a client library: every value is a counter or gauge the daemon already keeps (the `Counts`
 sink, the inbox, the outbox table), read when scraped, plus one histogram of timer lateness.
+The same families on both stores; the store's figures are read on the HTTP thread's own
+connection (SQLite: read-only, per scrape; PostgreSQL: a small pool, engine.read_pool).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+
+from . import sql
+from .stores import is_postgres
 
 log = logging.getLogger("journeys.daemon")
 
@@ -223,23 +228,41 @@ class _Out:
         self.lines.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
 
 
-def _store_figures(path: str) -> dict[str, Any]:
-    """Figures read from the store on a read-only connection of its own (the HTTP thread's)."""
-    from .serialize import utc_text
+def _figures(conn: Any, last: int, processed: int) -> dict[str, Any]:
+    """The store's figures on a reader's connection (SQLite or PostgreSQL: engine.sql)."""
+    now = sql.moment(conn, datetime.now(timezone.utc))
+    due = sql.execute(conn, "SELECT count(*) FROM profiles WHERE wake IS NOT NULL AND wake <= ?", (now,)).fetchone()[0]
+    waiting = sql.execute(conn, "SELECT count(*) FROM profiles WHERE wake IS NOT NULL").fetchone()[0]
+    states = {s: n for s, n in sql.execute(conn, "SELECT state, count(*) FROM outbox GROUP BY state")}
+    attempts, retries = sql.execute(
+        conn, "SELECT coalesce(sum(attempts), 0), "
+              "coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0) FROM outbox").fetchone()
+    return dict(last=last, processed=processed, due=due, waiting=waiting, states=states,
+                attempts=int(attempts), retries=int(retries))
 
+
+def _store_figures(path: str) -> dict[str, Any]:
+    """Figures read from the store on a connection of the HTTP thread's own: a read-only SQLite
+    connection, or one of the PostgreSQL store's reader pool (engine.read_pool).
+
+    Events accepted and processed: SQLite's inbox keeps a cursor (`inbox_cursor`) and its seqs
+    (`sqlite_sequence`); PostgreSQL's deletes each message once processed, so accepted is its seq
+    sequence's last value and processed that minus the rows still waiting (a seq a rolled back
+    append took counts as accepted and processed)."""
+    if is_postgres(path):
+        from .read_pool import pool
+
+        with pool(path).connection() as conn:
+            row = conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM inbox_seq_seq").fetchone()
+            last = int(row[0])
+            waiting = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
+            return _figures(conn, last, last - waiting)
     conn = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, timeout=2)
     try:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'inbox'").fetchone()
         last = 0 if row is None else row[0]
         processed = conn.execute("SELECT processed FROM inbox_cursor").fetchone()[0]
-        now = utc_text(datetime.now(timezone.utc))
-        due = conn.execute("SELECT count(*) FROM profiles WHERE wake IS NOT NULL AND wake <= ?", (now,)).fetchone()[0]
-        waiting = conn.execute("SELECT count(*) FROM profiles WHERE wake IS NOT NULL").fetchone()[0]
-        states = dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
-        attempts, retries = conn.execute(
-            "SELECT coalesce(sum(attempts), 0), coalesce(sum(max(attempts - 1, 0)), 0) FROM outbox").fetchone()
-        return dict(last=last, processed=processed, due=due, waiting=waiting, states=states,
-                    attempts=attempts, retries=retries)
+        return _figures(conn, last, processed)
     finally:
         conn.close()
 
@@ -253,7 +276,7 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
     counts = worker.counts.snapshot()
     try:
         fig: dict[str, Any] | None = _store_figures(worker.path)
-    except sqlite3.Error as exc:
+    except Exception as exc:  # noqa: BLE001 - sqlite3's, psycopg's or the pool's: /metrics still answers
         log.warning("metrics: the store could not be read: %s", exc)
         fig = None
     out.family("journeys_up", "gauge", "1 while the store is open and the worker's loops run.",

@@ -4,47 +4,62 @@ store so that the admin API can answer "what happened to this person, and why" a
 
 `Trail` is a sink, like `engine.trace.Trace` and the daemon's `Counts`: every effect (an event or
 profile update received, an entry or a refused entry with its reason, a step, a wait, a branch and
-why, a send or a suppression, a conversion, a trait written) becomes one row of the table `trail`
-in the store's SQLite file, with its line rendered by `trace.format_effect`, so that the daemon and
-the dry-run tell the same story in the same words. The rows are written on the store's connection
-inside the transaction of the state that produced them (one `executemany` per `emit`): a rolled
-back message leaves no trail, a committed one always does.
+why, a send or a suppression, a conversion, a trait written) becomes one line of the user's
+trail, rendered by `trace.format_effect`, so that the daemon and the dry-run tell the same story in
+the same words. The lines are written on the store's connection inside the transaction of the
+state that produced them: a rolled back message leaves no trail, a committed one always does.
 
-    trail(id INTEGER PRIMARY KEY, user_id, time, line, json)   index (user_id, id)
+One row holds a run of lines: the consecutive effects of one `emit` (one message, or one timer)
+that name the same user, as a JSON array of `[line, fields]`. A message's 5 or so effects are then
+one insert and one index entry instead of five (see Cost).
 
-`user_id` is the profile id the effect names. Identities are gathered when reading, not when
-writing: an anonymous visitor's rows stay under the anonymous id, and `ids_of` collects the profile
-id and all its aliases (`identities`), so asking by either id shows the whole story, before and
-after the stitch. `json` is the effect's `to_json()` plus `effect` (received, transition, action,
-conversion, trait), without the fields that have no value (null, `{}`); an action's `named` and
-`event` payloads are left out (they are in `actions`).
+    trail(id PK, user_id, time, n, json)   index (user_id, id)
+    SQLite: created here (a file with the older one-line-per-row table is converted once);
+    PostgreSQL: migration 3 (engine.migrations), time timestamptz, id bigserial
+
+`user_id` is the profile id the effects name, `time` the newest of them, `n` how many lines.
+Identities are gathered when reading, not when writing: an anonymous visitor's rows stay under the
+anonymous id, and `ids_of` collects the profile id and all its aliases (`identities`), so asking by
+either id shows the whole story, before and after the stitch. `fields` is the effect's `to_json()`
+plus `effect` (received, transition, action, conversion, trait), without the fields that have no
+value (null, `{}`); an action's `named` and `event` payloads are left out (they are in `actions`).
+`read` answers one dict per line, `{...fields, "line": line}`, whatever the rows' grouping.
 
 Bounded: `prune(now)` (the worker calls it every `PRUNE_EVERY`) deletes rows older than `days`
-(`[serve] trail_days`, default 30) and, for the users written since the last prune, all but their
-newest `per_user` rows, so a bot hammering one id cannot grow the table without end. Rows are
-written in the order of the daemon's clock, so the old ones are the first ids: pruning by age walks
-the primary key from the start and needs no index on `time` (one index less to write per row).
-Each call deletes at most `PRUNE_BATCH` old rows and looks at most at `PRUNE_USERS` users; the rest
-waits for the next call, so housekeeping never holds the worker for long. Forgetting a user deletes
-their rows (`forget`). `days = 0` turns the trail off (the sink writes nothing).
+(`[serve] trail_days`, default 30) and, for the users written since the last prune, the rows all
+of whose lines are beyond their newest `per_user` lines, so a bot hammering one id cannot grow the
+table without end. Rows are written in the order of the daemon's clock, so the old ones are the
+first ids: pruning by age walks the primary key from the start and needs no index on `time` (one
+index less to write per row). Each call deletes at most `PRUNE_BATCH` old rows and looks at most at
+`PRUNE_USERS` users; the rest waits for the next call, so housekeeping never holds the worker for
+long. Forgetting a user deletes their rows (`forget`). `days = 0` turns the trail off (the sink
+writes nothing).
 
-Cost, measured on the shop's sample log (13,519 events, 5.4 rows each) through the engine on a
-SQLite file, 2 cores: 70 to 120 µs more per event (about 20 µs a row: rendering the line and the
-JSON, the insert and its index), on top of about 240 µs without, and about 440 bytes a row on disk.
+Both stores: the SQL is engine.sql's common dialect, on the store's sqlite3 or psycopg connection.
+
+Cost, measured with `python benchmarks/trail_cost.py [--store postgres]` (the shop's sample log,
+13,519 events, 5.4 lines each, through the engine on a fresh store in group commits, with and
+without this sink, best of 3, 2 cores). SQLite: one row per line cost about 95 µs more per event
+(5.4 inserts) on top of about 210 µs without; one row per run costs about 85 µs (1.2 inserts),
+of which about 27 µs is rendering the lines and the JSON, the rest the insert and the bytes it
+writes (about 1.7 kB of JSON per event). PostgreSQL: about 270 µs more per event on top of about
+1,500 µs without, most of it the insert's round trip to the server, once per emit.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-
-import orjson
+import logging
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
+import orjson
+
+from . import sql
 from .effects import Action, Conversion, Effect, Received, TraitChange, Transition
-from .serialize import utc_text
 from .trace import format_effect
+
+log = logging.getLogger("journeys.daemon")
 
 DAYS = 30
 PER_USER = 1000
@@ -55,18 +70,34 @@ MAX_LIMIT = 1000
 _KIND = {Received: "received", Transition: "transition", Action: "action", Conversion: "conversion",
          TraitChange: "trait"}
 _LEFT_OUT = ("named", "event")  # an action's payloads: large, and kept with the action itself
-_INSERT = "INSERT INTO trail (user_id, time, line, json) VALUES (?, ?, ?, ?)"
+_INSERT = "INSERT INTO trail (user_id, time, n, json) VALUES (?, ?, ?, ?)"
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-def create(conn: sqlite3.Connection) -> None:
+def create(conn: Any) -> None:
+    """SQLite: the table, if missing; a file written before runs were grouped has one line per row
+    (`line`, `json` columns), converted here once, each line a run of one."""
+    if not sql.is_sqlite(conn):
+        return  # PostgreSQL: migration 3
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(trail)")}
+    if "line" in columns:
+        conn.execute("ALTER TABLE trail RENAME TO trail_lines")
+        conn.execute("DROP INDEX IF EXISTS trail_user")
     conn.execute("CREATE TABLE IF NOT EXISTS trail (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, "
-                 "time TEXT NOT NULL, line TEXT NOT NULL, json TEXT NOT NULL)")
+                 "time TEXT NOT NULL, n INTEGER NOT NULL, json TEXT NOT NULL)")
     conn.execute("CREATE INDEX IF NOT EXISTS trail_user ON trail (user_id, id)")
+    if "line" in columns:
+        try:
+            conn.execute("INSERT INTO trail (id, user_id, time, n, json) SELECT id, user_id, time, 1, "
+                         "json_array(json_array(line, json(json))) FROM trail_lines")
+        except Exception as e:  # noqa: BLE001 - no JSON functions in this SQLite: the old trail is dropped
+            log.warning("the trail's older rows could not be converted, they are dropped: %s", e)
+        conn.execute("DROP TABLE trail_lines")
 
 
-def _dumps(value: dict[str, Any]) -> str:
+def _dumps(value: Any) -> str:
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(value, default=str, option=_OPTIONS).decode()
     except TypeError:  # what orjson refuses (an integer beyond 64 bits) the standard module takes
         return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -75,6 +106,20 @@ def fields(e: Effect) -> dict[str, Any]:
     """The structured form of an effect, as the trail keeps it."""
     out = {k: v for k, v in e.to_json().items() if v is not None and v != {} and k not in _LEFT_OUT}
     out["effect"] = _KIND.get(type(e), type(e).__name__.lower())
+    return out
+
+
+def runs(effects: Sequence[Effect]) -> list[tuple[str, datetime, list[Effect]]]:
+    """(user, newest time, effects) for each run of consecutive effects naming the same user."""
+    out: list[tuple[str, datetime, list[Effect]]] = []
+    for e in effects:
+        if out and out[-1][0] == e.user:
+            user, newest, group = out[-1]
+            group.append(e)
+            if e.time > newest:
+                out[-1] = (user, e.time, group)
+        else:
+            out.append((e.user, e.time, [e]))
     return out
 
 
@@ -88,58 +133,70 @@ class Trail:
         create(self.conn)
 
     def emit(self, effects: Sequence[Effect]) -> None:
-        if not self.days:
+        if not self.days or not effects:
             return
-        rows = [(e.user, utc_text(e.time), format_effect(e), _dumps(fields(e))) for e in effects]
-        if rows:
-            self.conn.executemany(_INSERT, rows)
-            self._touched.update(r[0] for r in rows)
+        conn = self.conn
+        rows = [(user, sql.moment(conn, newest), len(group), _dumps([[format_effect(e), fields(e)] for e in group]))
+                for user, newest, group in runs(effects)]
+        sql.executemany(conn, _INSERT, rows)
+        self._touched.update(r[0] for r in rows)
 
     def prune(self, now: datetime) -> int:
-        """Delete what is past `days` and each recently written user's rows beyond `per_user`;
-        returns how many rows went."""
+        """Delete what is past `days` and each recently written user's rows beyond `per_user`
+        lines; returns how many lines went."""
         conn = self.conn
         if not self.days:
             return 0
         with self.store.transaction():
-            deleted = conn.execute(
-                "DELETE FROM trail WHERE id <= (SELECT max(id) FROM "
-                "(SELECT id, time FROM trail ORDER BY id LIMIT ?) WHERE time < ?)",
-                (PRUNE_BATCH, utc_text(now - timedelta(days=self.days)))).rowcount
+            bound = sql.execute(conn, "SELECT max(id) FROM (SELECT id, time FROM trail ORDER BY id LIMIT ?) AS first "
+                                      "WHERE time < ?",
+                                (PRUNE_BATCH, sql.moment(conn, now - timedelta(days=self.days)))).fetchone()[0]
+            deleted = 0 if bound is None else _delete(conn, "id <= ?", (bound,))
             for _ in range(min(len(self._touched), PRUNE_USERS)):
                 user = self._touched.pop()
-                row = conn.execute("SELECT id FROM trail WHERE user_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
-                                   (user, self.per_user)).fetchone()
-                if row is not None:
-                    deleted += conn.execute("DELETE FROM trail WHERE user_id = ? AND id <= ?",
-                                            (user, row[0])).rowcount
+                bound = sql.execute(conn, "SELECT max(id) FROM (SELECT id, n, sum(n) OVER (ORDER BY id DESC) AS upto "
+                                          "FROM trail WHERE user_id = ?) AS newest WHERE upto - n >= ?",
+                                    (user, self.per_user)).fetchone()[0]
+                if bound is not None:
+                    deleted += _delete(conn, "user_id = ? AND id <= ?", (user, bound))
         return deleted
+
+
+def _delete(conn: Any, where: str, params: Sequence[Any]) -> int:
+    """Delete the rows `where` says; returns how many lines they held."""
+    lines = sql.execute(conn, f"SELECT coalesce(sum(n), 0) FROM trail WHERE {where}", params).fetchone()[0]
+    sql.execute(conn, f"DELETE FROM trail WHERE {where}", params)
+    return int(lines)
 
 
 def ids_of(store: Any, any_id: str) -> tuple[str, list[str]]:
     """The profile id `any_id` belongs to, and every id its trail may be under: the profile id,
     the id asked for, and the profile's aliases."""
     uid = store.resolve(any_id) or any_id
-    ids = {uid, any_id} | {a for (a,) in store.conn.execute("SELECT alias FROM identities WHERE user_id = ?", (uid,))}
+    ids = {uid, any_id} | {a for (a,) in sql.execute(store.conn, "SELECT alias FROM identities WHERE user_id = ?",
+                                                     (uid,))}
     state = store.load(uid)
     if state is not None:
         ids |= set(state.aliases)
     return uid, sorted(ids)
 
 
-def read(conn: sqlite3.Connection, ids: Iterable[str], limit: int = 100) -> list[dict[str, Any]]:
-    """The newest `limit` rows under any of `ids`, oldest first (a timeline reads forwards):
-    each `{time, line, effect, ...}` with the effect's fields."""
+def read(conn: Any, ids: Iterable[str], limit: int = 100) -> list[dict[str, Any]]:
+    """The newest `limit` lines under any of `ids`, oldest first (a timeline reads forwards):
+    each `{time, line, effect, ...}` with the effect's fields. A row holds at least one line, so
+    the newest `limit` rows hold them all."""
     ids = list(ids)
-    marks = ",".join("?" * len(ids))
-    rows = conn.execute(f"SELECT line, json FROM trail WHERE user_id IN ({marks}) ORDER BY id DESC LIMIT ?",
-                        (*ids, limit)).fetchall()
-    return [{**json.loads(raw), "line": line} for line, raw in reversed(rows)]
+    if not ids:
+        return []
+    rows = sql.execute(conn, f"SELECT json FROM trail WHERE user_id IN ({sql.marks(len(ids))}) "
+                             "ORDER BY id DESC LIMIT ?", (*ids, limit)).fetchall()
+    lines = [{**f, "line": line} for (raw,) in reversed(rows) for line, f in json.loads(raw)]
+    return lines[-limit:] if limit > 0 else []
 
 
-def forget(conn: sqlite3.Connection, ids: Iterable[str]) -> int:
-    """Delete the rows of a forgotten user (all their ids); returns how many."""
+def forget(conn: Any, ids: Iterable[str]) -> int:
+    """Delete the rows of a forgotten user (all their ids); returns how many lines they held."""
     ids = list(ids)
     if not ids:
         return 0
-    return conn.execute(f"DELETE FROM trail WHERE user_id IN ({','.join('?' * len(ids))})", ids).rowcount
+    return _delete(conn, f"user_id IN ({sql.marks(len(ids))})", ids)

@@ -498,7 +498,7 @@ def test_postgres_schema_migrations_and_indexes(pg_url):
         tables = {r[0] for r in q("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                                   (s.schema,))}
         assert tables == {"schema_migrations", "profiles", "identities", "messages", "actions", "instances", "outbox",
-                          "inbox", "inbox_failed", "partitions", "workers", "schedule_runs", "forgotten"}
+                          "inbox", "inbox_failed", "partitions", "workers", "schedule_runs", "forgotten", "trail"}
         assert q("SELECT count(*) FROM information_schema.tables WHERE table_name = 'profiles' "
                  "AND table_schema = 'public'").fetchone() == (0,)  # nothing outside its schema
         assert q("SELECT collation_name FROM information_schema.columns WHERE table_schema = %s "
@@ -542,7 +542,7 @@ def test_postgres_stores_opening_at_once_migrate_once(pg_url):
     for t in threads:
         t.join()
     assert errors == [] and len(stores) == 6
-    assert stores[0].conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall() == [(1,), (2,)]
+    assert stores[0].conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall() == [(1,), (2,), (3,)]
     for s in stores:
         s.close()
 

@@ -88,12 +88,46 @@ def test_prune_by_age_and_per_user(tmp_path):
     old = [Received(now - timedelta(days=31, minutes=i), "old", "track", f"e{i}") for i in range(3)]
     busy = [Received(now - timedelta(minutes=100 - i), "bot", "track", f"e{i}") for i in range(12)]
     calm = [Received(now - timedelta(days=29), "calm", "track", "e0")]
-    trail.emit(old + busy + calm)
+    trail.emit(old + calm)
+    for e in busy:  # a bot's messages: one emit each
+        trail.emit([e])
     assert trail.prune(now) == 3 + 7
     assert read(store.conn, ["old"]) == []
     assert [r["name"] for r in read(store.conn, ["bot"])] == [f"e{i}" for i in range(7, 12)]  # the newest 5
     assert len(read(store.conn, ["calm"])) == 1
     assert trail.prune(now) == 0  # nothing new: nothing to look at
+
+
+def test_one_emits_run_is_one_row_and_is_kept_whole(tmp_path):
+    """Consecutive effects of one emit naming one user are one row; per-user pruning keeps every
+    line of the row that holds the newest ones (at least `per_user` lines stay)."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    trail = Trail(store, days=30, per_user=5)
+    now = t("2026-03-31 12:00")
+    trail.emit([Received(now, "a", "track", "a0"), Received(now, "b", "track", "b0"),
+                Received(now, "a", "track", "a1"), Received(now, "a", "track", "a2")])
+    assert store.conn.execute("SELECT user_id, n FROM trail ORDER BY id").fetchall() == [("a", 1), ("b", 1), ("a", 2)]
+    assert [r["name"] for r in read(store.conn, ["a", "b"])] == ["a0", "b0", "a1", "a2"]  # the emit's order
+    assert [r["name"] for r in read(store.conn, ["a", "b"], 2)] == ["a1", "a2"]
+    trail.emit([Received(now, "a", "track", f"x{i}") for i in range(8)])
+    assert trail.prune(now) == 3  # a0, a1, a2: the 8 newest lines are one row, kept whole
+    assert len(read(store.conn, ["a"], 1000)) == 8
+
+
+def test_an_older_one_line_per_row_trail_is_converted(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "store.db")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE trail (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, time TEXT NOT NULL, "
+                     "line TEXT NOT NULL, json TEXT NOT NULL)")
+        conn.execute("CREATE INDEX trail_user ON trail (user_id, id)")
+        conn.execute("INSERT INTO trail VALUES (7, 'u1', '2026-03-02T09:00:00.000000Z', 'event X', "
+                     "'{\"effect\":\"received\",\"name\":\"X\"}')")
+    store = SqliteStore(path)
+    Trail(store)
+    assert read(store.conn, ["u1"]) == [{"effect": "received", "name": "X", "line": "event X"}]
+    assert store.conn.execute("SELECT id, n FROM trail").fetchall() == [(7, 1)]
 
 
 def test_zero_days_is_no_trail(tmp_path):

@@ -1,0 +1,86 @@
+"""One statement, either store: the daemon's side tables (trail, tombstones, admin queries,
+metrics) are read and written through this, on a SQLite or a PostgreSQL connection alike.
+
+The stores' own SQL differs (engine.sqlite_store, engine.pg_store), but the daemon's side code is
+a few plain queries that both databases understand once the placeholders agree, so it is written
+once, in their common dialect, with sqlite3's `?` placeholders:
+
+- `execute`/`executemany` run it on a `sqlite3.Connection` as it is, or on a psycopg 3 connection
+  with each `?` turned into `%s` (and a literal `%` doubled). Statements never hold a `?` inside
+  a string literal: values are always parameters.
+- `INSERT ... ON CONFLICT (...) DO NOTHING / DO UPDATE SET x = excluded.x` (SQLite >= 3.24), not
+  `INSERT OR IGNORE/REPLACE`; `CASE` rather than SQLite's two-argument `max`; subqueries in FROM
+  with an alias; the column `"user"` quoted (a keyword in PostgreSQL).
+- Times: SQLite tables hold `utc_text`, PostgreSQL ones timestamptz. `moment(conn, t)` gives the
+  parameter each expects, `text_time(v)` turns what either returns into `utc_text`.
+- Tables: SQLite files get the side tables at run time (`CREATE TABLE IF NOT EXISTS`, only when
+  `is_sqlite`); PostgreSQL gets them from its migrations (engine.migrations), never at run time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+_PG: dict[str, str] = {}  # statement -> its psycopg form (the daemon runs the same few many times)
+
+
+def is_sqlite(conn: Any) -> bool:
+    return isinstance(conn, sqlite3.Connection)
+
+
+def dialect(conn: Any) -> str:
+    """"sqlite" or "postgres": which database a connection speaks."""
+    return "sqlite" if is_sqlite(conn) else "postgres"
+
+
+def pg_form(statement: str) -> str:
+    """`statement` with psycopg's placeholders: `?` -> `%s`, a literal `%` -> `%%`."""
+    out = _PG.get(statement)
+    if out is None:
+        out = _PG[statement] = statement.replace("%", "%%").replace("?", "%s")
+    return out
+
+
+def execute(conn: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+    """Run one statement with `?` placeholders; returns the cursor (fetchone, fetchall, rowcount,
+    iteration work the same on both drivers)."""
+    if is_sqlite(conn):
+        return conn.execute(statement, tuple(params))
+    return conn.execute(pg_form(statement), tuple(params))
+
+
+def executemany(conn: Any, statement: str, rows: Iterable[Sequence[Any]]) -> None:
+    """Run one statement for each row of parameters (psycopg batches them in a pipeline)."""
+    rows = [tuple(r) for r in rows]
+    if not rows:
+        return
+    if is_sqlite(conn):
+        conn.executemany(statement, rows)
+    else:
+        with conn.cursor() as cur:
+            cur.executemany(pg_form(statement), rows)
+
+
+def marks(n: int) -> str:
+    """`?, ?, ...` for an `IN (...)` of n values."""
+    return ",".join("?" * n)
+
+
+def moment(conn: Any, t: datetime) -> Any:
+    """A time as the connection's tables hold it: `utc_text` for SQLite, the datetime for PostgreSQL."""
+    if is_sqlite(conn):
+        from .serialize import utc_text
+
+        return utc_text(t)
+    return t
+
+
+def text_time(value: Any) -> Any:
+    """A time read from either store as `utc_text` (None stays None)."""
+    if isinstance(value, datetime):
+        from .serialize import utc_text
+
+        return utc_text(value)
+    return value

@@ -1,0 +1,274 @@
+"""The daemon's side tables and admin reads on both stores, the same behaviour on each: the trail
+(engine.trail), forget-user and its tombstones (engine.daemon_api.forget, event_filter), the
+scrub of erased identifiers (engine.erasure), the user view, journey counts, dead letters, and
+the Prometheus figures (engine.reload.render_metrics). Each test runs on a SQLite file and on a
+real PostgreSQL schema (the `pg_url` fixture: skipped without a server, failed under CI=true).
+
+The functions are called directly on the store, as the routes call them on the worker thread;
+the end-to-end tests through a daemon on PostgreSQL come with the Worker's support for it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+
+from connectors.base import ERASED
+from engine import sql
+from engine.clock import VirtualClock
+from engine.daemon_api import dead_letters, event_filter, forget, journey_counts, user_view
+from engine.dispatch import OutboxSink, Routes
+from engine.effects import Received
+from engine.erasure import scrub
+from engine.outbox import DEAD, DELIVERED, FAILED, Entry
+from engine.program import Program
+from engine.runtime import Engine, handle_all
+from engine.simulate import load_checked
+from engine.serialize import utc_text
+from engine.sinks import FanOut
+from engine.trace import Trace
+from engine.trail import Trail, ids_of, read
+
+from .engine_helpers import compile_source, message, t
+
+SOURCE = """
+journey "Welcome" {
+  entry when event "Signed Up"
+  add user to audience "warm"
+  if user.plan == "pro" { send email "pro_welcome" } else { send email "welcome" }
+  wait 1d
+  send email "tips"
+}
+"""
+
+EVENTS = [
+    ("2026-03-02 09:00", ("anon", "a-1"), "Page Viewed", {"path": "/"}),
+    ("2026-03-02 09:05", ("u1", "a-1"), "identify", {"email": "ann@example.com", "plan": "pro"}),
+    ("2026-03-02 09:06", "u1", "Signed Up"),
+    ("2026-03-02 09:07", "u2", "identify", {"email": "bob@example.com"}),
+    ("2026-03-02 09:08", "u2", "Signed Up"),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    """A fresh store of each kind, with its outbox (and, SQLite, its inbox tables)."""
+    if request.param == "sqlite":
+        from engine.inbox import Inbox
+        from engine.outbox import SqliteOutbox
+        from engine.sqlite_store import SqliteStore
+
+        s = SqliteStore(str(tmp_path / "store.db"))
+        Inbox(s.conn)
+        s.outbox, s.where = SqliteOutbox(s.conn), s.path
+    else:
+        from engine.pg_outbox import PostgresOutbox
+        from engine.pg_store import PostgresStore
+
+        url = request.getfixturevalue("pg_url")
+        s = PostgresStore(url)
+        s.outbox, s.where = PostgresOutbox(s.conn), url
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "p"
+    program = Program.build(compile_source(root, SOURCE))
+    return program, Routes.from_config(load_checked(root)[0].config)
+
+
+def run(store, project, *sinks, until="2026-03-04 00:00"):
+    program, routes = project
+    trail = Trail(store)
+    engine = Engine(program, store, VirtualClock(t("2026-03-02 08:00")),
+                    FanOut(OutboxSink(store.outbox, routes), trail, *sinks))
+    with store.transaction():
+        handle_all(engine, [message(e, n) for n, e in enumerate(EVENTS)], t(until) if until else None)
+    return trail
+
+
+def test_the_trail_reads_back_across_stitched_ids(store, project):
+    anon, u1, known = Trace("a-1"), Trace("u1"), Trace("u2")
+    run(store, project, anon, u1, known)
+    uid, ids = ids_of(store, "a-1")
+    assert uid == "u1" and ids == ["a-1", "u1"]
+    by_anon = read(store.conn, ids, 1000)
+    assert anon.lines() and [r["line"] for r in by_anon] == anon.lines() + u1.lines()
+    assert read(store.conn, ids_of(store, "u1")[1], 1000) == by_anon
+    assert [r["line"] for r in read(store.conn, ["u2"], 1000)] == known.lines()
+    assert by_anon[0]["time"] == "2026-03-02T09:00:00Z" and list(by_anon[0])[-1] == "line"
+    for n in (1, 2, 5):
+        assert read(store.conn, ids, n) == by_anon[-n:]
+    # fewer rows than lines: a message's effects for one user are one row
+    rows = sql.execute(store.conn, "SELECT count(*), sum(n) FROM trail").fetchone()
+    assert rows[0] < rows[1] == len(by_anon) + len(known.lines())
+
+
+def test_trail_rollback_and_prune_by_age_and_per_user(store):
+    from datetime import timedelta
+
+    trail = Trail(store, days=30, per_user=5)
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            trail.emit([Received(t("2026-03-02 09:00"), "u1", "track", "X")])
+            raise RuntimeError("the message failed")
+    assert read(store.conn, ["u1"]) == []
+    now = t("2026-03-31 12:00")
+    with store.transaction():
+        trail.emit([Received(now - timedelta(days=31, minutes=i), "old", "track", f"e{i}") for i in range(3)]
+                   + [Received(now - timedelta(days=29), "calm", "track", "e0")])
+        for i in range(12):
+            trail.emit([Received(now - timedelta(minutes=100 - i), "bot", "track", f"e{i}")])
+    assert trail.prune(now) == 3 + 7
+    assert read(store.conn, ["old"]) == [] and len(read(store.conn, ["calm"])) == 1
+    assert [r["name"] for r in read(store.conn, ["bot"])] == [f"e{i}" for i in range(7, 12)]
+    assert trail.prune(now) == 0
+
+
+def test_forget_deletes_everything_and_leaves_a_tombstone_the_filter_honours(store, project):
+    lines = run(store, project, until=None)
+    del lines
+    outbox = store.outbox
+    assert {e.user_id for e in outbox.by_state("pending")} == {"u1", "u2"}
+    keep = event_filter(store.conn)
+    msg = message(("2026-03-05 10:00", ("u1", "a-1"), "Signed Up"))
+    assert keep(msg)
+    traced = len(read(store.conn, ["u1", "a-1"], 1000))
+    now = t("2026-03-05 09:00")
+    with store.transaction():
+        body = forget(store, outbox, "a-1", now, project[1])
+    assert body["userId"] == "u1" and body["forgotten"] == ["a-1", "u1"]
+    assert body["deleted"]["profiles"] == 1 and body["deleted"]["instances"] == 1
+    assert body["deleted"]["identities"] == 1 and body["deleted"]["trail"] == traced > 0
+    assert body["deleted"]["outbox"] >= 1 and body["deleted"]["action_payloads"] >= 1
+    assert [(a["audience"], a["connector"]) for a in body["audiences_removed"]] == [("warm", "meta")]
+    q = lambda text, *p: sql.execute(store.conn, text, p).fetchall()  # noqa: E731
+    assert store.load("u1") is None and store.resolve("a-1") is None
+    assert q("SELECT count(*) FROM trail WHERE user_id IN ('u1', 'a-1')") == [(0,)]
+    assert q("SELECT count(*) FROM identities WHERE user_id = 'u1'") == [(0,)]
+    assert q('SELECT count(*) FROM actions WHERE "user" = ? AND json IS NOT NULL', "u1") == [(0,)]
+    assert q('SELECT count(*) FROM actions WHERE "user" = ?', "u1")[0][0] > 0  # the rows stay
+    left = [e for e in outbox.by_state("pending") if e.user_id == "u1"]
+    assert [e.kind for e in left] == ["audience_remove"]  # only the removal, carrying the identifiers
+    assert json.loads(left[0].payload)["data"][ERASED] == {"email": "ann@example.com"}
+    assert not keep(msg) and not keep(message(("2026-03-05 10:00", ("anon", "a-1"), "Page Viewed")))
+    assert keep(message(("2026-03-05 10:00", "u2", "Page Viewed")))
+    assert q("SELECT user_id, at FROM forgotten ORDER BY user_id") == [
+        ("a-1", "2026-03-05T09:00:00.000000Z"), ("u1", "2026-03-05T09:00:00.000000Z")]
+    assert read(store.conn, ["u2"], 1000)  # another user's trail stays
+    with store.transaction():  # forgetting again: nothing more, the same tombstones
+        again = forget(store, outbox, "u1", now, project[1])
+    assert again["deleted"]["profiles"] == 0 and again["deleted"]["trail"] == 0
+    assert q("SELECT count(*) FROM forgotten") == [(2,)]
+    assert [e.id for e in outbox.by_state("pending") if e.user_id == "u1"] == [left[0].id]  # still queued
+
+    # the removal settles: its carried identifiers are scrubbed, once
+    removal = left[0]
+    with store.transaction():
+        outbox.save(removal.evolve(state=DELIVERED, attempts=1))
+        assert scrub(store.conn) == 1
+        assert scrub(store.conn) == 0
+    assert json.loads(outbox.get(removal.id).payload)["data"] == {}
+
+
+def test_user_view_journey_counts_and_dead_letters(store, project):
+    run(store, project, until="2026-03-02 12:00")
+    view = user_view(store, "a-1")
+    assert view["userId"] == "u1" and view["aliases"] == ["a-1"] and view["audiences"] == ["warm"]
+    assert [j["journey"] for j in view["journeys"]] == ["Welcome"]
+    acts = view["recent_actions"]
+    assert sorted((a["kind"], a["target"]) for a in acts) == [("audience_add", "warm"), ("email", "pro_welcome")]
+    assert [a["id"] for a in acts] == sorted((a["id"] for a in acts), reverse=True)  # same time: by id, newest first
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", a["time"]) for a in acts)
+    assert user_view(store, "nobody") is None
+    counts = journey_counts(store.conn)
+    assert [(j["journey"], j["in_flight"]) for j in counts["journeys"]] == [("Welcome", 2)]
+    (step,) = counts["journeys"][0]["steps"]
+    assert step["users"] == 2 and step["wait"] is not None
+
+    entries = sorted(store.outbox.by_state("pending"), key=lambda e: e.id)
+    with store.transaction():
+        store.outbox.save(entries[0].evolve(state=DEAD, attempts=5, last_error="503 busy"))
+        store.outbox.save(entries[1].evolve(state=FAILED, attempts=1, last_error="400 bad"))
+    dead = dead_letters(store.outbox, DEAD, 100)["entries"]
+    assert [(e["id"], e["attempts"], e["last_error"]) for e in dead] == [(entries[0].id, 5, "503 busy")]
+    assert dead[0]["created"] == utc_text(entries[0].created) and dead[0]["created"].startswith("2026-03-02T09:0")
+    assert [e["id"] for e in dead_letters(store.outbox, FAILED, 100)["entries"]] == [entries[1].id]
+
+
+def families(text: str) -> dict[str, list[str]]:
+    """Metric family -> its sample lines, values left out (the shape both stores must share)."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            out[line.split()[2]] = []
+        elif line and not line.startswith("#"):
+            name = re.split(r"[{ ]", line, maxsplit=1)[0]
+            family = next(f for f in out if name == f or name.startswith(f + "_"))
+            out[family].append(line.rsplit(" ", 1)[0])
+    return out
+
+
+def test_render_metrics_gives_the_same_families_on_both_stores(store, project):
+    from engine.daemon import Counts
+    from engine.read_pool import close_all
+    from engine.reload import Lateness, render_metrics
+
+    run(store, project, until="2026-03-02 12:00")
+    now = t("2026-03-02 12:00")
+    with store.transaction():
+        store.outbox.add([Entry("x1", "smtp", "u9", "email", "welcome", "{}", now, now, DEAD, 3, "boom")])
+        raw = json.dumps({"type": "track", "userId": "u9", "event": "X"}).encode()
+        if sql.is_sqlite(store.conn):
+            store.conn.executemany("INSERT INTO inbox (received_at, raw) VALUES (?, ?)", [("t", raw)] * 3)
+            store.conn.execute("UPDATE inbox_cursor SET processed = 1")
+        else:
+            store.conn.execute("INSERT INTO inbox (part, received_at, raw) VALUES (0, now(), %s), (0, now(), %s), "
+                               "(0, now(), %s)", (raw, raw, raw))
+            store.conn.execute("DELETE FROM inbox WHERE seq = (SELECT min(seq) FROM inbox)")  # processed
+    worker = SimpleNamespace(path=store.where, counts=Counts(), store_open=True, running=True,
+                             lateness=Lateness(), program=project[0])
+    try:
+        text = render_metrics(worker, None)
+    finally:
+        close_all()
+    got = families(text)
+    assert len(got.pop("journeys_journey_version")) == 1
+    assert got == EXPECTED_FAMILIES, text
+    value = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line and not line.startswith("#")}
+    assert value["journeys_events_accepted_total"] == 3 and value["journeys_events_processed_total"] == 1
+    assert value["journeys_processing_lag"] == 2
+    # timers_due compares with the wall clock: the virtual March waits are long due
+    assert value["journeys_timers_waiting"] == 2 and value["journeys_timers_due"] == 2
+    assert value['journeys_outbox_entries{state="dead"}'] == 1 and value["journeys_dead_letters"] == 1
+    assert value['journeys_outbox_entries{state="pending"}'] == 4
+    assert value["journeys_outbox_attempts_total"] == 3 and value["journeys_outbox_retries_total"] == 2
+
+
+EXPECTED_FAMILIES = {
+    "journeys_up": ["journeys_up"],
+    "journeys_events_accepted_total": ["journeys_events_accepted_total"],
+    "journeys_events_processed_total": ["journeys_events_processed_total"],
+    "journeys_processing_lag": ["journeys_processing_lag"],
+    "journeys_timers_due": ["journeys_timers_due"],
+    "journeys_timers_waiting": ["journeys_timers_waiting"],
+    "journeys_outbox_entries": [f'journeys_outbox_entries{{state="{s}"}}'
+                                for s in ("dead", "delivered", "failed", "pending")],
+    "journeys_outbox_attempts_total": ["journeys_outbox_attempts_total"],
+    "journeys_outbox_retries_total": ["journeys_outbox_retries_total"],
+    "journeys_dead_letters": ["journeys_dead_letters"],
+    "journeys_worker_processed_total": ["journeys_worker_processed_total"],
+    "journeys_events_failed_total": ["journeys_events_failed_total"],
+    "journeys_messages_received_total": [],
+    "journeys_actions_total": [],
+    "journeys_actions_unroutable_total": ["journeys_actions_unroutable_total"],
+    "journeys_timer_lateness_seconds": [f'journeys_timer_lateness_seconds_bucket{{le="{b}"}}' for b in (
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "60.0",
+        "300.0", "+Inf")] + ["journeys_timer_lateness_seconds_sum", "journeys_timer_lateness_seconds_count"],
+}
