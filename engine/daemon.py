@@ -230,6 +230,10 @@ class Worker:
             self._close_cluster()
             self.store.close()
             self.store_open = False
+            if self.partitions is not None:
+                from .read_pool import close_all
+
+                close_all()  # the HTTP threads' read connections (/readyz, /metrics)
 
     def _open(self) -> None:
         from .dispatch import OutboxSink, Routes
@@ -488,13 +492,10 @@ def inbox_position(path: str) -> tuple[int, int]:
     from .stores import is_postgres
 
     if is_postgres(path):
-        from .pg_store import connect
+        from .read_pool import pool
 
-        pg, _ = connect(path)
-        try:
+        with pool(path).connection() as pg:
             return pg.execute("SELECT count(*) FROM inbox").fetchone()[0], 0
-        finally:
-            pg.close()
     conn = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, timeout=2)
     try:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'inbox'").fetchone()

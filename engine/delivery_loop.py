@@ -169,8 +169,9 @@ class DeliveryLoop:
             def run() -> None:
                 nonlocal started
                 dispatcher = self.dispatcher
-                dispatcher.settle_done(self.clock.now())
-                started = dispatcher.start_due(self.clock.now(), on_done=self.wake.set)
+                with self.store.transaction():  # outcomes and the next claims: one commit per round
+                    dispatcher.settle_done(self.clock.now())
+                    started = dispatcher.start_due(self.clock.now(), on_done=self.wake.set)
 
             self._guard("delivery", run)
             self.rounds += 1

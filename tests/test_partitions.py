@@ -1,0 +1,124 @@
+"""Partition leases, fencing, the shared inbox and schedule claims on a real PostgreSQL: the parts
+several workers share (engine.partitions, engine.pg_inbox, PostgresStore.schedule_users)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+import orjson
+
+from engine.partitions import Partitions, partition_of, sender_key
+from engine.pg_inbox import Listener, PostgresInbox
+from engine.pg_store import PostgresStore
+from engine.state import new_user
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+
+
+def test_python_and_postgresql_agree_on_partitions(pg_url):
+    with PostgresStore(pg_url) as s:
+        for uid in ("u1", "anon-7f3", "émile@example.com", "x" * 200, "0"):
+            (part,) = s.conn.execute("SELECT (('x' || substr(md5(%s), 1, 8))::bit(32)::bigint %% 64)::int",
+                                     (uid,)).fetchone()
+            assert partition_of(uid) == part
+        assert len({partition_of(f"user-{i}") for i in range(2000)}) == 64  # every partition gets users
+        assert sender_key({"userId": "u1", "anonymousId": "a"}) == "u1" and sender_key({"anonymousId": "a"}) == "a"
+
+
+def test_workers_share_the_partitions_fairly_and_take_over_a_dead_ones(pg_url):
+    a_store, b_store = PostgresStore(pg_url), PostgresStore(pg_url)
+    a, b = Partitions(a_store.conn, "a", ttl=1.0), Partitions(b_store.conn, "b", ttl=1.0)
+    try:
+        b_store.conn.execute("DELETE FROM workers WHERE id = 'b'")  # b has not joined yet
+        assert len(a.heartbeat()) == 64
+        b.conn.execute("INSERT INTO workers VALUES ('b', 'h', 1, now(), now())")  # b joins
+        assert b.heartbeat() == frozenset()  # nothing free yet
+        assert len(a.heartbeat()) == 32  # a gives back what is above its share
+        assert len(b.heartbeat()) == 32
+        assert a.owned.isdisjoint(b.owned) and a.owned | b.owned == frozenset(range(64))
+        time.sleep(1.2)  # a dies: it stops renewing; its leases and heartbeat expire
+        assert b.heartbeat() == frozenset(range(64))
+        assert a.fence() == frozenset()  # a, waking up, holds nothing any more
+        b.leave()  # a clean stop hands everything over at once
+        assert len(a.heartbeat()) == 64
+    finally:
+        a_store.close()
+        b_store.close()
+
+
+def test_a_fenced_transaction_keeps_its_partitions_from_a_takeover(pg_url):
+    a_store, b_store = PostgresStore(pg_url), PostgresStore(pg_url)
+    a, b = Partitions(a_store.conn, "a", ttl=0.5), Partitions(b_store.conn, "b", ttl=0.5)
+    try:
+        b_store.conn.execute("DELETE FROM workers WHERE id = 'b'")
+        assert len(a.heartbeat()) == 64
+        b.conn.execute("INSERT INTO workers VALUES ('b', 'h', 1, now(), now())")
+        with a_store.transaction():
+            assert len(a.fence()) == 64
+            time.sleep(0.7)  # a's leases expire while its transaction still runs
+            assert b.heartbeat() == frozenset()  # b skips the rows a holds FOR SHARE, never waits
+        assert b.heartbeat() == frozenset(range(64))  # a's transaction ended: b takes over
+        with a_store.transaction():
+            assert a.fence() == frozenset()  # and a, fencing again, knows it holds nothing
+    finally:
+        a_store.close()
+        b_store.close()
+
+
+def test_the_shared_inbox_by_partition_with_a_wake_up(pg_url):
+    store = PostgresStore(pg_url)
+    ingest = PostgresInbox.open(pg_url)
+    wake = threading.Event()
+    listener = Listener(pg_url, wake)
+    try:
+        inbox = PostgresInbox(store.conn, store.schema)
+        rows = [("2026-03-02T10:00:00.000000Z", orjson.dumps({"type": "track", "userId": f"u{i}", "event": "E"}))
+                for i in range(50)]
+        ingest.append_rows(rows)
+        assert wake.wait(5)
+        mine = {partition_of(f"u{i}") for i in range(0, 50, 2)}
+        batch = inbox.next_batch(mine, 1000)
+        assert {orjson.loads(raw)["userId"] for _, raw, _ in batch} == {f"u{i}" for i in range(50)
+                                                                        if partition_of(f"u{i}") in mine}
+        assert [seq for seq, _, _ in batch] == sorted(seq for seq, _, _ in batch)
+        with store.transaction():
+            inbox.finish(batch)
+        assert inbox.pending() == 50 - len(batch)
+        assert inbox.next_batch(mine, 1000) == []
+    finally:
+        listener.close()
+        ingest.close()
+        store.close()
+
+
+def test_a_scheduled_entry_fires_once_per_partition_across_workers(pg_url):
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        users = [f"user-{i}" for i in range(300)]
+        for uid in users:
+            a.save(new_user(uid), "Europe/Paris")
+        half = frozenset(range(32))
+        a.parts, b.parts = half, frozenset(range(64))
+        with a.transaction():
+            first = a.schedule_users("Monday picks", "Europe/Paris", T0)
+        with b.transaction():  # b took over every partition, a's included: a's were fired already
+            second = b.schedule_users("Monday picks", "Europe/Paris", T0)
+        assert set(first) == {u for u in users if partition_of(u) in half}
+        assert set(second) == set(users) - set(first)
+        with b.transaction():
+            assert b.schedule_users("Monday picks", "Europe/Paris", T0) == []  # never twice
+            assert len(b.schedule_users("Monday picks", "Europe/Paris", T0.replace(day=9))) == 300  # next week
+        with a.transaction():  # a claim rolled back is no claim
+            try:
+                with a.transaction():
+                    a.schedule_users("Other", None, T0)
+                    raise RuntimeError("the firing failed")
+            except RuntimeError:
+                pass
+        with b.transaction():
+            assert len(b.schedule_users("Other", None, T0)) == 300
+    finally:
+        a.close()
+        b.close()
