@@ -415,13 +415,16 @@ class Worker:
 
         engine, clock, keep, event_time = self.engine, self.clock, self.keep, self.event_time
 
+        prefetch = getattr(self.store, "prefetch", None)
+
         def run() -> None:
             parts = self._fence()
+            # a row whose partition was taken over meanwhile is left for its new owner
+            mine = [(row, message_from_json(row[1])) for row in rows if parts is None or row[2] in parts]
+            if prefetch is not None:
+                prefetch([msg for _, msg in mine])
             done = []
-            for row in rows:
-                if parts is not None and row[2] not in parts:
-                    continue  # its partition was taken over meanwhile: the new owner takes it
-                msg = message_from_json(row[1])
+            for row, msg in mine:
                 at = msg.timestamp if event_time else clock.now()
                 if keep(msg):
                     engine.take(msg, at)

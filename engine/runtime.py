@@ -230,8 +230,11 @@ def handle_all(engine: Engine, messages: Iterable[Message], until: datetime | No
     Messages (any iterable, in time order) are taken GROUP_COMMIT at a time, so a long log is
     never held whole; `progress`, if given, hears the number handled after each group commit."""
     stream, done = iter(messages), 0
+    prefetch = getattr(engine.store, "prefetch", None)  # a server store reads a group's rows at once
     while chunk := list(islice(stream, GROUP_COMMIT)):
         with engine.store.transaction():  # a durable store commits once per group, not per message
+            if prefetch is not None:
+                prefetch(chunk)
             for msg in chunk:
                 engine.take(msg, msg.timestamp)
         done += len(chunk)

@@ -122,3 +122,35 @@ def test_a_scheduled_entry_fires_once_per_partition_across_workers(pg_url):
     finally:
         a.close()
         b.close()
+
+
+def test_a_prefetched_batch_answers_like_the_database(pg_url):
+    from engine.messages import parse_message
+
+    def msg(mid, **ids):
+        return parse_message({"type": "track", "event": "E", "messageId": mid, "timestamp": "2026-03-02T10:00:00Z",
+                              **ids})
+
+    with PostgresStore(pg_url) as s:
+        s.save(new_user("u1"), "UTC")
+        s.link("anon-1", "u1")
+        assert s.seen("old") is False
+        batch = [msg("old", userId="u1"), msg("m1", anonymousId="anon-1"), msg("m1", userId="u2"),
+                 msg("m2", userId="u2")]
+        with s.transaction():
+            s.prefetch(batch)
+            assert [s.seen(m.message_id) for m in batch] == [True, False, True, False]  # a repeat in the batch too
+            assert s.resolve("anon-1") == "u1" and s.resolve("u2") is None
+            assert s.load("u1") is not None and s.load("u2") is None
+            s.save(new_user("u2"), "UTC")
+            s.link("anon-9", "u2")
+            assert s.load("u2") is not None and s.resolve("anon-9") == "u2"
+        try:
+            with s.transaction():
+                s.prefetch([msg("m3", userId="u3")])
+                s.save(new_user("u3"), "UTC")
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        assert s.load("u3") is None and s.seen("m3") is False  # nothing of the rolled-back batch is remembered
+        assert s.load("u2") is not None and s.seen("m2") is True
