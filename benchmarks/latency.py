@@ -46,6 +46,7 @@ import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -89,8 +90,9 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------- the receiver
 
 def receive(port: int) -> None:
-    """The webhook receiver (its own process): POST -> note (seq, action id, arrival - sent, handling
-    time), answer 200 at once. GET /count: how many so far; GET /dump: everything, then forget it."""
+    """The webhook receiver (its own process): POST -> note (seq, Idempotency-Key (the action id),
+    send time, arrival; and the handling time), answer 200 at once. GET /count: how many so far;
+    GET /dump: everything, then forget it."""
     try:
         import uvloop
         uvloop.install()
@@ -99,6 +101,7 @@ def receive(port: int) -> None:
     calls: list[tuple[str, str, int]] = []
     handling: list[int] = []
     seq_re, sent_re, id_re = re.compile(rb'"seq":"([^"]*)"'), re.compile(rb'"sent":"(\d+)"'), re.compile(rb'"id":"([^"]*)"')
+    key_re = re.compile(rb"(?i)\r\nidempotency-key: *([^\r]*)")
     ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
     def answer(body: bytes) -> bytes:
@@ -124,7 +127,8 @@ def receive(port: int) -> None:
                     return
                 body, self.buf = self.buf[end + 4:end + 4 + length], self.buf[end + 4 + length:]
                 if head.startswith(b"POST"):
-                    sent, seq, aid = sent_re.search(body), seq_re.search(body), id_re.search(body)
+                    sent, seq = sent_re.search(body), seq_re.search(body)
+                    aid = key_re.search(head) or id_re.search(body)  # the Idempotency-Key (= the action id)
                     calls.append((seq.group(1).decode() if seq else "?", aid.group(1).decode() if aid else "?",
                                   int(sent.group(1)) if sent else 0, now))
                     self.t.write(ok)
@@ -222,10 +226,40 @@ class Client:
             writer.close()
 
 
-async def flood(host: str, port: int, run: str, n: int, users: int, per_request: int = 100,
+class RoundRobin:
+    """`Client`'s interface over several daemons (a cluster's workers): request k goes to port
+    k mod n, each port on its own keep-alive connections."""
+
+    def __init__(self, host: str, ports: Sequence[int]):
+        self.clients = [Client(host, p) for p in ports]
+        self.k = 0
+
+    async def post(self, path: str, body: bytes) -> None:
+        self.k += 1
+        await self.clients[self.k % len(self.clients)].post(path, body)
+
+    @property
+    def opened(self) -> int:
+        return sum(c.opened for c in self.clients)
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self.clients)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def client_for(host: str, port: int | Sequence[int]) -> Client | RoundRobin:
+    return Client(host, port) if isinstance(port, int) else RoundRobin(host, port)
+
+
+async def flood(host: str, port: int | Sequence[int], run: str, n: int, users: int, per_request: int = 100,
                 connections: int = 8) -> float:
-    """Phase 1: n events through /v1/batch as fast as the ingest takes them; returns seconds taken."""
-    client = Client(host, port)
+    """Phase 1: n events through /v1/batch as fast as the ingest takes them; returns seconds taken.
+    Several ports: the requests go round robin over them."""
+    client = client_for(host, port)
     chunks = [range(s, min(s + per_request, n)) for s in range(0, n, per_request)]
     began = time.perf_counter()
 
@@ -242,11 +276,12 @@ async def flood(host: str, port: int, run: str, n: int, users: int, per_request:
     return time.perf_counter() - began
 
 
-async def paced(host: str, port: int, run: str, rate: float, duration: float, tick: float,
+async def paced(host: str, port: int | Sequence[int], run: str, rate: float, duration: float, tick: float,
                 users: int) -> dict:
     """Phase 2: open loop. Tick k (at start + k*tick) sends the events scheduled before it, stamped
-    with the tick's scheduled time. Requests never wait for each other."""
-    client = Client(host, port)
+    with the tick's scheduled time. Requests never wait for each other (round robin over several
+    ports)."""
+    client = client_for(host, port)
     loop = asyncio.get_running_loop()
     start_mono, start_ns = loop.time() + 0.05, time.time_ns() + 50_000_000
     total = int(rate * duration)
@@ -314,6 +349,15 @@ def created_ns(db: Path) -> dict[str, int]:
         return out
     finally:
         conn.close()
+
+
+def drain(calls: list) -> tuple[float, float]:
+    """Phase 1's figures from its calls: (calls/s between the 10th and the 90th percentile of
+    arrivals, while a backlog is worked off; calls/s from the first send to the last arrival)."""
+    arrivals = sorted(at for _, _, _, at in calls)
+    first_sent = min(sent for _, _, sent, _ in calls)
+    a, b = pct(arrivals, 0.1), pct(arrivals, 0.9)
+    return 0.8 * len(arrivals) / ((b - a) / 1e9), len(arrivals) / ((arrivals[-1] - first_sent) / 1e9)
 
 
 def check(calls: list, run: str, n: int) -> tuple[int, int]:
@@ -414,11 +458,7 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen]) 
             raise SystemExit("phase 1: the webhook calls did not all arrive")
         calls = dump(receiver)["calls"]
         missing, duplicated = check(calls, "probe", n)
-        arrivals = sorted(at for _, _, _, at in calls)
-        first_sent = min(sent for _, _, sent, _ in calls)
-        a, b = pct(arrivals, 0.1), pct(arrivals, 0.9)
-        drain_rate = 0.8 * len(arrivals) / ((b - a) / 1e9)  # while a backlog is worked off
-        overall = n / ((arrivals[-1] - first_sent) / 1e9)  # first send to last call
+        drain_rate, overall = drain(calls)
         print(f"phase 1: {n:,} events into the inbox in {took:.2f} s ({n / took:,.0f}/s); their webhook calls "
               f"arrived at {drain_rate:,.0f}/s between the 10th and 90th percentile of arrivals "
               f"({overall:,.0f}/s from the first send to the last call)"
