@@ -78,6 +78,7 @@ def _replay(root: Path, config: Any, program: Any, messages: Sequence[Any], unti
     from .daemon import Worker, _signal_ingest, inbox_position
     from .inbox import message_to_json
     from .ingest import create_app
+    from .runtime import run_until
 
     started = time.monotonic()
     if until is None and messages:
@@ -119,21 +120,12 @@ def _replay(root: Path, config: Any, program: Any, messages: Sequence[Any], unti
         finally:
             server.should_exit = True
             thread.join(30)
-        worker.submit(lambda: _run_until(worker, until)).result(timeout)
+        worker.submit(lambda: run_until(worker.engine, until)).result(timeout)
         actions = worker.submit(lambda: _logged_actions(worker.store.conn)).result(timeout)
     finally:
         sock.close()
         worker.stop()
     return Replay(len(messages), actions, seconds=time.monotonic() - started)
-
-
-def _run_until(worker: Any, until: datetime | None) -> None:
-    """What the dry-run does after its last message: timers due by `until` fire."""
-    if until is None:
-        return
-    with worker.store.transaction():
-        worker.engine.run_due(until)
-        worker.engine.clock.advance(until)
 
 
 def _logged_actions(conn: Any) -> list[dict[str, Any]]:

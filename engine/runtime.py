@@ -240,7 +240,14 @@ def handle_all(engine: Engine, messages: Iterable[Message], until: datetime | No
         done += len(chunk)
         if progress is not None:
             progress(done)
-    if until is not None:
-        with engine.store.transaction():
-            engine.run_due(until)
-            engine.clock.advance(until)
+    run_until(engine, until)
+
+
+def run_until(engine: Engine, until: datetime | None) -> None:
+    """What follows the last message, in the dry-run and in `journeys replay`'s daemon alike:
+    every timer and scheduled entry due by `until` fires, in one transaction."""
+    if until is None:
+        return
+    with engine.store.transaction():
+        engine.run_due(until)
+        engine.clock.advance(until)
