@@ -22,13 +22,13 @@ import random
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from .test_daemon import Daemon, eventually
+from .test_webhook import Receiver
 
 JOURNEY = """\
 journey "Welcome" {
@@ -39,39 +39,11 @@ journey "Welcome" {
 """
 
 
-class Receiver:
-    """The webhook's provider: records every call's Idempotency-Key and body."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, dict]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with outer.lock:
-                    outer.calls.append((self.headers.get("Idempotency-Key", ""), json.loads(body)))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda request, address: None  # a killed worker's connection resets
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/hook"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def receiver() -> Receiver:
+    """The webhook's provider (tests/test_webhook.py's): records every call's headers and body."""
+    r = Receiver()
+    r.httpd.handle_error = lambda request, address: None  # a killed worker's connection resets
+    return r
 
 
 def project(root: Path, hook: str) -> Path:
@@ -100,8 +72,8 @@ def pg(pg_url: str):
 
 def test_three_workers_one_killed_at_random_moments_lose_and_repeat_nothing(tmp_path, pg_url):
     rng = random.Random(int(os.environ.get("JOURNEYS_CLUSTER_SEED", "7")))
-    receiver = Receiver()
-    root = project(tmp_path / "p", receiver.url)
+    hook = receiver()
+    root = project(tmp_path / "p", hook.url)
     env = {"JOURNEYS_LEASE_TTL": "2", "JOURNEYS_DELIVERY_LEASE": "5", "JOURNEYS_RELOAD_POLL": "0"}
     workers: list[Daemon] = [Daemon(root, pg_url, tmp_path / f"w{i}.log", **env) for i in range(3)]
     sent: dict[str, list[dict]] = {}  # batch id -> its calls
@@ -176,12 +148,13 @@ def test_three_workers_one_killed_at_random_moments_lose_and_repeat_nothing(tmp_
         # every action delivered once: one outbox entry each, delivered, and its key at the provider
         states = Counter(r[0] for r in conn.execute("SELECT state FROM outbox"))
         assert states == {"delivered": len(taken)}, states
-        keys = Counter(k for k, _ in receiver.calls)
+        received = [(r["headers"].get("idempotency-key", ""), json.loads(r["raw"])) for r in hook.requests]
+        keys = Counter(k for k, _ in received)
         delivered_ids = {r[0] for r in conn.execute("SELECT action_id FROM outbox")}
         assert set(keys) == delivered_ids
         repeats = sum(n - 1 for n in keys.values())
-        print(f"{len(accepted)} accepted, {len(taken)} users, {len(receiver.calls)} calls, {repeats} repeated keys")
-        assert all(body["data"] == {"user_id": body["user_id"], "plan": "pro"} for _, body in receiver.calls)
+        print(f"{len(accepted)} accepted, {len(taken)} users, {len(received)} calls, {repeats} repeated keys")
+        assert all(body["data"] == {"user_id": body["user_id"], "plan": "pro"} for _, body in received)
         # the same actions as a dry-run of the same events
         from engine.messages import parse_message
         from engine.program import Program
@@ -209,4 +182,4 @@ def test_three_workers_one_killed_at_random_moments_lose_and_repeat_nothing(tmp_
             if w.proc.poll() is None:
                 w.proc.kill()
                 w.proc.wait()
-        receiver.close()
+        hook.close()

@@ -33,6 +33,7 @@ from engine.trace import Trace
 from engine.trail import Trail, ids_of, read
 
 from .engine_helpers import compile_source, message, t
+from .test_trail import EVENTS  # an anonymous visit, its stitch to u1, and u2
 
 SOURCE = """
 journey "Welcome" {
@@ -44,13 +45,6 @@ journey "Welcome" {
 }
 """
 
-EVENTS = [
-    ("2026-03-02 09:00", ("anon", "a-1"), "Page Viewed", {"path": "/"}),
-    ("2026-03-02 09:05", ("u1", "a-1"), "identify", {"email": "ann@example.com", "plan": "pro"}),
-    ("2026-03-02 09:06", "u1", "Signed Up"),
-    ("2026-03-02 09:07", "u2", "identify", {"email": "bob@example.com"}),
-    ("2026-03-02 09:08", "u2", "Signed Up"),
-]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
