@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from .outbox import INDEXES
 from .store import StoreError
 
 
@@ -98,10 +99,23 @@ _V3 = (
     "ALTER TABLE actions ALTER COLUMN json DROP NOT NULL",
 )
 
+# The outbox's claim reads an index of open entries only (engine.outbox.INDEXES), and the two
+# queue tables are vacuumed after a fixed number of dead rows, not a share of the table: a queue
+# whose dead versions pile up makes every claim walk them.
+_QUEUE_VACUUM = ("autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000, "
+                 "autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.02")
+_V4 = (
+    "DROP INDEX outbox_due",
+    *INDEXES,
+    f"ALTER TABLE outbox SET ({_QUEUE_VACUUM})",
+    f"ALTER TABLE inbox SET ({_QUEUE_VACUUM})",
+)
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "profiles, identities, messages, actions, instances and the outbox", _V1),
     Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
     Migration(3, "the daemon's trail; forgotten users' action payloads", _V3),
+    Migration(4, "the outbox indexes its open and parked entries only; queue tables vacuumed sooner", _V4),
 )
 
 

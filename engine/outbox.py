@@ -26,6 +26,18 @@ from typing import Collection, Iterable, Protocol
 PENDING, SENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "sending", "queued", "delivered", "failed", "dead"
 DUE = (PENDING, SENDING)  # a sending entry whose lease ran out is due again
 
+# The outbox's indexes, on SQLite and PostgreSQL alike. Delivered entries, nearly all of them after
+# a while, are in neither: the claim of due entries walks an index of open ones only (a full
+# index of every entry kept the dead versions of delivered ones in the claim's path, 22,613 index
+# entries visited for 8 rows on PostgreSQL under load), and the admin lists read the parked ones.
+# The states are literals in the queries too, so both databases see that the partial index applies.
+OPEN = f"state IN ('{PENDING}', '{SENDING}')"
+PARKED = f"state IN ('{QUEUED}', '{FAILED}', '{DEAD}')"
+INDEXES = (
+    f"CREATE INDEX outbox_open ON outbox (next_at, id) WHERE {OPEN}",
+    f"CREATE INDEX outbox_parked ON outbox (state, connector, id) WHERE {PARKED}",
+)
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -127,7 +139,9 @@ class SqliteOutbox:
             kind TEXT NOT NULL, target TEXT NOT NULL, payload TEXT NOT NULL, created TEXT NOT NULL,
             next_at TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,
             provider_id TEXT)""")
-        conn.execute("CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at, id)")
+        for statement in INDEXES:
+            conn.execute(statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+        conn.execute("DROP INDEX IF EXISTS outbox_due")  # before 2026-11-26: indexed every entry ever sent
 
     def _row(self, e: Entry) -> tuple:
         return (e.id, e.action_id, e.connector, e.user_id, e.kind, e.target, e.payload, _t(e.created),
@@ -149,8 +163,8 @@ class SqliteOutbox:
     def due(self, now: datetime, limit: int = 100, skip: Collection[str] = ()) -> list[Entry]:
         skip = sorted(skip)
         but = f" AND connector NOT IN ({', '.join('?' * len(skip))})" if skip else ""
-        rows = self.conn.execute(f"SELECT * FROM outbox WHERE state IN (?, ?) AND next_at <= ?{but} "
-                                 "ORDER BY next_at, id LIMIT ?", (*DUE, _t(now), *skip, limit)).fetchall()
+        rows = self.conn.execute(f"SELECT * FROM outbox WHERE {OPEN} AND next_at <= ?{but} "
+                                 "ORDER BY next_at, id LIMIT ?", (_t(now), *skip, limit)).fetchall()
         return [self._entry(r) for r in rows]
 
     def release(self, now: datetime) -> int:
@@ -169,10 +183,12 @@ class SqliteOutbox:
         return self._entry(row) if row else None
 
     def by_state(self, state: str, limit: int = 1000) -> list[Entry]:
-        rows = self.conn.execute("SELECT * FROM outbox WHERE state = ? ORDER BY id LIMIT ?", (state, limit)).fetchall()
+        parked = f" AND {PARKED}" if state in (QUEUED, FAILED, DEAD) else ""  # then it reads the index
+        rows = self.conn.execute(f"SELECT * FROM outbox WHERE state = ?{parked} ORDER BY id LIMIT ?",
+                                 (state, limit)).fetchall()
         return [self._entry(r) for r in rows]
 
     def queued(self, connector: str) -> list[Entry]:
-        rows = self.conn.execute("SELECT * FROM outbox WHERE state = ? AND connector = ? ORDER BY id",
+        rows = self.conn.execute(f"SELECT * FROM outbox WHERE state = ? AND {PARKED} AND connector = ? ORDER BY id",
                                  (QUEUED, connector)).fetchall()
         return [self._entry(r) for r in rows]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Collection, Iterable
 
-from .outbox import PENDING, QUEUED, SENDING, Entry
+from .outbox import FAILED, DEAD, OPEN, PARKED, QUEUED, Entry
 
 _COLUMNS = ("id, action_id, connector, user_id, kind, target, payload, created, next_at, state, attempts, "
             "last_error, provider_id")
@@ -31,7 +31,7 @@ _ADD = (f"INSERT INTO outbox ({_COLUMNS}) SELECT * FROM unnest("
         + ", ".join(f"%s::{t}[]" for t in _TYPES) + ") ON CONFLICT (id) DO NOTHING")
 _SAVE = ("UPDATE outbox SET next_at = %s, state = %s, attempts = %s, last_error = %s, provider_id = %s "
          "WHERE id = %s")
-_DUE = (f"SELECT {_COLUMNS} FROM outbox WHERE state IN (%s, %s) AND next_at <= %s "
+_DUE = (f"SELECT {_COLUMNS} FROM outbox WHERE {OPEN} AND next_at <= %s "
         "AND connector <> ALL(%s::text[]) ORDER BY next_at, id LIMIT %s")
 
 
@@ -67,7 +67,7 @@ class PostgresOutbox:
         first, leaving out the connectors in `skip`. `claim=True` locks them for the caller's
         transaction and skips entries another transaction holds (FOR UPDATE SKIP LOCKED):
         concurrent dispatchers each get their own entries."""
-        params = (PENDING, SENDING, now, sorted(skip), limit)
+        params = (now, sorted(skip), limit)
         if not (self.claim if claim is None else claim):
             return [_entry(r) for r in self.conn.execute(_DUE, params)]
         from psycopg.pq import TransactionStatus
@@ -87,9 +87,11 @@ class PostgresOutbox:
         return _entry(row) if row else None
 
     def by_state(self, state: str, limit: int = 1000) -> list[Entry]:
+        parked = f" AND {PARKED}" if state in (QUEUED, FAILED, DEAD) else ""  # then it reads the index
         return [_entry(r) for r in self.conn.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = %s ORDER BY id LIMIT %s", (state, limit))]
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = %s{parked} ORDER BY id LIMIT %s", (state, limit))]
 
     def queued(self, connector: str) -> list[Entry]:
         return [_entry(r) for r in self.conn.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = %s AND connector = %s ORDER BY id", (QUEUED, connector))]
+            f"SELECT {_COLUMNS} FROM outbox WHERE state = %s AND {PARKED} AND connector = %s ORDER BY id",
+            (QUEUED, connector))]

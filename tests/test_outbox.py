@@ -298,3 +298,25 @@ def test_postgres_claims_skip_entries_another_worker_holds(pg_url):
             assert [e.id for e in second.due(T0, claim=True)] == ["a3:smtp", "a4:smtp", "a5:smtp"]
         with pytest.raises(RuntimeError, match="inside a transaction"):
             first.due(T0, claim=True)
+
+
+def test_sqlite_claims_read_the_index_of_open_entries_only(tmp_path):
+    """Delivered entries are in no index the claim walks, so a long history does not slow it."""
+    store = SqliteStore(str(tmp_path / "o.db"))
+    box = SqliteOutbox(store.conn)
+    names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'")}
+    assert {"outbox_open", "outbox_parked"} <= names and "outbox_due" not in names
+    plan = " ".join(r[-1] for r in store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM outbox WHERE state IN ('pending', 'sending') AND next_at <= ? "
+        "ORDER BY next_at, id LIMIT ?", ("2026", 8)))
+    assert "outbox_open" in plan and "TEMP B-TREE" not in plan, plan
+    plan = " ".join(r[-1] for r in store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM outbox WHERE state = ? AND state IN ('queued', 'failed', 'dead') "
+        "ORDER BY id LIMIT ?", ("dead", 8)))
+    assert "outbox_parked" in plan, plan
+    t0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    box.add([Entry(f"a{i}", "email", "u", "email", "t", "{}", t0, t0) for i in range(3)])
+    box.save(box.get("a0:email").evolve(state=DELIVERED))
+    box.save(box.get("a1:email").evolve(state=DEAD))
+    assert [e.id for e in box.due(t0)] == ["a2:email"]
+    assert [e.id for e in box.by_state(DEAD)] == ["a1:email"] and [e.id for e in box.by_state(DELIVERED)] == ["a0:email"]
