@@ -51,6 +51,7 @@ from .effects import Action, Effect, Received
 log = logging.getLogger("journeys.daemon")
 
 BATCH = 200  # inbox messages per transaction
+TIMER_BATCH = 2000  # timer fires per transaction when many are due at once
 MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
 PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
@@ -365,22 +366,23 @@ class Worker:
             log.exception("%s failed", what)
 
     def round(self) -> bool:
-        """Timers due, then up to BATCH inbox messages. True when the inbox had a full batch
-        (there may be more right away)."""
+        """Up to TIMER_BATCH timers due, then up to BATCH inbox messages, each in a transaction.
+        True when either stopped at its limit (there may be more right away)."""
         if self.partitions is not None and time.monotonic() >= self._next_heartbeat:
             self._guard("partitions", self._heartbeat)
         engine = self.engine
+        more_timers = [False]
 
         def timers() -> None:
             self._fence()
-            engine.run_due(self.clock.now())
+            more_timers[0] = engine.run_due(self.clock.now(), limit=TIMER_BATCH)
 
         self._guard("timers", lambda: self._in_transaction(timers))
         parts = self.partitions.owned if self.partitions is not None else None
         rows = self.inbox.next_batch(parts, BATCH)
         if rows:
             self._process(rows)
-        return len(rows) == BATCH
+        return len(rows) == BATCH or more_timers[0]
 
     def _heartbeat(self) -> None:
         self._next_heartbeat = time.monotonic() + self.partitions.ttl / 5

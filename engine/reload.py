@@ -201,7 +201,7 @@ class TimedClock:
         return self.clock.now()
 
     def advance(self, moment: datetime) -> None:
-        self.lateness.observe((datetime.now(timezone.utc) - moment).total_seconds())
+        self.lateness.observe((self.clock.now() - moment).total_seconds())
         self.clock.advance(moment)
 
 

@@ -139,15 +139,21 @@ class Engine:
 
     # ------------------------------------------------------------------ time
 
-    def run_due(self, until: datetime) -> None:
-        """Fire every timer and scheduled entry due at or before `until`, each at its moment."""
+    def run_due(self, until: datetime, limit: int | None = None) -> bool:
+        """Fire every timer and scheduled entry due at or before `until`, each at its moment.
+        With `limit`, stop after that many (a daemon's transaction stays short while a flood of
+        timers drains, and events interleave); True when it stopped there with more perhaps due."""
         self._start()
         last: tuple[datetime, str] | None = None
+        fired = 0
         while True:
+            if limit is not None and fired >= limit:
+                return True
+            fired += 1
             timer = self.store.next_timer(until)
             sched = self._schedules[0] if self._schedules and self._schedules[0][0] <= until else None
             if timer is None and sched is None:
-                return
+                return False
             if timer is not None and (sched is None or timer[0] <= sched[0]):
                 if timer == last:  # a step that does not move its own timer would loop forever
                     raise RuntimeError(f"timer of {timer[1]} at {timer[0]} did not move")

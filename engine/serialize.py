@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from itertools import repeat
+from collections.abc import Mapping as _AbcMapping
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -69,7 +70,7 @@ _loads = orjson.loads
 
 def _default(obj: Any) -> Any:
     """What orjson does not write by itself: read-only mappings, sets, and Events in values."""
-    if isinstance(obj, Mapping):
+    if type(obj) is MappingProxyType or isinstance(obj, _AbcMapping):  # typing.Mapping's check is slow
         return dict(obj)
     if isinstance(obj, (frozenset, set)):
         return sorted(obj)

@@ -14,8 +14,10 @@ Schema (created when missing; `schema_version` holds 1, and a file of another ve
 profile and its timer are one row and can never disagree. `instances` mirrors each profile's
 journeys in flight for admin queries (live counts per step): `save` rewrites the profile's rows,
 so a journey no longer in flight has none. Times in columns are fixed-width ISO-8601 UTC text
-(`2026-03-02T10:00:00.000000Z`) that sorts as the times do, so `next_timer` is one indexed
-`ORDER BY wake, user_id LIMIT 1`, in the same (due, user id) order as `MemoryStore`. Ids sort by
+(`2026-03-02T10:00:00.000000Z`) that sorts as the times do, so the first timers are one indexed
+`ORDER BY wake, user_id LIMIT n`, in the same (due, user id) order as `MemoryStore`; `next_timer`
+answers from those, held in memory (`engine.timer_window`: this connection makes every change to
+them, so it can keep them exact). Ids sort by
 SQLite's BINARY collation, which for UTF-8 text is code-point order: Python's `sorted`.
 
 Transactions. The connection runs in autocommit mode (`isolation_level=None`: the sqlite3 module
@@ -54,6 +56,7 @@ import sqlite_utils
 from .effects import Action
 from .serialize import action_to_row, state_from_json, state_to_json, utc_text
 from .state import UserState
+from .timer_window import TimerWindow
 
 SCHEMA_VERSION = 1
 
@@ -67,8 +70,7 @@ _INSTANCE = ("INSERT INTO instances (user_id, journey, version, entry, path, wai
 _ACTION = ("INSERT OR REPLACE INTO actions (id, time, user, journey, version, path, kind, target, "
            "outcome, reason, rule, json) VALUES (:id, :time, :user, :journey, :version, :path, :kind, "
            ":target, :outcome, :reason, :rule, :json)")
-_NEXT_TIMER = ("SELECT wake, user_id FROM profiles WHERE wake IS NOT NULL AND wake <= ? "
-               "ORDER BY wake, user_id LIMIT 1")
+_FIRST_TIMERS = "SELECT wake, user_id FROM profiles WHERE wake IS NOT NULL ORDER BY wake, user_id LIMIT ?"
 
 
 def sqlite_path(path_or_url: str) -> str:
@@ -95,6 +97,7 @@ class SqliteStore:
         self.conn = sqlite3.connect(self.path, isolation_level=None)
         self.db = sqlite_utils.Database(self.conn)
         self._depth = 0  # open transaction() blocks
+        self._timers = TimerWindow(self._first_timers)  # next_timer from memory: this connection writes them all
         if self.path != ":memory:":
             self.db.enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -144,6 +147,7 @@ class SqliteStore:
             yield
         except BaseException:
             self._depth = depth
+            self._timers.invalidate()  # the rolled-back saves may have moved timers
             if depth == 0:
                 conn.execute("ROLLBACK")
             else:
@@ -176,6 +180,7 @@ class SqliteStore:
                 for i in state.instances.values()]
         execute = self.conn.execute
         with self.transaction():
+            self._timers.moved(uid, wake)
             execute(_SAVE, (uid, zone, state_to_json(state), None if wake is None else utc_text(wake)))
             execute("DELETE FROM instances WHERE user_id = ?", (uid,))
             if rows:
@@ -183,6 +188,7 @@ class SqliteStore:
 
     def delete(self, user_id: str) -> None:
         with self.transaction():
+            self._timers.moved(user_id, None)
             self.conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
             self.conn.execute("DELETE FROM instances WHERE user_id = ?", (user_id,))
 
@@ -204,8 +210,10 @@ class SqliteStore:
     # ------------------------------------------------------------------ timers and listings
 
     def next_timer(self, until: datetime) -> tuple[datetime, str] | None:
-        row = self.conn.execute(_NEXT_TIMER, (utc_text(until),)).fetchone()
-        return None if row is None else (_fromiso(row[0]), row[1])
+        return self._timers.next(until)
+
+    def _first_timers(self, n: int) -> list[tuple[datetime, str]]:
+        return [(_fromiso(wake), uid) for wake, uid in self.conn.execute(_FIRST_TIMERS, (n,))]
 
     def users(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT user_id FROM profiles ORDER BY user_id")]
