@@ -68,6 +68,8 @@ class Result:
 class Connector(Protocol):
     name: str
     channel: str  # email | push | sms | ads | webhook
+    # optional `uses_profile = False`: the deliveries need no traits (a webhook sends its `with`
+    # data), so the dispatcher does not read the profile for them
 
     def deliver(self, delivery: Delivery) -> Result:
         """Deliver once, or raise a `connectors.errors.DeliveryError`."""

@@ -99,6 +99,7 @@ def verify(secret: str, body: bytes, timestamp: str, signature: str, tolerance: 
 
 class WebhookConnector:
     channel = "webhook"
+    uses_profile = False  # the document carries the step's `with` data, never the profile
 
     def __init__(self, name: str, *, url: str, secret: str | None = None, timeout: float | str = "10s",
                  headers: Mapping[str, str] | None = None, missing: str | None = None,

@@ -199,10 +199,11 @@ class Dispatcher:
         self._done: queue.SimpleQueue[tuple[Entry, Result | DeliveryError]] = queue.SimpleQueue()
         self._pools: dict[str, ThreadPoolExecutor] = {}
 
-    def delivery(self, entry: Entry) -> Delivery:
+    def delivery(self, entry: Entry, connector: Any = None) -> Delivery:
         a = json.loads(entry.payload)
+        profile = self.profiles(entry.user_id) if getattr(connector, "uses_profile", True) else {}
         return Delivery(action_id=entry.action_id, kind=entry.kind, target=entry.target, user_id=entry.user_id,
-                        profile=self.profiles(entry.user_id), data=a.get("data") or {}, named=a.get("named") or {},
+                        profile=profile, data=a.get("data") or {}, named=a.get("named") or {},
                         event=a.get("event"), journey=a.get("journey", ""), step=a.get("path", ""))
 
     def run_due(self, now: datetime, limit: int = 100) -> int:
@@ -222,7 +223,7 @@ class Dispatcher:
         ready = self._claim(now, limit, bounded)
         for entry, connector in ready:
             self.in_flight[entry.id] = entry.connector
-            delivery = self.delivery(entry)
+            delivery = self.delivery(entry, connector)
             if self.workers <= 1:
                 self._done.put((entry, self._attempt(connector, delivery)))
                 on_done()

@@ -320,3 +320,22 @@ def test_sqlite_claims_read_the_index_of_open_entries_only(tmp_path):
     box.save(box.get("a1:email").evolve(state=DEAD))
     assert [e.id for e in box.due(t0)] == ["a2:email"]
     assert [e.id for e in box.by_state(DEAD)] == ["a1:email"] and [e.id for e in box.by_state(DELIVERED)] == ["a0:email"]
+
+
+def test_a_webhook_delivery_reads_no_profile_an_email_does():
+    import httpx
+
+    from connectors.webhook import WebhookConnector
+
+    bodies: list[bytes] = []
+    hook = WebhookConnector("webhook:crm", url="http://crm.test/hook", transport=httpx.MockTransport(
+        lambda request: bodies.append(request.content) or httpx.Response(200, json={"id": "w1"})))
+    mail = RecordingConnector("smtp", "email")
+    looked_up: list[str] = []
+    box = MemoryOutbox()
+    OutboxSink(box, ROUTES).emit([action(1, kind="webhook", target="crm"), action(2)])
+    Dispatcher(box, {"webhook:crm": hook, "smtp": mail},
+               profiles=lambda uid: looked_up.append(uid) or {"email": f"{uid}@example.com"}).run_due(T0)
+    assert looked_up == ["u2"]  # the email's recipient; the webhook's document never holds traits
+    assert len(bodies) == 1 and b'"code":"X"' in bodies[0]
+    assert box.get("a1:webhook:crm").state == DELIVERED and box.get("a2:smtp").state == DELIVERED
