@@ -191,8 +191,14 @@ class Worker:
         def on_stale(uid: str, connector: str, dead: str) -> None:
             self.submit(lambda: self.forget_address(uid, connector, dead))
 
-        self.deliveries = DeliveryLoop(self.root, self.config, self.path, self.clock, on_stale=on_stale,
-                                       environ=self.environ)
+        if self.config.serve.deliveries == "process" and isinstance(self.clock.clock, SystemClock):
+            from .delivery_process import DeliveryProcess
+
+            self.deliveries = DeliveryProcess(self.root, self.config, self.path, on_stale=on_stale,
+                                              environ=self.environ)
+        else:  # a virtual clock cannot cross to another process
+            self.deliveries = DeliveryLoop(self.root, self.config, self.path, self.clock, on_stale=on_stale,
+                                           environ=self.environ)
         try:
             self.deliveries.start()
         except BaseException:

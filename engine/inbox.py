@@ -46,6 +46,7 @@ import orjson
 
 from .messages import Message, parse_message
 from .serialize import utc_text
+from .sql import LOCK_WAIT, begin_immediate
 from .sqlite_store import sqlite_path
 
 _dumps = orjson.dumps
@@ -102,6 +103,8 @@ def message_from_json(raw: bytes | str) -> Message:
 class Inbox:
     """The inbox tables on a SQLite connection (see the module docstring)."""
 
+    lock_wait = LOCK_WAIT  # seconds an append waits for the write lock (Inbox.open's busy_timeout_ms)
+
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         for sql in _SCHEMA:
@@ -133,6 +136,7 @@ class Inbox:
             conn.close()
             raise
         conn.execute("COMMIT")
+        inbox.lock_wait = busy_timeout_ms / 1000
         return inbox
 
     def close(self) -> None:
@@ -155,7 +159,7 @@ class Inbox:
         if conn.in_transaction:
             conn.executemany(_APPEND, rows)
             return
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn, self.lock_wait)
         try:
             conn.executemany(_APPEND, rows)
         except BaseException:

@@ -56,6 +56,7 @@ import sqlite_utils
 from .effects import Action
 from .serialize import action_to_row, state_from_json, state_to_json, utc_text
 from .state import UserState
+from .sql import begin_immediate
 from .timer_window import TimerWindow
 
 SCHEMA_VERSION = 1
@@ -141,7 +142,10 @@ class SqliteStore:
         conn = self.conn
         depth = self._depth
         name = f"s{depth}"
-        conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        if depth == 0:
+            begin_immediate(conn)
+        else:
+            conn.execute(f"SAVEPOINT {name}")
         self._depth = depth + 1
         try:
             yield
