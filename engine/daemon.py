@@ -54,6 +54,7 @@ BATCH = 200  # inbox messages per transaction
 TIMER_BATCH = 2000  # timer fires per transaction when many are due at once
 MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
 PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows
+PRUNE_CHUNK = 1000  # rows per deletion (engine.inbox.Inbox.prune)
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
 PARTITION_TTL = 10.0  # seconds a PostgreSQL worker's partition leases last (JOURNEYS_LEASE_TTL)
 
@@ -336,7 +337,14 @@ class Worker:
                 self.deliveries.poke()  # after the commits: new outbox entries are visible to it
             mono = time.monotonic()
             if mono >= next_prune:
-                self._guard("prune", self.inbox.prune)
+                pruned = [0]
+
+                def prune() -> None:
+                    pruned[0] = self.inbox.prune()
+
+                self._guard("prune", prune)
+                if pruned[0] >= PRUNE_CHUNK:  # more to delete: the next chunk after the next round
+                    continue
                 self._guard("trail", lambda: self.trail.prune(self.clock.now()))
                 next_prune = mono + PRUNE_EVERY
             if more or self.stopping.is_set():

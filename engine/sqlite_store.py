@@ -66,12 +66,19 @@ _fromiso = datetime.fromisoformat
 _SAVE = ("INSERT INTO profiles (user_id, zone, state, wake) VALUES (?, ?, ?, ?) "
          "ON CONFLICT (user_id) DO UPDATE SET zone = excluded.zone, state = excluded.state, "
          "wake = excluded.wake")
+_UPDATE = "UPDATE profiles SET state = ?, wake = ? WHERE user_id = ?"
 _INSTANCE = ("INSERT INTO instances (user_id, journey, version, entry, path, wait, wake) "
              "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _ACTION = ("INSERT OR REPLACE INTO actions (id, time, user, journey, version, path, kind, target, "
            "outcome, reason, rule, json) VALUES (:id, :time, :user, :journey, :version, :path, :kind, "
            ":target, :outcome, :reason, :rule, :json)")
 _FIRST_TIMERS = "SELECT wake, user_id FROM profiles WHERE wake IS NOT NULL ORDER BY wake, user_id LIMIT ?"
+
+
+def _instance_rows(state: UserState) -> list[tuple]:
+    uid = state.user_id
+    return [(uid, i.journey, i.version, i.entry, i.path, i.wait, None if i.wake is None else utc_text(i.wake))
+            for i in state.instances.values()]
 
 
 def sqlite_path(path_or_url: str) -> str:
@@ -99,6 +106,7 @@ class SqliteStore:
         self.db = sqlite_utils.Database(self.conn)
         self._depth = 0  # open transaction() blocks
         self._timers = TimerWindow(self._first_timers)  # next_timer from memory: this connection writes them all
+        self._last: tuple[str, str | None, list[tuple]] | None = None  # (user, zone, instance rows) in the file
         if self.path != ":memory:":
             self.db.enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -152,6 +160,7 @@ class SqliteStore:
         except BaseException:
             self._depth = depth
             self._timers.invalidate()  # the rolled-back saves may have moved timers
+            self._last = None  # and the row may no longer be what was last loaded or saved
             if depth == 0:
                 conn.execute("ROLLBACK")
             else:
@@ -173,26 +182,41 @@ class SqliteStore:
     # ------------------------------------------------------------------ profiles
 
     def load(self, user_id: str) -> UserState | None:
-        row = self.conn.execute("SELECT state FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
-        return None if row is None else state_from_json(row[0])
+        row = self.conn.execute("SELECT state, zone FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+        if row is None:
+            self._last = (user_id, None, [])
+            return None
+        state = state_from_json(row[0])
+        self._last = (user_id, row[1], _instance_rows(state))
+        return state
 
     def save(self, state: UserState, zone: str) -> None:
+        """The engine saves the user it just loaded: what the row already holds (its zone, its
+        journeys in flight, the same for most events) is not written again."""
         uid = state.user_id
         wake = state.wake
-        rows = [(uid, i.journey, i.version, i.entry, i.path, i.wait,
-                 None if i.wake is None else utc_text(i.wake))
-                for i in state.instances.values()]
+        rows = _instance_rows(state)
+        last = self._last
+        known = last is not None and last[0] == uid
         execute = self.conn.execute
         with self.transaction():
             self._timers.moved(uid, wake)
-            execute(_SAVE, (uid, zone, state_to_json(state), None if wake is None else utc_text(wake)))
-            execute("DELETE FROM instances WHERE user_id = ?", (uid,))
-            if rows:
-                self.conn.executemany(_INSTANCE, rows)
+            blob, due = state_to_json(state), None if wake is None else utc_text(wake)
+            if known and last[1] == zone:  # type: ignore[index]
+                execute(_UPDATE, (blob, due, uid))
+            else:
+                execute(_SAVE, (uid, zone, blob, due))
+            if not (known and last[2] == rows):  # type: ignore[index]
+                if not known or last[2]:  # type: ignore[index]
+                    execute("DELETE FROM instances WHERE user_id = ?", (uid,))
+                if rows:
+                    self.conn.executemany(_INSTANCE, rows)
+            self._last = (uid, zone, rows)
 
     def delete(self, user_id: str) -> None:
         with self.transaction():
             self._timers.moved(user_id, None)
+            self._last = None
             self.conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
             self.conn.execute("DELETE FROM instances WHERE user_id = ?", (user_id,))
 

@@ -589,7 +589,9 @@ def test_inbox_append_take_mark_prune(tmp_path):
     inbox.append(msgs[:1])
     assert inbox.last_seq() == 8  # seqs are never reused
     processor.mark(8)
-    assert inbox.prune() == 5 and inbox.pending() == 0
+    assert inbox.prune(chunk=2) == 2 and inbox.prune(chunk=2) == 2  # in chunks, oldest first
+    assert [seq for seq, _ in inbox.take(0, 10)] == [8]
+    assert inbox.prune() == 1 and inbox.pending() == 0
     assert inbox.last_seq() == 8  # with the table empty too
     inbox.append(msgs[:1])
     assert [seq for seq, _ in inbox.take(8, 10)] == [9]

@@ -1,0 +1,61 @@
+"""SqliteStore writes only what changed since the user was loaded (its zone, its journeys in
+flight), and a rolled-back transaction never leaves it believing a row it no longer holds."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from engine.sqlite_store import SqliteStore
+from engine.state import Instance, UserState, new_user
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+
+
+def waiting(uid: str, *journeys: str, wake: datetime = T0) -> UserState:
+    return new_user(uid).evolve(instances={j: Instance(j, "v1", 1, uid, T0, path="1", wait="wait", wake=wake)
+                                           for j in journeys})
+
+
+def rows(store: SqliteStore, uid: str) -> list[tuple]:
+    return store.conn.execute("SELECT journey, wake FROM instances WHERE user_id = ? ORDER BY journey",
+                              (uid,)).fetchall()
+
+
+def zone(store: SqliteStore, uid: str) -> str:
+    return store.conn.execute("SELECT zone FROM profiles WHERE user_id = ?", (uid,)).fetchone()[0]
+
+
+def test_instances_and_zone_follow_every_save_and_rollback(tmp_path):
+    store = SqliteStore(str(tmp_path / "s.db"))
+    assert store.load("u") is None
+    store.save(waiting("u", "A"), "UTC")
+    assert rows(store, "u") == [("A", "2026-03-02T10:00:00.000000Z")] and zone(store, "u") == "UTC"
+    store.save(waiting("u", "A", "B"), "Europe/Paris")  # without a load between
+    assert [r[0] for r in rows(store, "u")] == ["A", "B"] and zone(store, "u") == "Europe/Paris"
+
+    state = store.load("u")
+    store.save(state, "Europe/Paris")  # unchanged
+    assert [r[0] for r in rows(store, "u")] == ["A", "B"]
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.load("u")
+            store.save(waiting("u"), "UTC")
+            assert rows(store, "u") == [] and zone(store, "u") == "UTC"
+            raise RuntimeError("roll back")
+    assert [r[0] for r in rows(store, "u")] == ["A", "B"] and zone(store, "u") == "Europe/Paris"
+    store.save(waiting("u", "A", "B"), "Europe/Paris")  # the same as the file holds after the rollback
+    store.save(waiting("u"), "Europe/Paris")
+    assert rows(store, "u") == []
+
+    store.load("u")
+    store.save(waiting("u", "C", wake=T0 + timedelta(hours=1)), "Europe/Paris")
+    assert rows(store, "u") == [("C", "2026-03-02T11:00:00.000000Z")]
+    other = store.load("v")
+    assert other is None
+    store.save(waiting("u", "D"), "UTC")  # another user was loaded last: written whole
+    assert [r[0] for r in rows(store, "u")] == ["D"] and zone(store, "u") == "UTC"
+    store.delete("u")
+    store.save(waiting("u"), "UTC")
+    assert rows(store, "u") == [] and store.load("u").instances == {}
