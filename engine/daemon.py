@@ -391,7 +391,8 @@ class Worker:
             self._fence()
             more_timers[0] = engine.run_due(self.clock.now(), limit=TIMER_BATCH)
 
-        self._guard("timers", lambda: self._in_transaction(timers))
+        if engine.has_due(self.clock.now()):
+            self._guard("timers", lambda: self._in_transaction(timers))
         parts = self.partitions.owned if self.partitions is not None else None
         rows = self.inbox.next_batch(parts, BATCH)
         if rows:

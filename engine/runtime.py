@@ -139,6 +139,12 @@ class Engine:
 
     # ------------------------------------------------------------------ time
 
+    def has_due(self, until: datetime) -> bool:
+        """Is a timer or a scheduled entry due by `until`? (No write: a daemon asks before it
+        opens a transaction for them, which most of its rounds then need not.)"""
+        self._start()
+        return self.store.next_timer(until) is not None or bool(self._schedules and self._schedules[0][0] <= until)
+
     def run_due(self, until: datetime, limit: int | None = None) -> bool:
         """Fire every timer and scheduled entry due at or before `until`, each at its moment.
         With `limit`, stop after that many (a daemon's transaction stays short while a flood of
