@@ -651,6 +651,24 @@ def test_group_commit_shares_transactions_and_answers_after_them():
     assert inbox.closed
 
 
+def test_group_commit_waits_for_company_only_when_requests_come_together():
+    """One request at a time never waits `max_delay` (here 10 s) for a company that does not come;
+    concurrent ones still share commits."""
+    from engine.ingest import GroupCommit
+
+    inbox = _FakeInbox()
+
+    async def main():
+        commit = GroupCommit(lambda: inbox, max_delay=10.0)
+        await commit.start()
+        for i in range(5):  # one after the other, each right after the last commit
+            await asyncio.wait_for(commit.submit([("t", b"%d" % i)]), timeout=5)
+        await commit.close()
+
+    asyncio.run(main())
+    assert [len(t) for t in inbox.transactions] == [1, 1, 1, 1, 1]
+
+
 def test_group_commit_failure_reaches_every_waiting_request():
     from engine.ingest import GroupCommit
 
