@@ -4,7 +4,7 @@ their transaction, and pruning by age and per user."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from engine.clock import VirtualClock
 from engine.effects import Received
@@ -135,3 +135,29 @@ def test_zero_days_is_no_trail(tmp_path):
     trail = Trail(store, days=0)
     trail.emit([Received(t("2026-03-02 09:00"), "u1", "track", "X")])
     assert read(store.conn, ["u1"]) == [] and trail.prune(t("2026-03-02 10:00")) == 0
+
+
+def test_every_kind_of_effect_reads_back_as_it_was_written():
+    """Lines are stored as the effects' fields and rendered when read: the same text and JSON as
+    rendering them at once, for every effect type and its odd fields."""
+    from types import MappingProxyType
+
+    import orjson
+
+    from engine.effects import Action, Conversion, Received, TraitChange, Transition
+    from engine.trace import format_effect
+    from engine.trail import _dumps, _line, _record, fields
+
+    t = datetime(2026, 3, 2, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    effects = [
+        Received(t, "u1", "track", "Order Completed", "messageId m1 seen before"),
+        Transition(t, "u1", "J", "v1", 2, "branch", "J/3", 'user.plan is "pro"'),
+        Action("a1", t, "u1", "J", "v1", 2, "J/4", "email", "email", "welcome", "deferred", reason="quiet hours",
+               until=t + timedelta(hours=9), data=MappingProxyType({"code": "X", "n": [1, 2]}),
+               named={"order": {"total": 3}}, event={"event": "E"}),
+        Conversion(t, "u1", "J", "v1", 2, "purchase", (("J/2", "a"), ("J/5", "control"))),
+        TraitChange(t, "u1", "vip", {"since": "2026", "tiers": [1, 2]}, "J", "J/6"),
+        TraitChange(t, "u1", "email", None),
+    ]
+    stored = orjson.loads(_dumps([_record(e) for e in effects]))
+    assert [_line(r) for r in stored] == [{**fields(e), "line": format_effect(e)} for e in effects]
