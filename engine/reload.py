@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from bisect import bisect_left
 import sqlite3
 import threading
 import time
@@ -174,7 +175,7 @@ class Lateness:
     def observe(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         with self._lock:
-            i = next((i for i, b in enumerate(self.bounds) if seconds <= b), len(self.bounds))
+            i = bisect_left(self.bounds, seconds)  # the first bucket with seconds <= its bound
             self._counts[i] += 1
             self.sum += seconds
             self.count += 1

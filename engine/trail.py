@@ -61,6 +61,7 @@ import orjson
 
 from . import sql
 from .effects import Action, Conversion, Effect, Received, TraitChange, Transition
+from .serialize import utc_text
 from .trace import format_effect
 
 log = logging.getLogger("journeys.daemon")
@@ -183,15 +184,16 @@ class Trail:
         self.store, self.conn = store, store.conn
         self.days, self.per_user = days, per_user
         self._touched: set[str] = set()  # users with new rows since the last prune (a hint only)
+        self._moment = utc_text if sql.is_sqlite(self.conn) else (lambda t: t)  # sql.moment, decided once
         create(self.conn)
 
     def emit(self, effects: Sequence[Effect]) -> None:
         if not self.days or not effects:
             return
-        conn = self.conn
-        rows = [(user, sql.moment(conn, newest), len(group), _dumps([_record(e) for e in group]))
+        moment = self._moment
+        rows = [(user, moment(newest), len(group), _dumps([_record(e) for e in group]))
                 for user, newest, group in runs(effects)]
-        sql.executemany(conn, _INSERT, rows)
+        sql.executemany(self.conn, _INSERT, rows)
         self._touched.update(r[0] for r in rows)
 
     def prune(self, now: datetime) -> int:
