@@ -191,8 +191,7 @@ def utc_text(t: datetime) -> str:
     sort (years 1000-9999), so SQL can index and compare it."""
     if t.tzinfo is not _UTC:
         t = t.astimezone(_UTC)
-    return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-            f".{t.microsecond:06d}Z")
+    return t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # C, not seven formats
 
 
 def action_to_row(action: Action) -> dict[str, Any]:

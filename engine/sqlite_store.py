@@ -46,10 +46,11 @@ the thread that opened the store (sqlite3's default check).
 from __future__ import annotations
 
 import sqlite3
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping, Sequence
 
 import sqlite_utils
 
@@ -62,6 +63,7 @@ from .timer_window import TimerWindow
 SCHEMA_VERSION = 1
 
 _fromiso = datetime.fromisoformat
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 _SAVE = ("INSERT INTO profiles (user_id, zone, state, wake) VALUES (?, ?, ?, ?) "
          "ON CONFLICT (user_id) DO UPDATE SET zone = excluded.zone, state = excluded.state, "
@@ -76,9 +78,12 @@ _FIRST_TIMERS = "SELECT wake, user_id FROM profiles WHERE wake IS NOT NULL ORDER
 
 
 def _instance_rows(state: UserState) -> list[tuple]:
-    uid = state.user_id
+    return _instance_rows_of(state.user_id, state.instances)
+
+
+def _instance_rows_of(uid: str, instances: Mapping[str, Any]) -> list[tuple]:
     return [(uid, i.journey, i.version, i.entry, i.path, i.wait, None if i.wake is None else utc_text(i.wake))
-            for i in state.instances.values()]
+            for i in instances.values()]
 
 
 def sqlite_path(path_or_url: str) -> str:
@@ -106,7 +111,7 @@ class SqliteStore:
         self.db = sqlite_utils.Database(self.conn)
         self._depth = 0  # open transaction() blocks
         self._timers = TimerWindow(self._first_timers)  # next_timer from memory: this connection writes them all
-        self._last: tuple[str, str | None, list[tuple]] | None = None  # (user, zone, instance rows) in the file
+        self._last: tuple[str, str | None, Mapping[str, Any]] | None = None  # (user, zone, journeys in flight) in the file
         if self.path != ":memory:":
             self.db.enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -184,10 +189,10 @@ class SqliteStore:
     def load(self, user_id: str) -> UserState | None:
         row = self.conn.execute("SELECT state, zone FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
         if row is None:
-            self._last = (user_id, None, [])
+            self._last = (user_id, None, _EMPTY)
             return None
         state = state_from_json(row[0])
-        self._last = (user_id, row[1], _instance_rows(state))
+        self._last = (user_id, row[1], state.instances)
         return state
 
     def save(self, state: UserState, zone: str) -> None:
@@ -195,30 +200,38 @@ class SqliteStore:
         journeys in flight, the same for most events) is not written again."""
         uid = state.user_id
         wake = state.wake
-        rows = _instance_rows(state)
+        instances = state.instances
         last = self._last
         known = last is not None and last[0] == uid
         execute = self.conn.execute
-        with self.transaction():
+        with self._atomic():
             self._timers.moved(uid, wake)
             blob, due = state_to_json(state), None if wake is None else utc_text(wake)
             if known and last[1] == zone:  # type: ignore[index]
                 execute(_UPDATE, (blob, due, uid))
             else:
                 execute(_SAVE, (uid, zone, blob, due))
-            if not (known and last[2] == rows):  # type: ignore[index]
-                if not known or last[2]:  # type: ignore[index]
-                    execute("DELETE FROM instances WHERE user_id = ?", (uid,))
-                if rows:
-                    self.conn.executemany(_INSTANCE, rows)
-            self._last = (uid, zone, rows)
+            before = last[2] if known else None  # type: ignore[index]  # None: unknown
+            if before is None or before is not instances and (before or instances):
+                rows = _instance_rows(state)
+                if before is None or not before or not rows or rows != _instance_rows_of(uid, before):
+                    if before is None or before:
+                        execute("DELETE FROM instances WHERE user_id = ?", (uid,))
+                    if rows:
+                        self.conn.executemany(_INSTANCE, rows)
+            self._last = (uid, zone, instances)
 
     def delete(self, user_id: str) -> None:
-        with self.transaction():
+        with self._atomic():
             self._timers.moved(user_id, None)
             self._last = None
             self.conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
             self.conn.execute("DELETE FROM instances WHERE user_id = ?", (user_id,))
+
+    def _atomic(self) -> AbstractContextManager:
+        """A method's several writes as one: its own transaction, or inside the caller's, which
+        is then the unit that commits or rolls back (no savepoint per save: two statements each)."""
+        return self.transaction() if self._depth == 0 else nullcontext()
 
     # ------------------------------------------------------------------ identities and dedupe
 
@@ -259,5 +272,5 @@ class SqliteStore:
         rows = [action_to_row(a) for a in actions]
         if not rows:
             return
-        with self.transaction():
+        with self._atomic():
             self.conn.executemany(_ACTION, rows)
