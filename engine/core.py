@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from journeys.evaluation import Context, Event
+from journeys.fast_init import fast_init
 from journeys.functions import CHANNELS
 from journeys.graph import (AudienceNode, BranchNode, CompiledJourney, ExitNode, SendNode, SetTraitNode, SplitNode,
                             WaitForNode, WaitNode, WaitUntilNode, WebhookNode, format_duration)
@@ -39,23 +40,27 @@ UNSUBSCRIBED_EVENT = "Unsubscribed"
 SUBSCRIBED_EVENT = "Subscribed"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Track:
     event: Event
     timezone: str | None = None  # the sender's `context.timezone`, used when the profile has none
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Identify:
     traits: Mapping[str, Any] = field(default_factory=dict)
     timezone: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Wake:
     pass
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Scheduled:
     journey: str

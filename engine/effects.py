@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
+from journeys.fast_init import fast_init
+
 # Outcomes of an action
 SENT = "sent"  # passed every delivery step: the sink delivers it
 SUPPRESSED = "suppressed"  # stopped before the sink: `reason` (and `rule` for caps) say why
@@ -33,6 +35,7 @@ def action_id(journey: str, version: str, user: str, entry: int, path: str) -> s
     return hashlib.sha256(raw).hexdigest()[:24]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Action:
     """An action a journey step produced, with the delivery decision.
@@ -76,6 +79,7 @@ class Action:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A user moved in a journey; `detail` says why, in words a marketer reads in a trace.
@@ -98,6 +102,7 @@ class Transition:
                 "entry": self.entry, "kind": self.kind, "path": self.path, "detail": self.detail}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TraitChange:
     """A trait was written: by an identify call (journey None) or a `set` step."""
@@ -114,6 +119,7 @@ class TraitChange:
                 "journey": self.journey, "path": self.path}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Conversion:
     """A goal was reached within its window after an entry (in flight, ended, or in control)."""
@@ -131,6 +137,7 @@ class Conversion:
                 "entry": self.entry, "goal": self.goal, "arms": [list(a) for a in self.arms]}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Received:
     """An input reached a user (for traces): an event, a profile update, a merge, a schedule."""

@@ -13,10 +13,12 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from journeys.evaluation import Event, HistoryIndex
+from journeys.fast_init import fast_init
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Instance:
     """One user's run through one journey.
@@ -46,6 +48,7 @@ class Instance:
     exiting: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PendingGoal:
     """A goal that may still convert: counted if its event comes by `deadline`, in flight or not."""
@@ -62,6 +65,7 @@ class PendingGoal:
     # a goal's `where` may read them (`where product_id == viewed.product_id`), after the run too
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SendRecord:
     """A delivered action that caps count: its cap channel (email, push, sms, ads, webhook)."""
@@ -71,6 +75,7 @@ class SendRecord:
     journey: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class UserState:
     """One profile.

@@ -21,9 +21,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
 from zoneinfo import ZoneInfo
 
+from .fast_init import fast_init
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event of a user's history: its name, its (timezone-aware) time and its properties.
