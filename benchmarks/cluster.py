@@ -77,6 +77,21 @@ def proc_cpu(pid: int) -> float:
         return 0.0
 
 
+def with_children(pids: list[int]) -> list[int]:
+    """The processes and their children (a worker's delivery process: its CPU is the worker's)."""
+    out = list(pids)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid in pids:
+                out.append(int(entry))
+    return out
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the machine so far, all cores."""
     with open("/proc/stat") as f:
@@ -372,7 +387,7 @@ def measure(n: int, args: argparse.Namespace, root: Path, tmp: Path, procs: list
 
         ours, aux = pg_pids(conn)
         workers = [p.pid for p in cluster.procs]
-        meter = CpuMeter({"workers": workers, "pg backends": ours, "pg own": aux, "receiver": [receiver_pid]})
+        meter = CpuMeter({"workers": with_children(workers), "pg backends": ours, "pg own": aux, "receiver": [receiver_pid]})
         probes, cpu, problems = [], [], Counter()
         for r in range(args.runs):
             vacuum(conn, cluster.schema, args.vacuum)
@@ -493,6 +508,9 @@ def main() -> None:
     ap.add_argument("--quiet-wait", type=float, default=60, help="before each run, wait up to this many seconds "
                     "for the machine to be under 25%% busy (other work on a shared machine)")
     ap.add_argument("--vacuum", action="store_true", help="an experiment: VACUUM ANALYZE the outbox before each run")
+    ap.add_argument("--deliveries", choices=("process", "thread"), default="process",
+                    help="[serve] deliveries of the workers: each worker's deliveries in a child process "
+                         "(the default) or on a thread of the worker's process")
     ap.add_argument("--keep", type=Path, help="copy the workers' logs and py-spy's raw samples to this directory")
     args = ap.parse_args()
     if args.keep:
@@ -526,7 +544,7 @@ def main() -> None:
             rproc = subprocess.Popen([sys.executable, L.__file__, "--receive", str(rport)])
             procs.append(rproc)
             L.wait_up(receiver + "/count", rproc, "the receiver")
-            root = L.project(tmp / "p", receiver + "/hook")
+            root = L.project(tmp / "p", receiver + "/hook", args.deliveries)
             version = conn.execute("SHOW server_version").fetchone()[0]
             print(f"PostgreSQL {version} at {args.store}; {os.cpu_count()} cores shared by PostgreSQL, the workers, "
                   f"the load generator and the receiver; load average before: {os.getloadavg()[0]:.2f}")

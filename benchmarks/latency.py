@@ -61,11 +61,15 @@ journey "Ping" {
 """
 
 
-def project(root: Path, hook_url: str) -> Path:
+def project(root: Path, hook_url: str, deliveries: str = "process") -> Path:
+    """The one-journey project; `deliveries`: [serve] deliveries, "process" (the default) or "thread"."""
     (root / "journeys").mkdir(parents=True)
     (root / "journeys.toml").write_text(f"""\
 [project]
 name = "latency"
+
+[serve]
+deliveries = "{deliveries}"
 
 [store]
 url = "sqlite:///data/latency.db"

@@ -205,6 +205,11 @@ class Worker:
         except BaseException:
             self.stop()
             raise
+        from .dispatch import lease_seconds
+
+        # from now on new entries are written leased to these deliveries and handed over after
+        # each commit (OutboxSink.handoff): no claim transaction on the way to the provider
+        self.outbox_sink.handoff(lease_seconds(self.environ or None), self.clock.now)
 
     def stop(self, timeout: float | None = 60) -> None:
         """The processor finishes its transaction first, then the deliveries flush their batches."""
@@ -334,6 +339,9 @@ class Worker:
             self._run_jobs()
             more = self.round()
             if self.deliveries is not None:
+                fresh = self.outbox_sink.take_fresh()  # written by the jobs' transactions (admin calls)
+                if fresh:  # the loop reads each back: one that rolled back is skipped
+                    self.deliveries.hand(fresh)
                 self.deliveries.poke()  # after the commits: new outbox entries are visible to it
             mono = time.monotonic()
             if mono >= next_prune:
@@ -425,7 +433,11 @@ class Worker:
                 run()
         except BaseException:
             engine._schedules, engine._zones_scheduled, engine._started = plan
+            self.outbox_sink.take_fresh()  # rolled back: nothing to hand over
             raise
+        fresh = self.outbox_sink.take_fresh()
+        if fresh and self.deliveries is not None:
+            self.deliveries.hand(fresh)
 
     def _process(self, rows: list[tuple[int, bytes]]) -> None:
         from .inbox import message_from_json

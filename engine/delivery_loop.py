@@ -21,10 +21,10 @@ engine changes profiles.
 from __future__ import annotations
 
 import logging
-import os
+import queue
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,6 +46,7 @@ class DeliveryLoop:
         self.heartbeat = 0.0
         self.rounds = 0
         self._pending_config: Any = None
+        self._handed: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._opened = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -72,6 +73,12 @@ class DeliveryLoop:
 
     def poke(self) -> None:
         """Something may be due now (the processor committed, an operator retried a dead letter)."""
+        self.wake.set()
+
+    def hand(self, ids: list[str]) -> None:
+        """Entries the processor committed already leased to us (`OutboxSink.handoff`): started in
+        the next round without a claim transaction."""
+        self._handed.put(ids)
         self.wake.set()
 
     def reconfigure(self, config: Any) -> None:
@@ -117,7 +124,7 @@ class DeliveryLoop:
     def _dispatcher(self, config: Any) -> Any:
         from connectors.registry import build, delivery_limits
 
-        from .dispatch import LEASE, Dispatcher, TokenBucket
+        from .dispatch import Dispatcher, TokenBucket, lease_seconds
 
         store = self.store
         buckets, concurrency = delivery_limits(config)
@@ -131,7 +138,7 @@ class DeliveryLoop:
             self.outbox, connectors, profiles=profile, on_stale=self.on_stale, transaction=store.transaction,
             limits={n: TokenBucket(rate, burst) for n, (rate, burst) in buckets.items()},
             concurrency=concurrency, workers=max(4, sum(concurrency.values()) if concurrency else 4),
-            lease=float((self.environ or os.environ).get("JOURNEYS_DELIVERY_LEASE", LEASE)))
+            lease=lease_seconds(self.environ or None))
 
     def _close_dispatcher(self) -> None:
         dispatcher = self.dispatcher
@@ -169,9 +176,15 @@ class DeliveryLoop:
             def run() -> None:
                 nonlocal started
                 dispatcher = self.dispatcher
+                handed = self._take_handed()
+                back = dispatcher.start_handed(handed, self.clock.now(), on_done=self.wake.set) if handed else []
+                started = len(handed) - len(back)
+                if not (back or dispatcher.finished() or self._due_now()):
+                    return  # nothing to write: no write lock taken
                 with self.store.transaction():  # outcomes and the next claims: one commit per round
+                    dispatcher.settle(back)
                     dispatcher.settle_done(self.clock.now())
-                    started = dispatcher.start_due(self.clock.now(), on_done=self.wake.set)
+                    started += dispatcher.start_due(self.clock.now(), on_done=self.wake.set)
 
             self._guard("delivery", run)
             self.rounds += 1
@@ -193,11 +206,27 @@ class DeliveryLoop:
         except Exception:  # noqa: BLE001 - the loop goes on; the next round retries
             log.exception("%s failed", what)
 
-    def _until_next(self) -> float:
+    def _take_handed(self) -> list[str]:
+        ids: list[str] = []
+        while True:
+            try:
+                ids += self._handed.get_nowait()
+            except queue.Empty:
+                return ids
+
+    def _due_now(self) -> bool:
+        return self._next_due() <= self.clock.now()
+
+    def _next_due(self) -> datetime:
         from .outbox import _from_t
 
         row = self.store.conn.execute("SELECT min(next_at) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()
         if not row or not row[0]:
+            return datetime.max.replace(tzinfo=timezone.utc)
+        return _from_t(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL timestamptz
+
+    def _until_next(self) -> float:
+        due = self._next_due()
+        if due.year == datetime.max.year:
             return MAX_IDLE
-        due: datetime = _from_t(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL timestamptz
         return max(0.0, (due - self.clock.now()).total_seconds() + 0.001)

@@ -9,9 +9,10 @@ about what is delivered changes (the outbox, its leases and its transactions are
 `[serve] deliveries = "thread"` runs the very same loop in the daemon's process).
 
 `DeliveryProcess` has the `DeliveryLoop` interface the worker uses (start, stop, running,
-heartbeat, poke, reconfigure) and speaks to the child over a pipe:
+heartbeat, poke, hand, reconfigure) and speaks to the child over a pipe:
 
-    daemon → child    b"p" (poke: commits to look at), ("config", ProjectConfig), ("stop", timeout)
+    daemon → child    b"p" (poke: commits to look at), ("hand", entry ids leased to it: start them),
+                      ("config", ProjectConfig), ("stop", timeout)
     child → daemon    ("ready",) | ("error", exception), ("beat", seconds since the loop's last round,
                       loop alive), ("stale", user, connector, address), ("stopped",)
 
@@ -52,6 +53,7 @@ class DeliveryProcess:
         self._process: Any = None
         self._reader: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._unsent: list[str] = []  # handed while no child ran (its successor's start released older leases)
 
     # ------------------------------------------------------------------ the worker's interface
 
@@ -83,6 +85,13 @@ class DeliveryProcess:
 
     def poke(self) -> None:
         self._send(None)
+
+    def hand(self, ids: list[str]) -> None:
+        with self._send_lock:
+            if self._conn is None:  # between a dead child and its successor: kept for the new one
+                self._unsent += ids
+                return
+        self._send(("hand", ids))
 
     def reconfigure(self, config: Any) -> None:
         self.config = config
@@ -151,8 +160,9 @@ class DeliveryProcess:
                     log.exception("a stale address could not be handed to the worker")
 
     def _restart(self) -> None:
-        old = self._conn
-        self._conn = None
+        with self._send_lock:
+            old = self._conn
+            self._conn = None
         if old is not None:
             old.close()
         if self._process is not None:
@@ -164,6 +174,10 @@ class DeliveryProcess:
             try:
                 self._spawn()
                 self.restarts += 1
+                with self._send_lock:
+                    unsent, self._unsent = self._unsent, []
+                if unsent:
+                    self._send(("hand", unsent))
                 return
             except Exception:  # noqa: BLE001 - tried again
                 log.exception("the delivery process could not be started again")
@@ -238,7 +252,9 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
         import pickle
 
         message = pickle.loads(raw)
-        if message[0] == "config":
+        if message[0] == "hand":
+            loop.hand(message[1])
+        elif message[0] == "config":
             loop.reconfigure(message[1])
         elif message[0] == "stop":
             loop.stop(message[1])

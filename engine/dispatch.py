@@ -36,7 +36,15 @@ from .effects import SENT, Action, Effect
 from .outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
 
 
+FULL = object()  # Dispatcher._admit: the connector's pool has no room
 LEASE = 120.0  # seconds an attempt may take before its entry can be taken again (longer than any timeout)
+
+
+def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """The delivery lease: LEASE, or JOURNEYS_DELIVERY_LEASE seconds (tests shorten it)."""
+    import os
+
+    return float((os.environ if environ is None else environ).get("JOURNEYS_DELIVERY_LEASE", LEASE))
 
 
 class RoutingError(Exception):
@@ -77,10 +85,28 @@ def route(action: Action, routes: Routes) -> list[str]:
 
 
 class OutboxSink:
-    """The daemon's sink for actions: each sent action becomes outbox entries, due at once."""
+    """The daemon's sink for actions: each sent action becomes outbox entries, due at once.
+
+    Handed straight to the deliveries (`handoff(lease, now)`): the entries are written already
+    leased (`sending` until `now() + lease`) and their ids kept in `fresh`, which the worker hands
+    to its delivery loop after the commit, so a delivery starts without a claim transaction of its
+    own (on the latency's path). The loop reads the rows back before it attempts them, so an id
+    from a transaction that rolled back is skipped; an entry it cannot start at once goes back to
+    pending; if the deliveries die, the lease runs out and the entry is due again like any other."""
 
     def __init__(self, outbox: Outbox, routes: Routes, on_unroutable: Callable[[Action, str], None] | None = None):
         self.outbox, self.routes, self.on_unroutable = outbox, routes, on_unroutable
+        self.lease: timedelta | None = None
+        self.now: Callable[[], datetime] | None = None
+        self.fresh: list[str] = []
+
+    def handoff(self, lease: float, now: Callable[[], datetime]) -> None:
+        self.lease, self.now = timedelta(seconds=lease), now
+
+    def take_fresh(self) -> list[str]:
+        """The ids written leased since the last call (the worker hands them over after a commit)."""
+        fresh, self.fresh = self.fresh, []
+        return fresh
 
     def emit(self, effects: Sequence[Effect]) -> None:
         entries = []
@@ -94,9 +120,14 @@ class OutboxSink:
                     self.on_unroutable(e, str(err))
                 continue
             payload = json.dumps(e.to_json(), sort_keys=True, default=str)
-            entries += [Entry(e.id, n, e.user, e.kind, e.target, payload, e.time, e.time) for n in names]
+            if self.lease is None:
+                entries += [Entry(e.id, n, e.user, e.kind, e.target, payload, e.time, e.time) for n in names]
+            else:
+                until = max(e.time, self.now()) + self.lease  # type: ignore[misc]
+                entries += [Entry(e.id, n, e.user, e.kind, e.target, payload, e.time, until, SENDING) for n in names]
         if entries:
-            self.outbox.add(entries)
+            if self.outbox.add(entries) and self.lease is not None:
+                self.fresh += [entry.id for entry in entries]
 
 
 def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:
@@ -222,19 +253,53 @@ class Dispatcher:
         connector's concurrency leased at once (the rest wait, unleased, for a later round)."""
         ready = self._claim(now, limit, bounded)
         for entry, connector in ready:
-            self.in_flight[entry.id] = entry.connector
-            delivery = self.delivery(entry, connector)
-            if self.workers <= 1:
-                self._done.put((entry, self._attempt(connector, delivery)))
-                on_done()
-                continue
-
-            def attempt(entry: Entry = entry, connector: Any = connector, delivery: Delivery = delivery) -> None:
-                self._done.put((entry, self._attempt(connector, delivery)))
-                on_done()
-
-            self._pool(entry.connector).submit(attempt)
+            self._start(entry, connector, on_done)
         return len(ready)
+
+    def _start(self, entry: Entry, connector: Any, on_done: Callable[[], None]) -> None:
+        self.in_flight[entry.id] = entry.connector
+        delivery = self.delivery(entry, connector)
+        if self.workers <= 1:
+            self._done.put((entry, self._attempt(connector, delivery)))
+            on_done()
+            return
+
+        def attempt() -> None:
+            self._done.put((entry, self._attempt(connector, delivery)))
+            on_done()
+
+        self._pool(entry.connector).submit(attempt)
+
+    def start_handed(self, ids: Sequence[str], now: datetime, on_done: Callable[[], None] = lambda: None) -> list[Entry]:
+        """Start the entries the worker wrote leased and handed over (`OutboxSink.handoff`) without
+        a claim transaction. Each is read back first: one whose transaction rolled back is not
+        there, one settled or taken by another worker is no longer ours. Returns the entries to
+        write back in the caller's next transaction (held by a rate limit or a full pool: pending
+        again; no connector: failed), which `start_due` would have written in its claim."""
+        busy = Counter(self.in_flight.values())
+        full: set[str] = set()
+        back: list[Entry] = []
+        for entry_id in ids:
+            entry = self.outbox.get(entry_id)
+            if entry is None or entry.state != SENDING or entry.next_at <= now or entry_id in self.in_flight:
+                continue
+            verdict = self._admit(entry, now, busy, full, lambda name: 2 * self.concurrency.get(name, 4))
+            if verdict is FULL:  # due again at once, for the next round that has room
+                back.append(entry.evolve(state=PENDING, next_at=now))
+            elif isinstance(verdict, Entry):
+                back.append(verdict)
+            else:
+                self._start(entry, verdict, on_done)
+        return back
+
+    def finished(self) -> bool:
+        """Attempts finished and not settled yet."""
+        return not self._done.empty()
+
+    def settle(self, entries: Sequence[Entry]) -> None:
+        """Write entries back (inside the caller's transaction): what `start_handed` returned."""
+        for entry in entries:
+            self._settle(entry)
 
     def settle_done(self, now: datetime) -> int:
         """Record the outcomes of the attempts that finished; returns how many."""
@@ -262,24 +327,37 @@ class Dispatcher:
         ready: list[tuple[Entry, Any]] = []
         with self.transaction():
             for entry in self.outbox.due(now, limit, skip=full):
-                if entry.id in self.in_flight or entry.connector in full:
-                    continue  # still in flight here (its lease ran out first), or its pool is full
-                connector = self.connectors.get(entry.connector)
-                if connector is None:
-                    self._settle(entry.evolve(state=FAILED, last_error=f'no connector named "{entry.connector}"'))
+                if entry.id in self.in_flight:
+                    continue  # still in flight here (its lease ran out first)
+                verdict = self._admit(entry, now, busy, full, room)
+                if verdict is FULL:
+                    continue  # it waits, as it is, for a later round
+                if isinstance(verdict, Entry):  # held back or failed
+                    self._settle(verdict)
                     continue
-                bucket = self.limits.get(entry.connector)
-                if bucket is not None:
-                    wait = bucket.take(now)
-                    if wait > 0:
-                        self._settle(entry.evolve(state=PENDING, next_at=now + timedelta(seconds=wait)))
-                        continue
                 self._settle(entry.evolve(state=SENDING, next_at=now + self.lease))
-                ready.append((entry, connector))
-                busy[entry.connector] += 1
-                if busy[entry.connector] >= room(entry.connector):
-                    full.add(entry.connector)
+                ready.append((entry, verdict))
         return ready
+
+    def _admit(self, entry: Entry, now: datetime, busy: Counter, full: set[str],
+               room: Callable[[str], int]) -> Any:
+        """The rules before an attempt, for claimed and handed entries alike: the connector to
+        attempt it with (counted as busy), FULL when its connector's pool is, or the entry as it
+        must be written instead (failed without a connector; pending until the rate limit allows)."""
+        if entry.connector in full:
+            return FULL
+        connector = self.connectors.get(entry.connector)
+        if connector is None:
+            return entry.evolve(state=FAILED, last_error=f'no connector named "{entry.connector}"')
+        bucket = self.limits.get(entry.connector)
+        if bucket is not None:
+            wait = bucket.take(now)
+            if wait > 0:
+                return entry.evolve(state=PENDING, next_at=now + timedelta(seconds=wait))
+        busy[entry.connector] += 1
+        if busy[entry.connector] >= room(entry.connector):
+            full.add(entry.connector)
+        return connector
 
     def _attempt(self, connector: Any, delivery: Delivery) -> Result | DeliveryError:
         try:

@@ -13,7 +13,7 @@ from connectors.errors import InvalidRecipient, PermanentError, RetryableError
 from connectors.recording import RecordingConnector
 from engine.dispatch import Backoff, Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
 from engine.effects import Action
-from engine.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, Entry, MemoryOutbox, SqliteOutbox
+from engine.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, MemoryOutbox, SqliteOutbox
 from engine.pg_outbox import PostgresOutbox
 from engine.pg_store import PostgresStore
 from engine.sqlite_store import SqliteStore
@@ -339,3 +339,38 @@ def test_a_webhook_delivery_reads_no_profile_an_email_does():
     assert looked_up == ["u2"]  # the email's recipient; the webhook's document never holds traits
     assert len(bodies) == 1 and b'"code":"X"' in bodies[0]
     assert box.get("a1:webhook:crm").state == DELIVERED and box.get("a2:smtp").state == DELIVERED
+
+
+def test_handed_entries_start_without_a_claim_and_what_cannot_start_goes_back_to_pending():
+    """The worker writes entries leased and hands their ids over (OutboxSink.handoff): the
+    dispatcher reads each back, skips what is not (or no longer) leased to it, starts the rest,
+    and returns for writing what a rate limit or a full pool holds back."""
+    box = MemoryOutbox()
+    sink = OutboxSink(box, ROUTES)
+    sink.handoff(120, lambda: T0)
+    sink.emit([action(i) for i in range(1, 6)])
+    fresh = sink.take_fresh()
+    assert fresh == [f"a{i}:smtp" for i in range(1, 6)] and sink.take_fresh() == []
+    assert {e.state for e in box.entries.values()} == {SENDING}
+    assert box.due(T0) == []  # leased: the claim path leaves them alone until the lease ends
+
+    box.save(box.get("a5:smtp").evolve(state=DELIVERED))  # settled meanwhile: not attempted again
+    mail = RecordingConnector("smtp", "email")
+    d = dispatcher(box, {"smtp": mail}, concurrency={"smtp": 1})
+    back = d.start_handed(["a1:smtp", "a2:smtp", "a3:smtp", "a4:smtp", "a5:smtp", "a9:smtp"], T0)
+    # a1 and a2 start (a pool of 1 holds two leased at once), a3 and a4 find it full and are due
+    # again at once for a round with room; a5 is settled; a9 was never committed
+    assert [(e.id, e.state, e.next_at) for e in back] == [("a3:smtp", PENDING, T0), ("a4:smtp", PENDING, T0)]
+    d.settle(back)
+    d.settle_done(T0)
+    assert [x.action_id for x in mail.delivered] == ["a1", "a2"]
+    assert [box.get(f"a{i}:smtp").state for i in range(1, 6)] == [DELIVERED, DELIVERED, PENDING, PENDING, DELIVERED]
+    assert [e.id for e in box.due(T0)] == ["a3:smtp", "a4:smtp"]
+
+    sink.emit([action(6), action(7)])
+    limited = dispatcher(box, {"smtp": mail}, limits={"smtp": TokenBucket(rate=1.0, burst=1)})
+    back = limited.start_handed(sink.take_fresh(), T0)
+    assert [(e.id, e.state) for e in back] == [("a7:smtp", PENDING)] and back[0].next_at > T0  # the rate's wait
+    limited.settle(back)
+    limited.settle_done(T0)
+    assert mail.delivered[-1].action_id == "a6" and box.get("a7:smtp").state == PENDING
