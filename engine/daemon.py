@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .clock import Clock, SystemClock
 from .effects import Action, Effect, Received
+from .store import StoreError
 
 log = logging.getLogger("journeys.daemon")
 
@@ -96,6 +97,34 @@ class Counts:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(sorted(self._counts.items()))
+
+
+class AlreadyServed(StoreError):
+    """Another `journeys serve` runs on this SQLite file."""
+
+
+def hold_alone(path: str) -> Any:
+    """An exclusive lock, for this process's life, on `<file>.serve.lock`: one daemon per SQLite
+    file. Two would each take the inbox and the outbox as theirs (each one's deliveries release
+    the other's leases at start) and send the same messages twice. The kernel drops the lock when
+    the process ends, kill -9 included, so a crash never leaves a stale one."""
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # the store's own folder, made before the store
+    lock = open(f"{path}.serve.lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise AlreadyServed(f"{path}: {holder} already serves this SQLite store; one journeys serve per "
+                            "file (several workers share a PostgreSQL store, see docs/deployment.md)") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"journeys serve (pid {os.getpid()})\n")
+    lock.flush()
+    return lock
 
 
 def store_file(url: str, base: Path | None = None) -> str:
@@ -149,6 +178,7 @@ class Worker:
         self.deliveries: Any = None  # the engine.delivery_loop.DeliveryLoop, started by start()
         self.partitions: Any = None  # PostgreSQL: this worker's leases (engine.partitions.Partitions)
         self.listener: Any = None  # PostgreSQL: LISTEN for other workers' ingest commits
+        self._file_lock: Any = None  # SQLite: hold_alone's lock, held while the process lives
         self._next_heartbeat = 0.0
 
     def submit(self, fn: Callable[[], Any]) -> Future:
@@ -228,6 +258,9 @@ class Worker:
         try:
             self._open()
         except BaseException as exc:  # noqa: BLE001 - reported by start()
+            if self._file_lock is not None:
+                self._file_lock.close()
+                self._file_lock = None
             self.error = exc
             self.opened.set()
             return
@@ -243,6 +276,9 @@ class Worker:
             self._close_cluster()
             self.store.close()
             self.store_open = False
+            if self._file_lock is not None:
+                self._file_lock.close()  # the next daemon on this file may start
+                self._file_lock = None
             if self.partitions is not None:
                 from .read_pool import close_all
 
@@ -254,6 +290,8 @@ class Worker:
         from .sinks import FanOut
         from .stores import is_postgres, open_store
 
+        if not is_postgres(self.path) and self.path != ":memory:":
+            self._file_lock = hold_alone(self.path)
         store = self.store = open_store(self.path)
         try:
             with store.transaction():

@@ -83,8 +83,13 @@ def serve_command(
     except ValueError as e:
         raise _usage_error(f"--store: {e}" if store is not None else f"[store] url: {e}")
     setup_logging(log_format)
+    from .store import StoreError
+
     try:
         code = serve(Path(loaded.root), config, Program.build(compiled), path, keys, host=host, port=port)
     except ConfigurationError as e:
         raise _usage_error(str(e))
+    except StoreError as e:  # unreachable, a schema from a newer Journeys, a file another daemon serves
+        err.print(Text(f"error: {e}", style="bold red"))
+        raise typer.Exit(1)
     raise typer.Exit(code)

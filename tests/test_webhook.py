@@ -49,6 +49,9 @@ class Receiver:
                 outer.connections.add(self.client_address)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:  # the sender died mid-request (a killed daemon): no call was made
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 req = {"path": urlsplit(self.path).path, "headers": headers, "raw": raw,
                        "verified": receiver_verify(SECRET, raw, headers.get("x-journeys-timestamp", ""),
