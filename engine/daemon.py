@@ -437,6 +437,8 @@ class Worker:
             self._fence()
             more_timers[0] = engine.run_due(self.clock.now(), limit=TIMER_BATCH)
 
+        if self.partitions is not None:  # the timers of partitions taken since the last fence count too
+            self.store.parts = self.partitions.owned
         if engine.has_due(self.clock.now()):
             self._guard("timers", lambda: self._in_transaction(timers))
         parts = self.partitions.owned if self.partitions is not None else None

@@ -133,7 +133,17 @@ def test_three_workers_one_killed_at_random_moments_lose_and_repeat_nothing(tmp_
                                    ).fetchone()[0]
             return inbox == 0 and waiting == 0 and pending == 0
 
-        eventually(settled, timeout=90, every=0.5)
+        try:
+            eventually(settled, timeout=90, every=0.5)
+        except AssertionError:  # say what is left, and where
+            left = {"inbox": conn.execute("SELECT part, count(*) FROM inbox GROUP BY part").fetchall(),
+                    "waiting": conn.execute("SELECT count(*), min(wake) FROM profiles WHERE wake IS NOT NULL").fetchone(),
+                    "outbox": conn.execute("SELECT state, count(*), min(next_at) FROM outbox WHERE state NOT IN "
+                                           "('delivered', 'failed', 'dead') GROUP BY state").fetchall(),
+                    "partitions": conn.execute("SELECT owner, count(*), min(expires) FROM partitions GROUP BY owner"
+                                               ).fetchall(),
+                    "now": conn.execute("SELECT now()").fetchone()[0]}
+            raise AssertionError(f"not settled after 90 s: {left}") from None
 
         # every accepted event processed once, nothing set aside
         processed = {r[0] for r in conn.execute("SELECT message_id FROM messages")}

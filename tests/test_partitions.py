@@ -154,3 +154,43 @@ def test_a_prefetched_batch_answers_like_the_database(pg_url):
             pass
         assert s.load("u3") is None and s.seen("m3") is False  # nothing of the rolled-back batch is remembered
         assert s.load("u2") is not None and s.seen("m2") is True
+
+
+def test_a_worker_fires_the_timers_of_its_partitions_with_no_events_coming(pg_url, tmp_path):
+    """A worker that receives no events still fires the timers of the partitions it holds (it once
+    looked only at the partitions of its last fenced transaction, none before any event)."""
+    from datetime import timedelta
+
+    from engine.clock import VirtualClock
+    from engine.daemon import Worker
+    from engine.messages import Message
+    from engine.program import Program
+    from engine.runtime import Engine
+    from engine.sinks import FanOut
+    from journeys.checker import check_and_compile
+    from journeys.project import load_project
+
+    root = tmp_path / "p"
+    (root / "journeys").mkdir(parents=True)
+    (root / "journeys.toml").write_text('[project]\nname = "t"\n')
+    (root / "journeys" / "t.journey").write_text(
+        'journey "T" {\n  entry when event "A"\n  wait 1s\n  set user.done = true\n}\n')
+    project = load_project(root)
+    _, compiled = check_and_compile(project)
+    program = Program.build(compiled)
+    past = datetime.now(timezone.utc) - timedelta(minutes=5)
+    with PostgresStore(pg_url) as store:  # a user who entered five minutes ago: the wait is overdue
+        engine = Engine(program, store, VirtualClock(past), FanOut())
+        with store.transaction():
+            engine.handle(Message("track", "m1", past, user_id="u1", event="A"))
+        assert store.next_timer(datetime.now(timezone.utc)) is not None
+    worker = Worker(root, project.config, program, pg_url, environ={"JOURNEYS_LEASE_TTL": "2"}, deliver=False)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 15
+        with PostgresStore(pg_url) as store:
+            while (state := store.load("u1")) is None or state.traits.get("done") is not True:
+                assert time.monotonic() < deadline, "the overdue timer did not fire"
+                time.sleep(0.1)
+    finally:
+        worker.stop()
