@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .clock import Clock, SystemClock
 from .effects import Action, Effect, Received
+from .inbox import PRUNE_CHUNK
 from .store import StoreError
 
 log = logging.getLogger("journeys.daemon")
@@ -55,7 +56,6 @@ BATCH = 200  # inbox messages per transaction
 TIMER_BATCH = 2000  # timer fires per transaction when many are due at once
 MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
 PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows
-PRUNE_CHUNK = 1000  # rows per deletion (engine.inbox.Inbox.prune)
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
 PARTITION_TTL = 10.0  # seconds a PostgreSQL worker's partition leases last (JOURNEYS_LEASE_TTL)
 
@@ -377,20 +377,16 @@ class Worker:
             self._run_jobs()
             more = self.round()
             if self.deliveries is not None:
-                fresh = self.outbox_sink.take_fresh()  # written by the jobs' transactions (admin calls)
-                if fresh:  # the loop reads each back: one that rolled back is skipped
+                # the entries this iteration's transactions wrote leased (OutboxSink.handoff); the
+                # loop reads each back, so one whose transaction rolled back is skipped
+                fresh = self.outbox_sink.take_fresh()
+                if fresh:
                     self.deliveries.hand(fresh)
                 self.deliveries.poke()  # after the commits: new outbox entries are visible to it
             mono = time.monotonic()
             if mono >= next_prune:
-                pruned = [0]
-
-                def prune() -> None:
-                    pruned[0] = self.inbox.prune()
-
-                self._guard("prune", prune)
-                if pruned[0] >= PRUNE_CHUNK:  # more to delete: the next chunk after the next round
-                    continue
+                if (self._guard("prune", self.inbox.prune) or 0) >= PRUNE_CHUNK:
+                    continue  # more to delete: the next chunk after the next round
                 self._guard("trail", lambda: self.trail.prune(self.clock.now()))
                 next_prune = mono + PRUNE_EVERY
             if more or self.stopping.is_set():
@@ -419,11 +415,13 @@ class Worker:
             if self.deliveries is not None:
                 self.deliveries.reconfigure(config)
 
-    def _guard(self, what: str, run: Callable[[], Any]) -> None:
+    def _guard(self, what: str, run: Callable[[], Any]) -> Any:
+        """`run()`'s result, or None when it failed (logged; the loop goes on)."""
         try:
-            run()
+            return run()
         except Exception:  # noqa: BLE001 - the loop goes on; the next round retries
             log.exception("%s failed", what)
+            return None
 
     def round(self) -> bool:
         """Up to TIMER_BATCH timers due, then up to BATCH inbox messages, each in a transaction.
@@ -431,21 +429,19 @@ class Worker:
         if self.partitions is not None and time.monotonic() >= self._next_heartbeat:
             self._guard("partitions", self._heartbeat)
         engine = self.engine
-        more_timers = [False]
 
-        def timers() -> None:
+        def timers() -> bool:
             self._fence()
-            more_timers[0] = engine.run_due(self.clock.now(), limit=TIMER_BATCH)
+            return engine.run_due(self.clock.now(), limit=TIMER_BATCH)
 
         if self.partitions is not None:  # the timers of partitions taken since the last fence count too
             self.store.parts = self.partitions.owned
-        if engine.has_due(self.clock.now()):
-            self._guard("timers", lambda: self._in_transaction(timers))
+        more_timers = engine.has_due(self.clock.now()) and self._guard("timers", lambda: self._in_transaction(timers))
         parts = self.partitions.owned if self.partitions is not None else None
         rows = self.inbox.next_batch(parts, BATCH)
         if rows:
             self._process(rows)
-        return len(rows) == BATCH or more_timers[0]
+        return len(rows) == BATCH or bool(more_timers)
 
     def _heartbeat(self) -> None:
         self._next_heartbeat = time.monotonic() + self.partitions.ttl / 5
@@ -463,21 +459,17 @@ class Worker:
         self.store.parts = parts
         return parts
 
-    def _in_transaction(self, run: Callable[[], Any]) -> None:
+    def _in_transaction(self, run: Callable[[], Any]) -> Any:
         """One transaction; if it rolls back, the engine's plan of scheduled entries is put back
         as it was, so an entry taken out of it in the failed transaction fires on the retry."""
         engine = self.engine
         plan = (list(engine._schedules), set(engine._zones_scheduled), engine._started)
         try:
             with self.store.transaction():
-                run()
+                return run()
         except BaseException:
             engine._schedules, engine._zones_scheduled, engine._started = plan
-            self.outbox_sink.take_fresh()  # rolled back: nothing to hand over
             raise
-        fresh = self.outbox_sink.take_fresh()
-        if fresh and self.deliveries is not None:
-            self.deliveries.hand(fresh)
 
     def _process(self, rows: list[tuple[int, bytes]]) -> None:
         from .inbox import message_from_json

@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -215,18 +215,20 @@ class DeliveryLoop:
                 return ids
 
     def _due_now(self) -> bool:
-        return self._next_due() <= self.clock.now()
+        due = self._next_due()
+        return due is not None and due <= self.clock.now()
 
-    def _next_due(self) -> datetime:
+    def _next_due(self) -> datetime | None:
+        """When the earliest pending entry (or lease) is due; None when there is none."""
         from .outbox import _from_t
 
         row = self.store.conn.execute("SELECT min(next_at) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()
         if not row or not row[0]:
-            return datetime.max.replace(tzinfo=timezone.utc)
+            return None
         return _from_t(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL timestamptz
 
     def _until_next(self) -> float:
         due = self._next_due()
-        if due.year == datetime.max.year:
+        if due is None:
             return MAX_IDLE
         return max(0.0, (due - self.clock.now()).total_seconds() + 0.001)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -45,7 +46,6 @@ class DeliveryProcess:
         self.root, self.config, self.path = root, config, path
         self.on_stale, self.environ = on_stale, environ
         self.heartbeat = 0.0  # time.monotonic() of the child's loop's last round, as last heard
-        self.restarts = 0
         self._alive = False
         self._stopping = threading.Event()
         self._send_lock = threading.Lock()
@@ -173,7 +173,6 @@ class DeliveryProcess:
                 break
             try:
                 self._spawn()
-                self.restarts += 1
                 with self._send_lock:
                     unsent, self._unsent = self._unsent, []
                 if unsent:
@@ -249,8 +248,6 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
         if raw == b"p":
             loop.poke()
             continue
-        import pickle
-
         message = pickle.loads(raw)
         if message[0] == "hand":
             loop.hand(message[1])

@@ -77,13 +77,19 @@ _ACTION = ("INSERT OR REPLACE INTO actions (id, time, user, journey, version, pa
 _FIRST_TIMERS = "SELECT wake, user_id FROM profiles WHERE wake IS NOT NULL ORDER BY wake, user_id LIMIT ?"
 
 
-def _instance_rows(state: UserState) -> list[tuple]:
-    return _instance_rows_of(state.user_id, state.instances)
-
-
-def _instance_rows_of(uid: str, instances: Mapping[str, Any]) -> list[tuple]:
+def _instance_rows(uid: str, instances: Mapping[str, Any]) -> list[tuple]:
     return [(uid, i.journey, i.version, i.entry, i.path, i.wait, None if i.wake is None else utc_text(i.wake))
             for i in instances.values()]
+
+
+def _changed(uid: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Do the journeys in flight `after` need other `instances` rows than `before`? (The same
+    mapping, or both empty, the common cases, are answered without building the rows.)"""
+    if before is after or (not before and not after):
+        return False
+    if not before or not after:
+        return True
+    return _instance_rows(uid, before) != _instance_rows(uid, after)
 
 
 def sqlite_path(path_or_url: str) -> str:
@@ -211,14 +217,12 @@ class SqliteStore:
                 execute(_UPDATE, (blob, due, uid))
             else:
                 execute(_SAVE, (uid, zone, blob, due))
-            before = last[2] if known else None  # type: ignore[index]  # None: unknown
-            if before is None or before is not instances and (before or instances):
-                rows = _instance_rows(state)
-                if before is None or not before or not rows or rows != _instance_rows_of(uid, before):
-                    if before is None or before:
-                        execute("DELETE FROM instances WHERE user_id = ?", (uid,))
-                    if rows:
-                        self.conn.executemany(_INSTANCE, rows)
+            before = last[2] if known else None  # type: ignore[index]  # None: what the file holds is unknown
+            if before is None or _changed(uid, before, instances):
+                if before is None or before:
+                    execute("DELETE FROM instances WHERE user_id = ?", (uid,))
+                if instances:
+                    self.conn.executemany(_INSTANCE, _instance_rows(uid, instances))
             self._last = (uid, zone, instances)
 
     def delete(self, user_id: str) -> None:
