@@ -19,6 +19,8 @@ an event of the same user.
 - `/admin/...`: behind `Authorization: Bearer $JOURNEYS_ADMIN_TOKEN` (no variable: every admin
   call is refused). `GET /admin/users/{id}`, `GET /admin/users/{id}/trace?limit=N`,
   `GET /admin/journeys`, `GET /admin/dead-letters`, `POST /admin/dead-letters/{entry_id}/retry`,
+  `GET /admin/inbox/failed`, `POST /admin/inbox/failed/{seq}/retry` (a message the engine could
+  not take goes back into the inbox once the cause is fixed),
   `DELETE /admin/users/{id}` (forget the user). Errors are JSON, `{"error": ..., "field": ...}`
   when a parameter is at fault.
 
@@ -53,6 +55,7 @@ import os
 import threading
 from typing import Any, Callable, Mapping
 
+import orjson
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -185,6 +188,19 @@ def forget(store: Any, outbox: Any, any_id: str, now: Any, routes: Any) -> dict[
     return {"userId": uid, "forgotten": listed, "deleted": counts,
             "audiences_removed": [{"audience": e.target, "connector": e.connector, "entry": e.id} for e in queued],
             "audiences_not_removed": unrouted}
+
+
+def failed_messages(inbox: Any, limit: int) -> dict[str, Any]:
+    """`GET /admin/inbox/failed`: the messages the engine could not take, oldest first, each as
+    the JSON it was stored as (or its text, when that no longer parses)."""
+    out = []
+    for seq, raw, error, at in inbox.failed(limit):
+        try:
+            message: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            message = bytes(raw).decode("utf-8", "replace")
+        out.append({"seq": seq, "error": error, "at": sql.text_time(at), "message": message})
+    return {"messages": out}
 
 
 # ---------------------------------------------------------------------- pages
@@ -413,6 +429,23 @@ def add_routes(app: Any, worker: Any) -> None:
             return _error(404, f"no dead or failed outbox entry {entry_id!r}")
         return JSONResponse({"id": entry_id, "state": "pending"})
 
+    async def admin_failed(request: Request, limit: int = 100) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        limit = max(1, min(limit, 1000))
+        return JSONResponse(await on_worker(lambda: failed_messages(worker.inbox, limit)))
+
+    async def admin_requeue(seq: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        if not seq.isdigit():
+            return _error(400, f"seq: a message number from GET /admin/inbox/failed, not {seq!r}", "seq")
+        done = await on_worker(in_transaction(lambda: worker.inbox.requeue(int(seq), worker.clock.now())))
+        if not done:
+            return _error(404, f"no message {seq} set aside")
+        worker.wake.set()
+        return JSONResponse({"seq": int(seq), "state": "requeued"})
+
     async def admin_forget(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
@@ -425,5 +458,7 @@ def add_routes(app: Any, worker: Any) -> None:
             ("/admin/users/{user_id:path}", admin_forget, "DELETE"),
             ("/admin/journeys", admin_journeys, "GET"),
             ("/admin/dead-letters", admin_dead_letters, "GET"),
-            ("/admin/dead-letters/{entry_id:path}/retry", admin_retry, "POST")):
+            ("/admin/dead-letters/{entry_id:path}/retry", admin_retry, "POST"),
+            ("/admin/inbox/failed", admin_failed, "GET"),
+            ("/admin/inbox/failed/{seq}/retry", admin_requeue, "POST")):
         app.add_api_route(path, endpoint, methods=[method], tags=["admin"], include_in_schema=False)

@@ -10,6 +10,8 @@ Schema, in the store's SQLite file (created when missing, next to the store's ta
 
     inbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT, raw BLOB)
     inbox_cursor(processed INTEGER)            one row: the highest seq the processor finished
+    inbox_failed(seq INTEGER PK, raw BLOB, error TEXT, at TEXT)
+                                               a message the engine could not take, for an operator
 
 `AUTOINCREMENT` so a seq is never reused, even after processed rows are pruned: the cursor is a
 seq and must never point at a newer row. `received_at` is fixed-width ISO-8601 UTC
@@ -56,6 +58,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, "
     "raw BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS inbox_cursor (processed INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS inbox_failed (seq INTEGER PRIMARY KEY, raw BLOB, error TEXT, at TEXT)",
 )
 _APPEND = "INSERT INTO inbox (received_at, raw) VALUES (?, ?)"
 
@@ -218,10 +221,22 @@ class Inbox:
 
     def set_aside(self, seq: int, raw: bytes, error: str, at: datetime) -> None:
         """Keep a message the engine could not take, with its error, for an operator; move past it."""
-        self.conn.execute("CREATE TABLE IF NOT EXISTS inbox_failed (seq INTEGER PRIMARY KEY, raw BLOB, error TEXT, "
-                          "at TEXT)")
-        self.conn.execute("INSERT OR REPLACE INTO inbox_failed VALUES (?, ?, ?, ?)", (seq, raw, error, at.isoformat()))
+        self.conn.execute("INSERT OR REPLACE INTO inbox_failed VALUES (?, ?, ?, ?)", (seq, raw, error, utc_text(at)))
         self.mark(seq)
+
+    def failed(self, limit: int) -> list[tuple[int, bytes, str, datetime]]:
+        """The messages set aside, oldest first: (seq, raw, error, when)."""
+        return [(seq, raw, error, datetime.fromisoformat(at)) for seq, raw, error, at in self.conn.execute(
+            "SELECT seq, raw, error, at FROM inbox_failed ORDER BY seq LIMIT ?", (limit,))]
+
+    def requeue(self, seq: int, at: datetime) -> bool:
+        """Inside a transaction: the message set aside as `seq` goes back into the inbox, as a new
+        message received `at` (after whatever has arrived since); False if there is none."""
+        row = self.conn.execute("DELETE FROM inbox_failed WHERE seq = ? RETURNING raw", (seq,)).fetchone()
+        if row is None:
+            return False
+        self.conn.execute(_APPEND, (utc_text(at), row[0]))
+        return True
 
     def prune(self, chunk: int = PRUNE_CHUNK) -> int:
         """Delete processed messages, the oldest `chunk` at most; returns how many. Seqs are never

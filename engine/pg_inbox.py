@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 from .partitions import partition_of, sender_key
+from .serialize import utc_text
 
 _APPEND = ("INSERT INTO inbox (part, received_at, raw) "
            "SELECT * FROM unnest(%s::smallint[], %s::timestamptz[], %s::bytea[])")
@@ -33,6 +34,17 @@ _APPEND = ("INSERT INTO inbox (part, received_at, raw) "
 
 def channel(schema: str) -> str:
     return f"journeys_inbox_{schema}"
+
+
+def _partition(raw: bytes) -> int:
+    """The partition of a message as stored; one that is not a JSON object (only a message set
+    aside and requeued by an operator can be) goes to the sender-less messages' partition, to
+    be set aside again by whoever holds it."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        message = None
+    return partition_of(sender_key(message if isinstance(message, dict) else {}))
 
 
 class PostgresInbox:
@@ -63,7 +75,7 @@ class PostgresInbox:
         transaction."""
         if not rows:
             return
-        parts = [partition_of(sender_key(orjson.loads(raw))) for _, raw in rows]
+        parts = [_partition(raw) for _, raw in rows]
         times = [datetime.fromisoformat(at.replace("Z", "+00:00")) for at, _ in rows]
         with self.conn.transaction():
             self.conn.execute(_APPEND, (parts, times, [raw for _, raw in rows]))
@@ -88,6 +100,17 @@ class PostgresInbox:
                           "ON CONFLICT (seq) DO UPDATE SET error = excluded.error, at = excluded.at",
                           (seq, raw, error, at))
         self.conn.execute("DELETE FROM inbox WHERE seq = %s", (seq,))
+
+    def failed(self, limit: int) -> list[tuple[int, bytes, str, datetime]]:
+        return [(seq, bytes(raw), error, at) for seq, raw, error, at in self.conn.execute(
+            "SELECT seq, raw, error, at FROM inbox_failed ORDER BY seq LIMIT %s", (limit,))]
+
+    def requeue(self, seq: int, at: datetime) -> bool:
+        row = self.conn.execute("DELETE FROM inbox_failed WHERE seq = %s RETURNING raw", (seq,)).fetchone()
+        if row is None:
+            return False
+        self.append_rows([(utc_text(at), bytes(row[0]))])  # its partition's owner is woken
+        return True
 
     def pending(self) -> int:
         return self.conn.execute("SELECT count(*) FROM inbox").fetchone()[0]

@@ -238,8 +238,9 @@ def _figures(conn: Any, last: int, processed: int) -> dict[str, Any]:
     attempts, retries = sql.execute(
         conn, "SELECT coalesce(sum(attempts), 0), "
               "coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0) FROM outbox").fetchone()
+    failed = sql.execute(conn, "SELECT count(*) FROM inbox_failed").fetchone()[0]
     return dict(last=last, processed=processed, due=due, waiting=waiting, states=states,
-                attempts=int(attempts), retries=int(retries))
+                attempts=int(attempts), retries=int(retries), failed=failed)
 
 
 def _store_figures(path: str) -> dict[str, Any]:
@@ -302,9 +303,12 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
                    [({}, fig["retries"])])
         out.family("journeys_dead_letters", "gauge", "Outbox entries that ran out of attempts (state dead).",
                    [({}, states.get("dead", 0))])
+        out.family("journeys_inbox_failed", "gauge",
+                   "Messages set aside because the engine could not take them (GET /admin/inbox/failed).",
+                   [({}, fig["failed"])])
     out.family("journeys_worker_processed_total", "counter", "Inbox messages this process handled.",
                [({}, counts.get("inbox.processed", 0))])
-    out.family("journeys_events_failed_total", "counter", "Inbox messages skipped because the engine could not take them.",
+    out.family("journeys_events_failed_total", "counter", "Inbox messages this process set aside because the engine could not take them.",
                [({}, counts.get("inbox.failed", 0))])
     received = [({"type": k.split(".", 1)[1]}, v) for k, v in counts.items() if k.startswith("received.")]
     out.family("journeys_messages_received_total", "counter", "Messages the engine received, by type.", received)

@@ -327,3 +327,55 @@ def test_a_message_the_engine_cannot_take_is_set_aside_and_the_rest_go_on(tmp_pa
     (aside,) = rows(db, "SELECT seq, raw, error FROM inbox_failed")
     assert aside[0] == 2 and aside[1] == b'{"type": "nonsense"}' and aside[2]  # kept with its error
     assert not worker.store_open
+
+
+def test_a_message_set_aside_by_a_bug_is_taken_once_requeued_after_the_fix(tmp_path):
+    """The operator's way back: a bug sets a message aside; once it is fixed, requeueing the
+    message (what POST /admin/inbox/failed/{seq}/retry does) gets it processed, once."""
+    from engine.daemon import Worker
+    from engine.inbox import Inbox, message_to_json
+    from engine.messages import parse_message
+    from engine.program import Program
+    from engine.simulate import load_checked
+    from engine.serialize import utc_text
+    from datetime import datetime, timezone
+
+    project, compiled = load_checked(SHOP)
+    path = str(tmp_path / "store.db")
+    worker = Worker(SHOP, project.config, Program.build(compiled), path, environ={}, deliver=False)
+    worker.start()
+    bug = {"on": True}
+    take = worker.engine.take
+
+    def buggy(msg, at):
+        if bug["on"] and msg.user_id == "u1":
+            raise KeyError("a bug")
+        take(msg, at)
+
+    worker.engine.take = buggy
+    try:
+        inbox = Inbox.open(path)
+        stamp = utc_text(datetime.now(timezone.utc))
+        inbox.append_rows([(stamp, message_to_json(parse_message(
+            {"type": "identify", "userId": u, "messageId": f"m-{u}", "traits": {"plan": "pro"},
+             "timestamp": "2026-03-02T10:00:00Z"}))) for u in ("u0", "u1")])
+        inbox.close()
+        eventually(lambda: worker.counts.snapshot().get("inbox.failed") == 1)
+        assert {u for (u,) in rows(Path(path), "SELECT user_id FROM profiles")} == {"u0"}
+        (seq, _, _, _), = worker.submit(lambda: worker.inbox.failed(10)).result(5)
+
+        bug["on"] = False  # the fix is deployed
+
+        def requeue():
+            with worker.store.transaction():
+                return worker.inbox.requeue(seq, worker.clock.now())
+
+        assert worker.submit(requeue).result(5) is True
+        worker.wake.set()
+        eventually(lambda: {u for (u,) in rows(Path(path), "SELECT user_id FROM profiles")} == {"u0", "u1"})
+    finally:
+        worker.stop()
+    db = Path(path)
+    assert rows(db, "SELECT count(*) FROM inbox_failed") == [(0,)]
+    assert rows(db, "SELECT message_id FROM messages ORDER BY 1") == [("m-u0",), ("m-u1",)]
+    assert worker.counts.snapshot()["inbox.failed"] == 1  # once, before the fix

@@ -224,6 +224,38 @@ def test_admin_api_is_off_without_a_token_and_profile_api_without_keys(shop, tmp
     assert d.stop() == 0
 
 
+def test_messages_set_aside_are_listed_and_requeued_through_the_admin_api(shop, tmp_path, daemons):
+    """A message the engine cannot take is set aside, listed with its error, and goes back into
+    the inbox on request; one that still cannot be taken is set aside again, under its new
+    number: never lost either way. (tests/test_daemon.py has a requeue that then succeeds.)"""
+    from engine.inbox import Inbox
+
+    db = tmp_path / "store.db"
+    inbox = Inbox.open(str(db))
+    inbox.append_rows([("2026-03-02T10:00:00.000000Z", b'{"type": "nonsense", "userId": "u9"}')])
+    inbox.close()
+    d = daemons(shop, f"sqlite:///{db}", JOURNEYS_ADMIN_TOKEN=ADMIN)
+    caught_up(d)
+    for method, path in (("GET", "/admin/inbox/failed"), ("POST", "/admin/inbox/failed/1/retry")):
+        assert httpx.request(method, d.url + path).status_code == 401
+
+    (aside,) = eventually(lambda: httpx.get(f"{d.url}/admin/inbox/failed", headers=BEARER).json()["messages"])
+    assert aside["seq"] == 1 and aside["message"] == {"type": "nonsense", "userId": "u9"}
+    assert "nonsense" in aside["error"] and aside["at"].endswith("Z")
+
+    r = httpx.post(f"{d.url}/admin/inbox/failed/1/retry", headers=BEARER)
+    assert r.status_code == 200 and r.json() == {"seq": 1, "state": "requeued"}, r.text
+    caught_up(d)
+    again = eventually(lambda: [m for m in httpx.get(f"{d.url}/admin/inbox/failed", headers=BEARER).json()["messages"]
+                                if m["seq"] != 1])
+    assert [(m["seq"], m["message"]) for m in again] == [(2, aside["message"])]  # the same message, set aside again
+    assert httpx.post(f"{d.url}/admin/inbox/failed/1/retry", headers=BEARER).status_code == 404
+    r = httpx.post(f"{d.url}/admin/inbox/failed/abc/retry", headers=BEARER)
+    assert r.status_code == 400 and r.json()["field"] == "seq"
+    assert httpx.get(f"{d.url}/admin/inbox/failed?limit=0", headers=BEARER).json()["messages"] == again
+    assert d.stop() == 0
+
+
 # ---------------------------------------------------------------------- forget-user and ad audiences
 
 def shop_with_fake_ads(shop, meta_url: str, google_url: str):

@@ -19,7 +19,7 @@ import pytest
 from connectors.base import ERASED
 from engine import sql
 from engine.clock import VirtualClock
-from engine.daemon_api import dead_letters, event_filter, forget, journey_counts, user_view
+from engine.daemon_api import dead_letters, event_filter, failed_messages, forget, journey_counts, user_view
 from engine.dispatch import OutboxSink, Routes
 from engine.effects import Received
 from engine.erasure import scrub
@@ -195,6 +195,47 @@ def test_user_view_journey_counts_and_dead_letters(store, project):
     assert [e["id"] for e in dead_letters(store.outbox, FAILED, 100)["entries"]] == [entries[1].id]
 
 
+def inbox_of(store):
+    if hasattr(store, "schema"):
+        from engine.pg_inbox import PostgresInbox
+
+        return PostgresInbox(store.conn, store.schema)
+    from engine.inbox import Inbox
+
+    return Inbox(store.conn)
+
+
+def test_a_message_set_aside_is_listed_and_requeued_once(store):
+    from engine.inbox import message_to_json
+    from engine.messages import parse_message
+
+    inbox = inbox_of(store)
+    good = message_to_json(parse_message({"type": "track", "userId": "u1", "event": "Signed Up",
+                                          "messageId": "m1", "timestamp": "2026-03-02T10:00:00Z"}))
+    with store.transaction():
+        inbox.append_rows([("2026-03-02T09:59:00.000000Z", good), ("2026-03-02T09:59:00.000000Z", b"{not json")])
+    (first, _, _), (second, _, _) = inbox.next_batch(range(64), 10)
+    with store.transaction():
+        inbox.set_aside(first, good, "ValueError: a bug since fixed", t("2026-03-02 10:00"))
+        inbox.set_aside(second, b"{not json", "MessageError: no type", t("2026-03-02 10:01"))
+    assert inbox.next_batch(range(64), 10) == []
+    listed = failed_messages(inbox, 100)["messages"]
+    assert [(m["seq"], m["error"], m["at"]) for m in listed] == [
+        (first, "ValueError: a bug since fixed", "2026-03-02T10:00:00.000000Z"),
+        (second, "MessageError: no type", "2026-03-02T10:01:00.000000Z")]
+    assert listed[0]["message"]["messageId"] == "m1" and listed[1]["message"] == "{not json"
+    assert [m["seq"] for m in failed_messages(inbox, 1)["messages"]] == [first]
+
+    with store.transaction():
+        assert inbox.requeue(first, t("2026-03-02 11:00")) is True
+        assert inbox.requeue(first, t("2026-03-02 11:00")) is False  # once: it has left the list
+        assert inbox.requeue(second + 100, t("2026-03-02 11:00")) is False
+    assert [m["seq"] for m in failed_messages(inbox, 100)["messages"]] == [second]
+    waiting = inbox.next_batch(range(64), 10)
+    assert [bytes(raw) for _, raw, _ in waiting] == [good]  # back in the inbox, as a new message
+    assert waiting[0][0] > second
+
+
 def families(text: str) -> dict[str, list[str]]:
     """Metric family -> its sample lines, values left out (the shape both stores must share)."""
     out: dict[str, list[str]] = {}
@@ -225,6 +266,7 @@ def test_render_metrics_gives_the_same_families_on_both_stores(store, project):
             store.conn.execute("INSERT INTO inbox (part, received_at, raw) VALUES (0, now(), %s), (0, now(), %s), "
                                "(0, now(), %s)", (raw, raw, raw))
             store.conn.execute("DELETE FROM inbox WHERE seq = (SELECT min(seq) FROM inbox)")  # processed
+        inbox_of(store).set_aside(1, raw, "KeyError: a bug", now)  # the processed one
     worker = SimpleNamespace(path=store.where, counts=Counts(), store_open=True, running=True,
                              lateness=Lateness(), program=project[0])
     try:
@@ -243,6 +285,7 @@ def test_render_metrics_gives_the_same_families_on_both_stores(store, project):
     assert value['journeys_outbox_entries{state="dead"}'] == 1 and value["journeys_dead_letters"] == 1
     assert value['journeys_outbox_entries{state="pending"}'] == 4
     assert value["journeys_outbox_attempts_total"] == 3 and value["journeys_outbox_retries_total"] == 2
+    assert value["journeys_inbox_failed"] == 1
 
 
 EXPECTED_FAMILIES = {
@@ -257,6 +300,7 @@ EXPECTED_FAMILIES = {
     "journeys_outbox_attempts_total": ["journeys_outbox_attempts_total"],
     "journeys_outbox_retries_total": ["journeys_outbox_retries_total"],
     "journeys_dead_letters": ["journeys_dead_letters"],
+    "journeys_inbox_failed": ["journeys_inbox_failed"],
     "journeys_worker_processed_total": ["journeys_worker_processed_total"],
     "journeys_events_failed_total": ["journeys_events_failed_total"],
     "journeys_messages_received_total": [],
