@@ -55,7 +55,9 @@ log = logging.getLogger("journeys.daemon")
 BATCH = 200  # inbox messages per transaction
 TIMER_BATCH = 2000  # timer fires per transaction when many are due at once
 MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
-PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows
+PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows and of old trail rows
+SCRUB_EVERY = 5.0  # seconds between scrubs of the identifiers settled audience removals carried
+RETAIN_EVERY = 600.0  # seconds between rounds of retention (the action log, settled outbox entries)
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
 PARTITION_TTL = 10.0  # seconds a PostgreSQL worker's partition leases last (JOURNEYS_LEASE_TTL)
 
@@ -180,6 +182,7 @@ class Worker:
         self.listener: Any = None  # PostgreSQL: LISTEN for other workers' ingest commits
         self._file_lock: Any = None  # SQLite: hold_alone's lock, held while the process lives
         self._next_heartbeat = 0.0
+        self.housekeeping: Any = None  # engine.housekeeping.Housekeeping, started by start()
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the worker thread (the one that owns the store), between rounds; its result
@@ -216,6 +219,10 @@ class Worker:
         self.opened.wait()
         if self.error is not None:
             raise self.error
+        from .housekeeping import Housekeeping
+
+        self.housekeeping = Housekeeping(self.submit, self._upkeep())
+        self.housekeeping.start()
         if not self.deliver:
             return
 
@@ -243,6 +250,8 @@ class Worker:
 
     def stop(self, timeout: float | None = 60) -> None:
         """The processor finishes its transaction first, then the deliveries flush their batches."""
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
         self.stopping.set()
         self.wake.set()
         if self._thread is not None:
@@ -366,10 +375,38 @@ class Worker:
             with store.transaction():
                 self.engine.update_profile(uid, updates, f"{connector}: {dead} is no longer valid")
 
+    def _upkeep(self) -> list[tuple[str, float, Callable[[], Any]]]:
+        """The housekeeping jobs (engine.housekeeping), each run on this worker's thread; True
+        from one means it stopped at a chunk with more to delete."""
+        from . import retention
+        from .erasure import scrub
+
+        days = retention.policy(self.config.serve)
+
+        def inbox() -> bool:
+            return self.inbox.prune() >= PRUNE_CHUNK
+
+        def trail() -> bool:
+            self.trail.prune(self.clock.now())
+            return False
+
+        def scrub_removals() -> bool:
+            scrub(self.store.conn)
+            return False
+
+        def retain() -> bool:
+            with self.store.transaction():
+                deleted = retention.prune(self.store.conn, days, self.clock.now())
+            if any(deleted.values()):
+                log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in deleted.items() if n))
+            return retention.more(deleted.values())
+
+        return [("inbox", PRUNE_EVERY, inbox), ("trail", PRUNE_EVERY, trail),
+                ("scrub", SCRUB_EVERY, scrub_removals), ("retention", RETAIN_EVERY, retain)]
+
     # ------------------------------------------------------------------ the loop
 
     def _loop(self) -> None:
-        next_prune = time.monotonic()
         while not self.stopping.is_set():
             self.heartbeat = time.monotonic()
             self.wake.clear()  # before looking: a commit from now on wakes the wait below
@@ -383,12 +420,6 @@ class Worker:
                 if fresh:
                     self.deliveries.hand(fresh)
                 self.deliveries.poke()  # after the commits: new outbox entries are visible to it
-            mono = time.monotonic()
-            if mono >= next_prune:
-                if (self._guard("prune", self.inbox.prune) or 0) >= PRUNE_CHUNK:
-                    continue  # more to delete: the next chunk after the next round
-                self._guard("trail", lambda: self.trail.prune(self.clock.now()))
-                next_prune = mono + PRUNE_EVERY
             if more or self.stopping.is_set():
                 continue
             delay = min(self._until_next(), MAX_IDLE)

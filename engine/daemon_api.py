@@ -36,7 +36,7 @@ logged actions (the rows stay, without `json`, so journey counts still add up). 
 transaction it queues the removal of the user from every ad audience they are in, on every
 connector the audience syncs to (`engine.erasure`): those entries carry the few identifiers the
 connectors match on, captured before the profile goes, and are scrubbed of them once settled
-(`erasure.scrub`, every `SCRUB_EVERY` seconds). The answer lists them (`audiences_removed`). The
+(`erasure.scrub`, a housekeeping job: engine.housekeeping). The answer lists them (`audiences_removed`). The
 user id and its aliases go into `forgotten(user_id, at)`, and the processor drops every later event
 naming one of them (`event_filter`), so a late or replayed event cannot bring the profile back.
 
@@ -52,7 +52,6 @@ import hmac
 import html
 import logging
 import os
-import threading
 from typing import Any, Callable, Mapping
 
 import orjson
@@ -68,7 +67,6 @@ ADMIN_TOKEN_ENV = "JOURNEYS_ADMIN_TOKEN"
 TIMEOUT = 30.0  # seconds a request waits for the worker
 RECENT_ACTIONS = 50
 TRACE_LIMIT = 100  # trail rows a trace shows unless `limit` says otherwise
-SCRUB_EVERY = 5.0  # seconds between scrubs of the identifiers settled removals carried
 
 
 # ---------------------------------------------------------------------- tombstones
@@ -234,20 +232,6 @@ def _confirm_page(what: str) -> HTMLResponse:
     return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
 
-def _scrubbing(worker: Any) -> None:
-    """Every SCRUB_EVERY seconds, on the worker thread: drop the identifiers of settled removals."""
-    from .erasure import scrub
-
-    def run() -> None:
-        while not worker.stopping.wait(SCRUB_EVERY):
-            try:
-                worker.submit(lambda: scrub(worker.store.conn)).result(TIMEOUT)
-            except Exception:  # noqa: BLE001 - the next round tries again
-                log.exception("scrubbing the removals' identifiers failed")
-
-    threading.Thread(target=run, name="journeys-scrub", daemon=True).start()
-
-
 def _bearer(header: str | None) -> str | None:
     if not header:
         return None
@@ -282,8 +266,6 @@ def add_routes(app: Any, worker: Any) -> None:
     env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
     profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
     admin_token = env.get(ADMIN_TOKEN_ENV, "").encode("utf-8")
-
-    _scrubbing(worker)
 
     async def on_worker(fn: Callable[[], Any]) -> Any:
         return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)

@@ -111,11 +111,19 @@ _V4 = (
     f"ALTER TABLE inbox SET ({_QUEUE_VACUUM})",
 )
 
+# Retention (engine.retention): the growing logs are pruned by time, through BRIN indexes (a few
+# pages; these tables are appended in time order).
+_V5 = (
+    "CREATE INDEX actions_time ON actions USING brin (time)",
+    "CREATE INDEX outbox_created ON outbox USING brin (created)",
+)
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "profiles, identities, messages, actions, instances and the outbox", _V1),
     Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
     Migration(3, "the daemon's trail; forgotten users' action payloads", _V3),
     Migration(4, "the outbox indexes its open and parked entries only; queue tables vacuumed sooner", _V4),
+    Migration(5, "retention: time indexes on the action log and the outbox", _V5),
 )
 
 

@@ -41,6 +41,9 @@ class ServeConfig(_Strict):
     """`journeys serve`'s own settings."""
 
     trail_days: int = Field(default=30, ge=0)  # days a user's trail is kept (engine.trail); 0: none
+    # days the growing logs are kept (engine.retention): the action log, settled outbox entries
+    actions_days: int = Field(default=90, ge=1)
+    outbox_days: int = Field(default=30, ge=1)
     # where the deliveries run (engine.delivery_process): a process of their own, on another core,
     # or a thread of the daemon's process (one core for everything; same deliveries)
     deliveries: Literal["process", "thread"] = "process"
