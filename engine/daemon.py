@@ -57,7 +57,7 @@ TIMER_BATCH = 2000  # timer fires per transaction when many are due at once
 MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
 PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows and of old trail rows
 SCRUB_EVERY = 5.0  # seconds between scrubs of the identifiers settled audience removals carried
-RETAIN_EVERY = 600.0  # seconds between rounds of retention (the action log, settled outbox entries)
+RETAIN_EVERY = 600.0  # seconds between rounds of retention (messageIds, the action log, settled outbox)
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
 PARTITION_TTL = 10.0  # seconds a PostgreSQL worker's partition leases last (JOURNEYS_LEASE_TTL)
 
@@ -381,7 +381,7 @@ class Worker:
         from . import retention
         from .erasure import scrub
 
-        days = retention.policy(self.config.serve)
+        days = retention.policy(self.config)
 
         def inbox() -> bool:
             return self.inbox.prune() >= PRUNE_CHUNK
@@ -504,6 +504,7 @@ class Worker:
 
     def _process(self, rows: list[tuple[int, bytes]]) -> None:
         from .inbox import message_from_json
+        from .runtime import moments
 
         engine, clock, keep, event_time = self.engine, self.clock, self.keep, self.event_time
 
@@ -514,7 +515,9 @@ class Worker:
             # a row whose partition was taken over meanwhile is left for its new owner
             mine = [(row, message_from_json(row[1])) for row in rows if parts is None or row[2] in parts]
             if prefetch is not None:
-                prefetch([msg for _, msg in mine])
+                now = clock.now()
+                prefetch([msg for _, msg in mine], moments(now, (msg.timestamp for _, msg in mine)) if event_time
+                         else [now] * len(mine))
             done = []
             for row, msg in mine:
                 at = msg.timestamp if event_time else clock.now()

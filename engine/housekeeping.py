@@ -5,7 +5,7 @@ The jobs (each `(name, seconds, work)`, the worker builds the list):
     inbox      every 30 s   delete processed inbox rows (SQLite; PostgreSQL deletes as it goes)
     trail      every 30 s   each user's trail past `trail_days` (engine.trail)
     scrub      every 5 s    the identifiers settled audience removals carried (engine.erasure)
-    retention  every 10 min the action log and settled outbox entries past their days
+    retention  every 10 min messageIds, the action log and settled outbox entries past their days
                             (engine.retention)
 
 APScheduler's `BackgroundScheduler` keeps the clock: interval triggers, one run of a job at a

@@ -112,8 +112,13 @@ _V4 = (
 )
 
 # Retention (engine.retention): the growing logs are pruned by time, through BRIN indexes (a few
-# pages; these tables are appended in time order).
+# pages; these tables are appended in time order). The messageIds get the time each was taken
+# (the dedupe window); those from before count as taken at the upgrade (a default that fills the
+# existing rows without rewriting the table, dropped at once: the engine writes the time).
 _V5 = (
+    "ALTER TABLE messages ADD COLUMN seen_at timestamptz DEFAULT now()",
+    "ALTER TABLE messages ALTER COLUMN seen_at DROP DEFAULT",
+    "CREATE INDEX messages_seen ON messages USING brin (seen_at)",
     "CREATE INDEX actions_time ON actions USING brin (time)",
     "CREATE INDEX outbox_created ON outbox USING brin (created)",
 )
@@ -123,7 +128,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
     Migration(3, "the daemon's trail; forgotten users' action payloads", _V3),
     Migration(4, "the outbox indexes its open and parked entries only; queue tables vacuumed sooner", _V4),
-    Migration(5, "retention: time indexes on the action log and the outbox", _V5),
+    Migration(5, "the dedupe window and retention: when each messageId was taken; time indexes", _V5),
 )
 
 

@@ -207,20 +207,25 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ a batch's reads at once
 
-    def prefetch(self, messages: Sequence[Any]) -> None:
-        """Inside a transaction, before the engine takes `messages`: lock every id they name (in
-        one statement and a fixed order, so two workers rarely deadlock), mark their messageIds
-        taken, and read the identity links and profiles they need, three round trips for the
-        batch instead of three per message. Until the transaction ends, `seen`, `resolve` and
-        `load` answer from what was read here, kept current by `link`, `save` and `delete`."""
+    def prefetch(self, messages: Sequence[Any], moments: Sequence[datetime | None] | None = None) -> None:
+        """Inside a transaction, before the engine takes `messages` (at `moments`, the engine's
+        time for each): lock every id they name (in one statement and a fixed order, so two
+        workers rarely deadlock), mark the messageIds never seen before taken, and read the
+        identity links and profiles they need, three round trips for the batch instead of three
+        per message. Until the transaction ends, `seen` (of a new messageId), `resolve` and `load`
+        answer from what was read here, kept current by `link`, `save` and `delete`; a messageId
+        seen before is asked again by `seen`, which knows the dedupe window."""
         if self._depth == 0 or not messages:
             return
         ids = {i for m in messages for i in (m.user_id, m.anonymous_id, getattr(m, "previous_id", None)) if i}
         self.lock(ids)
+        first: dict[str, datetime | None] = {}
+        for m, at in zip(messages, moments if moments is not None else [None] * len(messages)):
+            first.setdefault(m.message_id, at)
         new = {r[0] for r in self.conn.execute(
-            "INSERT INTO messages (message_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING RETURNING message_id",
-            (list(dict.fromkeys(m.message_id for m in messages)),))}
-        self._batch_seen = {m.message_id: m.message_id in new for m in messages}
+            "INSERT INTO messages (message_id, seen_at) SELECT * FROM unnest(%s::text[], %s::timestamptz[]) "
+            "ON CONFLICT DO NOTHING RETURNING message_id", (list(first), list(first.values())))}
+        self._batch_seen = {mid: False for mid in new}
         self._links = dict(self.conn.execute("SELECT alias, user_id FROM identities WHERE alias = ANY(%s)",
                                              (sorted(ids),)).fetchall())
         self._links_known = set(ids)
@@ -292,12 +297,16 @@ class PostgresStore:
             self.conn.execute("INSERT INTO identities (alias, user_id) VALUES (%s, %s) "
                               "ON CONFLICT (alias) DO UPDATE SET user_id = excluded.user_id", (alias, user_id))
 
-    def seen(self, message_id: str) -> bool:
-        new = self._batch_seen.pop(message_id, None)
-        if new is not None:
-            return not new  # a repeat later in the same batch is not in the dict any more: asked below
-        cur = self.conn.execute("INSERT INTO messages (message_id) VALUES (%s) ON CONFLICT DO NOTHING",
-                                (message_id,))
+    def seen(self, message_id: str, at: datetime | None = None, since: datetime | None = None) -> bool:
+        if self._batch_seen.pop(message_id, None) is not None:
+            return False  # new, marked by prefetch; a repeat later in the batch is asked below
+        if since is None:
+            cur = self.conn.execute("INSERT INTO messages (message_id, seen_at) VALUES (%s, %s) "
+                                    "ON CONFLICT DO NOTHING", (message_id, at))
+        else:  # a sighting before `since` is renewed (a row of unknown time, NULL, is not)
+            cur = self.conn.execute("INSERT INTO messages (message_id, seen_at) VALUES (%s, %s) "
+                                    "ON CONFLICT (message_id) DO UPDATE SET seen_at = excluded.seen_at "
+                                    "WHERE messages.seen_at < %s", (message_id, at, since))
         return cur.rowcount == 0
 
     # ------------------------------------------------------------------ timers and listings

@@ -9,9 +9,11 @@ versions with `with_project`; the dry-run has one of each).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
+from journeys.config import DEDUPE_DAYS
 from journeys.graph import (CompiledJourney, CompiledPolicy, CompiledProject, CompiledSegment, WaitForNode)
 from journeys.needs import HistoryNeeds
 
@@ -31,6 +33,7 @@ class Program:
     watched_segments: tuple[str, ...] = ()  # segments whose changes enter or exit journeys
     cap_window: int = 0  # the longest cap window in seconds: how long sends are remembered
     kept_properties: Mapping[str, frozenset[str] | None] = field(default_factory=dict)  # see retention
+    dedupe: timedelta = timedelta(days=DEDUPE_DAYS)  # a repeated messageId within this is dropped
 
     @classmethod
     def build(cls, project: CompiledProject, older: Iterable[CompiledJourney] = (),
@@ -64,6 +67,7 @@ class Program:
             watched_segments=tuple(sorted(watched)),
             cap_window=window,
             kept_properties=MappingProxyType({n: project.needs.kept_properties(n) for n in project.needs.events}),
+            dedupe=timedelta(days=project.dedupe_days),
         )
 
     def journey(self, name: str, version: str) -> CompiledJourney | None:

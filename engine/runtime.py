@@ -58,7 +58,7 @@ class Engine:
         """Take one message at the clock's current time."""
         self._start()
         now = self.clock.now()
-        if self.store.seen(msg.message_id):
+        if self.store.seen(msg.message_id, now, now - self.program.dedupe):
             self.sink.emit([Received(now, msg.actor, "duplicate", msg.event, f"messageId {msg.message_id} seen before")])
             return
         if self._lock is not None:
@@ -236,6 +236,16 @@ class Engine:
             self._plan_zone(zone, self.clock.now())
 
 
+def moments(now: datetime, times: Iterable[datetime]) -> list[datetime]:
+    """The engine's time as it takes messages at these times, starting at `now`: each message's
+    own, except that the clock never goes back (engine.clock.VirtualClock)."""
+    out = []
+    for t in times:
+        now = t if t > now else now
+        out.append(now)
+    return out
+
+
 def handle_all(engine: Engine, messages: Iterable[Message], until: datetime | None,
                progress: Callable[[int], None] | None = None) -> None:
     """The dry-run's loop: each message at its own time, timers in between, then run to `until`.
@@ -246,7 +256,7 @@ def handle_all(engine: Engine, messages: Iterable[Message], until: datetime | No
     while chunk := list(islice(stream, GROUP_COMMIT)):
         with engine.store.transaction():  # a durable store commits once per group, not per message
             if prefetch is not None:
-                prefetch(chunk)
+                prefetch(chunk, moments(engine.clock.now(), (m.timestamp for m in chunk)))
             for msg in chunk:
                 engine.take(msg, msg.timestamp)
         done += len(chunk)

@@ -5,7 +5,7 @@ Schema (created when missing; `schema_version` holds 1, and a file of another ve
     profiles(user_id TEXT PK, zone TEXT, state BLOB, wake TEXT NULL)
         indexes on (wake, user_id) and (zone, user_id): covering, so timers and zones need no sort
     identities(alias TEXT PK, user_id TEXT)
-    messages(message_id TEXT PK)
+    messages(message_id TEXT PK, seen_at TEXT NULL)      when it was taken (the dedupe window)
     actions(id TEXT PK, time, user, journey, version, path, kind, target, outcome, reason, rule,
             json TEXT)                                                  index on user
     instances(user_id, journey, version, entry, path, wait, wake, PK(user_id, journey))
@@ -74,6 +74,9 @@ _INSTANCE = ("INSERT INTO instances (user_id, journey, version, entry, path, wai
 _ACTION = ("INSERT OR REPLACE INTO actions (id, time, user, journey, version, path, kind, target, "
            "outcome, reason, rule, json) VALUES (:id, :time, :user, :journey, :version, :path, :kind, "
            ":target, :outcome, :reason, :rule, :json)")
+_SEEN = "INSERT OR IGNORE INTO messages (message_id, seen_at) VALUES (?, ?)"
+_SEEN_SINCE = ("INSERT INTO messages (message_id, seen_at) VALUES (?, ?) ON CONFLICT (message_id) DO UPDATE "
+               "SET seen_at = excluded.seen_at WHERE messages.seen_at < ?")
 _FIRST_TIMERS = "SELECT wake, user_id FROM profiles WHERE wake IS NOT NULL ORDER BY wake, user_id LIMIT ?"
 
 
@@ -141,7 +144,9 @@ class SqliteStore:
             db["profiles"].create_index(["wake", "user_id"], if_not_exists=True)
             db["profiles"].create_index(["zone", "user_id"], if_not_exists=True)
             db["identities"].create({"alias": str, "user_id": str}, pk="alias", if_not_exists=True)
-            db["messages"].create({"message_id": str}, pk="message_id", if_not_exists=True)
+            db["messages"].create({"message_id": str, "seen_at": str}, pk="message_id", if_not_exists=True)
+            if "seen_at" not in db["messages"].columns_dict:  # a file from before the dedupe window
+                db["messages"].add_column("seen_at", str)
             db["actions"].create(
                 {"id": str, "time": str, "user": str, "journey": str, "version": str, "path": str,
                  "kind": str, "target": str, "outcome": str, "reason": str, "rule": str, "json": str},
@@ -248,8 +253,12 @@ class SqliteStore:
             self.conn.execute("INSERT INTO identities (alias, user_id) VALUES (?, ?) "
                               "ON CONFLICT (alias) DO UPDATE SET user_id = excluded.user_id", (alias, user_id))
 
-    def seen(self, message_id: str) -> bool:
-        cur = self.conn.execute("INSERT OR IGNORE INTO messages (message_id) VALUES (?)", (message_id,))
+    def seen(self, message_id: str, at: datetime | None = None, since: datetime | None = None) -> bool:
+        when = None if at is None else utc_text(at)
+        if since is None:
+            cur = self.conn.execute(_SEEN, (message_id, when))
+        else:  # a sighting before `since` is renewed (a row of unknown time, NULL, is not)
+            cur = self.conn.execute(_SEEN_SINCE, (message_id, when, utc_text(since)))
         return cur.rowcount == 0
 
     # ------------------------------------------------------------------ timers and listings

@@ -42,8 +42,10 @@ class Store(Protocol):
 
     def link(self, alias: str, user_id: str) -> None: ...
 
-    def seen(self, message_id: str) -> bool:
-        """True if this messageId was taken before; otherwise remember it and return False."""
+    def seen(self, message_id: str, at: datetime | None = None, since: datetime | None = None) -> bool:
+        """True if this messageId was taken before (at or after `since`, when given); otherwise
+        remember it as taken `at` and return False. A sighting before `since` is forgotten: the
+        message is new again (the dedupe window, `[serve] dedupe_days`)."""
         ...
 
     def next_timer(self, until: datetime) -> tuple[datetime, str] | None:
@@ -80,7 +82,7 @@ class MemoryStore:
         self.profiles: dict[str, UserState] = {}
         self.zone_of: dict[str, str] = {}
         self.links: dict[str, str] = {}
-        self.message_ids: set[str] = set()
+        self.message_ids: dict[str, datetime | None] = {}  # messageId -> when it was taken
         self.wakes: dict[str, datetime] = {}
         self._heap: list[tuple[datetime, str]] = []
         self.actions: dict[str, Action | None] = {}
@@ -111,10 +113,13 @@ class MemoryStore:
         if alias != user_id:
             self.links[alias] = user_id
 
-    def seen(self, message_id: str) -> bool:
-        if message_id in self.message_ids:
-            return True
-        self.message_ids.add(message_id)
+    def seen(self, message_id: str, at: datetime | None = None, since: datetime | None = None) -> bool:
+        ids = self.message_ids
+        if message_id in ids:
+            before = ids[message_id]
+            if since is None or before is None or before >= since:
+                return True
+        ids[message_id] = at
         return False
 
     def next_timer(self, until: datetime) -> tuple[datetime, str] | None:

@@ -7,6 +7,7 @@ the first problem, and they never raise for anything the parser accepted.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Mapping
 
 from . import ast as A
@@ -55,11 +56,12 @@ def _check_compiles(project: Project, diags: Diagnostics):
     from .compiler import CompileError, compile_project
 
     try:
-        return compile_project(project.journey_files)
+        compiled = compile_project(project.journey_files)
     except CompileError as e:
         diags.error("J000", f"internal error: the checked project does not compile: {e}", getattr(e, "span", None),
                     "please report this with the journey attached")
         return None
+    return replace(compiled, dedupe_days=project.config.ingest.dedupe_days)
 
 
 def check_environment(project: Project, environ: Mapping[str, str]) -> Diagnostics:

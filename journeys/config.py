@@ -32,9 +32,16 @@ class StoreConfig(_Strict):
     url: str = "sqlite:///journeys.db"
 
 
+DEDUPE_DAYS = 7  # a repeated messageId is dropped when its first sighting is this recent
+
+
 class IngestConfig(_Strict):
     write_keys_env: list[str] = Field(default_factory=list)
     profile_keys_env: list[str] = Field(default_factory=list)  # read keys of GET /v1/profile (engine.daemon_api)
+    # days a messageId counts as taken: a repeat within them is dropped, a later one is a new event
+    # (Segment's own window is about a day), in the daemon and the dry-run alike; the daemon's
+    # retention deletes the messageIds after that (engine.retention)
+    dedupe_days: int = Field(default=DEDUPE_DAYS, ge=1)
 
 
 class ServeConfig(_Strict):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar, Mapping
 
+from .config import DEDUPE_DAYS
 from .diagnostics import Span
 from .expr import Compiled, EventMatcher
 from .needs import HistoryNeeds
@@ -360,6 +361,7 @@ class CompiledProject:
     segments: Mapping[str, CompiledSegment]  # by name, in source order
     policy: CompiledPolicy
     needs: HistoryNeeds  # the union of every journey's, segment's and the policy's
+    dedupe_days: int = DEDUPE_DAYS  # journeys.toml's [ingest] dedupe_days: how long a messageId counts
 
     def __post_init__(self) -> None:
         for name in ("journeys", "segments"):

@@ -9,7 +9,9 @@ import pytest
 
 from engine.effects import action_id
 
-from .engine_helpers import Harness, t
+from engine.program import Program
+
+from .engine_helpers import Harness, compile_source, t
 
 
 # ---------------------------------------------------------------------------------- entry
@@ -408,19 +410,43 @@ def test_segment_entry_respects_reenter_never(make):
 # ---------------------------------------------------------------------------------- dedupe, order
 
 
+EVERY_A = '''
+    journey "D" {
+      entry when event "A"
+      reenter always
+      send email "d"
+    }
+'''
+
+
 def test_repeated_message_id_is_ignored(make):
-    h = make('''
-        journey "D" {
-          entry when event "A"
-          reenter always
-          send email "d"
-        }
-    ''')
+    h = make(EVERY_A)
     h.feed([("2026-03-02 10:00", "u1", "A", {}, {"messageId": "same"}),
             ("2026-03-02 10:05", "u1", "A", {}, {"messageId": "same"})])
     assert len(h.entries("u1")) == 1 and len(h.sent("u1")) == 1
     dup = [e for e in h.effects if getattr(e, "kind", None) == "duplicate"]
     assert len(dup) == 1
+
+
+def test_a_message_id_repeated_after_the_dedupe_window_is_a_new_event(make, tmp_path):
+    """[ingest] dedupe_days (7 by default): a repeat within it is dropped, a later one taken, in
+    the dry-run as in the daemon (whose retention deletes the messageIds past it)."""
+    h = make(EVERY_A)
+    h.feed([("2026-03-02 10:00", "u1", "A", {}, {"messageId": "same"}),
+            ("2026-03-09 10:00", "u1", "A", {}, {"messageId": "same"}),   # 7 days on: still a repeat
+            ("2026-03-09 10:01", "u1", "A", {}, {"messageId": "same"}),   # past them: new
+            ("2026-03-10 10:00", "u1", "A", {}, {"messageId": "same"})])  # a repeat of that one
+    assert len(h.entries("u1")) == 2
+    assert len([e for e in h.effects if getattr(e, "kind", None) == "duplicate"]) == 2
+
+    from journeys.checker import check_and_compile
+    from journeys.project import load_project
+
+    root = tmp_path / "month"
+    compile_source(root, 'journey "D" {\n  entry when event "A"\n  send email "d"\n}\n')
+    (root / "journeys.toml").write_text((root / "journeys.toml").read_text() + "\n[ingest]\ndedupe_days = 30\n")
+    _, compiled = check_and_compile(load_project(root))
+    assert Program.build(compiled).dedupe == timedelta(days=30)
 
 
 TWO_USERS = '''

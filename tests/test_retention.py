@@ -1,6 +1,6 @@
 """Retention (engine.retention) on both stores, the housekeeping that runs it (engine.housekeeping),
-and the daemon's worker running both: old actions and settled outbox entries go; anything newer
-than its days, dead letters, open entries and the messageIds seen stay; in chunks."""
+and the daemon's worker running both: messageIds past the dedupe window, old actions and settled
+outbox entries go; anything newer than its days, dead letters and open entries stay; in chunks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .engine_helpers import t
 from .test_daemon import SHOP, eventually, rows
 
 T0 = t("2026-03-02 10:00")
-WEEK = {"actions": 7, "outbox": 7}
+WEEK = {"messages": 7, "actions": 7, "outbox": 7}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -46,7 +46,7 @@ def write(store, tag: str, at) -> None:
     conn = store.conn
     with store.transaction():
         for n in range(3):
-            assert store.seen(f"{tag}-m{n}") is False
+            assert store.seen(f"{tag}-m{n}", at) is False
             sql.execute(conn, 'INSERT INTO actions (id, time, "user", kind, target, outcome, json) '
                               "VALUES (?, ?, 'u1', 'email', 'x', 'sent', '{}')", (f"{tag}-a{n}", sql.moment(conn, at)))
         store.outbox.add([Entry(f"{tag}-{state}", "smtp", "u1", "email", "x", "{}", at, at, state)
@@ -67,19 +67,19 @@ def prune(store, days, now, chunk=retention.CHUNK):
 
 def test_what_is_past_its_days_goes_and_nothing_newer(store):
     write(store, "old", T0)
-    assert prune(store, WEEK, T0) == {"actions": 0, "outbox": 0}  # nothing is a week old
+    assert prune(store, WEEK, T0) == {"messages": 0, "actions": 0, "outbox": 0}  # nothing is a week old
     write(store, "new", T0 + timedelta(days=10))
     later = T0 + timedelta(days=10, hours=2)
-    assert prune(store, WEEK, later) == {"actions": 3, "outbox": 2}
+    assert prune(store, WEEK, later) == {"messages": 3, "actions": 3, "outbox": 2}
     assert left(store) == {
-        # the messageIds stay: a repeat is dropped however late, in the daemon as in the dry-run
-        "messages": ["new-m0", "new-m1", "new-m2", "old-m0", "old-m1", "old-m2"],
+        "messages": ["new-m0", "new-m1", "new-m2"],
         "actions": ["new-a0", "new-a1", "new-a2"],
         # dead letters wait for an operator, open entries for their delivery; settled ones go
         "outbox": ["new-dead", "new-delivered", "new-failed", "new-pending", "old-dead", "old-pending"]}
-    assert prune(store, WEEK, later) == {"actions": 0, "outbox": 0}
-    with store.transaction():
-        assert store.seen("old-m0") is True
+    assert prune(store, WEEK, later) == {"messages": 0, "actions": 0, "outbox": 0}
+    with store.transaction():  # what the engine asks: seen within the window?
+        assert store.seen("old-m0", later, later - timedelta(days=7)) is False  # gone, and past the window anyway
+        assert store.seen("new-m0", later, later - timedelta(days=7)) is True
 
 
 def test_each_table_keeps_its_own_days_and_deletes_in_chunks(store):
@@ -87,13 +87,13 @@ def test_each_table_keeps_its_own_days_and_deletes_in_chunks(store):
     prune(store, WEEK, T0)
     write(store, "new", T0 + timedelta(days=10))
     later = T0 + timedelta(days=10, hours=2)
-    days = {"actions": 7, "outbox": 30}
+    days = {"messages": 30, "actions": 7, "outbox": 90}
     first = prune(store, days, later, chunk=2)
-    assert first == {"actions": 2, "outbox": 0} and retention.more(first.values(), 2)
+    assert first == {"messages": 0, "actions": 2, "outbox": 0} and retention.more(first.values(), 2)
     second = prune(store, days, later, chunk=2)
-    assert second == {"actions": 1, "outbox": 0} and not retention.more(second.values(), 2)
+    assert second == {"messages": 0, "actions": 1, "outbox": 0} and not retention.more(second.values(), 2)
     kept = left(store)
-    assert kept["actions"] == ["new-a0", "new-a1", "new-a2"] and len(kept["outbox"]) == 8
+    assert kept["actions"] == ["new-a0", "new-a1", "new-a2"] and len(kept["messages"]) == 6 and len(kept["outbox"]) == 8
 
 
 def test_sqlite_keeps_a_table_s_newest_row_so_rowids_never_go_back(tmp_path):
@@ -181,7 +181,7 @@ def test_the_daemon_worker_prunes_its_inbox_and_its_logs(tmp_path, monkeypatch):
                 conn.execute("INSERT INTO actions (id, time, user, kind, target, outcome, json) "
                              "VALUES (?, ?, 'u1', 'email', 'x', 'sent', '{}')", (f"a{n}", utc_text(now)))
             conn.execute(retention._MARKS)
-            conn.execute("INSERT INTO retention_marks VALUES (?, (SELECT rowid FROM actions WHERE id = 'a1'), 0)",
+            conn.execute("INSERT INTO retention_marks VALUES (?, 0, (SELECT rowid FROM actions WHERE id = 'a1'), 0)",
                          (utc_text(now - timedelta(days=100)),))
         conn.close()
         eventually(lambda: rows(Path(path), "SELECT id FROM actions ORDER BY 1") == [("a2",)])

@@ -198,6 +198,20 @@ def test_seen(store):
     assert store.seen("m2") is False
 
 
+def test_seen_within_the_dedupe_window(store):
+    """A repeat is one only while its first sighting is at or after `since`; past it the message
+    is new again and its sighting moves, so the window runs from the last time it was taken."""
+    t0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+    week = timedelta(days=7)
+    with store.transaction():
+        assert store.seen("m1", t0, t0 - week) is False
+        assert store.seen("m1", t0 + timedelta(days=7), t0) is True  # exactly at the window's edge: a repeat
+        assert store.seen("m1", t0 + timedelta(days=8), t0 + timedelta(days=1)) is False  # past it: new
+        assert store.seen("m1", t0 + timedelta(days=9), t0 + timedelta(days=2)) is True  # from its new sighting
+        assert store.seen("m2", None, None) is False
+        assert store.seen("m2", t0, t0) is True  # a sighting of unknown time is a repeat for good
+
+
 # ---------------------------------------------------------------------------------- timers
 
 
