@@ -41,7 +41,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -60,6 +60,7 @@ SCRUB_EVERY = 5.0  # seconds between scrubs of the identifiers settled audience 
 RETAIN_EVERY = 600.0  # seconds between rounds of retention (messageIds, the action log, settled outbox)
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
 PARTITION_TTL = 10.0  # seconds a PostgreSQL worker's partition leases last (JOURNEYS_LEASE_TTL)
+CATCH_UP_LEASES = 3  # partitions taken over catch up the scheduled entries of this many lease TTLs
 
 
 def transient(exc: BaseException) -> bool:
@@ -182,6 +183,7 @@ class Worker:
         self.listener: Any = None  # PostgreSQL: LISTEN for other workers' ingest commits
         self._file_lock: Any = None  # SQLite: hold_alone's lock, held while the process lives
         self._next_heartbeat = 0.0
+        self._caught_up = True  # False once partitions were taken: their missed schedules fire
         self.housekeeping: Any = None  # engine.housekeeping.Housekeeping, started by start()
 
     def submit(self, fn: Callable[[], Any]) -> Future:
@@ -461,13 +463,21 @@ class Worker:
             self._guard("partitions", self._heartbeat)
         engine = self.engine
 
+        catching_up = not self._caught_up
+
         def timers() -> bool:
             self._fence()
+            if catching_up:
+                engine.catch_up(self.clock.now() - timedelta(seconds=CATCH_UP_LEASES * self.partitions.ttl))
             return engine.run_due(self.clock.now(), limit=TIMER_BATCH)
 
         if self.partitions is not None:  # the timers of partitions taken since the last fence count too
             self.store.parts = self.partitions.owned
-        more_timers = engine.has_due(self.clock.now()) and self._guard("timers", lambda: self._in_transaction(timers))
+        more_timers = None
+        if catching_up or engine.has_due(self.clock.now()):
+            more_timers = self._guard("timers", lambda: self._in_transaction(timers))
+            if catching_up and more_timers is not None:  # committed (a rollback catches up next round)
+                self._caught_up = True
         parts = self.partitions.owned if self.partitions is not None else None
         rows = self.inbox.next_batch(parts, BATCH)
         if rows:
@@ -481,6 +491,8 @@ class Worker:
         if owned != before:
             log.warning("partitions: %d held (%+d)", len(owned), len(owned) - len(before))
             self.wake.set()  # new partitions may have messages waiting
+        if owned - before and self.engine.program.scheduled:
+            self._caught_up = False  # ... and scheduled entries their last owner did not fire
 
     def _fence(self) -> frozenset[int] | None:
         """Inside a transaction: the partitions still ours, held against a takeover till it ends."""

@@ -170,8 +170,30 @@ class Engine:
                 heapq.heappop(self._schedules)
                 fire, pos, name, zone = sched  # type: ignore[misc]
                 self.clock.advance(fire)
-                self._fire_schedule(name, zone)
+                self._fire_schedule(name, zone, fire)
                 self._push_schedule(pos, name, zone, fire)
+
+    def catch_up(self, since: datetime) -> None:
+        """Fire the scheduled entries due in (`since`, now] again, for whoever has not had them.
+        A worker that takes over partitions of a cluster calls it: a firing that came while they
+        had no live owner reached none of their users. The store's claims count each firing once
+        per partition, so one the last owner did fire is not repeated (a store without claims
+        has nothing to catch up: one process fires everything)."""
+        if self._schedule_users is None:
+            return
+        self._start()
+        now = self.clock.now()
+        for zone in sorted(self.store.zones()):  # the new partitions' users may live in new zones
+            self._plan_zone(zone, now)
+        for j in self.program.scheduled:
+            schedule = j.entry.schedule
+            assert schedule is not None
+            zones = [None] if schedule.tz is not None else sorted(self._zones_scheduled)
+            for zone in zones:
+                fire = next_fire(schedule.cron, zone or schedule.tz or "UTC", since)
+                while fire is not None and fire <= now:
+                    self._fire_schedule(j.name, zone, fire)
+                    fire = next_fire(schedule.cron, zone or schedule.tz or "UTC", fire)
 
     def _start(self) -> None:
         """Plan the scheduled entries from the first moment the engine sees."""
@@ -202,10 +224,12 @@ class Engine:
         if fire is not None:
             heapq.heappush(self._schedules, (fire, pos, name, zone))
 
-    def _fire_schedule(self, name: str, zone: str | None) -> None:
+    def _fire_schedule(self, name: str, zone: str | None, fire: datetime) -> None:
+        """The entry's firing of `fire` (its cron moment, which names it in the claims of a
+        cluster's workers whatever their clocks say), taken by its users now."""
         now = self.clock.now()
         if self._schedule_users is not None:
-            users = self._schedule_users(name, zone, now)
+            users = self._schedule_users(name, zone, fire)
         else:
             users = self.store.users() if zone is None else self.store.users_in_zone(zone)
         for uid in list(users):

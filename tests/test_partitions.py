@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 
@@ -122,6 +122,113 @@ def test_a_scheduled_entry_fires_once_per_partition_across_workers(pg_url):
     finally:
         a.close()
         b.close()
+
+
+def test_a_firing_missed_while_partitions_had_no_owner_is_caught_up_once(pg_url, tmp_path):
+    """Worker a holds half the partitions when a cron entry fires at 10:00; the other half's
+    owner is dead, its leases not yet expired. At 10:00:20 worker b takes them over and catches
+    up: their users get the 10:00 firing, a's users do not get it twice, and a later catch-up
+    repeats nothing. The claim names the firing by its cron moment, not by a worker's clock."""
+    from engine.clock import VirtualClock
+    from engine.effects import Received
+    from engine.program import Program
+    from engine.runtime import Engine
+
+    from .engine_helpers import compile_source
+
+    program = Program.build(compile_source(tmp_path / "p", '''
+        journey "Daily" {
+          entry on cron "0 10 * * *" in "Europe/Paris"
+          reenter always
+          set user.pinged = true
+        }
+    '''))
+    fired: dict[str, list[str]] = {"a": [], "b": []}
+
+    class Sink:
+        def __init__(self, name):
+            self.name = name
+
+        def emit(self, effects):
+            fired[self.name] += [e.user for e in effects if isinstance(e, Received) and e.kind == "schedule"]
+
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        users = [f"user-{i}" for i in range(200)]
+        with a.transaction():
+            for uid in users:
+                a.save(new_user(uid), "UTC")
+        half, rest = frozenset(range(32)), frozenset(range(32, 64))
+        a.parts, b.parts = half, frozenset()
+        before = datetime(2026, 3, 2, 8, 59, tzinfo=timezone.utc)  # 09:59 in Paris
+        fire = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+        engine_a = Engine(program, a, VirtualClock(before), Sink("a"))
+        engine_b = Engine(program, b, VirtualClock(before), Sink("b"))
+        with a.transaction():
+            engine_a.run_due(before)
+        with a.transaction():  # a's clock is late (a worker's wall clock is no cron moment)
+            engine_a.clock.advance(fire.replace(second=3))
+            engine_a.run_due(fire.replace(second=3))
+        assert sorted(fired["a"]) == sorted(u for u in users if partition_of(u) in half)
+
+        b.parts = rest  # b took over the dead worker's partitions
+        engine_b.clock.advance(fire.replace(second=20))
+        with b.transaction():
+            engine_b.run_due(fire.replace(second=20))  # b's plan starts after 10:00:20: nothing ...
+            engine_b.catch_up(fire.replace(second=20) - timedelta(seconds=30))  # ... but the catch-up
+        assert fired["b"] == sorted(u for u in users if partition_of(u) in rest)
+        b.parts = half | rest  # b takes a's partitions too: everything was fired, nothing repeats
+        with b.transaction():
+            engine_b.catch_up(fire.replace(second=25) - timedelta(seconds=30))
+        assert sorted(fired["a"] + fired["b"]) == sorted(users)
+        (runs,) = a.conn.execute("SELECT count(*) FROM schedule_runs WHERE fire = %s", (fire,)).fetchone()
+        assert runs == 64
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_worker_that_takes_partitions_catches_up_their_missed_firing(pg_url, tmp_path):
+    """The daemon's worker: taking partitions (here, all of them at its start, 10 s after a
+    firing no worker made) it catches up that firing for their users, once; a second worker
+    taking them over later repeats nothing."""
+    from engine.clock import VirtualClock
+    from engine.daemon import Worker
+    from engine.program import Program
+    from journeys.checker import check_and_compile
+    from journeys.project import load_project
+
+    from .engine_helpers import compile_source
+    from .test_daemon import eventually
+
+    root = tmp_path / "p"
+    compile_source(root, '''
+        journey "Daily" {
+          entry on cron "0 10 * * *" in "Europe/Paris"
+          reenter always
+          set user.pinged = true
+        }
+    ''')
+    project = load_project(root)
+    program = Program.build(check_and_compile(project)[1])
+    with PostgresStore(pg_url) as s, s.transaction():
+        for i in range(100):
+            s.save(new_user(f"user-{i}"), "UTC")
+    fire = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # 10:00 in Paris
+    for late, expected in ((10, 100), (20, 0)):
+        worker = Worker(root, project.config, program, pg_url, clock=VirtualClock(fire + timedelta(seconds=late)),
+                        environ={}, deliver=False)
+        worker.start()
+        try:
+            eventually(lambda: worker._caught_up and len(worker.partitions.owned) == 64, timeout=10)
+            time.sleep(0.3)
+            assert worker.counts.snapshot().get("received.schedule", 0) == expected
+        finally:
+            worker.stop()
+    with PostgresStore(pg_url) as s:
+        assert all(s.load(f"user-{i}").traits.get("pinged") is True for i in range(100))
+        (runs,) = s.conn.execute("SELECT count(*) FROM schedule_runs WHERE fire = %s", (fire,)).fetchone()
+        assert runs == 64
 
 
 def test_a_prefetched_batch_answers_like_the_database(pg_url):
