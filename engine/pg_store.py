@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .effects import Action
 from .migrations import migrate
 from .partitions import advisory_key, partition_of
-from .serialize import action_to_row, state_from_json, state_to_json
+from .serialize import action_to_row, state_from_bytes, state_to_bytes
 from .state import UserState
 from .store import StoreError
 from .stores import is_postgres
@@ -231,7 +231,7 @@ class PostgresStore:
         self._links_known = set(ids)
         profiles = ids | set(self._links.values())
         self.lock(profiles)
-        self._states = {uid: state_from_json(raw) for uid, raw in self.conn.execute(
+        self._states = {uid: state_from_bytes(raw) for uid, raw in self.conn.execute(
             "SELECT user_id, state FROM profiles WHERE user_id = ANY(%s)", (sorted(profiles),))}
         self._states_known = profiles
 
@@ -257,7 +257,7 @@ class PostgresStore:
         if user_id in self._states_known:
             return self._states.get(user_id)
         row = self.conn.execute("SELECT state FROM profiles WHERE user_id = %s", (user_id,)).fetchone()
-        return None if row is None else state_from_json(row[0])
+        return None if row is None else state_from_bytes(row[0])
 
     def save(self, state: UserState, zone: str) -> None:
         earliest = self._earliest
@@ -269,7 +269,7 @@ class PostgresStore:
             self._states_known.add(state.user_id)
         instances = state.instances.values()
         self.conn.execute(_SAVE, {
-            "u": state.user_id, "zone": zone, "state": state_to_json(state), "wake": state.wake,
+            "u": state.user_id, "zone": zone, "state": state_to_bytes(state), "wake": state.wake,
             "part": partition_of(state.user_id),
             "journeys": [i.journey for i in instances], "versions": [i.version for i in instances],
             "entries": [i.entry for i in instances], "paths": [i.path for i in instances],

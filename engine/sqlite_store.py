@@ -5,12 +5,12 @@ Schema (created when missing; `schema_version` holds 1, and a file of another ve
     profiles(user_id TEXT PK, zone TEXT, state BLOB, wake TEXT NULL)
         indexes on (wake, user_id) and (zone, user_id): covering, so timers and zones need no sort
     identities(alias TEXT PK, user_id TEXT)
-    messages(message_id TEXT PK, seen_at TEXT NULL)      when it was taken (the dedupe window)
+    messages(message_id TEXT PK, seen_at INTEGER NULL)   when it was taken, microseconds since 1970
     actions(id TEXT PK, time, user, journey, version, path, kind, target, outcome, reason, rule,
             json TEXT)                                                  index on user
     instances(user_id, journey, version, entry, path, wait, wake, PK(user_id, journey))
 
-`profiles.state` is `engine.serialize.state_to_json`; `profiles.wake` is `state.wake`, so a
+`profiles.state` is `engine.serialize.state_to_bytes`; `profiles.wake` is `state.wake`, so a
 profile and its timer are one row and can never disagree. `instances` mirrors each profile's
 journeys in flight for admin queries (live counts per step): `save` rewrites the profile's rows,
 so a journey no longer in flight has none. Times in columns are fixed-width ISO-8601 UTC text
@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping, Sequence
@@ -55,7 +55,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import sqlite_utils
 
 from .effects import Action
-from .serialize import action_to_row, state_from_json, state_to_json, utc_text
+from .serialize import action_to_row, state_from_bytes, state_to_bytes, utc_text
 from .state import UserState
 from .sql import begin_immediate
 from .timer_window import TimerWindow
@@ -63,6 +63,8 @@ from .timer_window import TimerWindow
 SCHEMA_VERSION = 1
 
 _fromiso = datetime.fromisoformat
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 _SAVE = ("INSERT INTO profiles (user_id, zone, state, wake) VALUES (?, ?, ?, ?) "
@@ -144,9 +146,9 @@ class SqliteStore:
             db["profiles"].create_index(["wake", "user_id"], if_not_exists=True)
             db["profiles"].create_index(["zone", "user_id"], if_not_exists=True)
             db["identities"].create({"alias": str, "user_id": str}, pk="alias", if_not_exists=True)
-            db["messages"].create({"message_id": str, "seen_at": str}, pk="message_id", if_not_exists=True)
+            db["messages"].create({"message_id": str, "seen_at": int}, pk="message_id", if_not_exists=True)
             if "seen_at" not in db["messages"].columns_dict:  # a file from before the dedupe window
-                db["messages"].add_column("seen_at", str)
+                db["messages"].add_column("seen_at", int)
             db["actions"].create(
                 {"id": str, "time": str, "user": str, "journey": str, "version": str, "path": str,
                  "kind": str, "target": str, "outcome": str, "reason": str, "rule": str, "json": str},
@@ -202,7 +204,7 @@ class SqliteStore:
         if row is None:
             self._last = (user_id, None, _EMPTY)
             return None
-        state = state_from_json(row[0])
+        state = state_from_bytes(row[0])
         self._last = (user_id, row[1], state.instances)
         return state
 
@@ -217,7 +219,7 @@ class SqliteStore:
         execute = self.conn.execute
         with self._atomic():
             self._timers.moved(uid, wake)
-            blob, due = state_to_json(state), None if wake is None else utc_text(wake)
+            blob, due = state_to_bytes(state), None if wake is None else utc_text(wake)
             if known and last[1] == zone:  # type: ignore[index]
                 execute(_UPDATE, (blob, due, uid))
             else:
@@ -254,11 +256,11 @@ class SqliteStore:
                               "ON CONFLICT (alias) DO UPDATE SET user_id = excluded.user_id", (alias, user_id))
 
     def seen(self, message_id: str, at: datetime | None = None, since: datetime | None = None) -> bool:
-        when = None if at is None else utc_text(at)
+        when = None if at is None else (at - _EPOCH) // _MICROSECOND
         if since is None:
             cur = self.conn.execute(_SEEN, (message_id, when))
         else:  # a sighting before `since` is renewed (a row of unknown time, NULL, is not)
-            cur = self.conn.execute(_SEEN_SINCE, (message_id, when, utc_text(since)))
+            cur = self.conn.execute(_SEEN_SINCE, (message_id, when, (since - _EPOCH) // _MICROSECOND))
         return cur.rowcount == 0
 
     # ------------------------------------------------------------------ timers and listings

@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from engine.serialize import state_from_json
+from engine.serialize import state_from_bytes
 
 from .test_daemon import Daemon, eventually, rows, tiny_project
 from .test_smtp import Server
@@ -126,7 +126,7 @@ def test_repeated_sigkill_loses_nothing_and_repeats_nothing(tmp_path):
         # every timer fired once: everyone who entered is done, nobody is waiting
         assert rows(db, "SELECT count(*) FROM instances") == [(0,)]
         profiles = dict(rows(db, "SELECT user_id, state FROM profiles"))
-        not_done = [u for u in entered if state_from_json(profiles[u]).traits.get("done") is not True]
+        not_done = [u for u in entered if state_from_bytes(profiles[u]).traits.get("done") is not True]
         assert not not_done, not_done[:5]
         # the outbox: one entry per (action, connector)
         dup = rows(db, "SELECT action_id, connector, count(*) FROM outbox GROUP BY 1, 2 HAVING count(*) > 1")

@@ -25,7 +25,7 @@ from engine.effects import Action
 from engine.messages import Message, parse_message
 from engine.program import Program
 from engine.runtime import Engine, handle_all
-from engine.serialize import action_from_row, action_to_row, state_from_json, state_to_json, utc_text
+from engine.serialize import action_from_row, action_to_row, state_from_bytes, state_to_bytes, utc_text
 from engine.sinks import Recorder
 from engine.pg_store import PostgresStore
 from engine.sqlite_store import SqliteStore, sqlite_path
@@ -593,7 +593,7 @@ def test_postgres_columns(pg_url):
         s.save(rich_state("u1"), "Europe/Berlin")
         s.record([action("a1", "deferred", reason="quiet hours", until=T0 + H)])
         assert s.conn.execute("SELECT zone, wake FROM profiles").fetchall() == [("Europe/Berlin", T0 + H)]
-        assert bytes(s.conn.execute("SELECT state FROM profiles").fetchone()[0]) == state_to_json(rich_state("u1"))
+        assert bytes(s.conn.execute("SELECT state FROM profiles").fetchone()[0]) == state_to_bytes(rich_state("u1"))
         row = s.conn.execute('SELECT time, "user", outcome, reason, rule, json FROM actions WHERE id = %s',
                              ("a1",)).fetchone()
         expected = action("a1", "deferred", reason="quiet hours", until=T0 + H)
@@ -739,7 +739,7 @@ def test_postgres_unreachable_server_is_a_clear_error_without_the_password():
 
 def test_serialize_round_trip_types():
     state = rich_state()
-    back = state_from_json(state_to_json(state))
+    back = state_from_bytes(state_to_bytes(state))
     assert same_state(back, state)
     for mapping in (back.traits, back.instances, back.entries, back.segments,
                     back.instances["Browse abandonment"].named):
@@ -764,18 +764,37 @@ def test_serialize_round_trip_types():
 def test_serialize_is_deterministic():
     a, b = rich_state(), rich_state()
     b = b.evolve(audiences=frozenset(sorted(b.audiences, reverse=True)))
-    assert state_to_json(a) == state_to_json(b)
-    assert state_to_json(state_from_json(state_to_json(a))) == state_to_json(a)
+    assert state_to_bytes(a) == state_to_bytes(b)
+    assert state_to_bytes(state_from_bytes(state_to_bytes(a))) == state_to_bytes(a)
 
 
 def test_serialize_refuses_another_format():
+    import ormsgpack
+
     with pytest.raises(ValueError, match="format"):
-        state_from_json(b'{"v": 99, "u": "x"}')
+        state_from_bytes(b'{"v": 99, "u": "x"}')
+    with pytest.raises(ValueError, match="format"):
+        state_from_bytes(ormsgpack.packb({"v": 3, "u": "x"}))  # version 3 was JSON text
+    with pytest.raises(ValueError, match="format"):
+        state_from_bytes(ormsgpack.packb([4, "x"]))
+
+
+def test_a_state_written_as_json_by_an_earlier_daemon_still_reads():
+    """Version 3 was the same layout as JSON text: a store written before MessagePack reads on."""
+    import orjson
+    import ormsgpack
+
+    state = rich_state()
+    layout = ormsgpack.unpackb(state_to_bytes(state))
+    assert layout["v"] == 4 and state_to_bytes(state)[:1] != b"{"
+    legacy = orjson.dumps({**layout, "v": 3})
+    assert state_from_bytes(legacy) == state and state_from_bytes(legacy.decode()) == state
+    assert len(state_to_bytes(state)) < len(legacy)
 
 
 def test_userstate_equality_survives_a_round_trip():
     state = rich_state()
-    assert state_from_json(state_to_json(state)) == state
+    assert state_from_bytes(state_to_bytes(state)) == state
 
 
 def test_action_row_round_trip():
@@ -817,7 +836,7 @@ def test_serialize_round_trip_any_json(traits, events, wake, bound):
     inst = Instance("J", "v", 1, "u", T0, path="j/1", wait="wait" if wake else None, since=T0, wake=wake,
                     named=MappingProxyType(named))
     state = UserState("u", traits=traits, history=history, instances=MappingProxyType({"J": inst}))
-    back = state_from_json(state_to_json(state))
+    back = state_from_bytes(state_to_bytes(state))
     assert same_state(back, state)
     assert orjson.dumps(dict(back.traits)) == orjson.dumps(traits)  # same types, not just equal values
 
