@@ -91,7 +91,9 @@ class DeliveryProcess:
             if self._conn is None:  # between a dead child and its successor: kept for the new one
                 self._unsent += ids
                 return
-        self._send(("hand", ids))
+        if not self._send(("hand", ids)):  # the child died before its reader noticed: the same
+            with self._send_lock:
+                self._unsent += ids
 
     def reconfigure(self, config: Any) -> None:
         self.config = config
@@ -99,10 +101,11 @@ class DeliveryProcess:
 
     # ------------------------------------------------------------------ the pipe
 
-    def _send(self, message: Any) -> None:
+    def _send(self, message: Any) -> bool:
+        """Whether the message reached the pipe (a child that has died refuses it)."""
         conn = self._conn
         if conn is None:
-            return
+            return False
         try:
             with self._send_lock:
                 if message is None:
@@ -110,7 +113,8 @@ class DeliveryProcess:
                 else:
                     conn.send(message)
         except (OSError, ValueError):  # the child is gone: the reader restarts it
-            pass
+            return False
+        return True
 
     def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process with threads running
@@ -176,7 +180,7 @@ class DeliveryProcess:
                 with self._send_lock:
                     unsent, self._unsent = self._unsent, []
                 if unsent:
-                    self._send(("hand", unsent))
+                    self.hand(unsent)
                 return
             except Exception:  # noqa: BLE001 - tried again
                 log.exception("the delivery process could not be started again")

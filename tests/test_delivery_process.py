@@ -55,7 +55,12 @@ def test_a_delivery_process_that_dies_is_replaced_and_one_killed_with_the_daemon
         for i in range(2, 6):  # decided while no delivery process runs: they wait in the outbox
             d.post("track", {"userId": f"u{i}", "event": "Slow"})
         [second] = eventually(lambda: [c for c in children(d.proc.pid) if c != child and alive(c)], timeout=15)
-        eventually(lambda: len(hook.requests) == 5, timeout=15)
+        try:
+            eventually(lambda: len(hook.requests) == 5, timeout=15)
+        except AssertionError:  # say what the daemon said (a flake here once left nothing to read)
+            raise AssertionError(f"{len(hook.requests)} of 5 calls; outbox "
+                                 f"{rows(db, 'SELECT id, state, next_at FROM outbox')}; daemon log:\n"
+                                 f"{d.log.read_text()[-6000:]}") from None
         eventually(lambda: httpx.get(d.url + "/readyz").status_code == 200, timeout=10)
         time.sleep(0.5)
         keys = [r["headers"]["idempotency-key"] for r in hook.requests]
