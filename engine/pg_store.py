@@ -50,6 +50,7 @@ from .effects import Action
 from .migrations import migrate
 from .partitions import advisory_key, partition_of
 from .serialize import action_to_row, state_from_bytes, state_to_bytes
+from .write_behind import WriteBehind
 from .state import UserState
 from .store import StoreError
 from .stores import is_postgres
@@ -172,6 +173,7 @@ class PostgresStore:
         self.url = redact(url)
         self.parts: frozenset[int] | None = None  # timers and schedules only of these partitions (None: all)
         self._depth = 0  # open transaction() blocks
+        self._behind = WriteBehind()  # rows appended for the commit (the trail, the action log)
         self._earliest: tuple[datetime, str] | None = None  # see next_timer
         self._earliest_parts: frozenset[int] | None = None
         self._earliest_at = 0.0
@@ -194,10 +196,14 @@ class PostgresStore:
         if outer:
             self._held = set()  # advisory locks end with the transaction
         self._depth += 1
+        mark = self._behind.mark()
         try:
             with self.conn.transaction():
                 yield
+                if outer:
+                    self._behind.flush()  # the appended rows, one statement per table, before COMMIT
         except BaseException:
+            self._behind.undo(mark)
             self._forget_batch()  # what was read or written in the rolled-back block is not so
             raise
         finally:
@@ -378,7 +384,15 @@ class PostgresStore:
     # ------------------------------------------------------------------ action log
 
     def record(self, actions: Sequence[Action]) -> None:
-        """One statement for the batch; an id twice in it keeps the later action, as a replace would."""
-        rows = {a.id: action_to_row(a) for a in actions}
+        rows = [action_to_row(a) for a in actions]
         if rows:
-            self.conn.execute(_RECORD, [[r[c] for r in rows.values()] for c in _ACTION_COLUMNS])
+            self.defer(self._write_actions, rows)
+
+    def _write_actions(self, rows: list[dict[str, Any]]) -> None:
+        """One statement for them all; an id twice keeps the later action, as a replace would."""
+        latest = {r["id"]: r for r in rows}
+        self.conn.execute(_RECORD, [[r[c] for r in latest.values()] for c in _ACTION_COLUMNS])
+
+    def defer(self, write: Any, rows: list[Any]) -> None:
+        """`write(rows)` at this transaction's commit, or now outside one (engine.write_behind)."""
+        self._behind.defer(self._depth > 0, write, rows)

@@ -59,6 +59,7 @@ from .serialize import action_to_row, state_from_bytes, state_to_bytes, utc_text
 from .state import UserState
 from .sql import begin_immediate
 from .timer_window import TimerWindow
+from .write_behind import WriteBehind
 
 SCHEMA_VERSION = 1
 
@@ -121,6 +122,7 @@ class SqliteStore:
         self.conn = sqlite3.connect(self.path, isolation_level=None)
         self.db = sqlite_utils.Database(self.conn)
         self._depth = 0  # open transaction() blocks
+        self._behind = WriteBehind()  # rows appended for the commit (the trail, the action log)
         self._timers = TimerWindow(self._first_timers)  # next_timer from memory: this connection writes them all
         self._last: tuple[str, str | None, Mapping[str, Any]] | None = None  # (user, zone, journeys in flight) in the file
         if self.path != ":memory:":
@@ -173,10 +175,14 @@ class SqliteStore:
         else:
             conn.execute(f"SAVEPOINT {name}")
         self._depth = depth + 1
+        mark = self._behind.mark()
         try:
             yield
+            if depth == 0:
+                self._behind.flush()  # the appended rows, one statement per table
         except BaseException:
             self._depth = depth
+            self._behind.undo(mark)
             self._timers.invalidate()  # the rolled-back saves may have moved timers
             self._last = None  # and the row may no longer be what was last loaded or saved
             if depth == 0:
@@ -187,6 +193,10 @@ class SqliteStore:
             raise
         self._depth = depth
         conn.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+
+    def defer(self, write: Any, rows: list[Any]) -> None:
+        """`write(rows)` at this transaction's commit, or now outside one (engine.write_behind)."""
+        self._behind.defer(self._depth > 0, write, rows)
 
     def close(self) -> None:
         self.conn.close()
@@ -285,7 +295,9 @@ class SqliteStore:
 
     def record(self, actions: Sequence[Action]) -> None:
         rows = [action_to_row(a) for a in actions]
-        if not rows:
-            return
+        if rows:
+            self.defer(self._write_actions, rows)
+
+    def _write_actions(self, rows: list[dict[str, Any]]) -> None:
         with self._atomic():
-            self.conn.executemany(_ACTION, rows)
+            self.conn.executemany(_ACTION, rows)  # an id twice: the later one stays (OR REPLACE)

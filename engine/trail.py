@@ -7,7 +7,8 @@ profile update received, an entry or a refused entry with its reason, a step, a 
 why, a send or a suppression, a conversion, a trait written) becomes one line of the user's
 trail, rendered by `trace.format_effect`, so that the daemon and the dry-run tell the same story in
 the same words. The lines are written on the store's connection inside the transaction of the
-state that produced them: a rolled back message leaves no trail, a committed one always does.
+state that produced them, held until its commit and then written in one statement
+(engine.write_behind): a rolled back message leaves no trail, a committed one always does.
 
 One row holds a run of lines: the consecutive effects of one `emit` (one message, or one timer)
 that name the same user, as a JSON array of records, one per effect: `[code, its fields...]`,
@@ -185,6 +186,7 @@ class Trail:
         self.days, self.per_user = days, per_user
         self._touched: set[str] = set()  # users with new rows since the last prune (a hint only)
         self._moment = utc_text if sql.is_sqlite(self.conn) else (lambda t: t)  # sql.moment, decided once
+        self._defer = getattr(store, "defer", None)  # the store's write-behind (engine.write_behind)
         create(self.conn)
 
     def emit(self, effects: Sequence[Effect]) -> None:
@@ -193,8 +195,14 @@ class Trail:
         moment = self._moment
         rows = [(user, moment(newest), len(group), _dumps([_record(e) for e in group]))
                 for user, newest, group in runs(effects)]
-        sql.executemany(self.conn, _INSERT, rows)
+        if self._defer is not None:
+            self._defer(self._write, rows)  # at the commit, with the transaction's other rows
+        else:
+            self._write(rows)
         self._touched.update(r[0] for r in rows)
+
+    def _write(self, rows: list[tuple]) -> None:
+        sql.executemany(self.conn, _INSERT, rows)
 
     def prune(self, now: datetime) -> int:
         """Delete what is past `days` and each recently written user's rows beyond `per_user`

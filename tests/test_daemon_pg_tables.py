@@ -124,6 +124,41 @@ def test_trail_rollback_and_prune_by_age_and_per_user(store):
     assert trail.prune(now) == 0
 
 
+def test_trail_and_action_rows_wait_for_the_commit_and_go_with_a_rollback(store):
+    """engine.write_behind: inside a transaction the trail's and the action log's rows are
+    written at the commit (one statement per table); a savepoint that rolls back takes its rows
+    with it, the outer block keeps its own; outside a transaction they are written at once."""
+    from .test_store_contract import action
+
+    trail = Trail(store, days=30)
+
+    def logged():
+        return (sorted(r["name"] for r in read(store.conn, ["u1"])),
+                sorted(r[0] for r in sql.execute(store.conn, "SELECT id FROM actions")))
+
+    with store.transaction():
+        trail.emit([Received(t("2026-03-02 09:00"), "u1", "track", "kept")])
+        store.record([action("a-kept")])
+        assert logged() == ([], [])  # not yet: at the commit
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                trail.emit([Received(t("2026-03-02 09:01"), "u1", "track", "undone")])
+                store.record([action("a-undone")])
+                raise RuntimeError("the inner block failed")
+        store.record([action("a-kept", reason="recorded twice: the later stays")])
+    assert logged() == (["kept"], ["a-kept"])
+    (reason,) = sql.execute(store.conn, "SELECT reason FROM actions WHERE id = 'a-kept'").fetchone()
+    assert reason == "recorded twice: the later stays"
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            trail.emit([Received(t("2026-03-02 09:02"), "u1", "track", "rolled back")])
+            store.record([action("a-rolled-back")])
+            raise RuntimeError("the message failed")
+    trail.emit([Received(t("2026-03-02 09:03"), "u1", "track", "alone")])  # no transaction: at once
+    store.record([action("a-alone")])
+    assert logged() == (["alone", "kept"], ["a-alone", "a-kept"])
+
+
 def test_forget_deletes_everything_and_leaves_a_tombstone_the_filter_honours(store, project):
     lines = run(store, project, until=None)
     del lines
