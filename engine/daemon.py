@@ -342,7 +342,7 @@ class Worker:
         self.partitions = Partitions(store.conn, ttl=float((self.environ or os.environ).get(
             "JOURNEYS_LEASE_TTL", PARTITION_TTL)))
         store.parts = frozenset()  # nothing is ours until the first heartbeat
-        self.listener = Listener(self.path, self.wake)
+        self.listener = Listener(self.path, self.wake, lambda: self.partitions.owned)
 
     def _close_cluster(self) -> None:
         if self.listener is not None:
@@ -576,9 +576,11 @@ class Worker:
         return max(0.0, (min(due) - now).total_seconds() + 0.001)
 
 
-def _signal_ingest(app: Any, wake: threading.Event) -> None:
+def _signal_ingest(app: Any, wake: threading.Event, owned: Callable[[], frozenset[int]] | None = None) -> None:
     """Make the ingest's group commit set `wake` after each commit: the worker wakes the moment
-    events are durable, instead of polling the inbox."""
+    events are durable, instead of polling the inbox. `owned()` (a worker of a cluster): only when
+    it holds one of the partitions written; the owners of the others hear the commit's NOTIFY
+    (engine.pg_inbox.Listener)."""
     commit = app.state.group_commit
     opener = commit._open
 
@@ -586,9 +588,11 @@ def _signal_ingest(app: Any, wake: threading.Event) -> None:
         inbox = opener()
         append = inbox.append_rows
 
-        def append_rows(rows: Sequence[tuple[str, bytes]]) -> None:
-            append(rows)
-            wake.set()
+        def append_rows(rows: Sequence[tuple[str, bytes]]) -> Any:
+            written = append(rows)
+            if owned is None or not isinstance(written, frozenset) or not written.isdisjoint(owned()):
+                wake.set()
+            return written
 
         inbox.append_rows = append_rows
         return inbox
@@ -673,7 +677,7 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
     worker.start()  # opens the store (and creates its tables) before the ingest opens the inbox
     try:
         app = create_app(config, path, write_keys)
-        _signal_ingest(app, worker.wake)
+        _signal_ingest(app, worker.wake, None if worker.partitions is None else (lambda: worker.partitions.owned))
         add_health(app, worker)
         add_metrics(app, worker, worker.reloader)
         add_routes(app, worker)

@@ -93,6 +93,28 @@ def test_the_shared_inbox_by_partition_with_a_wake_up(pg_url):
         store.close()
 
 
+def test_a_worker_wakes_only_for_commits_to_its_partitions(pg_url):
+    ingest = PostgresInbox.open(pg_url)
+    woken = {name: threading.Event() for name in ("u1's", "other", "old")}
+    held = {"u1's": frozenset({partition_of("u1")}), "other": frozenset({partition_of("u1") + 1})}
+    listeners = [Listener(pg_url, woken[name], lambda name=name: held[name]) for name in held]
+    listeners.append(Listener(pg_url, woken["old"]))  # no partitions given: every commit wakes it
+    try:
+        ingest.append_rows([("2026-03-02T10:00:00.000000Z", orjson.dumps({"type": "track", "userId": "u1",
+                                                                          "event": "E"}))])
+        assert woken["u1's"].wait(5) and woken["old"].wait(5)
+        time.sleep(0.3)
+        assert not woken["other"].is_set()
+        held["other"] = held["other"] | held["u1's"]  # it took u1's partition: the next commit wakes it
+        ingest.append_rows([("2026-03-02T10:00:01.000000Z", orjson.dumps({"type": "track", "userId": "u1",
+                                                                          "event": "E"}))])
+        assert woken["other"].wait(5)
+    finally:
+        for listener in listeners:
+            listener.close()
+        ingest.close()
+
+
 def test_a_scheduled_entry_fires_once_per_partition_across_workers(pg_url):
     a, b = PostgresStore(pg_url), PostgresStore(pg_url)
     try:
