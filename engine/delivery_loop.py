@@ -172,6 +172,7 @@ class DeliveryLoop:
             self.wake.clear()  # before looking: a poke from now on wakes the wait below
             self._take_config()
             started = 0
+            known: list[datetime | None] = []  # the next due entry, as this round read it (and wrote nothing)
 
             def run() -> None:
                 nonlocal started
@@ -179,8 +180,11 @@ class DeliveryLoop:
                 handed = self._take_handed()
                 back = dispatcher.start_handed(handed, self.clock.now(), on_done=self.wake.set) if handed else []
                 started = len(handed) - len(back)
-                if not (back or dispatcher.finished() or self._due_now()):
-                    return  # nothing to write: no write lock taken
+                if not (back or dispatcher.finished()):
+                    due = self._next_due()
+                    if due is None or due > self.clock.now():
+                        known.append(due)  # the wait below needs no second look
+                        return  # nothing to write: no write lock taken
                 with self.store.transaction():  # outcomes and the next claims: one commit per round
                     dispatcher.settle(back)
                     dispatcher.settle_done(self.clock.now())
@@ -191,9 +195,10 @@ class DeliveryLoop:
             if time.monotonic() >= next_flush:
                 self._guard("flush", lambda: self.dispatcher.flush(self.clock.now()))
                 next_flush = time.monotonic() + FLUSH_EVERY
+                known.clear()  # a flush writes entries
             if started or self.stopping.is_set():
                 continue
-            delay = self._until_next()
+            delay = self._until(known[0] if known else self._next_due())
             if delay <= 0.001 and self.dispatcher.in_flight:
                 delay = MAX_IDLE  # what is due waits for a full pool: a finished attempt wakes us
             delay = min(delay, next_flush - time.monotonic(), MAX_IDLE)
@@ -214,10 +219,6 @@ class DeliveryLoop:
             except queue.Empty:
                 return ids
 
-    def _due_now(self) -> bool:
-        due = self._next_due()
-        return due is not None and due <= self.clock.now()
-
     def _next_due(self) -> datetime | None:
         """When the earliest pending entry (or lease) is due; None when there is none."""
         from .outbox import _from_t
@@ -227,8 +228,8 @@ class DeliveryLoop:
             return None
         return _from_t(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL timestamptz
 
-    def _until_next(self) -> float:
-        due = self._next_due()
+    def _until(self, due: datetime | None) -> float:
+        """Seconds until `due` (the next entry's time; MAX_IDLE when there is none)."""
         if due is None:
             return MAX_IDLE
         return max(0.0, (due - self.clock.now()).total_seconds() + 0.001)
