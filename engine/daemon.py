@@ -321,7 +321,9 @@ class Worker:
                 log.warning("action %s (%s %s) not delivered: %s", action.id, action.kind, action.target, why)
                 self.counts.add("action.unroutable")
 
-            self.outbox_sink = OutboxSink(self.outbox, Routes.from_config(self.config), unroutable)
+            # on PostgreSQL a transaction's outbox entries go in one statement at its commit
+            self.outbox_sink = OutboxSink(self.outbox, Routes.from_config(self.config), unroutable,
+                                          defer=store.defer if is_postgres(self.path) else None)
             from .trail import Trail
             self.trail = Trail(store, self.config.serve.trail_days)  # each user's timeline, for the admin API
             self.engine = Engine(self.program, store, self.clock, FanOut(self.outbox_sink, self.counts, self.trail))

@@ -94,8 +94,12 @@ class OutboxSink:
     from a transaction that rolled back is skipped; an entry it cannot start at once goes back to
     pending; if the deliveries die, the lease runs out and the entry is due again like any other."""
 
-    def __init__(self, outbox: Outbox, routes: Routes, on_unroutable: Callable[[Action, str], None] | None = None):
-        self.outbox, self.routes, self.on_unroutable = outbox, routes, on_unroutable
+    def __init__(self, outbox: Outbox, routes: Routes, on_unroutable: Callable[[Action, str], None] | None = None,
+                 defer: Callable[[Callable[[list[Entry]], None], list[Entry]], None] | None = None):
+        """`defer`: the store's write-behind (engine.write_behind), on a store where a statement
+        is a round trip: a transaction's entries are then written in one statement at its commit
+        (the outbox's `add_new` says which were new)."""
+        self.outbox, self.routes, self.on_unroutable, self.defer = outbox, routes, on_unroutable, defer
         self.lease: timedelta | None = None
         self.now: Callable[[], datetime] | None = None
         self.fresh: list[str] = []
@@ -125,9 +129,17 @@ class OutboxSink:
             else:
                 until = max(e.time, self.now()) + self.lease  # type: ignore[misc]
                 entries += [Entry(e.id, n, e.user, e.kind, e.target, payload, e.time, until, SENDING) for n in names]
-        if entries:
-            if self.outbox.add(entries) and self.lease is not None:
-                self.fresh += [entry.id for entry in entries]
+        if not entries:
+            return
+        if self.defer is not None:
+            self.defer(self._add_new, entries)
+        elif self.outbox.add(entries) and self.lease is not None:
+            self.fresh += [entry.id for entry in entries]
+
+    def _add_new(self, entries: list[Entry]) -> None:
+        new = self.outbox.add_new(entries)  # type: ignore[attr-defined]
+        if self.lease is not None:
+            self.fresh += new
 
 
 def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:

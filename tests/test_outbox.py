@@ -374,3 +374,28 @@ def test_handed_entries_start_without_a_claim_and_what_cannot_start_goes_back_to
     limited.settle(back)
     limited.settle_done(T0)
     assert mail.delivered[-1].action_id == "a6" and box.get("a7:smtp").state == PENDING
+
+
+def test_on_postgresql_a_transaction_s_entries_are_written_at_its_commit_and_only_new_ones_handed(pg_url):
+    """The worker's outbox sink on PostgreSQL (engine.write_behind): the entries a transaction
+    decides are written in one statement at its commit; those already there (a replayed action)
+    are not handed over again; a rolled-back transaction writes and hands nothing."""
+    with PostgresStore(pg_url) as store:
+        box = PostgresOutbox(store.conn)
+        sink = OutboxSink(box, ROUTES, defer=store.defer)
+        sink.handoff(120, lambda: T0)
+        with store.transaction():
+            sink.emit([action(1)])
+            sink.emit([action(2), action(3)])
+            assert store.conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0  # at the commit
+            assert sink.take_fresh() == []
+        assert sorted(sink.take_fresh()) == ["a1:smtp", "a2:smtp", "a3:smtp"]
+        assert {box.get(f"a{i}:smtp").state for i in (1, 2, 3)} == {SENDING}
+        with store.transaction():
+            sink.emit([action(3), action(4)])  # a3 again: already written
+        assert sink.take_fresh() == ["a4:smtp"]
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                sink.emit([action(5)])
+                raise RuntimeError("the batch failed")
+        assert sink.take_fresh() == [] and box.get("a5:smtp") is None
