@@ -19,6 +19,10 @@ fails is retried one message at a time; a message that fails on its own (an engi
 that no longer parses) is logged and set aside with its error in the table `inbox_failed`, so one
 bad message cannot stop the daemon and nothing accepted is lost.
 
+Housekeeping (engine.housekeeping): APScheduler's thread submits the upkeep jobs (inbox and
+trail pruning, the erasure scrub, retention) to the worker thread, which runs them between rounds
+like the admin API's jobs.
+
 Wake-ups: the ingest's inbox is wrapped so that each committed group sets a `threading.Event`
 the worker waits on; the worker otherwise sleeps until the earliest of its deadlines: the store's
 next timer or the next scheduled entry, at most `MAX_IDLE` seconds (a safety net, not the way
