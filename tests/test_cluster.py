@@ -12,6 +12,9 @@ Afterwards, with every worker back:
 - every action was delivered once: the receiver got each action's Idempotency-Key (retries after a
   kill may repeat a key; the outbox says delivered exactly once per action);
 - the actions equal those of a dry-run of the same events.
+
+And a cron entry across two workers, one killed just before the minute: each user gets the
+firing once (the survivor catches it up for the partitions it takes over).
 """
 
 from __future__ import annotations
@@ -188,6 +191,63 @@ def test_three_workers_one_killed_at_random_moments_lose_and_repeat_nothing(tmp_
         stop.set()
         for t in threads:
             t.join(5)
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+        hook.close()
+
+
+MINUTE = """\
+journey "Minute" {
+  entry on cron "* * * * *" in "UTC"
+  reenter always
+  webhook "crm" with { user_id: user.id }
+}
+"""
+
+
+def test_a_cron_entry_fires_once_per_user_when_a_worker_dies_just_before_the_minute(tmp_path, pg_url):
+    """Two `journeys serve` workers share the partitions; one is killed 0.7 s before a minute
+    boundary, so at the boundary half the partitions have no live owner (their 2 s leases, renewed
+    every 0.4 s, outlast the boundary). The survivor fires the
+    entry for its own, takes the dead worker's over when their leases run out and catches up the
+    firing for them: every user gets each firing once, no user twice (the claims)."""
+    hook = receiver()
+    root = project(tmp_path / "p", hook.url)
+    (root / "journeys" / "welcome.journey").write_text(MINUTE)
+    env = {"JOURNEYS_LEASE_TTL": "2", "JOURNEYS_DELIVERY_LEASE": "5", "JOURNEYS_RELOAD_POLL": "0"}
+    workers = [Daemon(root, pg_url, tmp_path / f"w{i}.log", **env) for i in range(2)]
+    conn = pg(pg_url)
+    try:
+        def shared() -> bool:
+            owners = [r[0] for r in conn.execute("SELECT owner FROM partitions WHERE expires > now()")]
+            return len(owners) == 64 and len(set(owners)) == 2
+
+        eventually(shared, timeout=20)
+        users = [f"m{i}" for i in range(40)]
+        calls = [{"type": "identify", "userId": u, "traits": {"plan": "pro"}, "messageId": f"{u}-id"} for u in users]
+        assert httpx.post(f"{workers[0].url}/v1/batch", json={"batch": calls}, auth=("test-write-key", ""),
+                          timeout=10).status_code == 200
+        eventually(lambda: conn.execute("SELECT count(*) FROM profiles").fetchone()[0] == len(users), timeout=10)
+        if time.time() % 60 > 50:  # too close to a boundary to kill before it: wait for the next one
+            time.sleep(61 - time.time() % 60)
+        fired_before = {r[0] for r in conn.execute("SELECT DISTINCT fire FROM schedule_runs")}
+        time.sleep(max(0.0, 59.3 - time.time() % 60))
+        workers[0].proc.kill()
+        workers[0].proc.wait()
+        time.sleep(60 - time.time() % 60 + 8)  # past the boundary, the leases' expiry and the catch-up
+
+        fires = {r[0] for r in conn.execute("SELECT DISTINCT fire FROM schedule_runs")} - fired_before
+        assert len(fires) == 1, fires
+        (fire,) = fires
+        claims = conn.execute("SELECT count(*) FROM schedule_runs WHERE fire = %s", (fire,)).fetchone()[0]
+        assert claims == 64  # every partition fired, each once
+        per_user = Counter(r[0] for r in conn.execute(
+            'SELECT "user" FROM actions WHERE journey = \'Minute\' AND time >= %s', (fire,)))
+        assert per_user == Counter({u: 1 for u in users}), per_user
+    finally:
+        conn.close()
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.kill()
