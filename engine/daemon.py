@@ -273,9 +273,7 @@ class Worker:
         try:
             self._open()
         except BaseException as exc:  # noqa: BLE001 - reported by start()
-            if self._file_lock is not None:
-                self._file_lock.close()
-                self._file_lock = None
+            self._let_go_of_the_file()
             self.error = exc
             self.opened.set()
             return
@@ -291,13 +289,17 @@ class Worker:
             self._close_cluster()
             self.store.close()
             self.store_open = False
-            if self._file_lock is not None:
-                self._file_lock.close()  # the next daemon on this file may start
-                self._file_lock = None
+            self._let_go_of_the_file()
             if self.partitions is not None:
                 from .read_pool import close_all
 
                 close_all()  # the HTTP threads' read connections (/readyz, /metrics)
+
+    def _let_go_of_the_file(self) -> None:
+        """SQLite: hold_alone's lock goes; the next daemon on this file may start."""
+        if self._file_lock is not None:
+            self._file_lock.close()
+            self._file_lock = None
 
     def _open(self) -> None:
         from .dispatch import OutboxSink, Routes

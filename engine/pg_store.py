@@ -50,10 +50,10 @@ from .effects import Action
 from .migrations import migrate
 from .partitions import advisory_key, partition_of
 from .serialize import action_to_row, state_from_bytes, state_to_bytes
-from .write_behind import WriteBehind
 from .state import UserState
 from .store import StoreError
 from .stores import is_postgres
+from .write_behind import WriteBehind
 
 DEFAULT_SCHEMA = "journeys"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import logging
 import os
-from bisect import bisect_left
 import sqlite3
 import threading
 import time
+from bisect import bisect_left
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping
 
 from .outbox import DELIVERED, FAILED
 from .serialize import utc_text
+from .sql import is_sqlite
 
 CHUNK = 1000  # rows per delete statement
 MARK_EVERY = timedelta(hours=1)  # SQLite: how often the highest rowids are noted
@@ -52,8 +53,6 @@ def policy(config: Any) -> dict[str, int]:
 def prune(conn: Any, days: Mapping[str, int], now: datetime, chunk: int = CHUNK) -> dict[str, int]:
     """Delete at most `chunk` rows past their days from each table (inside the caller's
     transaction); {table: rows deleted}. A table that returns `chunk` may have more."""
-    from .sql import is_sqlite
-
     if is_sqlite(conn):
         return _prune_sqlite(conn, days, now, chunk)
     return _prune_postgres(conn, days, now, chunk)

@@ -190,10 +190,10 @@ class Engine:
             assert schedule is not None
             zones = [None] if schedule.tz is not None else sorted(self._zones_scheduled)
             for zone in zones:
-                fire = next_fire(schedule.cron, zone or schedule.tz or "UTC", since)
+                fire = _next_fire(schedule, zone, since)
                 while fire is not None and fire <= now:
                     self._fire_schedule(j.name, zone, fire)
-                    fire = next_fire(schedule.cron, zone or schedule.tz or "UTC", fire)
+                    fire = _next_fire(schedule, zone, fire)
 
     def _start(self) -> None:
         """Plan the scheduled entries from the first moment the engine sees."""
@@ -220,7 +220,7 @@ class Engine:
         j = self.program.journeys[name]
         schedule = j.entry.schedule
         assert schedule is not None
-        fire = next_fire(schedule.cron, zone or schedule.tz or "UTC", after)
+        fire = _next_fire(schedule, zone, after)
         if fire is not None:
             heapq.heappush(self._schedules, (fire, pos, name, zone))
 
@@ -258,6 +258,11 @@ class Engine:
         self.store.save(state, zone)
         if zone not in self._zones_scheduled and self._started:
             self._plan_zone(zone, self.clock.now())
+
+
+def _next_fire(schedule: Any, zone: str | None, after: datetime) -> datetime | None:
+    """A schedule's first firing after `after`: in `zone` (user time), else in its own zone."""
+    return next_fire(schedule.cron, zone or schedule.tz or "UTC", after)
 
 
 def moments(now: datetime, times: Iterable[datetime]) -> list[datetime]:

@@ -45,7 +45,7 @@ class Store(Protocol):
     def seen(self, message_id: str, at: datetime | None = None, since: datetime | None = None) -> bool:
         """True if this messageId was taken before (at or after `since`, when given); otherwise
         remember it as taken `at` and return False. A sighting before `since` is forgotten: the
-        message is new again (the dedupe window, `[serve] dedupe_days`)."""
+        message is new again (the dedupe window, `[ingest] dedupe_days`)."""
         ...
 
     def next_timer(self, until: datetime) -> tuple[datetime, str] | None:
