@@ -147,8 +147,16 @@ class DeliveryLoop:
         self._guard("flush", lambda: dispatcher.flush(self.clock.now()))
         dispatcher.close()  # waits for the attempts in flight
         self._guard("settle", lambda: dispatcher.settle_done(self.clock.now()))
+        self._guard("give back", lambda: self._give_back(dispatcher))
         for connector in dispatcher.connectors.values():
             self._guard("close", getattr(connector, "close", lambda: None))
+
+    def _give_back(self, dispatcher: Any) -> None:
+        """The handed entries still waiting for room, pending again for whoever runs next."""
+        entries = dispatcher.give_back(self.clock.now())
+        if entries:
+            with self.store.transaction():
+                dispatcher.settle(entries)
 
     def _take_config(self) -> None:
         config, self._pending_config = self._pending_config, None
@@ -178,17 +186,21 @@ class DeliveryLoop:
                 nonlocal started
                 dispatcher = self.dispatcher
                 handed = self._take_handed()
-                back = dispatcher.start_handed(handed, self.clock.now(), on_done=self.wake.set) if handed else []
-                started = len(handed) - len(back)
-                if not (back or dispatcher.finished()):
-                    due = self._next_due()
-                    if due is None or due > self.clock.now():
-                        known.append(due)  # the wait below needs no second look
-                        return  # nothing to write: no write lock taken
+                back: list = []
+                now = self.clock.now()
+                if not dispatcher.finished():
+                    started, back = dispatcher.start_handed(handed, now, on_done=self.wake.set)
+                    handed = []
+                    if not back:
+                        due = self._next_due()
+                        if due is None or due > now:
+                            known.append(due)  # the wait below needs no second look
+                            return  # nothing to write: no write lock taken
                 with self.store.transaction():  # outcomes and the next claims: one commit per round
-                    dispatcher.settle(back)
-                    dispatcher.settle_done(self.clock.now())
-                    started += dispatcher.start_due(self.clock.now(), on_done=self.wake.set)
+                    dispatcher.settle_done(now)  # first: the room they free goes to the entries waiting
+                    more, again = dispatcher.start_handed(handed, now, on_done=self.wake.set)
+                    dispatcher.settle(back + again)
+                    started += more + dispatcher.start_due(now, on_done=self.wake.set)
 
             self._guard("delivery", run)
             self.rounds += 1

@@ -38,6 +38,7 @@ from .outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Ou
 
 FULL = object()  # Dispatcher._admit: the connector's pool has no room
 LEASE = 120.0  # seconds an attempt may take before its entry can be taken again (longer than any timeout)
+MAX_HELD = 10_000  # handed entries waiting in memory for room in their pool; the rest go back to the outbox
 
 
 def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
@@ -239,6 +240,7 @@ class Dispatcher:
         self.concurrency = dict(concurrency or {})
         self.lease = timedelta(seconds=lease)
         self.in_flight: dict[str, str] = {}  # entry id → connector, leased and not settled yet
+        self.held: dict[str, Entry] = {}  # handed over, leased to us, waiting for room in their pool
         self._done: queue.SimpleQueue[tuple[Entry, Result | DeliveryError]] = queue.SimpleQueue()
         self._pools: dict[str, ThreadPoolExecutor] = {}
 
@@ -282,27 +284,56 @@ class Dispatcher:
 
         self._pool(entry.connector).submit(attempt)
 
-    def start_handed(self, ids: Sequence[str], now: datetime, on_done: Callable[[], None] = lambda: None) -> list[Entry]:
-        """Start the entries the worker wrote leased and handed over (`OutboxSink.handoff`) without
-        a claim transaction. Each is read back first: one whose transaction rolled back is not
-        there, one settled or taken by another worker is no longer ours. Returns the entries to
-        write back in the caller's next transaction (held by a rate limit or a full pool: pending
-        again; no connector: failed), which `start_due` would have written in its claim."""
+    def start_handed(self, ids: Sequence[str], now: datetime,
+                     on_done: Callable[[], None] = lambda: None) -> tuple[int, list[Entry]]:
+        """Start the entries the worker wrote leased and handed over (`OutboxSink.handoff`), and
+        those handed before that waited for room, without a claim transaction. They are read back
+        first, in one query: one whose transaction rolled back is not there, one settled or taken
+        by another worker is no longer ours. An entry whose pool is full waits here, still leased
+        to us, for a round with room: writing it back pending and claiming it again cost two
+        updates and a claim per entry under load. One that has waited half its lease (a provider
+        that hangs), or beyond `MAX_HELD`, goes back to the outbox for whoever has room.
+
+        Returns how many started, and the entries to write back in the caller's next transaction
+        (given back or held by a rate limit: pending; no connector: failed)."""
+        if ids:
+            found = self.outbox.get_many(ids)
+            for entry_id in ids:
+                entry = found.get(entry_id)
+                if (entry is not None and entry.state == SENDING and entry.next_at > now
+                        and entry_id not in self.in_flight):
+                    self.held[entry_id] = entry
         busy = Counter(self.in_flight.values())
-        full: set[str] = set()
+        room = self._room
+        full = {name for name, n in busy.items() if n >= room(name)}
         back: list[Entry] = []
-        for entry_id in ids:
-            entry = self.outbox.get(entry_id)
-            if entry is None or entry.state != SENDING or entry.next_at <= now or entry_id in self.in_flight:
-                continue
-            verdict = self._admit(entry, now, busy, full, lambda name: 2 * self.concurrency.get(name, 4))
-            if verdict is FULL:  # due again at once, for the next round that has room
+        started = 0
+        stale = now + self.lease / 2  # a lease ending before this is too short to start an attempt on
+        for entry_id, entry in list(self.held.items()):
+            if entry.next_at < stale or len(self.held) > MAX_HELD:  # (beyond the cap: the oldest, due first)
+                del self.held[entry_id]
                 back.append(entry.evolve(state=PENDING, next_at=now))
-            elif isinstance(verdict, Entry):
+                continue
+            verdict = self._admit(entry, now, busy, full, room)
+            if verdict is FULL:
+                continue
+            del self.held[entry_id]
+            if isinstance(verdict, Entry):
                 back.append(verdict)
             else:
                 self._start(entry, verdict, on_done)
-        return back
+                started += 1
+        return started, back
+
+    def _room(self, connector: str) -> int:
+        """How many entries of a connector may be leased at once: twice its pool."""
+        return 2 * self.concurrency.get(connector, 4)
+
+    def give_back(self, now: datetime) -> list[Entry]:
+        """At a stop: the entries still waiting, pending again, for the caller to write back, so
+        a successor takes them at once instead of after their lease."""
+        held, self.held = self.held, {}
+        return [entry.evolve(state=PENDING, next_at=now) for entry in held.values()]
 
     def finished(self) -> bool:
         """Attempts finished and not settled yet."""
@@ -334,13 +365,14 @@ class Dispatcher:
 
     def _claim(self, now: datetime, limit: int, bounded: bool) -> list[tuple[Entry, Any]]:
         busy = Counter(self.in_flight.values())
-        room = (lambda name: 2 * self.concurrency.get(name, 4)) if bounded else (lambda name: limit)
+        room = self._room if bounded else (lambda name: limit)
         full = {name for name, n in busy.items() if n >= room(name)}
         ready: list[tuple[Entry, Any]] = []
         with self.transaction():
             for entry in self.outbox.due(now, limit, skip=full):
                 if entry.id in self.in_flight:
                     continue  # still in flight here (its lease ran out first)
+                self.held.pop(entry.id, None)  # its lease ran out while it waited: claimed afresh
                 verdict = self._admit(entry, now, busy, full, room)
                 if verdict is FULL:
                     continue  # it waits, as it is, for a later round

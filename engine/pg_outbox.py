@@ -93,6 +93,10 @@ class PostgresOutbox:
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = %s", (entry_id,)).fetchone()
         return _entry(row) if row else None
 
+    def get_many(self, ids: Collection[str]) -> dict[str, Entry]:
+        entries = (_entry(r) for r in self.conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ANY(%s)", (list(ids),)))
+        return {e.id: e for e in entries}
+
     def by_state(self, state: str, limit: int = 1000) -> list[Entry]:
         parked = f" AND {PARKED}" if state in (QUEUED, FAILED, DEAD) else ""  # then it reads the index
         return [_entry(r) for r in self.conn.execute(

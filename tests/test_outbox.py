@@ -341,39 +341,66 @@ def test_a_webhook_delivery_reads_no_profile_an_email_does():
     assert box.get("a1:webhook:crm").state == DELIVERED and box.get("a2:smtp").state == DELIVERED
 
 
-def test_handed_entries_start_without_a_claim_and_what_cannot_start_goes_back_to_pending():
+def test_handed_entries_start_without_a_claim_and_wait_in_memory_for_room_in_their_pool(outbox):
     """The worker writes entries leased and hands their ids over (OutboxSink.handoff): the
-    dispatcher reads each back, skips what is not (or no longer) leased to it, starts the rest,
-    and returns for writing what a rate limit or a full pool holds back."""
-    box = MemoryOutbox()
+    dispatcher reads them back (one query), skips what is not (or no longer) leased to it, starts
+    what its pool has room for and keeps the rest, still leased, for the next round with room:
+    no write and no claim for them. What a rate limit holds back is written back pending."""
+    box = outbox
     sink = OutboxSink(box, ROUTES)
     sink.handoff(120, lambda: T0)
     sink.emit([action(i) for i in range(1, 6)])
     fresh = sink.take_fresh()
     assert fresh == [f"a{i}:smtp" for i in range(1, 6)] and sink.take_fresh() == []
-    assert {e.state for e in box.entries.values()} == {SENDING}
+    assert {e.state for e in box.get_many(fresh).values()} == {SENDING}
     assert box.due(T0) == []  # leased: the claim path leaves them alone until the lease ends
 
     box.save(box.get("a5:smtp").evolve(state=DELIVERED))  # settled meanwhile: not attempted again
     mail = RecordingConnector("smtp", "email")
     d = dispatcher(box, {"smtp": mail}, concurrency={"smtp": 1})
-    back = d.start_handed(["a1:smtp", "a2:smtp", "a3:smtp", "a4:smtp", "a5:smtp", "a9:smtp"], T0)
-    # a1 and a2 start (a pool of 1 holds two leased at once), a3 and a4 find it full and are due
-    # again at once for a round with room; a5 is settled; a9 was never committed
-    assert [(e.id, e.state, e.next_at) for e in back] == [("a3:smtp", PENDING, T0), ("a4:smtp", PENDING, T0)]
-    d.settle(back)
+    # a1 and a2 start (a pool of 1 holds two leased at once); a3 and a4 find it full and wait;
+    # a5 is settled; a9 was never committed
+    assert d.start_handed(["a1:smtp", "a2:smtp", "a3:smtp", "a4:smtp", "a5:smtp", "a9:smtp"], T0) == (2, [])
+    assert list(d.held) == ["a3:smtp", "a4:smtp"]
+    assert d.start_handed([], T0) == (0, [])  # still full: nothing written, nothing started
     d.settle_done(T0)
-    assert [x.action_id for x in mail.delivered] == ["a1", "a2"]
-    assert [box.get(f"a{i}:smtp").state for i in range(1, 6)] == [DELIVERED, DELIVERED, PENDING, PENDING, DELIVERED]
-    assert [e.id for e in box.due(T0)] == ["a3:smtp", "a4:smtp"]
+    assert d.start_handed([], T0) == (2, []) and d.held == {}  # the room a1 and a2 left
+    d.settle_done(T0)
+    assert [x.action_id for x in mail.delivered] == ["a1", "a2", "a3", "a4"]
+    assert [box.get(f"a{i}:smtp").state for i in range(1, 6)] == [DELIVERED] * 5
 
     sink.emit([action(6), action(7)])
     limited = dispatcher(box, {"smtp": mail}, limits={"smtp": TokenBucket(rate=1.0, burst=1)})
-    back = limited.start_handed(sink.take_fresh(), T0)
-    assert [(e.id, e.state) for e in back] == [("a7:smtp", PENDING)] and back[0].next_at > T0  # the rate's wait
+    started, back = limited.start_handed(sink.take_fresh(), T0)
+    assert started == 1 and [(e.id, e.state) for e in back] == [("a7:smtp", PENDING)] and back[0].next_at > T0
     limited.settle(back)
     limited.settle_done(T0)
     assert mail.delivered[-1].action_id == "a6" and box.get("a7:smtp").state == PENDING
+
+
+def test_an_entry_that_waited_half_its_lease_or_is_still_waiting_at_a_stop_goes_back_to_pending(outbox):
+    """A provider that hangs keeps the pool full: the entries waiting behind it go back to the
+    outbox, pending, once half their lease is gone (whoever has room takes them, with a fresh
+    lease); at a stop, every entry still waiting goes back at once, not after its lease."""
+    clock = [T0]
+    sink = OutboxSink(outbox, ROUTES)
+    sink.handoff(120, lambda: clock[0])
+    sink.emit([action(i) for i in range(1, 5)])
+    d = dispatcher(outbox, {"smtp": RecordingConnector("smtp", "email")}, concurrency={"smtp": 1}, lease=120)
+    assert d.start_handed(sink.take_fresh(), T0) == (2, [])  # a3, a4 wait behind a1, a2 (not settled)
+    assert d.start_handed([], T0 + timedelta(seconds=59)) == (0, [])
+    started, back = d.start_handed([], T0 + timedelta(seconds=61))
+    later = T0 + timedelta(seconds=61)
+    assert started == 0 and [(e.id, e.state, e.next_at) for e in back] == [
+        ("a3:smtp", PENDING, later), ("a4:smtp", PENDING, later)] and d.held == {}
+    d.settle(back)
+    assert [e.id for e in outbox.due(later)] == ["a3:smtp", "a4:smtp"]
+
+    clock[0] = later
+    sink.emit([action(5)])
+    assert d.start_handed(sink.take_fresh(), later) == (0, []) and list(d.held) == ["a5:smtp"]
+    [given] = d.give_back(later)
+    assert (given.id, given.state, given.next_at) == ("a5:smtp", PENDING, later) and d.held == {}
 
 
 def test_on_postgresql_a_transaction_s_entries_are_written_at_its_commit_and_only_new_ones_handed(pg_url):
@@ -399,3 +426,10 @@ def test_on_postgresql_a_transaction_s_entries_are_written_at_its_commit_and_onl
                 sink.emit([action(5)])
                 raise RuntimeError("the batch failed")
         assert sink.take_fresh() == [] and box.get("a5:smtp") is None
+
+
+def test_get_many_reads_a_batch_of_ids_larger_than_sqlite_s_bound_variables_at_once(outbox):
+    entries = [Entry(f"a{i}", "smtp", "u", "email", "welcome", "{}", T0, T0) for i in range(1200)]
+    outbox.add(entries)
+    found = outbox.get_many([e.id for e in entries] + ["missing"])
+    assert sorted(found) == sorted(e.id for e in entries) and found["a7:smtp"] == outbox.get("a7:smtp")
