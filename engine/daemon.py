@@ -181,7 +181,8 @@ class Worker:
         self.processed = 0
         self._thread: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
-        self.keep: Callable[[Any], bool] = lambda msg: True  # the processor drops a message if False
+        # the processor drops a message whose flag is False (a forgotten user's)
+        self.keep: Callable[[Sequence[Any]], list[bool]] = lambda messages: [True] * len(messages)
         self.deliveries: Any = None  # the engine.delivery_loop.DeliveryLoop, started by start()
         self.partitions: Any = None  # PostgreSQL: this worker's leases (engine.partitions.Partitions)
         self.listener: Any = None  # PostgreSQL: LISTEN for other workers' ingest commits
@@ -539,9 +540,9 @@ class Worker:
                 prefetch([msg for _, msg in mine], moments(now, (msg.timestamp for _, msg in mine)) if event_time
                          else [now] * len(mine))
             done = []
-            for row, msg in mine:
+            for (row, msg), kept in zip(mine, keep([msg for _, msg in mine])):
                 at = msg.timestamp if event_time else clock.now()
-                if keep(msg):
+                if kept:
                     engine.take(msg, at)
                 else:
                     engine.run_due(at)
