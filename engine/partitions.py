@@ -83,7 +83,7 @@ class Partitions:
             mine.sort()
             if len(mine) > share:
                 extra = mine[share:]
-                self.conn.execute("UPDATE partitions SET owner = NULL, expires = NULL WHERE part = ANY(%s) "
+                self.conn.execute("UPDATE partitions SET owner = NULL, expires = NULL WHERE part = ANY(%b::smallint[]) "
                                   "AND owner = %s", (extra, self.id))
                 mine = mine[:share]
             elif len(mine) < share:

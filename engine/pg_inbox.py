@@ -29,7 +29,7 @@ from .partitions import partition_of, sender_key
 from .serialize import utc_text
 
 _APPEND = ("INSERT INTO inbox (part, received_at, raw) "
-           "SELECT * FROM unnest(%s::smallint[], %s::timestamptz[], %s::bytea[])")
+           "SELECT * FROM unnest(%b::smallint[], %b::timestamptz[], %b::bytea[])")
 
 
 def channel(schema: str) -> str:
@@ -92,11 +92,11 @@ class PostgresInbox:
         if not parts:
             return []
         return [(seq, bytes(raw), part) for seq, raw, part in self.conn.execute(
-            "SELECT seq, raw, part FROM inbox WHERE part = ANY(%s) ORDER BY seq LIMIT %s", (parts, limit))]
+            "SELECT seq, raw, part FROM inbox WHERE part = ANY(%b::smallint[]) ORDER BY seq LIMIT %s", (parts, limit))]
 
     def finish(self, rows: Sequence[tuple]) -> None:
         """Inside the processing transaction: these rows are done."""
-        self.conn.execute("DELETE FROM inbox WHERE seq = ANY(%s)", ([row[0] for row in rows],))
+        self.conn.execute("DELETE FROM inbox WHERE seq = ANY(%b::bigint[])", ([row[0] for row in rows],))
 
     def set_aside(self, seq: int, raw: bytes, error: str, at: datetime) -> None:
         self.conn.execute("INSERT INTO inbox_failed (seq, raw, error, at) VALUES (%s, %s, %s, %s) "

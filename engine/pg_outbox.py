@@ -28,11 +28,11 @@ _COLUMNS = ("id, action_id, connector, user_id, kind, target, payload, created, 
 _TYPES = ("text", "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "text", "integer",
           "text", "text")
 _ADD = (f"INSERT INTO outbox ({_COLUMNS}) SELECT * FROM unnest("
-        + ", ".join(f"%s::{t}[]" for t in _TYPES) + ") ON CONFLICT (id) DO NOTHING")
+        + ", ".join(f"%b::{t}[]" for t in _TYPES) + ") ON CONFLICT (id) DO NOTHING")
 _SAVE = ("UPDATE outbox SET next_at = %s, state = %s, attempts = %s, last_error = %s, provider_id = %s "
          "WHERE id = %s")
 _DUE = (f"SELECT {_COLUMNS} FROM outbox WHERE {OPEN} AND next_at <= %s "
-        "AND connector <> ALL(%s::text[]) ORDER BY next_at, id LIMIT %s")
+        "AND connector <> ALL(%b::text[]) ORDER BY next_at, id LIMIT %s")
 
 
 def _row(e: Entry) -> tuple:
@@ -94,8 +94,8 @@ class PostgresOutbox:
         return _entry(row) if row else None
 
     def get_many(self, ids: Collection[str]) -> dict[str, Entry]:
-        entries = (_entry(r) for r in self.conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ANY(%s)", (list(ids),)))
-        return {e.id: e for e in entries}
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ANY(%b::text[])", (list(ids),))
+        return {e.id: e for e in map(_entry, rows)}
 
     def by_state(self, state: str, limit: int = 1000) -> list[Entry]:
         parked = f" AND {PARKED}" if state in (QUEUED, FAILED, DEAD) else ""  # then it reads the index

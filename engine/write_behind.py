@@ -39,7 +39,13 @@ class WriteBehind:
         for write, rows in self._rows.items():
             del rows[mark.get(write, 0):]
 
-    def flush(self) -> None:
+    def flush(self, only: Writer | None = None) -> None:
+        """Write the rows held (`only`: those of one writer, before a query that reads its table)."""
+        if only is not None:
+            rows = self._rows.pop(only, None)
+            if rows:
+                only(rows)
+            return
         pending, self._rows = self._rows, {}
         for write, rows in pending.items():
             if rows:

@@ -684,6 +684,49 @@ def test_postgres_nested_transactions_are_savepoints(pg_url):
         assert (s.resolve("kept"), s.resolve("dropped"), s.resolve("kept too")) == ("u1", None, "u1")
 
 
+def test_postgres_saves_in_a_transaction_are_written_at_its_commit_in_one_statement(pg_url):
+    """Inside a transaction a save is held for the commit and written with the others in one
+    statement; meanwhile `load` answers from it, and every read of the profiles (timers, users,
+    zones, a savepoint's start, a delete) writes what is held first. A savepoint that rolls back
+    takes only its own saves with it."""
+    count = "SELECT count(*) FROM profiles"
+    with PostgresStore(pg_url) as s, PostgresStore(pg_url) as other:
+        s.save(waiting("u0", T0 + 5 * H), "UTC")
+        writes, write = [], s._write_states
+        s._write_states = lambda rows: writes.append(len(rows)) or write(rows)  # type: ignore[method-assign]
+        with s.transaction():
+            s.save(waiting("u1", T0 + 6 * H), "UTC")
+            s.save(waiting("u2", T0 + H), "Europe/Paris")
+            assert s.conn.execute(count).fetchone() == (1,)  # held: only u0, saved outside a transaction
+            assert same_state(s.load("u1"), waiting("u1", T0 + 6 * H))
+            assert s.next_timer(T0 + 10 * H) == (T0 + H, "u2")  # the timers' read wrote them first
+            assert s.conn.execute(count).fetchone() == (3,)
+            s.save(waiting("u2", T0 + 2 * H), "UTC")
+            s.save(waiting("u3"), "UTC")
+            assert s.users() == ["u0", "u1", "u2", "u3"] and s.zones() == {"UTC"}
+            s.save(waiting("u3", T0 + 3 * H), "UTC")
+            with pytest.raises(KeyError):
+                with s.transaction():  # u3's save is the outer block's: written before the savepoint
+                    s.save(waiting("u3", T0 + 4 * H), "UTC")
+                    s.save(waiting("u4", T0), "UTC")
+                    raise KeyError("inner")
+            assert same_state(s.load("u3"), waiting("u3", T0 + 3 * H)) and s.load("u4") is None
+            s.save(waiting("u5", T0), "UTC")
+            s.delete("u5")  # a held save must not bring the user back at the commit
+            s.save(waiting("u6", T0), "UTC")
+            s.save(waiting("u7", T0), "UTC")
+            assert other.load("u6") is None  # nothing visible before the commit
+        assert [other.load(u) is not None for u in ("u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7")] == [
+            True, True, True, True, False, False, True, True]
+        assert same_state(other.load("u3"), waiting("u3", T0 + 3 * H))
+        # the statements: at the timers' read, users(), the savepoint, the delete, the commit
+        assert writes == [2, 2, 1, 1, 2]
+        assert other.next_timer(T0 + 100 * H) == (T0, "u6")
+        instances = "SELECT user_id, count(*) FROM instances GROUP BY user_id ORDER BY user_id"
+        assert other.conn.execute(instances).fetchall() == [("u0", 1), ("u1", 1), ("u2", 1), ("u3", 1), ("u6", 1),
+                                                            ("u7", 1)]
+
+
 def test_postgres_autocommit_outside_transactions(pg_url):
     from psycopg.pq import TransactionStatus
 
