@@ -240,7 +240,8 @@ class Dispatcher:
         self.concurrency = dict(concurrency or {})
         self.lease = timedelta(seconds=lease)
         self.in_flight: dict[str, str] = {}  # entry id → connector, leased and not settled yet
-        self.held: dict[str, Entry] = {}  # handed over, leased to us, waiting for room in their pool
+        # handed over, leased to us, waiting for room in their pool: by connector, in hand-over order
+        self.held: dict[str, dict[str, Entry]] = {}
         self._done: queue.SimpleQueue[tuple[Entry, Result | DeliveryError]] = queue.SimpleQueue()
         self._pools: dict[str, ThreadPoolExecutor] = {}
 
@@ -302,38 +303,50 @@ class Dispatcher:
                 entry = found.get(entry_id)
                 if (entry is not None and entry.state == SENDING and entry.next_at > now
                         and entry_id not in self.in_flight):
-                    self.held[entry_id] = entry
+                    self.held.setdefault(entry.connector, {})[entry_id] = entry
         busy = Counter(self.in_flight.values())
         room = self._room
         full = {name for name, n in busy.items() if n >= room(name)}
         back: list[Entry] = []
         started = 0
         stale = now + self.lease / 2  # a lease ending before this is too short to start an attempt on
-        for entry_id, entry in list(self.held.items()):
-            if entry.next_at < stale or len(self.held) > MAX_HELD:  # (beyond the cap: the oldest, due first)
-                del self.held[entry_id]
-                back.append(entry.evolve(state=PENDING, next_at=now))
-                continue
-            verdict = self._admit(entry, now, busy, full, room)
-            if verdict is FULL:
-                continue
-            del self.held[entry_id]
-            if isinstance(verdict, Entry):
-                back.append(verdict)
-            else:
-                self._start(entry, verdict, on_done)
-                started += 1
+        waiting = sum(map(len, self.held.values()))
+        for connector, line in list(self.held.items()):
+            # only the front of each line is looked at: a round costs what it starts, not what waits
+            while line:
+                entry_id, entry = next(iter(line.items()))
+                if entry.next_at < stale or waiting > MAX_HELD:  # (beyond the cap: the oldest, due first)
+                    del line[entry_id]
+                    waiting -= 1
+                    back.append(entry.evolve(state=PENDING, next_at=now))
+                    continue
+                verdict = FULL if connector in full else self._admit(entry, now, busy, full, room)
+                if verdict is FULL:
+                    break
+                del line[entry_id]
+                waiting -= 1
+                if isinstance(verdict, Entry):
+                    back.append(verdict)
+                else:
+                    self._start(entry, verdict, on_done)
+                    started += 1
+            if not line:
+                del self.held[connector]
         return started, back
 
-    def _room(self, connector: str) -> int:
-        """How many entries of a connector may be leased at once: twice its pool."""
-        return 2 * self.concurrency.get(connector, 4)
+    def waiting(self) -> list[str]:
+        """The ids of the handed entries waiting for room, by connector, oldest first."""
+        return [entry_id for line in self.held.values() for entry_id in line]
 
     def give_back(self, now: datetime) -> list[Entry]:
         """At a stop: the entries still waiting, pending again, for the caller to write back, so
         a successor takes them at once instead of after their lease."""
         held, self.held = self.held, {}
-        return [entry.evolve(state=PENDING, next_at=now) for entry in held.values()]
+        return [entry.evolve(state=PENDING, next_at=now) for line in held.values() for entry in line.values()]
+
+    def _room(self, connector: str) -> int:
+        """How many entries of a connector may be leased at once: twice its pool."""
+        return 2 * self.concurrency.get(connector, 4)
 
     def finished(self) -> bool:
         """Attempts finished and not settled yet."""
@@ -341,8 +354,8 @@ class Dispatcher:
 
     def settle(self, entries: Sequence[Entry]) -> None:
         """Write entries back (inside the caller's transaction): what `start_handed` returned."""
-        for entry in entries:
-            self._settle(entry)
+        if entries:
+            self.outbox.save_many(entries)
 
     def settle_done(self, now: datetime) -> int:
         """Record the outcomes of the attempts that finished; returns how many."""
@@ -354,13 +367,13 @@ class Dispatcher:
                 break
         if not done:
             return 0
-        with self.transaction():
-            for entry, outcome in done:
-                self.in_flight.pop(entry.id, None)
-                if isinstance(outcome, DeliveryError):
-                    self._failed(entry, outcome, now)
-                else:
-                    self._succeeded(entry, outcome)
+        settled = []
+        for entry, outcome in done:
+            self.in_flight.pop(entry.id, None)
+            settled.append(self._failed(entry, outcome, now) if isinstance(outcome, DeliveryError)
+                           else self._succeeded(entry, outcome))
+        with self.transaction():  # one statement for the round's outcomes
+            self.outbox.save_many(settled)
         return len(done)
 
     def _claim(self, now: datetime, limit: int, bounded: bool) -> list[tuple[Entry, Any]]:
@@ -368,19 +381,22 @@ class Dispatcher:
         room = self._room if bounded else (lambda name: limit)
         full = {name for name, n in busy.items() if n >= room(name)}
         ready: list[tuple[Entry, Any]] = []
+        writes: list[Entry] = []  # the leases, and what is held back or failed: one statement
         with self.transaction():
             for entry in self.outbox.due(now, limit, skip=full):
                 if entry.id in self.in_flight:
                     continue  # still in flight here (its lease ran out first)
-                self.held.pop(entry.id, None)  # its lease ran out while it waited: claimed afresh
+                self.held.get(entry.connector, {}).pop(entry.id, None)  # its lease ran out while it waited
                 verdict = self._admit(entry, now, busy, full, room)
                 if verdict is FULL:
                     continue  # it waits, as it is, for a later round
                 if isinstance(verdict, Entry):  # held back or failed
-                    self._settle(verdict)
+                    writes.append(verdict)
                     continue
-                self._settle(entry.evolve(state=SENDING, next_at=now + self.lease))
+                writes.append(entry.evolve(state=SENDING, next_at=now + self.lease))
                 ready.append((entry, verdict))
+            if writes:
+                self.outbox.save_many(writes)
         return ready
 
     def _admit(self, entry: Entry, now: datetime, busy: Counter, full: set[str],
@@ -432,45 +448,44 @@ class Dispatcher:
                 continue
             waiting = {e.action_id: e for e in self.outbox.queued(name)}
             outcomes = list(flush())  # the provider calls happen here, outside the transaction
+            settled = []
+            for action_id, outcome in outcomes:
+                entry = waiting.get(action_id)
+                if entry is None:
+                    continue
+                if isinstance(outcome, DeliveryError):
+                    settled.append(self._failed(entry, outcome, now))
+                elif isinstance(outcome, Exception):
+                    settled.append(self._failed(entry, RetryableError(f"connector error: {outcome}"), now))
+                else:
+                    settled.append(self._succeeded(entry, outcome))
             with self.transaction():
-                for action_id, outcome in outcomes:
-                    entry = waiting.get(action_id)
-                    if entry is None:
-                        continue
-                    if isinstance(outcome, DeliveryError):
-                        self._failed(entry, outcome, now)
-                    elif isinstance(outcome, Exception):
-                        self._failed(entry, RetryableError(f"connector error: {outcome}"), now)
-                    else:
-                        self._succeeded(entry, outcome)
+                self.outbox.save_many(settled)
 
     def retry_dead(self, entry_id: str, now: datetime) -> bool:
         return retry_dead(self.outbox, entry_id, now)
 
     # ------------------------------------------------------------------ outcomes
 
-    def _succeeded(self, entry: Entry, result: Result) -> None:
+    def _succeeded(self, entry: Entry, result: Result) -> Entry:
+        """The entry as its success leaves it (to write)."""
         if self.on_stale is not None:  # delivered to some devices; others are gone (PushResult.stale)
             for dead in getattr(result, "stale", ()) or ():
                 self.on_stale(entry.user_id, entry.connector, dead)
         state = QUEUED if result.queued else DELIVERED
-        self._settle(entry.evolve(state=state, attempts=entry.attempts + (0 if result.queued else 1),
-                                  provider_id=result.provider_id, last_error=None))
+        return entry.evolve(state=state, attempts=entry.attempts + (0 if result.queued else 1),
+                            provider_id=result.provider_id, last_error=None)
 
-    def _failed(self, entry: Entry, err: DeliveryError, now: datetime) -> None:
+    def _failed(self, entry: Entry, err: DeliveryError, now: datetime) -> Entry:
+        """The entry as this failure leaves it (to write): retried later, dead or failed."""
         attempts = entry.attempts + 1
         answer = f"{err}" + (f": {err.answer}" if err.answer else "")
         if isinstance(err, RetryableError):
             if attempts >= self.max_attempts:
-                self._settle(entry.evolve(state=DEAD, attempts=attempts, last_error=answer))
-            else:
-                delay = self.backoff.delay(attempts, err.retry_after)
-                self._settle(entry.evolve(state=PENDING, attempts=attempts, last_error=answer,
-                                          next_at=now + timedelta(seconds=delay)))
-            return
+                return entry.evolve(state=DEAD, attempts=attempts, last_error=answer)
+            delay = self.backoff.delay(attempts, err.retry_after)
+            return entry.evolve(state=PENDING, attempts=attempts, last_error=answer,
+                                next_at=now + timedelta(seconds=delay))
         if isinstance(err, InvalidRecipient) and err.stale and self.on_stale is not None:
             self.on_stale(entry.user_id, entry.connector, err.stale)
-        self._settle(entry.evolve(state=FAILED, attempts=attempts, last_error=answer))
-
-    def _settle(self, entry: Entry) -> None:
-        self.outbox.save(entry)
+        return entry.evolve(state=FAILED, attempts=attempts, last_error=answer)

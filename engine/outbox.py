@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Collection, Iterable, Protocol
+from typing import Collection, Iterable, Protocol, Sequence
 
 PENDING, SENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "sending", "queued", "delivered", "failed", "dead"
 DUE = (PENDING, SENDING)  # a sending entry whose lease ran out is due again
@@ -77,6 +77,10 @@ class Outbox(Protocol):
         delivery was in flight) stays deleted."""
         ...
 
+    def save_many(self, entries: Sequence[Entry]) -> None:
+        """`save` for each, in one statement where the store can (an id twice: the later wins)."""
+        ...
+
     def get(self, entry_id: str) -> Entry | None: ...
 
     def get_many(self, ids: Collection[str]) -> dict[str, Entry]:
@@ -109,6 +113,10 @@ class MemoryOutbox:
     def save(self, entry: Entry) -> None:
         if entry.id in self.entries:
             self.entries[entry.id] = entry
+
+    def save_many(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            self.save(entry)
 
     def get(self, entry_id: str) -> Entry | None:
         return self.entries.get(entry_id)
@@ -181,9 +189,12 @@ class SqliteOutbox:
                                  (PENDING, _t(now), SENDING)).rowcount
 
     def save(self, entry: Entry) -> None:
-        self.conn.execute("UPDATE outbox SET next_at = ?, state = ?, attempts = ?, last_error = ?, provider_id = ? "
-                          "WHERE id = ?", (_t(entry.next_at), entry.state, entry.attempts, entry.last_error,
-                                           entry.provider_id, entry.id))
+        self.save_many([entry])
+
+    def save_many(self, entries: Sequence[Entry]) -> None:
+        self.conn.executemany(
+            "UPDATE outbox SET next_at = ?, state = ?, attempts = ?, last_error = ?, provider_id = ? WHERE id = ?",
+            [(_t(e.next_at), e.state, e.attempts, e.last_error, e.provider_id, e.id) for e in entries])
 
     def get(self, entry_id: str) -> Entry | None:
         row = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (entry_id,)).fetchone()

@@ -361,10 +361,10 @@ def test_handed_entries_start_without_a_claim_and_wait_in_memory_for_room_in_the
     # a1 and a2 start (a pool of 1 holds two leased at once); a3 and a4 find it full and wait;
     # a5 is settled; a9 was never committed
     assert d.start_handed(["a1:smtp", "a2:smtp", "a3:smtp", "a4:smtp", "a5:smtp", "a9:smtp"], T0) == (2, [])
-    assert list(d.held) == ["a3:smtp", "a4:smtp"]
+    assert d.waiting() == ["a3:smtp", "a4:smtp"]
     assert d.start_handed([], T0) == (0, [])  # still full: nothing written, nothing started
     d.settle_done(T0)
-    assert d.start_handed([], T0) == (2, []) and d.held == {}  # the room a1 and a2 left
+    assert d.start_handed([], T0) == (2, []) and d.waiting() == []  # the room a1 and a2 left
     d.settle_done(T0)
     assert [x.action_id for x in mail.delivered] == ["a1", "a2", "a3", "a4"]
     assert [box.get(f"a{i}:smtp").state for i in range(1, 6)] == [DELIVERED] * 5
@@ -392,15 +392,15 @@ def test_an_entry_that_waited_half_its_lease_or_is_still_waiting_at_a_stop_goes_
     started, back = d.start_handed([], T0 + timedelta(seconds=61))
     later = T0 + timedelta(seconds=61)
     assert started == 0 and [(e.id, e.state, e.next_at) for e in back] == [
-        ("a3:smtp", PENDING, later), ("a4:smtp", PENDING, later)] and d.held == {}
+        ("a3:smtp", PENDING, later), ("a4:smtp", PENDING, later)] and d.waiting() == []
     d.settle(back)
     assert [e.id for e in outbox.due(later)] == ["a3:smtp", "a4:smtp"]
 
     clock[0] = later
     sink.emit([action(5)])
-    assert d.start_handed(sink.take_fresh(), later) == (0, []) and list(d.held) == ["a5:smtp"]
+    assert d.start_handed(sink.take_fresh(), later) == (0, []) and d.waiting() == ["a5:smtp"]
     [given] = d.give_back(later)
-    assert (given.id, given.state, given.next_at) == ("a5:smtp", PENDING, later) and d.held == {}
+    assert (given.id, given.state, given.next_at) == ("a5:smtp", PENDING, later) and d.waiting() == []
 
 
 def test_on_postgresql_a_transaction_s_entries_are_written_at_its_commit_and_only_new_ones_handed(pg_url):
@@ -433,3 +433,33 @@ def test_get_many_reads_a_batch_of_ids_larger_than_sqlite_s_bound_variables_at_o
     outbox.add(entries)
     found = outbox.get_many([e.id for e in entries] + ["missing"])
     assert sorted(found) == sorted(e.id for e in entries) and found["a7:smtp"] == outbox.get("a7:smtp")
+
+
+def test_save_many_writes_each_entry_in_one_statement_the_later_of_one_id_wins_and_none_is_created(outbox):
+    entries = [Entry(f"a{i}", "smtp", "u", "email", "welcome", "{}", T0, T0) for i in range(3)]
+    outbox.add(entries)
+    outbox.save_many([entries[0].evolve(state=SENDING, next_at=T0 + timedelta(minutes=2)),
+                      entries[1].evolve(state=FAILED, attempts=1, last_error="bad"),
+                      entries[0].evolve(state=DELIVERED, attempts=1, provider_id="p-1"),
+                      Entry("gone", "smtp", "u", "email", "welcome", "{}", T0, T0, state=DELIVERED)])
+    got = outbox.get_many(["a0:smtp", "a1:smtp", "a2:smtp", "gone:smtp"])
+    assert sorted(got) == ["a0:smtp", "a1:smtp", "a2:smtp"]  # an entry not there is not written back
+    assert (got["a0:smtp"].state, got["a0:smtp"].attempts, got["a0:smtp"].provider_id) == (DELIVERED, 1, "p-1")
+    assert (got["a1:smtp"].state, got["a1:smtp"].last_error) == (FAILED, "bad") and got["a2:smtp"] == entries[2]
+    outbox.save_many([])
+
+
+def test_a_full_pool_holds_back_only_its_own_connector_s_entries():
+    box = MemoryOutbox()
+    sink = OutboxSink(box, ROUTES)
+    sink.handoff(120, lambda: T0)
+    sink.emit([action(1), action(2), action(3), action(4, kind="webhook", target="crm"), action(5)])
+    mail, hook = RecordingConnector("smtp", "email"), RecordingConnector("webhook:crm", "webhook")
+    d = dispatcher(box, {"smtp": mail, "webhook:crm": hook}, concurrency={"smtp": 1, "webhook:crm": 1})
+    assert d.start_handed(sink.take_fresh(), T0) == (3, [])
+    assert d.waiting() == ["a3:smtp", "a5:smtp"]  # behind a1 and a2; the webhook's entry went at once
+    d.settle_done(T0)
+    assert d.start_handed([], T0) == (2, []) and d.waiting() == []
+    d.settle_done(T0)
+    assert [x.action_id for x in mail.delivered] == ["a1", "a2", "a3", "a5"]
+    assert [x.action_id for x in hook.delivered] == ["a4"]
