@@ -341,8 +341,27 @@ def verify(calls: list, run: str, n: int) -> dict[str, int]:
     per_event: dict[str, set] = {}
     for seq, key, _, _ in calls:
         per_event.setdefault(seq, set()).add(key)
+    repeats = [(key, [arrived for _, k, _, arrived in calls if k == key]) for key, c in keys.items() if c > 1]
+    REPEATS.extend(repeats[:5])
     return {"missing": missing, "repeated": sum(c - 1 for c in keys.values() if c > 1),
             "twice": sum(1 for s in per_event.values() if len(s) > 1)}
+
+
+REPEATS: list[tuple[str, list[int]]] = []  # (Idempotency-Key, arrival ns of each call): explained in (c)
+
+
+def explain_repeats(conn, schema: str) -> list[str]:
+    """For each repeated Idempotency-Key: when its calls arrived and how its outbox entry ended
+    (attempts above 1: a retried attempt, the provider's side of at-least-once; 1: two
+    deliveries of one lease, a bug)."""
+    lines = []
+    for key, arrivals in REPEATS:
+        row = conn.execute(f'SELECT id, attempts, state, last_error, created, next_at FROM "{schema}".outbox '
+                           "WHERE action_id = %s", (key,)).fetchall()
+        gaps = ", ".join(f"+{(a - arrivals[0]) / 1e6:.1f} ms" for a in arrivals[1:])
+        lines.append(f"    repeated {key}: calls {gaps} after the first; outbox {row}")
+    REPEATS.clear()
+    return lines
 
 
 def created_ns(conn, schema: str) -> dict[str, int]:
@@ -478,6 +497,8 @@ def measure(n: int, args: argparse.Namespace, root: Path, tmp: Path, procs: list
                           for t, a, i, u, d in scans if a + i + u + d >= sent / 100))
         ok = final["inbox"] == 0 and final["inbox_failed"] == 0 and set(final["outbox"]) <= {"delivered"} \
             and final["outbox"].get("delivered") == sent and final["messages"] >= sent
+        for line in explain_repeats(conn, cluster.schema):
+            print(line)
         print(f"(c) {sent:,} events sent; calls: {problems['missing']} events without a call, "
               f"{problems['repeated']} repeated Idempotency-Keys, {problems['twice']} events with two keys; "
               f"schema: {final}{'' if ok else '  NOT SETTLED'}")

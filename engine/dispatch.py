@@ -19,6 +19,7 @@ and dead letters.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import queue
 import threading
@@ -35,6 +36,8 @@ from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
 from .effects import SENT, Action, Effect
 from .outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
 
+
+log = logging.getLogger("journeys.delivery")
 
 FULL = object()  # Dispatcher._admit: the connector's pool has no room
 LEASE = 120.0  # seconds an attempt may take before its entry can be taken again (longer than any timeout)
@@ -482,10 +485,14 @@ class Dispatcher:
         answer = f"{err}" + (f": {err.answer}" if err.answer else "")
         if isinstance(err, RetryableError):
             if attempts >= self.max_attempts:
+                log.warning("%s: attempt %d failed, no more attempts (dead letter): %s", entry.id, attempts, answer)
                 return entry.evolve(state=DEAD, attempts=attempts, last_error=answer)
             delay = self.backoff.delay(attempts, err.retry_after)
+            # an operator sees a provider failing here; the same Idempotency-Key goes with the retry
+            log.warning("%s: attempt %d failed, retried in %.1f s: %s", entry.id, attempts, delay, answer)
             return entry.evolve(state=PENDING, attempts=attempts, last_error=answer,
                                 next_at=now + timedelta(seconds=delay))
         if isinstance(err, InvalidRecipient) and err.stale and self.on_stale is not None:
             self.on_stale(entry.user_id, entry.connector, err.stale)
+        log.warning("%s: failed for good: %s", entry.id, answer)
         return entry.evolve(state=FAILED, attempts=attempts, last_error=answer)

@@ -73,7 +73,8 @@ def test_delivered_once(outbox):
     assert outbox.get("a1:smtp").state == DELIVERED
 
 
-def test_retryable_errors_back_off_then_deliver(outbox):
+def test_retryable_errors_back_off_then_deliver(outbox, caplog):
+    caplog.set_level("WARNING", logger="journeys.delivery")
     OutboxSink(outbox, ROUTES).emit([action(1)])
     smtp = RecordingConnector("smtp", fail=[RetryableError("down"), RetryableError("slow", retry_after=600)])
     d = dispatcher(outbox, {"smtp": smtp})
@@ -81,6 +82,7 @@ def test_retryable_errors_back_off_then_deliver(outbox):
     first = outbox.get("a1:smtp")
     assert first.state == PENDING and first.attempts == 1 and "down" in first.last_error
     assert timedelta(seconds=1) <= first.next_at - T0 <= timedelta(seconds=2)  # base 2 s, equal jitter
+    assert [r.getMessage()[:40] for r in caplog.records] == ["a1:smtp: attempt 1 failed, retried in 1."]
     assert d.run_due(T0 + timedelta(milliseconds=500)) == 0  # not due yet
     d.run_due(first.next_at)
     second = outbox.get("a1:smtp")
