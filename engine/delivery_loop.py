@@ -185,20 +185,17 @@ class DeliveryLoop:
             def run() -> None:
                 nonlocal started
                 dispatcher = self.dispatcher
-                handed = self._take_handed()
-                back: list = []
                 now = self.clock.now()
-                if not dispatcher.finished():
-                    started, back = dispatcher.start_handed(handed, now, on_done=self.wake.set)
-                    handed = []
-                    if not back:
-                        due = self._next_due()
-                        if due is None or due > now:
-                            known.append(due)  # the wait below needs no second look
-                            return  # nothing to write: no write lock taken
+                # before any write lock (SQLite's is the processor's too): a handed entry starts now
+                started, back = dispatcher.start_handed(self._take_handed(), now, on_done=self.wake.set)
+                if not (back or dispatcher.finished()):
+                    due = self._next_due()
+                    if due is None or due > now:
+                        known.append(due)  # the wait below needs no second look
+                        return  # nothing to write: no write lock taken
                 with self.store.transaction():  # outcomes and the next claims: one commit per round
-                    dispatcher.settle_done(now)  # first: the room they free goes to the entries waiting
-                    more, again = dispatcher.start_handed(handed, now, on_done=self.wake.set)
+                    dispatcher.settle_done(now)
+                    more, again = dispatcher.start_handed([], now, on_done=self.wake.set)  # the room freed
                     dispatcher.settle(back + again)
                     started += more + dispatcher.start_due(now, on_done=self.wake.set)
 
