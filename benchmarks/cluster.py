@@ -219,13 +219,22 @@ class ActivitySampler:
 
 ROLES = [  # (the thread's name starts with, what it does)
     ("journeys-worker", "processor (journeys, timers: the engine)"),
+    ("journeys-delivery-pipe", "the pipe to the delivery process"),
     ("journeys-delivery", "delivery loop (claims, settles)"),
     ("journeys-deliver-", "connector pool (httpx POSTs)"),
     ("journeys-inbox", "ingest group commit"),
     ("MainThread", "HTTP (uvicorn on uvloop)"),
     ("journeys-listen", "LISTEN"),
 ]
-IDLE_LEAVES = ("wait (threading.py", "_worker (concurrent/futures/thread.py", "get (queue.py", "sleep")
+IDLE_LEAVES = ("wait (threading.py", "_worker (concurrent/futures/thread.py", "get (queue.py", "sleep",
+               "_recv (multiprocessing/connection.py")
+
+
+def unqualified(frame: str) -> str:
+    """`Connection.wait (psycopg/connection.py:495)` -> `wait (psycopg/connection.py:495)`: py-spy
+    0.4 names a method with its class, which the checks below do not expect."""
+    function, sep, where = frame.partition(" (")
+    return function.rsplit(".", 1)[-1] + sep + where
 
 
 def profile_report(raw: Path) -> list[str]:
@@ -242,8 +251,8 @@ def profile_report(raw: Path) -> list[str]:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = stack.split(";")
-        name = frames[0].split(": ", 1)[-1]
+        frames = [frames_0 := stack.split(";")[0]] + [unqualified(f) for f in stack.split(";")[1:]]
+        name = frames_0.split(": ", 1)[-1]
         role = next((r for key, r in ROLES if name.startswith(key)), "other threads")
         leaf = frames[-1]
         in_pg = [f for f in frames if "psycopg/" in f]
