@@ -17,7 +17,8 @@ an event of the same user.
   `[ingest] profile_keys_env` names, as HTTP Basic user name or Bearer token. Write keys are not
   accepted: they ship in browsers and apps, and must not read other people's profiles.
 - `/admin/...`: behind `Authorization: Bearer $JOURNEYS_ADMIN_TOKEN` (no variable: every admin
-  call is refused). `GET /admin/users/{id}`, `GET /admin/users/{id}/trace?limit=N`,
+  call is refused). `GET /admin/users/{id}`, `GET /admin/users/{id}/trace?limit=N` (or
+  `GET /admin/trace?user=ID&limit=N`, for an id that itself ends in `/trace`),
   `GET /admin/journeys`, `GET /admin/dead-letters`, `POST /admin/dead-letters/{entry_id}/retry`,
   `GET /admin/inbox/failed`, `POST /admin/inbox/failed/{seq}/retry` (a message the engine could
   not take goes back into the inbox once the cause is fixed),
@@ -437,7 +438,18 @@ def add_routes(app: Any, worker: Any) -> None:
         return JSONResponse(await on_worker(in_transaction(lambda: forget(
             worker.store, worker.outbox, user_id, worker.clock.now(), Routes.from_config(worker.config)))))
 
+    async def admin_trace_by_query(request: Request) -> Response:
+        """`GET /admin/trace?user=ID`: the trace of any id, one that ends in `/trace` included (the
+        path form reads `/admin/users/a/trace` as the trace of `a`)."""
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        user_id = request.query_params.get("user", "")
+        if not user_id:
+            return _error(400, "user: the id whose trace to read, as ?user=ID", "user")
+        return await admin_trace(user_id, request)
+
     for path, endpoint, method in (
+            ("/admin/trace", admin_trace_by_query, "GET"),
             ("/admin/users/{user_id:path}/trace", admin_trace, "GET"),  # before the user view's path
             ("/admin/users/{user_id:path}", admin_user, "GET"),
             ("/admin/users/{user_id:path}", admin_forget, "DELETE"),

@@ -151,6 +151,11 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
     assert any('audience_add "warm_browsers" sent' in line for line in lines), lines
     assert all({"time", "line", "effect"} <= set(row) for row in trace["trail"])
     assert httpx.get(f"{d.url}/admin/users/u1/trace", headers=BEARER).json()["trail"] == trace["trail"]
+    by_query = httpx.get(f"{d.url}/admin/trace", params={"user": "anon-1"}, headers=BEARER)
+    assert by_query.status_code == 200 and by_query.json() == trace  # the form for an id ending in /trace
+    missing = httpx.get(f"{d.url}/admin/trace", headers=BEARER)
+    assert missing.status_code == 400 and missing.json()["field"] == "user"
+    assert httpx.get(f"{d.url}/admin/trace", params={"user": "u1"}).status_code == 401
     newest = httpx.get(f"{d.url}/admin/users/u1/trace?limit=2", headers=BEARER).json()["trail"]
     assert newest == trace["trail"][-2:]
     for bad in ("zero", "0", "100000"):
