@@ -83,8 +83,7 @@ def event_filter(conn: Any) -> Callable[[Sequence[Any]], list[bool]]:
         named = [[i for i in (m.user_id, m.anonymous_id, getattr(m, "previous_id", None)) if i] for m in messages]
         ids = sorted({i for ids in named for i in ids})
         gone: set[str] = set()
-        for at in range(0, len(ids), 500):  # under SQLite's limit of bound variables
-            chunk = ids[at:at + 500]
+        for chunk in sql.chunks(ids):
             gone.update(r[0] for r in sql.execute(
                 conn, f"SELECT user_id FROM forgotten WHERE user_id IN ({sql.marks(len(chunk))})", chunk))
         return [gone.isdisjoint(ids) for ids in named]

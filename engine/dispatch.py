@@ -95,8 +95,9 @@ class OutboxSink:
     leased (`sending` until `now() + lease`) and their ids kept in `fresh`, which the worker hands
     to its delivery loop after the commit, so a delivery starts without a claim transaction of its
     own (on the latency's path). The loop reads the rows back before it attempts them, so an id
-    from a transaction that rolled back is skipped; an entry it cannot start at once goes back to
-    pending; if the deliveries die, the lease runs out and the entry is due again like any other."""
+    from a transaction that rolled back is skipped; an entry whose pool is full waits in the loop,
+    still leased (`Dispatcher.start_handed`); if the deliveries die, the lease runs out and the
+    entry is due again like any other."""
 
     def __init__(self, outbox: Outbox, routes: Routes, on_unroutable: Callable[[Action, str], None] | None = None,
                  defer: Callable[[Callable[[list[Entry]], None], list[Entry]], None] | None = None):

@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Collection, Iterable, Protocol, Sequence
 
+from . import sql
+
 PENDING, SENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "sending", "queued", "delivered", "failed", "dead"
 DUE = (PENDING, SENDING)  # a sending entry whose lease ran out is due again
 
@@ -201,10 +203,9 @@ class SqliteOutbox:
         return self._entry(row) if row else None
 
     def get_many(self, ids: Collection[str]) -> dict[str, Entry]:
-        ids, found = list(ids), {}
-        for at in range(0, len(ids), 500):  # under SQLite's limit of bound variables
-            chunk = ids[at:at + 500]
-            for row in self.conn.execute(f"SELECT * FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+        found = {}
+        for chunk in sql.chunks(list(ids)):
+            for row in self.conn.execute(f"SELECT * FROM outbox WHERE id IN ({sql.marks(len(chunk))})", chunk):
                 entry = self._entry(row)
                 found[entry.id] = entry
         return found

@@ -29,8 +29,6 @@ _TYPES = ("text", "text", "text", "text", "text", "text", "text", "timestamptz",
           "text", "text")
 _ADD = (f"INSERT INTO outbox ({_COLUMNS}) SELECT * FROM unnest("
         + ", ".join(f"%b::{t}[]" for t in _TYPES) + ") ON CONFLICT (id) DO NOTHING")
-_SAVE = ("UPDATE outbox SET next_at = %s, state = %s, attempts = %s, last_error = %s, provider_id = %s "
-         "WHERE id = %s")
 _SAVE_MANY = ("UPDATE outbox SET next_at = u.next_at, state = u.state, attempts = u.attempts, "
               "last_error = u.last_error, provider_id = u.provider_id FROM unnest(%b::timestamptz[], %b::text[], "
               "%b::integer[], %b::text[], %b::text[], %b::text[]) AS u (next_at, state, attempts, last_error, "
@@ -90,13 +88,12 @@ class PostgresOutbox:
 
     def save(self, entry: Entry) -> None:
         """The entry's new delivery state; an entry no longer there is not written back."""
-        self.conn.execute(_SAVE, (entry.next_at, entry.state, entry.attempts, entry.last_error, entry.provider_id,
-                                  entry.id))
+        self.save_many([entry])
 
     def save_many(self, entries: Sequence[Entry]) -> None:
         """One statement for them all (an UPDATE from arrays); an id twice keeps the later."""
-        if len(entries) <= 1:
-            return self.save(entries[0]) if entries else None
+        if not entries:
+            return
         latest = list({e.id: e for e in entries}.values())
         self.conn.execute(_SAVE_MANY, ([e.next_at for e in latest], [e.state for e in latest],
                                        [e.attempts for e in latest], [e.last_error for e in latest],

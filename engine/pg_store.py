@@ -182,7 +182,7 @@ class PostgresStore:
         self.url = redact(url)
         self.parts: frozenset[int] | None = None  # timers and schedules only of these partitions (None: all)
         self._depth = 0  # open transaction() blocks
-        self._behind = WriteBehind()  # rows appended for the commit (the trail, the action log)
+        self._behind = WriteBehind()  # rows held for the commit (profiles, actions, trail, outbox)
         self._earliest: tuple[datetime, str] | None = None  # see next_timer
         self._earliest_parts: frozenset[int] | None = None
         self._earliest_at = 0.0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 _PG: dict[str, str] = {}  # statement -> its psycopg form (the daemon runs the same few many times)
 
@@ -67,6 +67,15 @@ def executemany(conn: Any, statement: str, rows: Iterable[Sequence[Any]]) -> Non
 def marks(n: int) -> str:
     """`?, ?, ...` for an `IN (...)` of n values."""
     return ",".join("?" * n)
+
+
+IN_CHUNK = 500  # values per `IN (...)`, well under SQLite's limit of bound variables
+
+
+def chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """`values` in slices of IN_CHUNK, for an `IN (...)` each (with `marks(len(chunk))`)."""
+    for at in range(0, len(values), IN_CHUNK):
+        yield values[at:at + IN_CHUNK]
 
 
 def moment(conn: Any, t: datetime) -> Any:

@@ -1,10 +1,12 @@
-"""Rows a transaction only appends, written once just before it commits.
+"""Rows a transaction writes, held and written once just before it commits.
 
-The daemon writes, for every event and every timer, a row of the user's trail and the actions
-the step decided. Nothing reads those rows back in the transaction that writes them (the admin
-API reads them after the commit, and the dry-run's report comes from the sink), so a store can
-hold them until the commit and write each table's rows in one statement: on PostgreSQL two round
-trips per batch of 200 events instead of two per event, on SQLite one `executemany` per table.
+The daemon writes, for every event and every timer, a row of the user's trail, the actions the
+step decided, their outbox entries and (on PostgreSQL) the user's profile. A store can hold them
+until the commit and write each table's rows in one statement: on PostgreSQL a few round trips
+per batch of 200 events instead of a few per event, on SQLite one `executemany` per table. Rows
+nothing reads back in the transaction (the trail, the action log) just wait; for rows something
+does read (profiles), the store answers from what it holds and calls `flush(writer)` before a
+query of that table.
 
 A store keeps one `WriteBehind` and calls `flush()` right before its outermost COMMIT (a failing
 flush rolls the transaction back like any statement), `mark()` when a block opens and `undo(mark)`
@@ -51,5 +53,3 @@ class WriteBehind:
             if rows:
                 write(rows)
 
-    def clear(self) -> None:
-        self._rows = {}
