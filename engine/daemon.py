@@ -534,20 +534,19 @@ class Worker:
         def run() -> None:
             parts = self._fence()
             # a row whose partition was taken over meanwhile is left for its new owner
-            mine = [(row, message_from_json(row[1])) for row in rows if parts is None or row[2] in parts]
+            mine = [row for row in rows if parts is None or row[2] in parts]
+            messages = [message_from_json(row[1]) for row in mine]
             if prefetch is not None:
                 now = clock.now()
-                prefetch([msg for _, msg in mine], moments(now, (msg.timestamp for _, msg in mine)) if event_time
-                         else [now] * len(mine))
-            done = []
-            for (row, msg), kept in zip(mine, keep([msg for _, msg in mine])):
+                prefetch(messages, moments(now, (msg.timestamp for msg in messages)) if event_time
+                         else [now] * len(messages))
+            for msg, kept in zip(messages, keep(messages)):
                 at = msg.timestamp if event_time else clock.now()
                 if kept:
                     engine.take(msg, at)
                 else:
                     engine.run_due(at)
-                done.append(row)
-            self.inbox.finish(done)
+            self.inbox.finish(mine)
 
         try:
             self._in_transaction(run)
