@@ -49,6 +49,10 @@ def test_a_delivery_process_that_dies_is_replaced_and_one_killed_with_the_daemon
         [child] = eventually(lambda: children(d.proc.pid), timeout=10)
         d.post("track", {"userId": "u1", "event": "Slow"})
         eventually(lambda: len(hook.requests) == 1, timeout=10)
+        # killed between the provider's answer and its record, a call is made again after the
+        # restart (with the same Idempotency-Key: at-least-once through a crash); this test kills
+        # an idle delivery process, so it waits for the record
+        eventually(lambda: rows(db, "SELECT state FROM outbox") == [("delivered",)], timeout=10)
 
         os.kill(child, signal.SIGKILL)  # the deliveries alone die
         eventually(lambda: not alive(child), timeout=5)
