@@ -2,7 +2,7 @@
 
     python benchmarks/generate.py --events 1000000 --users 100000 --seed 1 --out /tmp/events.jsonl
 
-The same options as `journeys generate` (see engine/generate.py); the time taken is printed to
+The same options as `journeys generate` (see engine/dryrun/generate.py); the time taken is printed to
 stderr with the summary. Figures go to docs/performance.md.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.generate import main  # noqa: E402
+from engine.dryrun.generate import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

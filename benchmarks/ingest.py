@@ -1,4 +1,4 @@
-"""Benchmark: the HTTP ingest (`engine/ingest.py`) on loopback, events/s acknowledged as durable.
+"""Benchmark: the HTTP ingest (`engine/daemon/ingest.py`) on loopback, events/s acknowledged as durable.
 
     python benchmarks/ingest.py [--seconds 10] [--connections 64] [--batch-connections 16]
                                 [--batch-size 100] [--synchronous FULL] [--client wrk|asyncio]
@@ -48,7 +48,7 @@ def event(i: int) -> dict:
 def serve(db: str, fd: int, synchronous: str, fast_path: bool = True) -> None:
     import uvicorn
 
-    from engine.ingest import create_app
+    from engine.daemon.ingest import create_app
     from journeys.config import ProjectConfig
 
     app = create_app(ProjectConfig(), db, {KEY}, synchronous=synchronous, fast_path=fast_path)

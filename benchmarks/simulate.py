@@ -2,7 +2,7 @@
 
     python benchmarks/simulate.py [--events 1000000] [--users 100000] [--log FILE]
 
-Generates a seeded log with `engine.generate` (or takes --log), then measures in one process:
+Generates a seeded log with `engine.dryrun.generate` (or takes --log), then measures in one process:
 - the floor: read the file and `orjson.loads` every line, building nothing (`decode_only`);
 - indexing: `open_logs` (decode and normalise every line once, keep its time and offset);
 - re-reading: iterating the `SortedLog` alone (the second parse, which the run also does);
@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.eventlog import decode_only, open_logs  # noqa: E402
-from engine.generate import generate  # noqa: E402
-from engine.simulate import load_program, simulate  # noqa: E402
+from engine.dryrun.eventlog import decode_only, open_logs  # noqa: E402
+from engine.dryrun.generate import generate  # noqa: E402
+from engine.dryrun.simulate import load_program, simulate  # noqa: E402
 
 
 def timed(fn):

@@ -12,7 +12,7 @@ straight through the engine (one event per user, GROUP_COMMIT per transaction). 
   long the drain takes to reach a timer.
 - spread (`--spread RATE`): the first RATE*WINDOW users' waits end evenly at RATE per second over
   WINDOW seconds, the others' long after (pending, they keep the timer index large). The real
-  daemon worker (`engine.daemon.Worker`) then runs on that store in real time, its clock laid
+  daemon worker (`engine.daemon.worker.Worker`) then runs on that store in real time, its clock laid
   onto the virtual timeline, and each fire's lateness (clock now − due time) is recorded: the
   lateness a daemon sees under a sustained rate of timers (issue 6's target).
 
@@ -34,13 +34,13 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.clock import VirtualClock  # noqa: E402
-from engine.daemon import TIMER_BATCH, Worker  # noqa: E402
-from engine.effects import Transition  # noqa: E402
-from engine.messages import Message  # noqa: E402
-from engine.program import Program  # noqa: E402
-from engine.runtime import GROUP_COMMIT, Engine  # noqa: E402
-from engine.store import MemoryStore  # noqa: E402
+from engine.core.effects import Transition  # noqa: E402
+from engine.core.messages import Message  # noqa: E402
+from engine.core.program import Program  # noqa: E402
+from engine.daemon.worker import TIMER_BATCH, Worker  # noqa: E402
+from engine.runtime.clock import VirtualClock  # noqa: E402
+from engine.runtime.loop import GROUP_COMMIT, Engine  # noqa: E402
+from engine.store.base import MemoryStore  # noqa: E402
 from journeys.checker import check_and_compile  # noqa: E402
 from journeys.project import Project, load_project  # noqa: E402
 
@@ -67,7 +67,7 @@ class RealTime:
     """The worker's clock in spread mode: real time laid onto the virtual timeline, `now()` being
     `start` plus the real seconds since the clock was made, so the timers fall due in real time
     as in production. The engine calls `advance(due)` right before firing each timer (through
-    engine.reload.TimedClock): that is where a fire's lateness is noted."""
+    engine.daemon.metrics.TimedClock): that is where a fire's lateness is noted."""
 
     def __init__(self, start: datetime) -> None:
         self.start, self.began = start, time.perf_counter()
@@ -112,7 +112,7 @@ def at_once(args: argparse.Namespace, tmp: Path) -> None:
     """Every wait due at one instant, drained TIMER_BATCH per transaction."""
     _, program = write_project(tmp / "p")
     if args.store == "sqlite":
-        from engine.sqlite_store import SqliteStore
+        from engine.store.sqlite_store import SqliteStore
 
         store = SqliteStore(str(tmp / "t.db"))
     else:
@@ -135,7 +135,7 @@ def at_once(args: argparse.Namespace, tmp: Path) -> None:
 
 def spread(args: argparse.Namespace, tmp: Path) -> None:
     """Timers due at a sustained rate, fired by the real daemon worker in real time."""
-    from engine.sqlite_store import SqliteStore
+    from engine.store.sqlite_store import SqliteStore
 
     project, program = write_project(tmp / "p")
     path = str(tmp / "t.db")

@@ -1,4 +1,4 @@
-"""Benchmark: what the daemon's trail (engine/trail.py) adds per event on the worker.
+"""Benchmark: what the daemon's trail (engine/daemon/trail.py) adds per event on the worker.
 
     python benchmarks/trail_cost.py [--store sqlite|postgres] [--pg URL] [--repeat 3]
 
@@ -6,7 +6,7 @@ Runs the shop's sample log (examples/shop/events/sample.jsonl) through the engin
 store, in group commits as the dry-run and the daemon do, once without and once with the `Trail`
 sink, best of `--repeat` runs each; prints µs per event for both, the difference, the trail rows
 per event and their bytes. PostgreSQL: a schema of its own on `--pg` (default the tests' server),
-dropped after. Not a test: the figures go to engine/trail.py's docstring.
+dropped after. Not a test: the figures go to engine/daemon/trail.py's docstring.
 """
 
 from __future__ import annotations
@@ -21,25 +21,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.clock import VirtualClock  # noqa: E402
-from engine.eventlog import open_logs  # noqa: E402
-from engine.runtime import Engine, handle_all  # noqa: E402
-from engine.simulate import load_program  # noqa: E402
-from engine.sinks import FanOut  # noqa: E402
-from engine.trail import Trail  # noqa: E402
+from engine.daemon.trail import Trail  # noqa: E402
+from engine.dryrun.eventlog import open_logs  # noqa: E402
+from engine.dryrun.simulate import load_program  # noqa: E402
+from engine.runtime.clock import VirtualClock  # noqa: E402
+from engine.runtime.loop import Engine, handle_all  # noqa: E402
+from engine.runtime.sinks import FanOut  # noqa: E402
 
 LOG = ROOT / "examples" / "shop" / "events" / "sample.jsonl"
 
 
 def open_store(kind: str, pg: str, tmp: Path):
     if kind == "sqlite":
-        from engine.sqlite_store import SqliteStore
+        from engine.store.sqlite_store import SqliteStore
 
         return SqliteStore(str(tmp / f"{uuid.uuid4().hex}.db")), lambda: None
     import psycopg
     from psycopg import sql
 
-    from engine.pg_store import PostgresStore, with_schema
+    from engine.store.pg_store import PostgresStore
+    from engine.store.urls import with_schema
 
     schema = f"bench_{uuid.uuid4().hex}"
 
@@ -63,7 +64,7 @@ def run(kind: str, pg: str, messages: list, with_trail: bool) -> tuple[float, in
             seconds = time.perf_counter() - began
             rows = size = 0
             if with_trail:
-                from engine import sql
+                from engine.store import sql
 
                 rows, size = sql.execute(store.conn, "SELECT count(*), coalesce(sum(length(json)), 0) FROM trail"
                                          ).fetchone()

@@ -1,7 +1,7 @@
 """One protocol for every channel: a connector delivers one action, or says why it could not.
 
 The engine decides what to send (and consent, caps and quiet hours have already been applied by
-`engine.delivery`); the outbox (`engine.outbox`) records the action before any attempt and retries
+`engine.core.delivery`); the outbox (`engine.store.outbox`) records the action before any attempt and retries
 by the error tree of `connectors.errors`. A connector only turns a `Delivery` into the provider's
 request: render, address, send, and map the provider's answer to a `Result` or an error.
 
@@ -42,7 +42,7 @@ class Delivery:
     step: str = ""
 
 
-# `Delivery.data` key of the identifiers a forget-user removal carries (engine.erasure): a key no
+# `Delivery.data` key of the identifiers a forget-user removal carries (engine.daemon.erasure): a key no
 # `with { ... }` value can have, since it is not a name of the language.
 ERASED = "@erased"
 

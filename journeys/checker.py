@@ -8,21 +8,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
 from typing import Mapping
 
 from . import ast as A
-from .diagnostics import Diagnostics
-from .expr_check import ExprChecker, Scope
-from .graph import slugify as slug
-from .functions import CAP_CHANNELS, CHANNELS, EVERY_DAYS
 from .config import locate
-from .diagnostics import Span
-from .project import CONFIG_FILE, Project, display_path
+from .diagnostics import Diagnostic, Diagnostics, Span
+from .expr_check import ExprChecker, Scope
+from .functions import CAP_CHANNELS, CHANNELS, EVERY_DAYS
+from .graph import CompiledProject, slugify as slug
+from .project import CONFIG_FILE, Project, display_path, load_project
 from .scenario_check import check_scenarios
 from .suggest import did_you_mean
 from .templates import ALWAYS_PROVIDED, PROVIDED_BY_CHANNEL, VIEWED_HELPERS, VIEWED_SUFFIX
-
-
 
 
 def check_project(project: Project) -> Diagnostics:
@@ -62,6 +60,26 @@ def _check_compiles(project: Project, diags: Diagnostics):
                     "please report this with the journey attached")
         return None
     return replace(compiled, dedupe_days=project.config.ingest.dedupe_days)
+
+
+class ProjectError(Exception):
+    """The project does not check clean: nothing can be served, simulated or tested. Carries the
+    diagnostics."""
+
+    def __init__(self, project: Project, diagnostics: list[Diagnostic]):
+        super().__init__(f"{len(diagnostics)} problem(s) in the project")
+        self.project = project
+        self.diagnostics = diagnostics
+
+
+def load_checked(path: str | Path) -> tuple[Project, CompiledProject]:
+    """Load, check and compile a project; ProjectError (with the diagnostics) unless it is clean.
+    What every command that runs journeys starts with (serve, simulate, test, diff, replay, reload)."""
+    project = load_project(path)
+    diagnostics, compiled = check_and_compile(project)
+    if compiled is None or diagnostics.has_errors:
+        raise ProjectError(project, [d for d in diagnostics])
+    return project, compiled
 
 
 def check_environment(project: Project, environ: Mapping[str, str]) -> Diagnostics:

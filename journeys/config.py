@@ -37,21 +37,21 @@ DEDUPE_DAYS = 7  # a repeated messageId is dropped when its first sighting is th
 
 class IngestConfig(_Strict):
     write_keys_env: list[str] = Field(default_factory=list)
-    profile_keys_env: list[str] = Field(default_factory=list)  # read keys of GET /v1/profile (engine.daemon_api)
+    profile_keys_env: list[str] = Field(default_factory=list)  # read keys of GET /v1/profile (engine.daemon.api)
     # days a messageId counts as taken: a repeat within them is dropped, a later one is a new event
     # (Segment's own window is about a day), in the daemon and the dry-run alike; the daemon's
-    # retention deletes the messageIds after that (engine.retention)
+    # retention deletes the messageIds after that (engine.store.retention)
     dedupe_days: int = Field(default=DEDUPE_DAYS, ge=1)
 
 
 class ServeConfig(_Strict):
     """`journeys serve`'s own settings."""
 
-    trail_days: int = Field(default=30, ge=0)  # days a user's trail is kept (engine.trail); 0: none
-    # days the growing logs are kept (engine.retention): the action log, settled outbox entries
+    trail_days: int = Field(default=30, ge=0)  # days a user's trail is kept (engine.daemon.trail); 0: none
+    # days the growing logs are kept (engine.store.retention): the action log, settled outbox entries
     actions_days: int = Field(default=90, ge=1)
     outbox_days: int = Field(default=30, ge=1)
-    # where the deliveries run (engine.delivery_process): a process of their own, on another core,
+    # where the deliveries run (engine.daemon.delivery_process): a process of their own, on another core,
     # or a thread of the daemon's process (one core for everything; same deliveries)
     deliveries: Literal["process", "thread"] = "process"
 

@@ -120,7 +120,7 @@ def pg_url(postgres_url) -> str:
     import psycopg
     from psycopg import sql
 
-    from engine.pg_store import with_schema
+    from engine.store.urls import with_schema
 
     schema = f"test_{uuid.uuid4().hex}"
     yield with_schema(postgres_url, schema)

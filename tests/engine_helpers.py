@@ -33,13 +33,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Sequence
 
-from engine.clock import VirtualClock
-from engine.effects import Action, Conversion, Effect, Transition
-from engine.messages import Message
-from engine.program import Program
-from engine.runtime import Engine, handle_all
-from engine.sinks import Recorder
-from engine.store import MemoryStore
+from engine.core.effects import Action, Conversion, Effect, Transition
+from engine.core.messages import Message
+from engine.core.program import Program
+from engine.runtime.clock import VirtualClock
+from engine.runtime.loop import Engine, handle_all
+from engine.runtime.sinks import Recorder
+from engine.store.base import MemoryStore
 from journeys.checker import check_and_compile
 from journeys.project import load_project
 

@@ -67,7 +67,7 @@ timeout = "5s"
 
 
 def pg(pg_url: str):
-    from engine.pg_store import connect
+    from engine.store.pg_store import connect
 
     conn, _ = connect(pg_url)
     return conn
@@ -169,10 +169,10 @@ def test_three_workers_one_killed_at_random_moments_lose_and_repeat_nothing(tmp_
         print(f"{len(accepted)} accepted, {len(taken)} users, {len(received)} calls, {repeats} repeated keys")
         assert all(body["data"] == {"user_id": body["user_id"], "plan": "pro"} for _, body in received)
         # the same actions as a dry-run of the same events
-        from engine.messages import parse_message
-        from engine.program import Program
-        from engine.replay import dry_run_actions
-        from engine.simulate import load_checked
+        from engine.core.messages import parse_message
+        from engine.core.program import Program
+        from engine.dryrun.simulate import dry_run_actions
+        from journeys.checker import load_checked
 
         _, compiled = load_checked(root)
         calls = [c for batch in sent.values() for c in batch if c["messageId"] in processed]

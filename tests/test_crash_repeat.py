@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from engine.serialize import state_from_bytes
+from engine.store.serialize import state_from_bytes
 
 from .test_daemon import Daemon, eventually, rows, tiny_project
 from .test_smtp import Server

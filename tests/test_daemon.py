@@ -297,12 +297,12 @@ def test_the_worker_wakes_when_events_are_committed_not_on_a_poll(shop, tmp_path
 
 
 def test_a_message_the_engine_cannot_take_is_set_aside_and_the_rest_go_on(tmp_path):
-    from engine.daemon import Worker
-    from engine.inbox import Inbox, message_to_json
-    from engine.messages import parse_message
-    from engine.program import Program
-    from engine.simulate import load_checked
-    from engine.serialize import utc_text
+    from engine.daemon.worker import Worker
+    from engine.store.inbox import Inbox, message_to_json
+    from engine.core.messages import parse_message
+    from engine.core.program import Program
+    from journeys.checker import load_checked
+    from engine.store.serialize import utc_text
     from datetime import datetime, timezone
 
     project, compiled = load_checked(SHOP)
@@ -332,12 +332,12 @@ def test_a_message_the_engine_cannot_take_is_set_aside_and_the_rest_go_on(tmp_pa
 def test_a_message_set_aside_by_a_bug_is_taken_once_requeued_after_the_fix(tmp_path):
     """The operator's way back: a bug sets a message aside; once it is fixed, requeueing the
     message (what POST /admin/inbox/failed/{seq}/retry does) gets it processed, once."""
-    from engine.daemon import Worker
-    from engine.inbox import Inbox, message_to_json
-    from engine.messages import parse_message
-    from engine.program import Program
-    from engine.simulate import load_checked
-    from engine.serialize import utc_text
+    from engine.daemon.worker import Worker
+    from engine.store.inbox import Inbox, message_to_json
+    from engine.core.messages import parse_message
+    from engine.core.program import Program
+    from journeys.checker import load_checked
+    from engine.store.serialize import utc_text
     from datetime import datetime, timezone
 
     project, compiled = load_checked(SHOP)

@@ -13,7 +13,7 @@ import time
 import httpx
 
 from connectors.unsubscribe import sign
-from engine.serialize import state_from_bytes
+from engine.store.serialize import state_from_bytes
 
 from .test_daemon import daemons, eventually, rows, shop, tiny_project  # noqa: F401 - fixtures
 from .test_smtp import Server
@@ -234,7 +234,7 @@ def test_messages_set_aside_are_listed_and_requeued_through_the_admin_api(shop, 
     """A message the engine cannot take is set aside, listed with its error, and goes back into
     the inbox on request; one that still cannot be taken is set aside again, under its new
     number: never lost either way. (tests/test_daemon.py has a requeue that then succeeds.)"""
-    from engine.inbox import Inbox
+    from engine.store.inbox import Inbox
 
     db = tmp_path / "store.db"
     inbox = Inbox.open(str(db))

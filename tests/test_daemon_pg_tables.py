@@ -1,7 +1,7 @@
 """The daemon's side tables and admin reads on both stores, the same behaviour on each: the trail
-(engine.trail), forget-user and its tombstones (engine.daemon_api.forget, event_filter), the
-scrub of erased identifiers (engine.erasure), the user view, journey counts, dead letters, and
-the Prometheus figures (engine.reload.render_metrics). Each test runs on a SQLite file and on a
+(engine.daemon.trail), forget-user and its tombstones (engine.daemon.api.forget, event_filter), the
+scrub of erased identifiers (engine.daemon.erasure), the user view, journey counts, dead letters, and
+the Prometheus figures (engine.daemon.metrics.render_metrics). Each test runs on a SQLite file and on a
 real PostgreSQL schema (the `pg_url` fixture: skipped without a server, failed under CI=true).
 
 The functions are called directly on the store, as the routes call them on the worker thread;
@@ -17,20 +17,20 @@ from types import SimpleNamespace
 import pytest
 
 from connectors.base import ERASED
-from engine import sql
-from engine.clock import VirtualClock
-from engine.daemon_api import dead_letters, event_filter, failed_messages, forget, journey_counts, user_view
-from engine.dispatch import OutboxSink, Routes
-from engine.effects import Received
-from engine.erasure import scrub
-from engine.outbox import DEAD, DELIVERED, FAILED, Entry
-from engine.program import Program
-from engine.runtime import Engine, handle_all
-from engine.simulate import load_checked
-from engine.serialize import utc_text
-from engine.sinks import FanOut
-from engine.trace import Trace
-from engine.trail import Trail, ids_of, read
+from engine.store import sql
+from engine.runtime.clock import VirtualClock
+from engine.daemon.api import dead_letters, event_filter, failed_messages, forget, journey_counts, user_view
+from engine.daemon.dispatch import OutboxSink, Routes
+from engine.core.effects import Received
+from engine.daemon.erasure import scrub
+from engine.store.outbox import DEAD, DELIVERED, FAILED, Entry
+from engine.core.program import Program
+from engine.runtime.loop import Engine, handle_all
+from journeys.checker import load_checked
+from engine.store.serialize import utc_text
+from engine.runtime.sinks import FanOut
+from engine.dryrun.trace import Trace
+from engine.daemon.trail import Trail, ids_of, read
 
 from .engine_helpers import compile_source, message, t
 from .test_trail import EVENTS  # an anonymous visit, its stitch to u1, and u2
@@ -51,16 +51,16 @@ journey "Welcome" {
 def store(request, tmp_path):
     """A fresh store of each kind, with its outbox (and, SQLite, its inbox tables)."""
     if request.param == "sqlite":
-        from engine.inbox import Inbox
-        from engine.outbox import SqliteOutbox
-        from engine.sqlite_store import SqliteStore
+        from engine.store.inbox import Inbox
+        from engine.store.outbox import SqliteOutbox
+        from engine.store.sqlite_store import SqliteStore
 
         s = SqliteStore(str(tmp_path / "store.db"))
         Inbox(s.conn)
         s.outbox, s.where = SqliteOutbox(s.conn), s.path
     else:
-        from engine.pg_outbox import PostgresOutbox
-        from engine.pg_store import PostgresStore
+        from engine.store.pg_outbox import PostgresOutbox
+        from engine.store.pg_store import PostgresStore
 
         url = request.getfixturevalue("pg_url")
         s = PostgresStore(url)
@@ -125,7 +125,7 @@ def test_trail_rollback_and_prune_by_age_and_per_user(store):
 
 
 def test_trail_and_action_rows_wait_for_the_commit_and_go_with_a_rollback(store):
-    """engine.write_behind: inside a transaction the trail's and the action log's rows are
+    """engine.store.write_behind: inside a transaction the trail's and the action log's rows are
     written at the commit (one statement per table); a savepoint that rolls back takes its rows
     with it, the outer block keeps its own; outside a transaction they are written at once."""
     from .test_store_contract import action
@@ -233,17 +233,17 @@ def test_user_view_journey_counts_and_dead_letters(store, project):
 
 def inbox_of(store):
     if hasattr(store, "schema"):
-        from engine.pg_inbox import PostgresInbox
+        from engine.store.pg_inbox import PostgresInbox
 
         return PostgresInbox(store.conn, store.schema)
-    from engine.inbox import Inbox
+    from engine.store.inbox import Inbox
 
     return Inbox(store.conn)
 
 
 def test_a_message_set_aside_is_listed_and_requeued_once(store):
-    from engine.inbox import message_to_json
-    from engine.messages import parse_message
+    from engine.store.inbox import message_to_json
+    from engine.core.messages import parse_message
 
     inbox = inbox_of(store)
     good = message_to_json(parse_message({"type": "track", "userId": "u1", "event": "Signed Up",
@@ -286,9 +286,9 @@ def families(text: str) -> dict[str, list[str]]:
 
 
 def test_render_metrics_gives_the_same_families_on_both_stores(store, project):
-    from engine.daemon import Counts
-    from engine.read_pool import close_all
-    from engine.reload import Lateness, render_metrics
+    from engine.daemon.worker import Counts
+    from engine.daemon.read_pool import close_all
+    from engine.daemon.metrics import Lateness, render_metrics
 
     run(store, project, until="2026-03-02 12:00")
     now = t("2026-03-02 12:00")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from engine.clock import VirtualClock
-from engine.dispatch import Dispatcher, OutboxSink, Routes
-from engine.messages import Message
-from engine.outbox import DELIVERED, SqliteOutbox
-from engine.runtime import Engine, handle_all
-from engine.simulate import load_checked
-from engine.sinks import FanOut, Recorder
-from engine.program import Program
-from engine.sqlite_store import SqliteStore
+from engine.runtime.clock import VirtualClock
+from engine.daemon.dispatch import Dispatcher, OutboxSink, Routes
+from engine.core.messages import Message
+from engine.store.outbox import DELIVERED, SqliteOutbox
+from engine.runtime.loop import Engine, handle_all
+from journeys.checker import load_checked
+from engine.runtime.sinks import FanOut, Recorder
+from engine.core.program import Program
+from engine.store.sqlite_store import SqliteStore
 from connectors.registry import build
 
 from .test_smtp import ENV, SHOP, parse, server  # noqa: F401  (the real SMTP server fixture)

@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from connectors.webhook import WebhookConnector
-from engine.dispatch import Backoff, Dispatcher, OutboxSink, Routes
-from engine.effects import Action
-from engine.outbox import DEAD, DELIVERED, MemoryOutbox
+from engine.core.effects import Action
+from engine.daemon.dispatch import Backoff, Dispatcher, OutboxSink, Routes
+from engine.store.outbox import DEAD, DELIVERED, MemoryOutbox
 from journeys.config import WebhookConfig
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 from connectors.base import Result
 from connectors.recording import RecordingConnector
-from engine.dispatch import OutboxSink
-from engine.outbox import DELIVERED, PENDING, SENDING, SqliteOutbox
-from engine.sqlite_store import SqliteStore
+from engine.daemon.dispatch import OutboxSink
+from engine.store.outbox import DELIVERED, PENDING, SENDING, SqliteOutbox
+from engine.store.sqlite_store import SqliteStore
 
 from .test_outbox import ROUTES, T0, action, dispatcher
 

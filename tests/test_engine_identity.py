@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.effects import Received
+from engine.core.effects import Received
 
 from .engine_helpers import t
 
@@ -196,7 +196,7 @@ def test_scheduled_entry_not_on_top_of_a_run_in_flight(make):
 
 
 def test_next_fire_moves_on_across_the_autumn_change():
-    from engine.timing import next_fire
+    from engine.core.timing import next_fire
 
     fires, after = [], t("2026-10-24 21:30")  # 23:30 CEST
     for _ in range(5):
@@ -255,7 +255,7 @@ def test_an_alias_merges_two_known_profiles(make):
     ("0 10 * * 6", "2026-03-07 10:00"),
 ])
 def test_cron_weekdays_are_standard(cron, expected):
-    from engine.timing import next_fire
+    from engine.core.timing import next_fire
 
     assert next_fire(cron, "UTC", t("2026-03-01 10:00")) == t(expected)  # a Sunday, at 10:00: strictly after
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from engine.effects import action_id
+from engine.core.effects import action_id
 
-from engine.program import Program
+from engine.core.program import Program
 
 from .engine_helpers import Harness, compile_source, t
 
@@ -604,8 +604,8 @@ def test_a_goal_converts_once_per_entry(make):
 
 
 def test_a_user_stays_on_the_version_they_entered(make, tmp_path):
-    from engine.program import Program
-    from engine.runtime import Engine, handle_all
+    from engine.core.program import Program
+    from engine.runtime.loop import Engine, handle_all
 
     from .engine_helpers import compile_source, message
 
@@ -631,8 +631,8 @@ def test_a_user_stays_on_the_version_they_entered(make, tmp_path):
 def test_the_system_clock_gives_the_wall_time(make):
     from freezegun import freeze_time
 
-    from engine.clock import SystemClock
-    from engine.runtime import Engine
+    from engine.runtime.clock import SystemClock
+    from engine.runtime.loop import Engine
 
     from .engine_helpers import message
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from engine.eventlog import (
+from engine.dryrun.eventlog import (
     LogError,
     LogRead,
     MappingError,
@@ -428,7 +428,7 @@ def test_junk_files_never_raise(tmp_path, lines, name, packed):
 
 
 def test_parse_time():
-    from engine.eventlog import parse_time
+    from engine.dryrun.eventlog import parse_time
 
     assert parse_time(None, "since") is None
     assert parse_time("2026-01-01T01:00:00+01:00", "since") == utc("2026-01-01T00:00:00")
@@ -439,8 +439,8 @@ def test_parse_time():
 
 # ------------------------------------------------------------------------------ open_logs (streaming)
 
-from engine.eventlog import SortedLog, open_logs  # noqa: E402
-from engine.messages import Message  # noqa: E402
+from engine.dryrun.eventlog import SortedLog, open_logs  # noqa: E402
+from engine.core.messages import Message  # noqa: E402
 
 
 def same_as_read_logs(paths, **kw) -> SortedLog:

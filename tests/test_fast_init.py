@@ -9,7 +9,7 @@ from dataclasses import FrozenInstanceError, dataclass, field
 
 import pytest
 
-from engine import core, effects, state
+from engine.core import effects, state, step as core
 from journeys import evaluation
 from journeys.fast_init import fast_init
 

@@ -441,7 +441,7 @@ def test_cli_formatter_failure_is_an_internal_error_not_a_traceback(tmp_path, mo
     from typer.testing import CliRunner
 
     import journeys.fmt as fmt
-    from engine.cli import app
+    from engine.cli.app import app
 
     def refuse(text, items):
         return "journey \"other\" {\n}\n"

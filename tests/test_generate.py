@@ -1,4 +1,4 @@
-"""The synthetic event-log generator (engine/generate.py): determinism, Segment shape, the mix of
+"""The synthetic event-log generator (engine/dryrun/generate.py): determinism, Segment shape, the mix of
 events the shop's journeys need, and the committed sample (examples/shop/events)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from engine.generate import Summary, generate, iter_chunks, main
+from engine.dryrun.generate import Summary, generate, iter_chunks, main
 from tests.conftest import SHOP
 
 SAMPLE = SHOP / "events" / "sample.jsonl"
@@ -194,7 +194,7 @@ def test_bad_options_are_usage_errors():
 
 def test_sample_is_what_its_readme_command_writes():
     readme = (SAMPLE.parent / "README.md").read_text()
-    command = next(line for line in readme.splitlines() if line.startswith("python -m engine.generate "))
+    command = next(line for line in readme.splitlines() if line.startswith("python -m engine.dryrun.generate "))
     argv = shlex.split(command)[3:]
     out = argv.index("--out")
     assert argv[out + 1] == "examples/shop/events/sample.jsonl"

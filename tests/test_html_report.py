@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.html_report import render_journey, render_report
-from engine.simulate import load_program
+from engine.dryrun.html_report import render_journey, render_report
+from engine.dryrun.simulate import load_program
 from journeys.compiler import compile_project
 from journeys.parser import parse_text
 

@@ -1,4 +1,4 @@
-"""The HTTP ingest (engine/ingest.py) and the durable inbox (engine/inbox.py).
+"""The HTTP ingest (engine/daemon/ingest.py) and the durable inbox (engine/store/inbox.py).
 
 A real uvicorn server in a subprocess on a loopback port (the listening socket is made here and
 handed over, so there is no port race), spoken to by plain HTTP and by the official Segment and
@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.inbox import Inbox, message_from_json, message_to_json
-from engine.ingest import MAX_BATCH_EVENTS, create_app, write_keys_from_env
-from engine.messages import Message, parse_message
-from engine.sqlite_store import SqliteStore
+from engine.core.messages import Message, parse_message
+from engine.daemon.ingest import MAX_BATCH_EVENTS, create_app, write_keys_from_env
+from engine.store.inbox import Inbox, message_from_json, message_to_json
+from engine.store.sqlite_store import SqliteStore
 from journeys.config import IngestConfig, ProjectConfig
 
 from .engine_helpers import Harness
@@ -39,7 +39,7 @@ UTC = timezone.utc
 
 SERVER = """
 import socket, sys, uvicorn
-from engine.ingest import create_app
+from engine.daemon.ingest import create_app
 from journeys.config import ProjectConfig
 db, fd, keys = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 app = create_app(ProjectConfig(), db, keys)
@@ -626,7 +626,7 @@ class _FakeInbox:
 
 
 def test_group_commit_shares_transactions_and_answers_after_them():
-    from engine.ingest import GroupCommit
+    from engine.daemon.ingest import GroupCommit
 
     inbox = _FakeInbox()
     done: list[int] = []
@@ -654,7 +654,7 @@ def test_group_commit_shares_transactions_and_answers_after_them():
 def test_group_commit_waits_for_company_only_when_requests_come_together():
     """One request at a time never waits `max_delay` (here 10 s) for a company that does not come;
     concurrent ones still share commits."""
-    from engine.ingest import GroupCommit
+    from engine.daemon.ingest import GroupCommit
 
     inbox = _FakeInbox()
 
@@ -670,7 +670,7 @@ def test_group_commit_waits_for_company_only_when_requests_come_together():
 
 
 def test_group_commit_failure_reaches_every_waiting_request():
-    from engine.ingest import GroupCommit
+    from engine.daemon.ingest import GroupCommit
 
     async def main():
         commit = GroupCommit(lambda: _FakeInbox(fail=True))

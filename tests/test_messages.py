@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.messages import (
+from engine.core.messages import (
     PAGE_EVENT,
     SCREEN_EVENT,
     Message,

@@ -30,7 +30,7 @@ def test_migrate_a_postgres_schema_then_nothing_left_to_do(pg_url):
     url = with_password(pg_url, "s3cret")
     first = journeys("migrate", "--store", url)
     assert first.returncode == 0, first.stderr
-    from engine.migrations import latest
+    from engine.store.migrations import latest
 
     n = latest()
     assert f"schema version 0 -> {n} (migrated {n} steps)" in first.stdout, first.stdout
@@ -40,7 +40,7 @@ def test_migrate_a_postgres_schema_then_nothing_left_to_do(pg_url):
 
 
 def test_migrate_refuses_a_schema_from_a_newer_journeys(pg_url):
-    from engine.pg_store import PostgresStore
+    from engine.store.pg_store import PostgresStore
 
     with PostgresStore(pg_url) as s:
         s.conn.execute("INSERT INTO schema_migrations (version) VALUES (7)")
@@ -85,7 +85,7 @@ def test_simulate_on_postgres_matches_memory_and_can_run_again(pg_url, short_log
         assert r.returncode == 0, r.stderr
         on_postgres = json.loads((tmp_path / "pg.json").read_text())
         assert on_postgres["journeys"] == in_memory["journeys"]
-    from engine.pg_store import PostgresStore
+    from engine.store.pg_store import PostgresStore
 
     with PostgresStore(pg_url) as s:
         assert s.conn.execute("SELECT count(*) FROM instances").fetchone()[0] == sum(
@@ -93,8 +93,8 @@ def test_simulate_on_postgres_matches_memory_and_can_run_again(pg_url, short_log
 
 
 def test_simulate_never_writes_over_a_postgres_store_that_is_not_its_own(pg_url, short_log):
-    from engine.pg_store import PostgresStore
-    from engine.state import new_user
+    from engine.core.state import new_user
+    from engine.store.pg_store import PostgresStore
 
     with PostgresStore(pg_url) as s:  # a daemon's store
         s.save(new_user("u1"), "UTC")

@@ -8,7 +8,7 @@ sent over HTTP to a real server on loopback (tests/test_ingest.py's `Server`):
   description documents (200, 400, 401, 413, 415, 503), with a JSON body of its documented shape;
 - without it (the header removed, whatever the case generated): 401, the key being checked before
   the calls are validated. A body refused before it is read (413 over the size limit, 415 for an
-  unsupported Content-Encoding) is the one exception, documented as such in engine/ingest.py.
+  unsupported Content-Encoding) is the one exception, documented as such in engine/daemon/ingest.py.
 
 Runtime: at most 50 generated examples per operation and mode, derandomized (Hypothesis derives
 the examples from the test, not from a random seed), no database of past failures: the same

@@ -11,12 +11,12 @@ import pytest
 from connectors.base import Result
 from connectors.errors import InvalidRecipient, PermanentError, RetryableError
 from connectors.recording import RecordingConnector
-from engine.dispatch import Backoff, Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
-from engine.effects import Action
-from engine.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, MemoryOutbox, SqliteOutbox
-from engine.pg_outbox import PostgresOutbox
-from engine.pg_store import PostgresStore
-from engine.sqlite_store import SqliteStore
+from engine.daemon.dispatch import Backoff, Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
+from engine.core.effects import Action
+from engine.store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, MemoryOutbox, SqliteOutbox
+from engine.store.pg_outbox import PostgresOutbox
+from engine.store.pg_store import PostgresStore
+from engine.store.sqlite_store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 ROUTES = Routes({"email": "smtp", "push": "fcm"}, {"hot": ("meta", "google")}, frozenset({"crm"}))
@@ -210,7 +210,7 @@ def test_dead_devices_of_a_partly_delivered_push_are_reported(outbox):
 
 
 def test_a_dead_push_token_leaves_the_profile_through_the_engine(make):
-    from engine.dispatch import forget_address
+    from engine.daemon.dispatch import forget_address
 
     h = make('journey "J" { entry when event "A"  send push "hello" }')
     h.feed([("2026-03-02 10:00", "u1", "identify", {"push_tokens": ["t-live", "t-dead"], "push_token": "t-dead",
@@ -406,7 +406,7 @@ def test_an_entry_that_waited_half_its_lease_or_is_still_waiting_at_a_stop_goes_
 
 
 def test_on_postgresql_a_transaction_s_entries_are_written_at_its_commit_and_only_new_ones_handed(pg_url):
-    """The worker's outbox sink on PostgreSQL (engine.write_behind): the entries a transaction
+    """The worker's outbox sink on PostgreSQL (engine.store.write_behind): the entries a transaction
     decides are written in one statement at its commit; those already there (a replayed action)
     are not handed over again; a rolled-back transaction writes and hands nothing."""
     with PostgresStore(pg_url) as store:

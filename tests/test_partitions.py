@@ -1,5 +1,5 @@
 """Partition leases, fencing, the shared inbox and schedule claims on a real PostgreSQL: the parts
-several workers share (engine.partitions, engine.pg_inbox, PostgresStore.schedule_users)."""
+several workers share (engine.daemon.partitions, engine.store.pg_inbox, PostgresStore.schedule_users)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from engine.partitions import Partitions, partition_of, sender_key
-from engine.pg_inbox import Listener, PostgresInbox
-from engine.pg_store import PostgresStore
-from engine.state import new_user
+from engine.core.state import new_user
+from engine.daemon.partitions import Partitions
+from engine.store.pg_inbox import Listener, PostgresInbox
+from engine.store.pg_store import PostgresStore, partition_of, sender_key
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 
@@ -151,10 +151,10 @@ def test_a_firing_missed_while_partitions_had_no_owner_is_caught_up_once(pg_url,
     owner is dead, its leases not yet expired. At 10:00:20 worker b takes them over and catches
     up: their users get the 10:00 firing, a's users do not get it twice, and a later catch-up
     repeats nothing. The claim names the firing by its cron moment, not by a worker's clock."""
-    from engine.clock import VirtualClock
-    from engine.effects import Received
-    from engine.program import Program
-    from engine.runtime import Engine
+    from engine.core.effects import Received
+    from engine.core.program import Program
+    from engine.runtime.clock import VirtualClock
+    from engine.runtime.loop import Engine
 
     from .engine_helpers import compile_source
 
@@ -214,9 +214,9 @@ def test_a_worker_that_takes_partitions_catches_up_their_missed_firing(pg_url, t
     """The daemon's worker: taking partitions (here, all of them at its start, 10 s after a
     firing no worker made) it catches up that firing for their users, once; a second worker
     taking them over later repeats nothing."""
-    from engine.clock import VirtualClock
-    from engine.daemon import Worker
-    from engine.program import Program
+    from engine.core.program import Program
+    from engine.daemon.worker import Worker
+    from engine.runtime.clock import VirtualClock
     from journeys.checker import check_and_compile
     from journeys.project import load_project
 
@@ -254,7 +254,7 @@ def test_a_worker_that_takes_partitions_catches_up_their_missed_firing(pg_url, t
 
 
 def test_a_prefetched_batch_answers_like_the_database(pg_url):
-    from engine.messages import parse_message
+    from engine.core.messages import parse_message
 
     def msg(mid, **ids):
         return parse_message({"type": "track", "event": "E", "messageId": mid, "timestamp": "2026-03-02T10:00:00Z",
@@ -290,12 +290,12 @@ def test_a_worker_fires_the_timers_of_its_partitions_with_no_events_coming(pg_ur
     looked only at the partitions of its last fenced transaction, none before any event)."""
     from datetime import timedelta
 
-    from engine.clock import VirtualClock
-    from engine.daemon import Worker
-    from engine.messages import Message
-    from engine.program import Program
-    from engine.runtime import Engine
-    from engine.sinks import FanOut
+    from engine.core.messages import Message
+    from engine.core.program import Program
+    from engine.daemon.worker import Worker
+    from engine.runtime.clock import VirtualClock
+    from engine.runtime.loop import Engine
+    from engine.runtime.sinks import FanOut
     from journeys.checker import check_and_compile
     from journeys.project import load_project
 

@@ -31,7 +31,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def version_of(root: Path) -> str:
-    from engine.simulate import load_checked
+    from journeys.checker import load_checked
 
     return load_checked(root)[1].journeys["Hello"].version
 

@@ -307,7 +307,7 @@ def test_public_url_is_a_project_setting(tmp_path):
 # ---------------------------------------------------------------------------------- journeys render
 
 def run(*args):
-    from engine.cli import app
+    from engine.cli.app import app
 
     return CliRunner().invoke(app, ["render", *map(str, args)])
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from engine.replay import Replay, compare
+from engine.daemon.replay import Replay, compare
 
 from .conftest import ROOT, SHOP
 

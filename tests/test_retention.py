@@ -1,4 +1,4 @@
-"""Retention (engine.retention) on both stores, the housekeeping that runs it (engine.housekeeping),
+"""Retention (engine.store.retention) on both stores, the housekeeping that runs it (engine.daemon.housekeeping),
 and the daemon's worker running both: messageIds past the dedupe window, old actions and settled
 outbox entries go; anything newer than its days, dead letters and open entries stay; in chunks."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import retention, sql
-from engine.outbox import DEAD, DELIVERED, FAILED, PENDING, Entry
+from engine.store import retention, sql
+from engine.store.outbox import DEAD, DELIVERED, FAILED, PENDING, Entry
 
 from .engine_helpers import t
 from .test_daemon import SHOP, eventually, rows
@@ -26,14 +26,14 @@ WEEK = {"messages": 7, "actions": 7, "outbox": 7}
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path):
     if request.param == "sqlite":
-        from engine.outbox import SqliteOutbox
-        from engine.sqlite_store import SqliteStore
+        from engine.store.outbox import SqliteOutbox
+        from engine.store.sqlite_store import SqliteStore
 
         s = SqliteStore(str(tmp_path / "store.db"))
         s.outbox = SqliteOutbox(s.conn)
     else:
-        from engine.pg_outbox import PostgresOutbox
-        from engine.pg_store import PostgresStore
+        from engine.store.pg_outbox import PostgresOutbox
+        from engine.store.pg_store import PostgresStore
 
         s = PostgresStore(request.getfixturevalue("pg_url"))
         s.outbox = PostgresOutbox(s.conn)
@@ -99,8 +99,8 @@ def test_each_table_keeps_its_own_days_and_deletes_in_chunks(store):
 def test_sqlite_keeps_a_table_s_newest_row_so_rowids_never_go_back(tmp_path):
     """SQLite gives a new row the highest rowid plus one: if every row went, the next would
     start again under an old mark and be deleted long before its days."""
-    from engine.outbox import SqliteOutbox
-    from engine.sqlite_store import SqliteStore
+    from engine.store.outbox import SqliteOutbox
+    from engine.store.sqlite_store import SqliteStore
 
     store = SqliteStore(str(tmp_path / "s.db"))
     store.outbox = SqliteOutbox(store.conn)
@@ -116,7 +116,7 @@ def test_sqlite_keeps_a_table_s_newest_row_so_rowids_never_go_back(tmp_path):
 
 
 def test_housekeeping_runs_each_job_on_the_worker_until_it_has_no_more():
-    from engine.housekeeping import Housekeeping
+    from engine.daemon.housekeeping import Housekeeping
 
     worker = ThreadPoolExecutor(1, thread_name_prefix="worker")  # stands in for Worker.submit
     threads, calls = set(), []
@@ -151,12 +151,12 @@ def test_housekeeping_runs_each_job_on_the_worker_until_it_has_no_more():
 def test_the_daemon_worker_prunes_its_inbox_and_its_logs(tmp_path, monkeypatch):
     """The real worker's housekeeping: processed inbox rows go, and actions older than
     actions_days (their mark planted as a daemon would have left it months ago)."""
-    import engine.daemon as daemon
-    from engine.inbox import Inbox, message_to_json
-    from engine.messages import parse_message
-    from engine.program import Program
-    from engine.serialize import utc_text
-    from engine.simulate import load_checked
+    import engine.daemon.worker as daemon
+    from engine.store.inbox import Inbox, message_to_json
+    from engine.core.messages import parse_message
+    from engine.core.program import Program
+    from engine.store.serialize import utc_text
+    from journeys.checker import load_checked
     from datetime import datetime, timezone
 
     monkeypatch.setattr(daemon, "PRUNE_EVERY", 0.2)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.program import Program
-from engine.scenarios import run_scenario
-from engine.simulate import load_checked
+from engine.core.program import Program
+from engine.dryrun.scenarios import run_scenario
+from journeys.checker import load_checked
 
 from .engine_helpers import compile_source
 

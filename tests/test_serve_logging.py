@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from engine.serve_cli import LogFormat, setup_logging
+from engine.daemon.logs import LogFormat, setup_logging
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine.sqlite_store import SqliteStore
-from engine.state import Instance, UserState, new_user
+from engine.core.state import Instance, UserState, new_user
+from engine.store.sqlite_store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 

@@ -4,7 +4,7 @@ alike, and the state serialisation the persistent stores rest on.
 Every contract test runs on every store (PostgreSQL in a schema of its own per test; skipped when
 no server is reachable, except in CI). The SQLite-only and PostgreSQL-only tests cover what memory
 has no notion of: reopening, transactions, the schema, migrations and the admin `instances` table.
-The engine tests run the same messages through `engine.runtime.Engine` on each store and want
+The engine tests run the same messages through `engine.runtime.loop.Engine` on each store and want
 identical effects.
 """
 
@@ -20,17 +20,18 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine.clock import VirtualClock
-from engine.effects import Action
-from engine.messages import Message, parse_message
-from engine.program import Program
-from engine.runtime import Engine, handle_all
-from engine.serialize import action_from_row, action_to_row, state_from_bytes, state_to_bytes, utc_text
-from engine.sinks import Recorder
-from engine.pg_store import PostgresStore
-from engine.sqlite_store import SqliteStore, sqlite_path
-from engine.state import Instance, PendingGoal, SendRecord, UserState, new_user
-from engine.store import MemoryStore
+from engine.runtime.clock import VirtualClock
+from engine.core.effects import Action
+from engine.core.messages import Message, parse_message
+from engine.core.program import Program
+from engine.runtime.loop import Engine, handle_all
+from engine.store.serialize import action_from_row, action_to_row, state_from_bytes, state_to_bytes, utc_text
+from engine.runtime.sinks import Recorder
+from engine.store.pg_store import PostgresStore
+from engine.store.sqlite_store import SqliteStore
+from engine.store.urls import sqlite_path
+from engine.core.state import Instance, PendingGoal, SendRecord, UserState, new_user
+from engine.store.base import MemoryStore
 from journeys.checker import check_and_compile
 from journeys.evaluation import Event, HistoryIndex
 from journeys.project import load_project
@@ -503,7 +504,7 @@ def test_postgres_reopen_keeps_everything(pg_url):
 
 
 def test_postgres_schema_migrations_and_indexes(pg_url):
-    from engine.migrations import POSTGRES, latest
+    from engine.store.migrations import POSTGRES, latest
 
     assert [m.version for m in POSTGRES] == list(range(1, len(POSTGRES) + 1))
     with PostgresStore(pg_url) as s:
@@ -523,7 +524,7 @@ def test_postgres_schema_migrations_and_indexes(pg_url):
         plan = "\n".join(r[0] for r in q("EXPLAIN SELECT wake, user_id FROM profiles WHERE wake <= now() "
                                          "ORDER BY wake, user_id LIMIT 1"))
         assert "profiles_wake" in plan and "Sort" not in plan, plan
-        from engine.pg_outbox import _DUE
+        from engine.store.pg_outbox import _DUE
 
         plan = "\n".join(r[0] for r in q("EXPLAIN " + _DUE, (datetime.now(timezone.utc), [], 8)))
         assert "outbox_open" in plan and "Sort" not in plan, plan  # the open entries only, in order
@@ -533,7 +534,7 @@ def test_postgres_schema_migrations_and_indexes(pg_url):
 
 
 def test_postgres_refuses_a_schema_from_a_newer_journeys(pg_url):
-    from engine.migrations import SchemaTooNew, latest
+    from engine.store.migrations import SchemaTooNew, latest
 
     with PostgresStore(pg_url) as s:
         s.conn.execute("INSERT INTO schema_migrations (version) VALUES (99)")
@@ -560,15 +561,15 @@ def test_postgres_stores_opening_at_once_migrate_once(pg_url):
     for t in threads:
         t.join()
     assert errors == [] and len(stores) == 6
-    from engine.migrations import latest
+    from engine.store.migrations import latest
     assert stores[0].conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall() == [(v,) for v in range(1, latest() + 1)]
     for s in stores:
         s.close()
 
 
 def test_postgres_migrations_must_be_numbered_in_order(pg_url):
-    from engine.migrations import Migration, migrate
-    from engine.pg_store import connect
+    from engine.store.migrations import Migration, migrate
+    from engine.store.pg_store import connect
 
     conn, schema = connect(pg_url)
     with conn, pytest.raises(ValueError, match="numbered"):
@@ -576,9 +577,9 @@ def test_postgres_migrations_must_be_numbered_in_order(pg_url):
 
 
 def test_postgres_a_failing_migration_changes_nothing_and_says_which(pg_url):
-    from engine.migrations import POSTGRES, Migration, migrate
-    from engine.pg_store import connect
-    from engine.store import StoreError
+    from engine.store.migrations import POSTGRES, Migration, migrate
+    from engine.store.pg_store import connect
+    from engine.store.base import StoreError
 
     conn, schema = connect(pg_url)
     with conn:
@@ -742,7 +743,7 @@ def test_postgres_autocommit_outside_transactions(pg_url):
 
 
 def test_postgres_schemas_keep_stores_apart(pg_url):
-    from engine.pg_store import with_schema
+    from engine.store.urls import with_schema
 
     with PostgresStore(pg_url) as a, PostgresStore(with_schema(pg_url, a.schema + "_b")) as b:
         try:
@@ -753,7 +754,7 @@ def test_postgres_schemas_keep_stores_apart(pg_url):
 
 
 def test_postgres_urls():
-    from engine.pg_store import parse_url, redact, with_schema
+    from engine.store.urls import parse_url, redact, with_schema
 
     assert parse_url("postgresql://u@h:5432/db") == ("postgresql://u@h:5432/db", "journeys")
     assert parse_url("postgres://u:pw@h/db?schema=shop&sslmode=require") == (
@@ -770,7 +771,7 @@ def test_postgres_urls():
 
 
 def test_postgres_unreachable_server_is_a_clear_error_without_the_password():
-    from engine.store import StoreError
+    from engine.store.base import StoreError
 
     with pytest.raises(StoreError, match=r"postgresql://me:\*\*\*@127.0.0.1:1/db\?schema=x: cannot connect") as e:
         PostgresStore("postgresql://me:s3cret@127.0.0.1:1/db?schema=x")

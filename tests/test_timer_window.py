@@ -1,4 +1,4 @@
-"""The timer window (engine.timer_window) answers next_timer exactly as the query it replaces,
+"""The timer window (engine.store.timer_window) answers next_timer exactly as the query it replaces,
 under random saves, deletes and rollbacks, with windows smaller than the timers there are."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine.sqlite_store import SqliteStore
-from engine.state import Instance, UserState, new_user
-from engine.timer_window import TimerWindow
+from engine.core.state import Instance, UserState, new_user
+from engine.store.sqlite_store import SqliteStore
+from engine.store.timer_window import TimerWindow
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 

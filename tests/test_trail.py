@@ -1,4 +1,4 @@
-"""The daemon's trail (engine/trail.py) on a real SQLite store: the same lines as the dry-run's
+"""The daemon's trail (engine/daemon/trail.py) on a real SQLite store: the same lines as the dry-run's
 `--trace`, an anonymous visitor's story found by either id after the stitch, rows that vanish with
 their transaction, and pruning by age and per user."""
 
@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from engine.clock import VirtualClock
-from engine.effects import Received
-from engine.program import Program
-from engine.runtime import Engine, handle_all
-from engine.sinks import FanOut
-from engine.sqlite_store import SqliteStore
-from engine.trace import Trace
-from engine.trail import Trail, ids_of, read
+from engine.core.effects import Received
+from engine.core.program import Program
+from engine.daemon.trail import Trail, ids_of, read
+from engine.dryrun.trace import Trace
+from engine.runtime.clock import VirtualClock
+from engine.runtime.loop import Engine, handle_all
+from engine.runtime.sinks import FanOut
+from engine.store.sqlite_store import SqliteStore
 
 from .engine_helpers import compile_source, message, t
 
@@ -144,9 +144,8 @@ def test_every_kind_of_effect_reads_back_as_it_was_written():
 
     import orjson
 
-    from engine.effects import Action, Conversion, Received, TraitChange, Transition
-    from engine.trace import format_effect
-    from engine.trail import _dumps, _line, _record, fields
+    from engine.core.effects import Action, Conversion, Received, TraitChange, Transition, format_effect
+    from engine.daemon.trail import _dumps, _line, _record, fields
 
     t = datetime(2026, 3, 2, 10, 0, 0, 123456, tzinfo=timezone.utc)
     effects = [

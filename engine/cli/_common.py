@@ -1,0 +1,31 @@
+"""What the commands share: a usage error (one red line on stderr, exit code 2), the check that a
+path given on the command line exists, and a project that does not check clean (its errors, then
+one red line saying what could not be done, exit code 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from journeys.checker import ProjectError
+from journeys.terminal import print_diagnostics
+
+
+def usage_error(message: str) -> typer.Exit:
+    Console(stderr=True, soft_wrap=True, highlight=False).print(Text(f"error: {message}", style="bold red"))
+    return typer.Exit(2)
+
+
+def existing(path: Path) -> Path:
+    if not path.exists():
+        raise usage_error(f"{path}: no such file or directory")
+    return path
+
+
+def project_errors(e: ProjectError, console: Console, message: str) -> typer.Exit:
+    print_diagnostics(e.project, [d for d in e.diagnostics if d.is_error], console)
+    console.print(Text(message, style="bold red"))
+    return typer.Exit(1)

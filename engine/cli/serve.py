@@ -1,0 +1,69 @@
+"""`journeys serve`: the daemon's command line (the daemon itself is `engine.daemon`).
+
+The daemon is imported when the command runs, so that `journeys check` never imports the engine,
+uvicorn or FastAPI.
+Exit codes: 0 after SIGTERM/SIGINT, 1 if the project has errors or the server cannot start, 2 for a
+usage error (no write keys, a store that is not a SQLite file, bad connector limits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..daemon.logs import LogFormat
+
+
+def serve_command(
+    project: Path = typer.Argument(Path("."), help="The project directory (with journeys.toml)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, "--port", help="The TCP port of the ingest and the health checks."),
+    store: Optional[str] = typer.Option(None, "--store", help="The store: sqlite:///path.db, or postgresql://user@host/db?schema=name "
+                                        "(several workers may share it); default: journeys.toml [store] url, relative to the project."),
+    log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format", help="json: one JSON object per line "
+                                         "(for log shippers); text: for people; auto: json unless stderr is a terminal."),
+) -> None:
+    """Run the daemon: the Segment-compatible ingest, the journeys, timers and deliveries. Stops on SIGTERM."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from connectors.errors import ConfigurationError
+    from journeys.checker import ProjectError, load_checked
+
+    from ..core.program import Program
+    from ..daemon.ingest import write_keys_from_env
+    from ..daemon.logs import setup_logging
+    from ..daemon.worker import serve, store_file
+    from ._common import existing, project_errors, usage_error
+
+    existing(project)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        loaded, compiled = load_checked(project)
+    except ProjectError as e:
+        raise project_errors(e, err, f"{project}: the project has errors; fix them before serving"
+                                     f" (journeys check {project})")
+    config = loaded.config
+    keys = write_keys_from_env(config)
+    if not keys:
+        names = config.ingest.write_keys_env
+        if names:
+            raise usage_error(f"no write keys: set {' or '.join(names)} ([ingest] write_keys_env in journeys.toml)")
+        raise usage_error("no write keys: journeys.toml names none ([ingest] write_keys_env = [\"JOURNEYS_WRITE_KEY\"])")
+    try:
+        path = store_file(store, None) if store is not None else store_file(config.store.url, Path(loaded.root))
+    except ValueError as e:
+        raise usage_error(f"--store: {e}" if store is not None else f"[store] url: {e}")
+    setup_logging(log_format)
+    from ..store.base import StoreError
+
+    try:
+        code = serve(Path(loaded.root), config, Program.build(compiled), path, keys, host=host, port=port)
+    except ConfigurationError as e:
+        raise usage_error(str(e))
+    except StoreError as e:  # unreachable, a schema from a newer Journeys, a file another daemon serves
+        err.print(Text(f"error: {e}", style="bold red"))
+        raise typer.Exit(1)
+    raise typer.Exit(code)

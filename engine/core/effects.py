@@ -1,0 +1,184 @@
+"""What a step asks the world to do, and what it reports having decided.
+
+`engine.core.step.step` returns these; it performs none of them. The runtime hands every effect to
+its sink: the dry-run's sink records and reports, the daemon's delivers actions and logs the rest.
+Each effect is a plain frozen value with a `to_json()` giving the stable, sorted form that
+reports, `--sends` files and traces print (byte-identical across runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from journeys.fast_init import fast_init
+
+# Outcomes of an action
+SENT = "sent"  # passed every delivery step: the sink delivers it
+SUPPRESSED = "suppressed"  # stopped before the sink: `reason` (and `rule` for caps) say why
+DEFERRED = "deferred"  # held by quiet hours until `until`; the same action id is decided again then
+
+
+def iso(t: datetime | None) -> str | None:
+    """UTC, seconds precision unless there are microseconds: the one time format of all outputs."""
+    if t is None:
+        return None
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def action_id(journey: str, version: str, user: str, entry: int, path: str) -> str:
+    """Deterministic: the same action of the same run of a journey always has the same id, so
+    a retry, a crash or a replay can never make it a second message."""
+    raw = "\x1f".join((journey, version, user, str(entry), path)).encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Action:
+    """An action a journey step produced, with the delivery decision.
+
+    `kind`: email | push | sms | audience_add | audience_remove | webhook. `channel`: what caps
+    count it as (email, push, sms, ads, webhook; None for removals, never capped). `target`: the
+    template, audience or webhook name. `data`: the evaluated `with {...}` values. `named`: the
+    journey's `as` events, as plain dicts (what templates may read). `event`: the event the step
+    ran on (an arriving event), else the one that started the run; None for scheduled runs."""
+
+    id: str
+    time: datetime
+    user: str
+    journey: str
+    version: str
+    entry: int
+    path: str
+    kind: str
+    channel: str | None
+    target: str
+    outcome: str
+    reason: str | None = None
+    rule: str | None = None
+    until: datetime | None = None
+    via: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    named: Mapping[str, Any] = field(default_factory=dict)
+    event: Mapping[str, Any] | None = None  # the event the step ran on (templates' `event`), if any
+
+    @property
+    def is_message(self) -> bool:
+        return self.kind in ("email", "push", "sms")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "time": iso(self.time), "user": self.user, "journey": self.journey,
+            "version": self.version, "entry": self.entry, "path": self.path, "kind": self.kind,
+            "channel": self.channel, "target": self.target, "outcome": self.outcome,
+            "reason": self.reason, "rule": self.rule, "until": iso(self.until), "via": self.via,
+            "data": dict(self.data), "named": dict(self.named), "event": self.event,
+        }
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A user moved in a journey; `detail` says why, in words a marketer reads in a trace.
+
+    `kind`: entered | not_entered | step | waiting | resumed | branch | split | exited |
+    completed | merged. `path` is the step concerned (None for entries and ends); a split's is the
+    arm's path (`<split>/<arm>`, `<split>/control`)."""
+
+    time: datetime
+    user: str
+    journey: str
+    version: str
+    entry: int
+    kind: str
+    path: str | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "user": self.user, "journey": self.journey, "version": self.version,
+                "entry": self.entry, "kind": self.kind, "path": self.path, "detail": self.detail}
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TraitChange:
+    """A trait was written: by an identify call (journey None) or a `set` step."""
+
+    time: datetime
+    user: str
+    trait: str
+    value: Any
+    journey: str | None = None
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "user": self.user, "trait": self.trait, "value": self.value,
+                "journey": self.journey, "path": self.path}
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A goal was reached within its window after an entry (in flight, ended, or in control)."""
+
+    time: datetime
+    user: str
+    journey: str
+    version: str
+    entry: int
+    goal: str
+    arms: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "user": self.user, "journey": self.journey, "version": self.version,
+                "entry": self.entry, "goal": self.goal, "arms": [list(a) for a in self.arms]}
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An input reached a user (for traces): an event, a profile update, a merge, a schedule."""
+
+    time: datetime
+    user: str
+    kind: str  # track | identify | alias | group | schedule | duplicate
+    name: str | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "user": self.user, "kind": self.kind, "name": self.name,
+                "detail": self.detail}
+
+
+Effect = Action | Transition | TraitChange | Conversion | Received
+
+
+def format_effect(e: Effect) -> str:
+    """One line of a user's timeline, for people: the dry-run's `--trace` and the daemon's trail
+    (`GET /admin/users/{id}/trace`) print effects with this, so they read the same."""
+    when = iso(e.time)
+    if isinstance(e, Received):
+        what = {"track": f"event {e.name}", "page": f"event {e.name}", "screen": f"event {e.name}",
+                "identify": "profile update", "group": "group", "schedule": f"schedule of {e.name}",
+                }.get(e.kind, e.kind)
+        detail = f"  ({e.detail})" if e.detail else ""
+        return f"{when}  {e.user}  {what}{detail}"
+    if isinstance(e, Transition):
+        where = f" {e.path}" if e.path else ""
+        return f"{when}  {e.journey} #{e.entry}  {e.kind}{where}: {e.detail}"
+    if isinstance(e, Action):
+        extra = ""
+        if e.reason:
+            extra = f" by {e.reason}" + (f" ({e.rule})" if e.rule else "")
+        if e.until is not None:
+            extra += f" until {iso(e.until)}"
+        return f"{when}  {e.journey} #{e.entry}  {e.kind} \"{e.target}\" {e.outcome}{extra}  [{e.path}, id {e.id}]"
+    if isinstance(e, Conversion):
+        return f"{when}  {e.journey} #{e.entry}  goal \"{e.goal}\" reached"
+    if isinstance(e, TraitChange):
+        by = f" by {e.path}" if e.path else ""
+        return f"{when}  {e.user}  trait {e.trait} = {e.value!r}{by}"
+    return f"{when}  {e!r}"  # pragma: no cover

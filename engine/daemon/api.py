@@ -1,0 +1,460 @@
+"""The daemon's HTTP routes beyond the ingest: unsubscribe links, the profile API, the admin API.
+
+All of them read and write the store on the worker thread (`Worker.submit`): the store's
+connection belongs to it, and serialising with the processor means an admin action never races
+an event of the same user.
+
+- `GET /u/{token}`, `POST /u/{token}`: the signed unsubscribe link (`connectors.unsubscribe`).
+  GET changes nothing: mail security scanners and link previews follow every link in a message,
+  and would unsubscribe people who never asked. It answers a small page whose "Unsubscribe" button
+  POSTs `List-Unsubscribe=One-Click` to the same URL, the very request RFC 8058 One-Click mail
+  clients send from the List-Unsubscribe header. POST records the opt-out through the engine
+  (`Engine.update_profile`: `<channel>_unsubscribed = true`, or `unsubscribed` for a channel the
+  engine does not know), so segments, exit rules and the delivery's consent check see it; a POST
+  without that body is a 400 page. A token that does not verify is a 404 page; repeating a link
+  changes nothing more.
+- `GET /v1/profile/{user_id}`: the profile's traits (the site reads `home_banner`), for the keys
+  `[ingest] profile_keys_env` names, as HTTP Basic user name or Bearer token. Write keys are not
+  accepted: they ship in browsers and apps, and must not read other people's profiles.
+- `/admin/...`: behind `Authorization: Bearer $JOURNEYS_ADMIN_TOKEN` (no variable: every admin
+  call is refused). `GET /admin/users/{id}`, `GET /admin/users/{id}/trace?limit=N` (or
+  `GET /admin/trace?user=ID&limit=N`, for an id that itself ends in `/trace`),
+  `GET /admin/journeys`, `GET /admin/dead-letters`, `POST /admin/dead-letters/{entry_id}/retry`,
+  `GET /admin/inbox/failed`, `POST /admin/inbox/failed/{seq}/retry` (a message the engine could
+  not take goes back into the inbox once the cause is fixed),
+  `DELETE /admin/users/{id}` (forget the user). Errors are JSON, `{"error": ..., "field": ...}`
+  when a parameter is at fault.
+
+The trace (`/admin/users/{id}/trace`) is what `journeys simulate --trace USER` prints, about live
+traffic: the newest `limit` (default 100, at most 1000) rows of the user's trail (`engine.daemon.trail`,
+written by the daemon's sink in the transaction of each state), oldest first, each `{time, line,
+effect, ...}` with the same line as the dry-run and the effect's fields. Asking by an anonymous id
+or the user id gives the same trail: the rows under the profile id and all its aliases.
+
+Forgetting a user (GDPR erasure) deletes, in one transaction: the profile and its journeys in
+flight, the identities pointing to it, its outbox entries, its trail, and the payloads of its
+logged actions (the rows stay, without `json`, so journey counts still add up). In the same
+transaction it queues the removal of the user from every ad audience they are in, on every
+connector the audience syncs to (`engine.daemon.erasure`): those entries carry the few identifiers the
+connectors match on, captured before the profile goes, and are scrubbed of them once settled
+(`erasure.scrub`, a housekeeping job: engine.daemon.housekeeping). The answer lists them (`audiences_removed`). The
+user id and its aliases go into `forgotten(user_id, at)`, and the processor drops every later event
+naming one of them (`event_filter`), so a late or replayed event cannot bring the profile back.
+
+Both stores: the SQL here is written once (engine.store.sql: `?` placeholders, the dialect SQLite and
+PostgreSQL share) and runs on the store's own connection, a sqlite3 or a psycopg one. SQLite files
+get `forgotten` at run time; PostgreSQL has it, and `trail`, from its migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import logging
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import orjson
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from ..store import sql
+
+log = logging.getLogger("journeys.daemon")
+
+ADMIN_TOKEN_ENV = "JOURNEYS_ADMIN_TOKEN"
+TIMEOUT = 30.0  # seconds a request waits for the worker
+RECENT_ACTIONS = 50
+TRACE_LIMIT = 100  # trail rows a trace shows unless `limit` says otherwise
+
+
+# ---------------------------------------------------------------------- tombstones
+
+def event_filter(conn: Any) -> Callable[[Sequence[Any]], list[bool]]:
+    """The processor's check, for a batch of messages in one query: False for a message that
+    names a forgotten user (user id, anonymous id or previous id). On a SQLite store's connection
+    it creates `forgotten` if missing; a PostgreSQL store has it from its migrations (version 2)."""
+    if sql.is_sqlite(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
+
+    def keep(messages: Sequence[Any]) -> list[bool]:
+        named = [[i for i in (m.user_id, m.anonymous_id, getattr(m, "previous_id", None)) if i] for m in messages]
+        ids = sorted({i for ids in named for i in ids})
+        gone: set[str] = set()
+        for chunk in sql.chunks(ids):
+            gone.update(r[0] for r in sql.execute(
+                conn, f"SELECT user_id FROM forgotten WHERE user_id IN ({sql.marks(len(chunk))})", chunk))
+        return [gone.isdisjoint(ids) for ids in named]
+
+    return keep
+
+
+def _is_forgotten(conn: Any, uid: str) -> bool:
+    return sql.execute(conn, "SELECT 1 FROM forgotten WHERE user_id = ?", (uid,)).fetchone() is not None
+
+
+def _aliases(conn: Any, uid: str) -> set[str]:
+    """The ids `identities` links to the profile `uid`."""
+    return {a for (a,) in sql.execute(conn, "SELECT alias FROM identities WHERE user_id = ?", (uid,))}
+
+
+# ---------------------------------------------------------------------- the admin API's reads and writes
+# Plain functions of the store (and, for forget, the outbox, clock and routes), run on the worker
+# thread by the routes below; tested on both stores directly (tests/test_daemon_pg_tables.py).
+
+_ACTION_COLUMNS = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
+
+
+def user_view(store: Any, any_id: str) -> dict[str, Any] | None:
+    """`GET /admin/users/{id}`: the profile, its aliases, journeys in flight and recent actions."""
+    conn = store.conn
+    uid = store.resolve(any_id) or any_id
+    state = store.load(uid)
+    if state is None:
+        return None
+    instances = [
+        {"journey": i.journey, "version": i.version, "entry": i.entry, "entered_at": i.entered_at,
+         "path": i.path, "wait": i.wait, "since": i.since, "wake": i.wake, "exiting": i.exiting}
+        for i in sorted(state.instances.values(), key=lambda i: i.journey)]
+    actions = [{**dict(zip(_ACTION_COLUMNS, r)), "time": sql.text_time(r[1])} for r in sql.execute(
+        conn, f'SELECT {", ".join(_ACTION_COLUMNS)} FROM actions WHERE "user" = ? ORDER BY time DESC, id DESC LIMIT ?',
+        (uid, RECENT_ACTIONS))]
+    aliases = sorted(_aliases(conn, uid) | set(state.aliases))
+    return jsonable_encoder({
+        "userId": uid, "traits": dict(state.traits), "aliases": aliases,
+        "audiences": sorted(state.audiences), "segments": dict(state.segments),
+        "journeys": instances, "next_wake": state.wake, "recent_actions": actions})
+
+
+def journey_counts(conn: Any) -> dict[str, Any]:
+    """`GET /admin/journeys`: users in flight per journey, and per (version, step, wait). Sorted
+    here, not in SQL, so both stores give the same order whatever their collations."""
+    groups = sql.execute(conn, "SELECT journey, version, coalesce(path, ''), coalesce(wait, ''), count(*) "
+                               "FROM instances GROUP BY journey, version, coalesce(path, ''), coalesce(wait, '')"
+                         ).fetchall()
+    out: dict[str, Any] = {}
+    for journey, version, path, wait, n in sorted(groups):
+        j = out.setdefault(journey, {"journey": journey, "in_flight": 0, "steps": []})
+        j["in_flight"] += n
+        j["steps"].append({"version": version, "path": path or None, "wait": wait or None, "users": n})
+    return {"journeys": list(out.values())}
+
+
+def dead_letters(outbox: Any, state: str, limit: int) -> dict[str, Any]:
+    """`GET /admin/dead-letters`: the outbox entries in `state` (dead or failed), by id."""
+    from ..store.serialize import utc_text
+
+    return {"entries": [
+        {"id": e.id, "action_id": e.action_id, "connector": e.connector, "user_id": e.user_id,
+         "kind": e.kind, "target": e.target, "state": e.state, "attempts": e.attempts,
+         "last_error": e.last_error, "created": utc_text(e.created), "next_at": utc_text(e.next_at)}
+        for e in outbox.by_state(state, limit)]}
+
+
+def forget(store: Any, outbox: Any, any_id: str, now: Any, routes: Any) -> dict[str, Any]:
+    """`DELETE /admin/users/{id}`, inside the caller's transaction: erase the user (see the module
+    docstring), queue their removal from every ad audience, leave tombstones for `event_filter`."""
+    from ..store.serialize import utc_text
+    from . import trail
+    from .erasure import id_range, removals
+
+    conn = store.conn
+    uid = store.resolve(any_id) or any_id
+    state = store.load(uid)
+    ids = {any_id, uid} | (set(state.aliases) if state is not None else set()) | _aliases(conn, uid)
+    counts = {
+        "profiles": 1 if state is not None else 0,
+        "instances": sql.execute(conn, "SELECT count(*) FROM instances WHERE user_id = ?", (uid,)).fetchone()[0],
+    }
+    traits = state.traits if state is not None else {}
+    audiences = state.audiences if state is not None else frozenset()
+    queued, unrouted = removals(uid, traits, audiences, routes, now)
+    store.delete(uid)
+    listed, marks = sorted(ids), sql.marks(len(ids))
+    counts["identities"] = sql.execute(
+        conn, f"DELETE FROM identities WHERE user_id = ? OR alias IN ({marks})", (uid, *listed)).rowcount
+    # the user's entries, but not the audience removals an earlier forget queued: forgetting twice
+    # must not cancel them (the second finds no audiences left to queue again)
+    counts["outbox"] = sql.execute(conn, f"DELETE FROM outbox WHERE user_id IN ({marks}) AND (id < ? OR id >= ?)",
+                                   (*listed, *id_range())).rowcount
+    counts["action_payloads"] = sql.execute(
+        conn, f'UPDATE actions SET json = NULL WHERE "user" IN ({marks}) AND json IS NOT NULL', listed).rowcount
+    counts["trail"] = trail.forget(conn, listed)
+    outbox.add(queued)  # after the user's entries went: the removals are theirs now
+    at = utc_text(now)
+    sql.executemany(conn, "INSERT INTO forgotten (user_id, at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
+                    [(i, at) for i in listed])
+    return {"userId": uid, "forgotten": listed, "deleted": counts,
+            "audiences_removed": [{"audience": e.target, "connector": e.connector, "entry": e.id} for e in queued],
+            "audiences_not_removed": unrouted}
+
+
+def failed_messages(inbox: Any, limit: int) -> dict[str, Any]:
+    """`GET /admin/inbox/failed`: the messages the engine could not take, oldest first, each as
+    the JSON it was stored as (or its text, when that no longer parses)."""
+    out = []
+    for seq, raw, error, at in inbox.failed(limit):
+        try:
+            message: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            message = bytes(raw).decode("utf-8", "replace")
+        out.append({"seq": seq, "error": error, "at": sql.text_time(at), "message": message})
+    return {"messages": out}
+
+
+# ---------------------------------------------------------------------- pages
+
+def _page(title: str, text: str, status: int = 200) -> HTMLResponse:
+    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">"
+            f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>{html.escape(text)}</p></body></html>")
+    return HTMLResponse(body, status_code=status)
+
+
+def _not_found() -> HTMLResponse:
+    return _page("Link not valid", "This unsubscribe link is not valid. Use the link from a recent email.", 404)
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"error": message} if field is None else {"error": message, "field": field}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _confirm_page(what: str) -> HTMLResponse:
+    """The page a GET of an unsubscribe link shows: nothing is recorded until the button is
+    pressed. The form posts to the page's own URL (no action: right behind any proxy prefix) the
+    body RFC 8058 One-Click clients send."""
+    body = ("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">"
+            "<title>Unsubscribe</title></head><body><h1>Unsubscribe</h1>"
+            f"<p>Stop receiving {html.escape(what)} from us?</p>"
+            "<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
+            "<button type=\"submit\">Unsubscribe</button></form></body></html>")
+    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def _matches(given: str | None, keys: list[bytes]) -> bool:
+    if not given:
+        return False
+    raw = given.encode("utf-8")
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(raw, k)
+    return ok
+
+
+# ---------------------------------------------------------------------- the routes
+
+def add_routes(app: Any, worker: Any) -> None:
+    """Add the unsubscribe, profile and admin routes to the daemon's app (see the module docstring)."""
+    from connectors.errors import ConfigurationError
+    from connectors.unsubscribe import SECRET_ENV, verify
+    from journeys.functions import CHANNELS
+
+    from ..core.delivery import CONSENT_TRAIT, channel_consent_trait
+    from ..store.outbox import DEAD, FAILED
+    from . import trail
+    from .dispatch import Routes
+    from .ingest import _header_key
+
+    env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
+    profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
+    admin_token = env.get(ADMIN_TOKEN_ENV, "").encode("utf-8")
+
+    async def on_worker(fn: Callable[[], Any]) -> Any:
+        return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)
+
+    def in_transaction(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with worker.store.transaction():
+                return fn()
+        return run
+
+    # ------------------------------------------------------------------ unsubscribe
+
+    def verified(token: str) -> tuple[str, str] | None:
+        try:
+            return verify(token, env.get(SECRET_ENV, ""))
+        except ConfigurationError:
+            return None  # no secret: no link can be valid
+
+    def what(channel: str) -> str:
+        return f"{channel} messages" if channel in CHANNELS else "messages"
+
+    async def unsubscribe(token: str) -> tuple[str, str] | None:
+        found = verified(token)
+        if found is None:
+            return None
+        user, channel = found
+        trait = channel_consent_trait(channel) if channel in CHANNELS else CONSENT_TRAIT
+
+        def record() -> None:
+            store = worker.store
+            uid = store.resolve(user) or user
+            if _is_forgotten(store.conn, user) or _is_forgotten(store.conn, uid):
+                return  # nothing to unsubscribe: the profile is erased and stays so
+            state = store.load(uid)
+            if state is not None and state.traits.get(trait) is True:
+                return  # already unsubscribed: nothing to record again
+            worker.engine.update_profile(uid, {trait: True}, "unsubscribe link")
+
+        await on_worker(in_transaction(record))
+        return found
+
+    async def confirm_page(token: str) -> Response:
+        found = verified(token)
+        if found is None:
+            return _not_found()
+        return _confirm_page(what(found[1]))
+
+    async def one_click(token: str, request: Request) -> Response:
+        body = (await request.body())[:4096].decode("utf-8", "replace")
+        if "List-Unsubscribe=One-Click" not in body:
+            return _page("Bad request", "Expected List-Unsubscribe=One-Click (RFC 8058).", 400)
+        found = await unsubscribe(token)
+        if found is None:
+            return _not_found()
+        return _page("You are unsubscribed", f"You will not receive any more {what(found[1])} from us.")
+
+    app.add_api_route("/u/{token}", confirm_page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/u/{token}", one_click, methods=["POST"], include_in_schema=False)
+
+    # ------------------------------------------------------------------ profile API
+
+    async def profile(user_id: str, request: Request) -> Response:
+        header = request.headers.get("authorization")
+        if not profile_keys:
+            return _error(404, "the profile API is off: set [ingest] profile_keys_env in journeys.toml")
+        if not (_matches(_header_key(header), profile_keys) or _matches(_bearer(header), profile_keys)):
+            return _error(401, "a profile key is required (HTTP Basic user name or Bearer)")
+
+        def read() -> Any:
+            store = worker.store
+            uid = store.resolve(user_id) or user_id
+            state = store.load(uid)
+            return None if state is None else {"userId": uid, "traits": jsonable_encoder(dict(state.traits))}
+
+        found = await on_worker(read)
+        if found is None:
+            return _error(404, f"no profile {user_id!r}")
+        return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
+    app.add_api_route("/v1/profile/{user_id:path}", profile, methods=["GET"], tags=["profile"],
+                      summary="A profile's traits")
+
+    # ------------------------------------------------------------------ admin API
+
+    def admin_refusal(request: Request) -> Response | None:
+        if not admin_token:
+            return _error(401, f"the admin API is off: set {ADMIN_TOKEN_ENV}")
+        if not _matches(_bearer(request.headers.get("authorization")), [admin_token]):
+            return _error(401, "Authorization: Bearer <admin token> is required")
+        return None
+
+    async def admin_trace(user_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        raw = request.query_params.get("limit", str(TRACE_LIMIT))
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= trail.MAX_LIMIT:
+            return _error(400, f"limit: a whole number from 1 to {trail.MAX_LIMIT}, not {raw!r}", "limit")
+
+        def read() -> Any:
+            uid, ids = trail.ids_of(worker.store, user_id)
+            rows = trail.read(worker.store.conn, ids, limit)
+            if not rows and worker.store.load(uid) is None:
+                return None
+            return {"userId": uid, "ids": ids, "trail": rows}
+
+        found = await on_worker(read)
+        if found is None:
+            return _error(404, f"no profile or trail {user_id!r}")
+        return JSONResponse(jsonable_encoder(found))
+
+    async def admin_user(user_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        found = await on_worker(lambda: user_view(worker.store, user_id))
+        if found is None:
+            return _error(404, f"no profile {user_id!r}")
+        return JSONResponse(found)
+
+    async def admin_journeys(request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        return JSONResponse(await on_worker(lambda: journey_counts(worker.store.conn)))
+
+    async def admin_dead_letters(request: Request, state: str = DEAD, limit: int = 100) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        if state not in (DEAD, FAILED):
+            return _error(400, f"state: {DEAD} or {FAILED}")
+        limit = max(1, min(limit, 1000))
+
+        return JSONResponse(await on_worker(lambda: dead_letters(worker.outbox, state, limit)))
+
+    async def admin_retry(entry_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        done = await on_worker(in_transaction(
+            lambda: worker.retry_dead(entry_id)))
+        if not done:
+            return _error(404, f"no dead or failed outbox entry {entry_id!r}")
+        return JSONResponse({"id": entry_id, "state": "pending"})
+
+    async def admin_failed(request: Request, limit: int = 100) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        limit = max(1, min(limit, 1000))
+        return JSONResponse(await on_worker(lambda: failed_messages(worker.inbox, limit)))
+
+    async def admin_requeue(seq: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        if not seq.isdigit():
+            return _error(400, f"seq: a message number from GET /admin/inbox/failed, not {seq!r}", "seq")
+        done = await on_worker(in_transaction(lambda: worker.inbox.requeue(int(seq), worker.clock.now())))
+        if not done:
+            return _error(404, f"no message {seq} set aside")
+        worker.wake.set()
+        return JSONResponse({"seq": int(seq), "state": "requeued"})
+
+    async def admin_forget(user_id: str, request: Request) -> Response:
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        return JSONResponse(await on_worker(in_transaction(lambda: forget(
+            worker.store, worker.outbox, user_id, worker.clock.now(), Routes.from_config(worker.config)))))
+
+    async def admin_trace_by_query(request: Request) -> Response:
+        """`GET /admin/trace?user=ID`: the trace of any id, one that ends in `/trace` included (the
+        path form reads `/admin/users/a/trace` as the trace of `a`)."""
+        if (refused := admin_refusal(request)) is not None:
+            return refused
+        user_id = request.query_params.get("user", "")
+        if not user_id:
+            return _error(400, "user: the id whose trace to read, as ?user=ID", "user")
+        return await admin_trace(user_id, request)
+
+    for path, endpoint, method in (
+            ("/admin/trace", admin_trace_by_query, "GET"),
+            ("/admin/users/{user_id:path}/trace", admin_trace, "GET"),  # before the user view's path
+            ("/admin/users/{user_id:path}", admin_user, "GET"),
+            ("/admin/users/{user_id:path}", admin_forget, "DELETE"),
+            ("/admin/journeys", admin_journeys, "GET"),
+            ("/admin/dead-letters", admin_dead_letters, "GET"),
+            ("/admin/dead-letters/{entry_id:path}/retry", admin_retry, "POST"),
+            ("/admin/inbox/failed", admin_failed, "GET"),
+            ("/admin/inbox/failed/{seq}/retry", admin_requeue, "POST")):
+        app.add_api_route(path, endpoint, methods=[method], tags=["admin"], include_in_schema=False)

@@ -1,0 +1,498 @@
+"""From the outbox to the connectors: routing, attempts, retries with backoff, rate limits, batches
+and dead letters.
+
+- `route` says which connectors an action goes to: a message to its `via` connector or its
+  channel's default, an audience change to every connector the audience syncs to, a webhook to
+  its own endpoint.
+- `OutboxSink` is the daemon's sink: it writes each action that passed the delivery steps into the
+  outbox (one entry per connector), in the transaction of the state that produced it.
+- `Dispatcher.run_due(now)` attempts what is due. A retryable error reschedules the entry with
+  exponential backoff and jitter (or the provider's Retry-After when it is longer); a permanent
+  error is recorded with the provider's answer; an invalid recipient also tells `on_stale` which
+  address or token to remove from the profile; after `max_attempts` an entry is dead, and
+  `retry_dead` puts it back. A token bucket per connector holds entries back (without counting an
+  attempt) when the connector's rate is used up.
+- Batching connectors take deliveries into batches (`queued`); `flush` sends them and settles
+  each entry by its result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping, Sequence
+
+from connectors.base import Delivery, Result
+from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
+
+from ..core.effects import SENT, Action, Effect
+from ..store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
+
+log = logging.getLogger("journeys.delivery")
+
+FULL = object()  # Dispatcher._admit: the connector's pool has no room
+LEASE = 120.0  # seconds an attempt may take before its entry can be taken again (longer than any timeout)
+MAX_HELD = 10_000  # handed entries waiting in memory for room in their pool; the rest go back to the outbox
+
+
+def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """The delivery lease: LEASE, or JOURNEYS_DELIVERY_LEASE seconds (tests shorten it)."""
+    import os
+
+    return float((os.environ if environ is None else environ).get("JOURNEYS_DELIVERY_LEASE", LEASE))
+
+
+class RoutingError(Exception):
+    """No connector is configured for an action (the checker reports this before a run)."""
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Which connector names serve what, from journeys.toml."""
+
+    defaults: Mapping[str, str]  # channel → its default connector
+    audiences: Mapping[str, Sequence[str]]  # audience → connectors it syncs to
+    webhooks: frozenset[str] = frozenset()  # webhook names; each is its own connector "webhook:NAME"
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Routes":
+        channels = sorted({c.channel for c in config.connectors.values()})
+        defaults = {ch: name for ch in channels if (name := config.default_connector(ch)) is not None}
+        return cls(defaults, {a: tuple(v.sync) for a, v in config.audiences.items()}, frozenset(config.webhooks))
+
+
+def route(action: Action, routes: Routes) -> list[str]:
+    if action.kind in ("email", "push", "sms"):
+        name = action.via or routes.defaults.get(action.kind)
+        if name is None:
+            raise RoutingError(f"no {action.kind} connector is configured")
+        return [name]
+    if action.kind in ("audience_add", "audience_remove"):
+        names = list(routes.audiences.get(action.target, ()))
+        if not names:
+            raise RoutingError(f'audience "{action.target}" syncs to no connector')
+        return names
+    if action.kind == "webhook":
+        if action.target not in routes.webhooks:
+            raise RoutingError(f'webhook "{action.target}" is not configured')
+        return [f"webhook:{action.target}"]
+    raise RoutingError(f"no route for {action.kind}")
+
+
+class OutboxSink:
+    """The daemon's sink for actions: each sent action becomes outbox entries, due at once.
+
+    Handed straight to the deliveries (`handoff(lease, now)`): the entries are written already
+    leased (`sending` until `now() + lease`) and their ids kept in `fresh`, which the worker hands
+    to its delivery loop after the commit, so a delivery starts without a claim transaction of its
+    own (on the latency's path). The loop reads the rows back before it attempts them, so an id
+    from a transaction that rolled back is skipped; an entry whose pool is full waits in the loop,
+    still leased (`Dispatcher.start_handed`); if the deliveries die, the lease runs out and the
+    entry is due again like any other."""
+
+    def __init__(self, outbox: Outbox, routes: Routes, on_unroutable: Callable[[Action, str], None] | None = None,
+                 defer: Callable[[Callable[[list[Entry]], None], list[Entry]], None] | None = None):
+        """`defer`: the store's write-behind (engine.store.write_behind), on a store where a statement
+        is a round trip: a transaction's entries are then written in one statement at its commit
+        (the outbox's `add_new` says which were new)."""
+        self.outbox, self.routes, self.on_unroutable, self.defer = outbox, routes, on_unroutable, defer
+        self.lease: timedelta | None = None
+        self.now: Callable[[], datetime] | None = None
+        self.fresh: list[str] = []
+
+    def handoff(self, lease: float, now: Callable[[], datetime]) -> None:
+        self.lease, self.now = timedelta(seconds=lease), now
+
+    def take_fresh(self) -> list[str]:
+        """The ids written leased since the last call (the worker hands them over after a commit)."""
+        fresh, self.fresh = self.fresh, []
+        return fresh
+
+    def emit(self, effects: Sequence[Effect]) -> None:
+        entries = []
+        for e in effects:
+            if not isinstance(e, Action) or e.outcome != SENT:
+                continue
+            try:
+                names = route(e, self.routes)
+            except RoutingError as err:
+                if self.on_unroutable is not None:
+                    self.on_unroutable(e, str(err))
+                continue
+            payload = json.dumps(e.to_json(), sort_keys=True, default=str)
+            if self.lease is None:
+                entries += [Entry(e.id, n, e.user, e.kind, e.target, payload, e.time, e.time) for n in names]
+            else:
+                until = max(e.time, self.now()) + self.lease  # type: ignore[misc]
+                entries += [Entry(e.id, n, e.user, e.kind, e.target, payload, e.time, until, SENDING) for n in names]
+        if not entries:
+            return
+        if self.defer is not None:
+            self.defer(self._add_new, entries)
+        elif self.outbox.add(entries) and self.lease is not None:
+            self.fresh += [entry.id for entry in entries]
+
+    def _add_new(self, entries: list[Entry]) -> None:
+        new = self.outbox.add_new(entries)  # type: ignore[attr-defined]
+        if self.lease is not None:
+            self.fresh += new
+
+
+def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:
+    """The trait updates that remove a dead push token or Web Push endpoint from a profile."""
+    updates: dict[str, Any] = {}
+    if traits.get("push_token") == dead:
+        updates["push_token"] = None
+    tokens = traits.get("push_tokens")
+    if isinstance(tokens, list) and dead in tokens:
+        updates["push_tokens"] = [t for t in tokens if t != dead]
+    subs = traits.get("webpush_subscriptions")
+    if isinstance(subs, list):
+        kept = [s for s in subs if not (s == dead or (isinstance(s, Mapping) and s.get("endpoint") == dead))]
+        if len(kept) != len(subs):
+            updates["webpush_subscriptions"] = kept
+    return updates
+
+
+def retry_dead(outbox: Outbox, entry_id: str, now: datetime) -> bool:
+    """An operator's retry of a dead (or failed) entry: pending again, attempts reset."""
+    entry = outbox.get(entry_id)
+    if entry is None or entry.state not in (DEAD, FAILED):
+        return False
+    outbox.save(entry.evolve(state=PENDING, attempts=0, next_at=now))
+    return True
+
+
+class TokenBucket:
+    """`rate` deliveries per second on average, bursts of up to `burst`."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.at: datetime | None = None
+
+    def take(self, now: datetime) -> float:
+        """0 and a token taken, or the seconds until one is available (nothing taken)."""
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at).total_seconds() * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with "equal jitter": half the delay fixed, half random, so retries of
+    many actions failing together spread out instead of returning in a wave."""
+
+    base: float = 2.0
+    cap: float = 3600.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        d = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        d = d / 2 + self.rng.uniform(0, d / 2)
+        return max(d, retry_after or 0.0)
+
+
+ProfileLookup = Callable[[str], Mapping[str, Any]]
+StaleHandler = Callable[[str, str, str], None]  # (user id, connector, stale address or token)
+
+
+class Dispatcher:
+    """Attempts outbox entries through their connectors and settles each by its outcome.
+
+    Two ways to drive it: `run_due(now)` attempts what is due and returns when every attempt is
+    settled (tests, tools); the daemon's delivery thread calls `start_due(now, on_done)`, which
+    hands the attempts to the connectors' pools and returns at once, and `settle_done(now)` when
+    `on_done` says some finished, so one slow provider never holds up another's deliveries.
+
+    An entry taken for an attempt is leased (`sending`, `next_at` = the lease's end) in the
+    outbox before the provider is called: no other round or worker takes it meanwhile, and if the
+    process dies the lease runs out and the entry is attempted again, with the same idempotency
+    key. Each connector has a pool of `concurrency[connector]` threads (default 4) and at most
+    twice that many entries leased at once. The outbox is read and written on the caller's thread
+    only, so a store whose connection belongs to one thread (SQLite) is never touched from another.
+    """
+
+    def __init__(self, outbox: Outbox, connectors: Mapping[str, Any], *, profiles: ProfileLookup,
+                 max_attempts: int = 8, backoff: Backoff | None = None,
+                 limits: Mapping[str, TokenBucket] | None = None, on_stale: StaleHandler | None = None,
+                 workers: int = 1, concurrency: Mapping[str, int] | None = None,
+                 transaction: Callable[[], AbstractContextManager] = nullcontext, lease: float = LEASE):
+        """`transaction`: the outbox's, so a round's claims and outcomes are each one commit (never
+        held open across a provider's call). `workers=1`: attempts run on the caller's thread,
+        one at a time (deterministic tests)."""
+        self.outbox, self.connectors, self.profiles = outbox, connectors, profiles
+        self.transaction = transaction
+        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff()
+        self.limits = dict(limits or {})
+        self.on_stale = on_stale
+        self.workers = workers
+        self.concurrency = dict(concurrency or {})
+        self.lease = timedelta(seconds=lease)
+        self.in_flight: dict[str, str] = {}  # entry id → connector, leased and not settled yet
+        # handed over, leased to us, waiting for room in their pool: by connector, in hand-over order
+        self.held: dict[str, dict[str, Entry]] = {}
+        self._done: queue.SimpleQueue[tuple[Entry, Result | DeliveryError]] = queue.SimpleQueue()
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+
+    def delivery(self, entry: Entry, connector: Any = None) -> Delivery:
+        a = json.loads(entry.payload)
+        profile = self.profiles(entry.user_id) if getattr(connector, "uses_profile", True) else {}
+        return Delivery(action_id=entry.action_id, kind=entry.kind, target=entry.target, user_id=entry.user_id,
+                        profile=profile, data=a.get("data") or {}, named=a.get("named") or {},
+                        event=a.get("event"), journey=a.get("journey", ""), step=a.get("path", ""))
+
+    def run_due(self, now: datetime, limit: int = 100) -> int:
+        """Attempt the entries due at `now` and settle them; returns how many were attempted."""
+        finished = threading.Semaphore(0)
+        started = self.start_due(now, limit, on_done=finished.release, bounded=False)
+        for _ in range(started):
+            finished.acquire()
+        self.settle_done(now)
+        return started
+
+    def start_due(self, now: datetime, limit: int = 100, on_done: Callable[[], None] = lambda: None,
+                  bounded: bool = True) -> int:
+        """Lease the entries due at `now` and start their attempts; `on_done()` is called (from a
+        pool thread) as each finishes. Returns how many were started. `bounded`: at most twice a
+        connector's concurrency leased at once (the rest wait, unleased, for a later round)."""
+        ready = self._claim(now, limit, bounded)
+        for entry, connector in ready:
+            self._start(entry, connector, on_done)
+        return len(ready)
+
+    def _start(self, entry: Entry, connector: Any, on_done: Callable[[], None]) -> None:
+        self.in_flight[entry.id] = entry.connector
+        delivery = self.delivery(entry, connector)
+        if self.workers <= 1:
+            self._done.put((entry, self._attempt(connector, delivery)))
+            on_done()
+            return
+
+        def attempt() -> None:
+            self._done.put((entry, self._attempt(connector, delivery)))
+            on_done()
+
+        self._pool(entry.connector).submit(attempt)
+
+    def start_handed(self, ids: Sequence[str], now: datetime,
+                     on_done: Callable[[], None] = lambda: None) -> tuple[int, list[Entry]]:
+        """Start the entries the worker wrote leased and handed over (`OutboxSink.handoff`), and
+        those handed before that waited for room, without a claim transaction. They are read back
+        first, in one query: one whose transaction rolled back is not there, one settled or taken
+        by another worker is no longer ours. An entry whose pool is full waits here, still leased
+        to us, for a round with room: writing it back pending and claiming it again cost two
+        updates and a claim per entry under load. One that has waited half its lease (a provider
+        that hangs), or beyond `MAX_HELD`, goes back to the outbox for whoever has room.
+
+        Returns how many started, and the entries to write back in the caller's next transaction
+        (given back or held by a rate limit: pending; no connector: failed)."""
+        if ids:
+            found = self.outbox.get_many(ids)
+            for entry_id in ids:
+                entry = found.get(entry_id)
+                if (entry is not None and entry.state == SENDING and entry.next_at > now
+                        and entry_id not in self.in_flight):
+                    self.held.setdefault(entry.connector, {})[entry_id] = entry
+        busy = Counter(self.in_flight.values())
+        room = self._room
+        full = {name for name, n in busy.items() if n >= room(name)}
+        back: list[Entry] = []
+        started = 0
+        stale = now + self.lease / 2  # a lease ending before this is too short to start an attempt on
+        waiting = sum(map(len, self.held.values()))
+        for connector, line in list(self.held.items()):
+            # only the front of each line is looked at: a round costs what it starts, not what waits
+            while line:
+                entry_id, entry = next(iter(line.items()))
+                if entry.next_at < stale or waiting > MAX_HELD:  # (beyond the cap: the oldest, due first)
+                    del line[entry_id]
+                    waiting -= 1
+                    back.append(entry.evolve(state=PENDING, next_at=now))
+                    continue
+                verdict = FULL if connector in full else self._admit(entry, now, busy, full, room)
+                if verdict is FULL:
+                    break
+                del line[entry_id]
+                waiting -= 1
+                if isinstance(verdict, Entry):
+                    back.append(verdict)
+                else:
+                    self._start(entry, verdict, on_done)
+                    started += 1
+            if not line:
+                del self.held[connector]
+        return started, back
+
+    def waiting(self) -> list[str]:
+        """The ids of the handed entries waiting for room, by connector, oldest first."""
+        return [entry_id for line in self.held.values() for entry_id in line]
+
+    def give_back(self, now: datetime) -> list[Entry]:
+        """At a stop: the entries still waiting, pending again, for the caller to write back, so
+        a successor takes them at once instead of after their lease."""
+        held, self.held = self.held, {}
+        return [entry.evolve(state=PENDING, next_at=now) for line in held.values() for entry in line.values()]
+
+    def _room(self, connector: str) -> int:
+        """How many entries of a connector may be leased at once: twice its pool."""
+        return 2 * self.concurrency.get(connector, 4)
+
+    def finished(self) -> bool:
+        """Attempts finished and not settled yet."""
+        return not self._done.empty()
+
+    def settle(self, entries: Sequence[Entry]) -> None:
+        """Write entries back (inside the caller's transaction): what `start_handed` returned."""
+        if entries:
+            self.outbox.save_many(entries)
+
+    def settle_done(self, now: datetime) -> int:
+        """Record the outcomes of the attempts that finished; returns how many."""
+        done: list[tuple[Entry, Result | DeliveryError]] = []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        if not done:
+            return 0
+        settled = []
+        for entry, outcome in done:
+            self.in_flight.pop(entry.id, None)
+            settled.append(self._failed(entry, outcome, now) if isinstance(outcome, DeliveryError)
+                           else self._succeeded(entry, outcome))
+        with self.transaction():  # one statement for the round's outcomes
+            self.outbox.save_many(settled)
+        return len(done)
+
+    def _claim(self, now: datetime, limit: int, bounded: bool) -> list[tuple[Entry, Any]]:
+        busy = Counter(self.in_flight.values())
+        room = self._room if bounded else (lambda name: limit)
+        full = {name for name, n in busy.items() if n >= room(name)}
+        ready: list[tuple[Entry, Any]] = []
+        writes: list[Entry] = []  # the leases, and what is held back or failed: one statement
+        with self.transaction():
+            for entry in self.outbox.due(now, limit, skip=full):
+                if entry.id in self.in_flight:
+                    continue  # still in flight here (its lease ran out first)
+                self.held.get(entry.connector, {}).pop(entry.id, None)  # its lease ran out while it waited
+                verdict = self._admit(entry, now, busy, full, room)
+                if verdict is FULL:
+                    continue  # it waits, as it is, for a later round
+                if isinstance(verdict, Entry):  # held back or failed
+                    writes.append(verdict)
+                    continue
+                writes.append(entry.evolve(state=SENDING, next_at=now + self.lease))
+                ready.append((entry, verdict))
+            if writes:
+                self.outbox.save_many(writes)
+        return ready
+
+    def _admit(self, entry: Entry, now: datetime, busy: Counter, full: set[str],
+               room: Callable[[str], int]) -> Any:
+        """The rules before an attempt, for claimed and handed entries alike: the connector to
+        attempt it with (counted as busy), FULL when its connector's pool is, or the entry as it
+        must be written instead (failed without a connector; pending until the rate limit allows)."""
+        if entry.connector in full:
+            return FULL
+        connector = self.connectors.get(entry.connector)
+        if connector is None:
+            return entry.evolve(state=FAILED, last_error=f'no connector named "{entry.connector}"')
+        bucket = self.limits.get(entry.connector)
+        if bucket is not None:
+            wait = bucket.take(now)
+            if wait > 0:
+                return entry.evolve(state=PENDING, next_at=now + timedelta(seconds=wait))
+        busy[entry.connector] += 1
+        if busy[entry.connector] >= room(entry.connector):
+            full.add(entry.connector)
+        return connector
+
+    def _attempt(self, connector: Any, delivery: Delivery) -> Result | DeliveryError:
+        try:
+            return connector.deliver(delivery)
+        except DeliveryError as err:
+            return err
+        except Exception as err:  # a connector bug must not stop the others: retried like a failure
+            return RetryableError(f"connector error: {type(err).__name__}: {err}")
+
+    def _pool(self, name: str) -> ThreadPoolExecutor:
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = ThreadPoolExecutor(
+                self.concurrency.get(name, 4), thread_name_prefix=f"journeys-deliver-{name}")
+        return pool
+
+    def close(self) -> None:
+        """Wait for the attempts in flight (`settle_done` then records them)."""
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._pools.clear()
+
+    def flush(self, now: datetime) -> None:
+        """Send the batches of batching connectors and settle their entries."""
+        for name, connector in self.connectors.items():
+            flush = getattr(connector, "flush", None)
+            if flush is None:
+                continue
+            waiting = {e.action_id: e for e in self.outbox.queued(name)}
+            outcomes = list(flush())  # the provider calls happen here, outside the transaction
+            settled = []
+            for action_id, outcome in outcomes:
+                entry = waiting.get(action_id)
+                if entry is None:
+                    continue
+                if isinstance(outcome, DeliveryError):
+                    settled.append(self._failed(entry, outcome, now))
+                elif isinstance(outcome, Exception):
+                    settled.append(self._failed(entry, RetryableError(f"connector error: {outcome}"), now))
+                else:
+                    settled.append(self._succeeded(entry, outcome))
+            with self.transaction():
+                self.outbox.save_many(settled)
+
+    def retry_dead(self, entry_id: str, now: datetime) -> bool:
+        return retry_dead(self.outbox, entry_id, now)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _succeeded(self, entry: Entry, result: Result) -> Entry:
+        """The entry as its success leaves it (to write)."""
+        if self.on_stale is not None:  # delivered to some devices; others are gone (PushResult.stale)
+            for dead in getattr(result, "stale", ()) or ():
+                self.on_stale(entry.user_id, entry.connector, dead)
+        state = QUEUED if result.queued else DELIVERED
+        return entry.evolve(state=state, attempts=entry.attempts + (0 if result.queued else 1),
+                            provider_id=result.provider_id, last_error=None)
+
+    def _failed(self, entry: Entry, err: DeliveryError, now: datetime) -> Entry:
+        """The entry as this failure leaves it (to write): retried later, dead or failed."""
+        attempts = entry.attempts + 1
+        answer = f"{err}" + (f": {err.answer}" if err.answer else "")
+        if isinstance(err, RetryableError):
+            if attempts >= self.max_attempts:
+                log.warning("%s: attempt %d failed, no more attempts (dead letter): %s", entry.id, attempts, answer)
+                return entry.evolve(state=DEAD, attempts=attempts, last_error=answer)
+            delay = self.backoff.delay(attempts, err.retry_after)
+            # an operator sees a provider failing here; the same Idempotency-Key goes with the retry
+            log.warning("%s: attempt %d failed, retried in %.1f s: %s", entry.id, attempts, delay, answer)
+            return entry.evolve(state=PENDING, attempts=attempts, last_error=answer,
+                                next_at=now + timedelta(seconds=delay))
+        if isinstance(err, InvalidRecipient) and err.stale and self.on_stale is not None:
+            self.on_stale(entry.user_id, entry.connector, err.stale)
+        log.warning("%s: failed for good: %s", entry.id, answer)
+        return entry.evolve(state=FAILED, attempts=attempts, last_error=answer)

@@ -1,0 +1,671 @@
+"""The daemon's HTTP ingest: Segment's HTTP Tracking API, answered once the events are durable.
+
+Endpoints (POST, JSON, as https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/):
+`/v1/track`, `/v1/identify`, `/v1/page`, `/v1/screen`, `/v1/alias`, `/v1/group` (one call each; the
+path gives the type) and `/v1/batch` (`{"batch": [calls with their "type"], "context": {...}}`;
+the batch's `context` applies to the calls that have none). Segment's short paths `/v1/t`, `/v1/i`,
+`/v1/p`, `/v1/s`, `/v1/a`, `/v1/g` and `/v1/b` work too (left out of the OpenAPI description).
+So the official libraries (analytics-python, RudderStack's, analytics.js...) deliver unchanged
+when pointed at the daemon. `/openapi.json` describes the calls' fields from pydantic models; the
+models only document: validation is `engine.core.messages.parse_message`'s, so an error names the
+field exactly as `journeys simulate` does for the same line.
+
+Authentication: the source's write key as the HTTP Basic user name (password empty), or
+`writeKey` in the body (which wins when both are given, as at Segment). Valid keys are the values
+of the environment variables that journeys.toml's `[ingest] write_keys_env` names
+(`write_keys_from_env`).
+
+Answers:
+- 200 `{"success": true}`: every event is committed to the inbox (`engine/store/inbox.py`).
+- 400 `{"error": "...", "field": "userId"}`: malformed JSON (`field` "body"), or a call that
+  `parse_message` refuses (`field` its field: userId, event, timestamp, type, ...).
+- 401 `{"error": ..., "field": "writeKey"}`: no write key or an unknown one. When the header
+  carries no valid key, a body that is not JSON is a 401 too (there is nothing to authenticate).
+- 413: the body is over the limit (32 KB for one call, 500 KB for a batch, Segment's limits; after
+  gzip decompression too), refused from Content-Length before reading, or as soon as a streamed
+  body passes it; a batch of more than `max_batch_events` (2,500) calls. 415: a Content-Encoding
+  other than gzip or identity (the RudderStack library gzips by default).
+- 503 with Retry-After when the inbox cannot be written (disk full, lock timeout): the libraries
+  retry 5xx, and nothing was accepted.
+
+A batch with bad calls: **the good calls are accepted, the bad ones listed.** The answer is 400
+`{"error": "2 of 100 events rejected; the other 98 were accepted", "accepted": 98,
+"rejected": [{"index": 3, "field": "timestamp", "message": "..."}]}`, sent after the 98 are
+committed. Why not reject the whole batch: the official libraries batch the calls of many users
+together and never retry a 4xx (nor split a batch), so one malformed call would silently drop
+the 99 good ones. A 4xx (not a 200) so that the libraries log the error and a person sees it. A
+sender that retries the whole batch anyway does no harm: the engine drops repeated messageIds
+(a call without one gets a deterministic id from its content, `auto_message_id`). Each call of a
+batch is held to Segment's 32 KB per call, measured on the normalised message the inbox keeps.
+
+Times: `receivedAt` is the server's clock, kept in the inbox next to each message. A call with no
+`timestamp` gets one as Segment computes it: `receivedAt - (sentAt - originalTimestamp)` when
+both are there (the device's clock skew corrected; the batch's `sentAt` counts), else
+`originalTimestamp` as it is, else `receivedAt`. `parse_message` insists on a time; this is where
+the daemon supplies it.
+
+Group commit: a request is answered only after its events are committed, and concurrent requests
+share the commit. `GroupCommit` collects the rows of every request that arrives within `max_delay`
+(2 ms) of the first, or until `max_rows`, writes them in one transaction on the inbox's own
+connection in a single worker thread (sqlite3 releases the GIL while it writes, so the event loop
+keeps reading requests), then resolves every waiting request. While a commit is in flight the next
+one gathers. The wait is only for company that comes: a request commits at once when the
+committer was idle for `max_delay` before it, or when the last commit carried a single request
+(requests arrive one at a time, slower than commits: a wait would find nobody and only add
+latency, 2 ms at every event of a steady 400 events/s). Concurrent requests make groups, and the
+wait comes back with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Union
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from journeys.config import ProjectConfig
+
+from ..core.messages import MessageError, parse_message
+from ..store.inbox import Inbox, message_to_json
+from ..store.serialize import utc_text
+
+MAX_CALL_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_EVENTS = 2500
+
+CALLS = ("track", "identify", "page", "screen", "alias", "group")
+SHORT = {"t": "track", "i": "identify", "p": "page", "s": "screen", "a": "alias", "g": "group"}
+
+_UTC = timezone.utc
+_OK = b'{"success":true}'
+_loads = orjson.loads
+_dumps = orjson.dumps
+
+
+def write_keys_from_env(config: ProjectConfig, environ: Mapping[str, str] | None = None) -> set[str]:
+    """The write keys: the non-empty values of the variables `[ingest] write_keys_env` names."""
+    env = os.environ if environ is None else environ
+    return {env[name] for name in config.ingest.write_keys_env if env.get(name)}
+
+
+# ---------------------------------------------------------------------- the documented shapes
+
+
+class _Call(BaseModel):
+    """Fields common to every call (Segment spec). Other fields are allowed and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    userId: str | None = Field(None, description="The user's id in your database. userId or anonymousId is required.")
+    anonymousId: str | None = Field(None, description="A pseudo-unique id for a user not known yet.")
+    messageId: str | None = Field(None, description="Unique per message; repeats are dropped. Derived from the content when absent.")
+    timestamp: datetime | None = Field(None, description="When the call happened (ISO-8601). Absent: computed from receivedAt.")
+    originalTimestamp: datetime | None = Field(None, description="The device's time of the call, corrected by sentAt when timestamp is absent.")
+    sentAt: datetime | None = Field(None, description="When the library sent the call.")
+    context: dict[str, Any] | None = Field(None, description="Context; `timezone` (an IANA name) is used, `traits` for identify.")
+    integrations: dict[str, Any] | None = Field(None, description="Accepted and ignored.")
+
+
+class Track(_Call):
+    """A user did something."""
+
+    type: Literal["track"] = Field("track", description="Implied by /v1/track; required in a batch.")
+    event: str = Field(description="The event's name, e.g. \"Order Completed\".")
+    properties: dict[str, Any] | None = Field(None, description="The event's properties.")
+
+
+class Identify(_Call):
+    """Who the user is: traits."""
+
+    type: Literal["identify"] = Field("identify", description="Implied by /v1/identify; required in a batch.")
+    traits: dict[str, Any] | None = Field(None, description="The user's traits (else context.traits).")
+
+
+class Page(_Call):
+    """A page view: the event \"Page Viewed\"."""
+
+    type: Literal["page"] = Field("page", description="Implied by /v1/page; required in a batch.")
+    name: str | None = Field(None, description="The page's name; becomes the property `name`.")
+    category: str | None = Field(None, description="The page's category; becomes the property `category`.")
+    properties: dict[str, Any] | None = None
+
+
+class Screen(_Call):
+    """A screen view: the event \"Screen Viewed\"."""
+
+    type: Literal["screen"] = Field("screen", description="Implied by /v1/screen; required in a batch.")
+    name: str | None = Field(None, description="The screen's name; becomes the property `name`.")
+    properties: dict[str, Any] | None = None
+
+
+class Alias(_Call):
+    """previousId is the same person as userId: their profiles merge."""
+
+    type: Literal["alias"] = Field("alias", description="Implied by /v1/alias; required in a batch.")
+    userId: str = Field(description="The known id.")  # type: ignore[assignment]
+    previousId: str = Field(description="The other id.")
+
+
+class Group(_Call):
+    """The user belongs to a group (becomes the traits `group_id` and `group`)."""
+
+    type: Literal["group"] = Field("group", description="Implied by /v1/group; required in a batch.")
+    groupId: str = Field(description="The group's id.")
+    traits: dict[str, Any] | None = Field(None, description="The group's traits.")
+
+
+class Batch(BaseModel):
+    """Many calls in one request (at most 500 KB, 32 KB per call, 2,500 calls)."""
+
+    model_config = ConfigDict(extra="allow")
+    batch: list[Union[Track, Identify, Page, Screen, Alias, Group]] = Field(description="The calls, each with its `type`.")
+    context: dict[str, Any] | None = Field(None, description="Context for the calls that have none.")
+    integrations: dict[str, Any] | None = None
+    sentAt: datetime | None = Field(None, description="When the batch was sent: corrects the calls' originalTimestamp.")
+    writeKey: str | None = Field(None, description="The write key, if not given by HTTP Basic authentication.")
+
+
+class Success(BaseModel):
+    success: Literal[True] = True
+
+
+class Rejected(BaseModel):
+    index: int = Field(description="The call's position in `batch`, from 0.")
+    field: str = Field(description="The Segment field at fault (as parse_message names it).")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    field: str | None = Field(None, description="The field at fault: a Segment field, `body`, `writeKey` or `batch`.")
+    accepted: int | None = Field(None, description="Batch: how many calls were accepted.")
+    rejected: list[Rejected] | None = Field(None, description="Batch: the calls that were not.")
+
+
+_MODELS = {"track": Track, "identify": Identify, "page": Page, "screen": Screen, "alias": Alias, "group": Group,
+           "batch": Batch}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": Success, "description": "Every call is in the inbox."},
+    400: {"model": ErrorBody, "description": "Malformed JSON or an invalid call (a batch: the bad calls, the good ones accepted)."},
+    401: {"model": ErrorBody, "description": "No write key, or an unknown one."},
+    413: {"model": ErrorBody, "description": "Over 32 KB per call or 500 KB per batch, or too many calls."},
+    415: {"model": ErrorBody, "description": "A Content-Encoding other than gzip."},
+    503: {"model": ErrorBody, "description": "The inbox could not be written; retry."},
+}
+
+
+# ---------------------------------------------------------------------- errors and bodies
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, error: str, field: str | None = None, **extra: Any):
+        super().__init__(error)
+        body: dict[str, Any] = {"error": error}
+        if field is not None:
+            body["field"] = field
+        body.update(extra)
+        self.status, self.body = status, body
+
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        headers = {}
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="journeys"'
+        elif self.status == 503:
+            headers["Retry-After"] = "1"
+        return self.status, _dumps(self.body), headers
+
+
+def _too_large(cap: int) -> _Refused:
+    return _Refused(413, f"the body is larger than {cap // 1024} KB", "body")
+
+
+async def _read_body(length: str | None, encoding: str | None, chunks: AsyncIterator[bytes], cap: int) -> bytes:
+    """The request's body, decompressed, refused (413) as soon as it is known to pass `cap`."""
+    if length is not None:
+        try:
+            if int(length) > cap:
+                raise _too_large(cap)
+        except ValueError:
+            raise _Refused(400, f"Content-Length is not a number: {length[:40]!r}", "body") from None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > cap:
+            raise _too_large(cap)
+        parts.append(chunk)
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    if not encoding or encoding.strip().lower() in ("identity", ""):
+        return body
+    if encoding.strip().lower() not in ("gzip", "x-gzip"):
+        raise _Refused(415, f"unsupported Content-Encoding {encoding[:40]!r}: send gzip or nothing", "body")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, cap + 1)
+    except zlib.error as exc:
+        raise _Refused(400, f"the body is not valid gzip: {exc}", "body") from None
+    if len(data) > cap or inflater.unconsumed_tail:
+        raise _too_large(cap)
+    if not inflater.eof:
+        raise _Refused(400, "the body is not valid gzip: truncated", "body")
+    return data
+
+
+def _header_key(value: str | None) -> str | None:
+    """The user name of an HTTP Basic Authorization header."""
+    if not value:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    return decoded.partition(":")[0]
+
+
+class _Keys:
+    """Write-key checks, in constant time per key; headers already seen valid are remembered."""
+
+    def __init__(self, keys: Iterable[str]):
+        self.keys = [k.encode("utf-8") for k in keys if k]
+        self.good_headers: set[str] = set()
+
+    def valid(self, key: Any) -> bool:
+        if not isinstance(key, str) or not key:
+            return False
+        given = key.encode("utf-8")
+        ok = False
+        for k in self.keys:
+            ok |= hmac.compare_digest(given, k)
+        return ok
+
+    def header_ok(self, header: str | None) -> bool:
+        if header is None:
+            return False
+        if header in self.good_headers:
+            return True
+        if self.valid(_header_key(header)):
+            if len(self.good_headers) < 1024:
+                self.good_headers.add(header)
+            return True
+        return False
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    try:
+        return dt.replace(tzinfo=_UTC) if dt.tzinfo is None else dt.astimezone(_UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _fill_time(raw: dict, received: datetime, batch_sent_at: Any) -> None:
+    """Give a call without `timestamp` Segment's: skew-corrected originalTimestamp, or receivedAt."""
+    original = raw.get("originalTimestamp")
+    if original is None:
+        raw["timestamp"] = received
+        return
+    sent = raw.get("sentAt")
+    if sent is None:
+        sent = batch_sent_at
+    o, s = _time(original), _time(sent)
+    if o is None or s is None:
+        return  # parse_message reads originalTimestamp (or reports what is wrong with it)
+    try:
+        raw["timestamp"] = received - (s - o)
+    except OverflowError:
+        return
+
+
+# ---------------------------------------------------------------------- group commit
+
+
+class GroupCommit:
+    """Many requests' rows, one transaction (see the module docstring).
+
+    `submit(rows)` returns once the rows are committed, or raises what the write raised. The
+    inbox is opened, written and closed in one worker thread."""
+
+    def __init__(self, open_inbox: Callable[[], Inbox], max_delay: float = 0.002, max_rows: int = 10_000):
+        self._open = open_inbox
+        self.max_delay, self.max_rows = max_delay, max_rows
+        self.inbox: Inbox | None = None
+        self._rows: list[tuple[str, bytes]] = []
+        self._waiters: list[asyncio.Future] = []
+        self._first_at = 0.0
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._start_lock: asyncio.Lock | None = None
+        self.commits = 0  # transactions written (for tests and benchmarks)
+        self._last_done = float("-inf")  # loop time the last commit finished
+        self._last_group = 0  # requests the last commit answered
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="journeys-inbox")
+        self.inbox = await loop.run_in_executor(self._executor, self._open)
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = False
+        self._task = loop.create_task(self._run(), name="journeys-inbox-group-commit")
+
+    async def submit(self, rows: list[tuple[str, bytes]]) -> None:
+        if self._task is None:
+            if self._start_lock is None:
+                self._start_lock = asyncio.Lock()
+            async with self._start_lock:
+                await self.start()
+        if self._closing:
+            raise RuntimeError("the ingest is shutting down")
+        fut = self._loop.create_future()
+        if not self._rows:
+            self._first_at = self._loop.time()
+        self._rows.extend(rows)
+        self._waiters.append(fut)
+        if len(self._rows) >= self.max_rows:
+            self._full.set()
+        self._wake.set()
+        await fut
+
+    async def _run(self) -> None:
+        loop = self._loop
+        while True:
+            await self._wake.wait()
+            if not self._rows:
+                self._wake.clear()
+                if self._closing:
+                    return
+                continue
+            # Wait up to max_delay for more requests to share the commit, unless the committer was
+            # idle that long before these rows came: a lone event at low load commits at once.
+            idle = self._first_at - self._last_done >= self.max_delay or self._last_group <= 1
+            delay = 0.0 if idle else self._first_at + self.max_delay - loop.time()
+            if delay > 0 and not self._closing and len(self._rows) < self.max_rows:
+                try:
+                    await asyncio.wait_for(self._full.wait(), delay)
+                except TimeoutError:
+                    pass
+            rows, waiters = self._rows, self._waiters
+            self._rows, self._waiters = [], []
+            self._full.clear()
+            try:
+                await loop.run_in_executor(self._executor, self.inbox.append_rows, rows)  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - every waiting request gets it
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+            else:
+                self.commits += 1
+                self._last_done = loop.time()
+                self._last_group = len(waiters)
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+
+    async def close(self) -> None:
+        """Commit what is pending, then close the inbox."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        await self._task
+        self._task = None
+        await self._loop.run_in_executor(self._executor, self.inbox.close)  # type: ignore[union-attr]
+        self._executor.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------- the app
+
+
+class _Gone(Exception):
+    """The client went away before its body arrived."""
+
+
+_NOT_INGEST = object()
+
+
+class IngestApp(FastAPI):
+    """FastAPI, with the ingest's POSTs served straight from ASGI.
+
+    The calls are FastAPI routes (that is where their OpenAPI description comes from, and a request
+    routed through FastAPI gets the same answer from the same `accept`), but `__call__` hands a POST
+    to one of their paths to `accept` directly, skipping FastAPI's middleware, routing and
+    dependency machinery: measured, that machinery costs more per single-event request than parsing,
+    validating and queueing the event for commit together. Everything else (`/openapi.json`,
+    lifespan, other methods) goes through FastAPI as usual."""
+
+    ingest_paths: dict[str, str | None] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            kind = self.ingest_paths.get(scope["path"], _NOT_INGEST)
+            if kind is not _NOT_INGEST:
+                await self._serve(scope, receive, send, kind)  # type: ignore[arg-type]
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _serve(self, scope: Any, receive: Any, send: Any, kind: str | None) -> None:
+        authorization = length = encoding = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"content-encoding":
+                encoding = value.decode("latin-1")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Gone
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+
+        try:
+            status, body, extra = await self.accept(kind, authorization, length, encoding, chunks())
+        except _Gone:
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items())
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    accept: Callable[..., Any]
+
+
+
+def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str], *,
+               max_delay: float = 0.002, max_rows: int = 10_000, synchronous: str = "FULL",
+               max_batch_events: int = MAX_BATCH_EVENTS, fast_path: bool = True) -> IngestApp:
+    """The ingest as an ASGI app writing to the inbox in `store_path` (a path or sqlite:/// URL, or
+    a postgresql:// URL: the inbox every worker of a cluster shares).
+
+    `write_keys`: the accepted keys (`write_keys_from_env(config)` in the daemon); none is an
+    error, as an ingest nobody can send to is a misconfiguration. `synchronous` is the inbox
+    connection's SQLite setting (FULL: an answered event survives a power loss). `fast_path=False`
+    routes the calls through FastAPI too (same answers, slower: for tests and benchmarks)."""
+    keys = _Keys(write_keys)
+    if not keys.keys:
+        raise ValueError("no write keys: set the variables [ingest] write_keys_env names in journeys.toml")
+    from ..store.urls import is_postgres
+
+    if is_postgres(store_path):  # the cluster's shared inbox (engine.store.pg_inbox)
+        from ..store.pg_inbox import PostgresInbox
+
+        commit = GroupCommit(lambda: PostgresInbox.open(store_path), max_delay, max_rows)
+    else:
+        commit = GroupCommit(lambda: Inbox.open(store_path, synchronous=synchronous), max_delay, max_rows)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await commit.start()
+        try:
+            yield
+        finally:
+            await commit.close()
+
+    app = IngestApp(title=f"{config.project.name} ingest", version="1",
+                  description="Segment-compatible HTTP Tracking API of the journeys daemon.",
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.group_commit = commit
+
+    async def accept(kind: str | None, authorization: str | None, length: str | None, encoding: str | None,
+                     chunks: AsyncIterator[bytes]) -> tuple[int, bytes, dict[str, str]]:
+        """One request, whatever carried it: (status, JSON body, extra headers)."""
+        received = datetime.now(_UTC)
+        try:
+            header_ok = keys.header_ok(authorization)
+            body = await _read_body(length, encoding, chunks, MAX_BATCH_BYTES if kind is None else MAX_CALL_BYTES)
+            try:
+                payload = _loads(body)
+            except orjson.JSONDecodeError as exc:
+                if not header_ok:
+                    raise _Refused(401, "missing or unknown write key", "writeKey") from None
+                raise _Refused(400, f"malformed JSON: {exc}", "body") from None
+            if type(payload) is not dict:
+                if not header_ok:
+                    raise _Refused(401, "missing or unknown write key", "writeKey")
+                raise _Refused(400, "expected a JSON object", "body")
+            body_key = payload.get("writeKey")
+            if body_key is not None and body_key != "":
+                if not keys.valid(body_key):
+                    raise _Refused(401, "unknown write key", "writeKey")
+            elif not header_ok:
+                raise _Refused(401, "missing or unknown write key", "writeKey")
+            stamp = utc_text(received)
+            if kind is not None:
+                payload["type"] = kind
+                if payload.get("timestamp") is None:
+                    _fill_time(payload, received, None)
+                try:
+                    msg = parse_message(payload)
+                except MessageError as exc:
+                    raise _Refused(400, str(exc), exc.field) from None
+                rows = [(stamp, message_to_json(msg))]
+                rejected: list[dict[str, Any]] = []
+                total = 1
+            else:
+                rows, rejected, total = _batch(payload, received, stamp, max_batch_events)
+            if rows:
+                try:
+                    await commit.submit(rows)
+                except Exception as exc:  # noqa: BLE001
+                    raise _Refused(503, f"the inbox could not store the events: {exc}") from None
+            if rejected:
+                raise _Refused(400, f"{len(rejected)} of {total} events rejected; the other {len(rows)} were accepted",
+                               "batch", accepted=len(rows), rejected=rejected)
+        except _Refused as refused:
+            return refused.answer()
+        return 200, _OK, {}
+
+    app.accept = accept
+    app.ingest_paths = {}
+
+    def route(path: str, kind: str | None, shown: bool) -> None:
+        if fast_path:
+            app.ingest_paths[path] = kind
+        async def endpoint(request: Request) -> Response:
+            h = request.headers
+            status, body, headers = await accept(kind, h.get("authorization"), h.get("content-length"),
+                                                 h.get("content-encoding"), request.stream())
+            return Response(body, status, headers=headers, media_type="application/json")
+
+        name = kind or "batch"
+        model = _MODELS[name]
+        app.add_api_route(
+            path, endpoint, methods=["POST"], name=f"{name} ({path})", include_in_schema=shown,
+            summary=f"Send {'a batch of calls' if kind is None else 'a ' + kind + ' call'}",
+            description=(model.__doc__ or "").strip(), responses=_RESPONSES, tags=["ingest"],
+            openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}},
+        )
+
+    for kind in CALLS:
+        route(f"/v1/{kind}", kind, True)
+    route("/v1/batch", None, True)
+    for short, kind in SHORT.items():
+        route(f"/v1/{short}", kind, False)
+    route("/v1/b", None, False)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            _, defs = models_json_schema([(m, "validation") for m in _MODELS.values()],
+                                         ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(defs.get("$defs", {}))
+            components["securitySchemes"] = {"writeKey": {
+                "type": "http", "scheme": "basic",
+                "description": "The write key as the user name, an empty password (or `writeKey` in the body)."}}
+            schema["security"] = [{"writeKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _batch(payload: dict, received: datetime, stamp: str, max_events: int
+           ) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]], int]:
+    calls = payload.get("batch")
+    if type(calls) is not list:
+        if calls is None:
+            raise _Refused(400, "batch: missing: expected an array of calls", "batch")
+        raise _Refused(400, "batch: expected an array of calls", "batch")
+    if len(calls) > max_events:
+        raise _Refused(413, f"batch: {len(calls)} calls, at most {max_events} in one request", "batch")
+    context = payload.get("context")
+    if type(context) is not dict:
+        context = None
+    sent_at = payload.get("sentAt")
+    rows: list[tuple[str, bytes]] = []
+    rejected: list[dict[str, Any]] = []
+    for index, raw in enumerate(calls):
+        try:
+            if type(raw) is dict:
+                if context is not None and raw.get("context") is None:
+                    raw["context"] = context
+                if raw.get("timestamp") is None:
+                    _fill_time(raw, received, sent_at)
+            msg = parse_message(raw)
+            data = message_to_json(msg)
+        except MessageError as exc:
+            rejected.append({"index": index, "field": exc.field, "message": exc.message})
+            continue
+        except (TypeError, ValueError) as exc:  # not JSON-serialisable: cannot come from orjson.loads
+            rejected.append({"index": index, "field": "message", "message": str(exc)})
+            continue
+        if len(data) > MAX_CALL_BYTES:
+            rejected.append({"index": index, "field": "message",
+                             "message": f"larger than {MAX_CALL_BYTES // 1024} KB ({len(data)} bytes)"})
+            continue
+        rows.append((stamp, data))
+    return rows, rejected, len(calls)

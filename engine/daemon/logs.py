@@ -1,0 +1,36 @@
+"""The daemon's logs: JSON lines for a log shipper, or plain text for a terminal.
+
+Set up by `journeys serve` (engine.cli.serve) and again in the delivery process it starts
+(engine.daemon.delivery_process), so that both write the same lines to the same stream.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+
+
+class LogFormat(str, enum.Enum):
+    auto = "auto"
+    json = "json"
+    text = "text"
+
+
+def setup_logging(log_format: LogFormat, stream=None) -> None:
+    """The daemon's logs on stderr: JSON lines (time, level, logger, message, exc_info and any
+    `extra` fields; python-json-logger) for a log shipper, or plain text for a terminal."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if log_format == LogFormat.json or (log_format == LogFormat.auto and not stream.isatty()):
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{",
+                                           rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for chatty in ("httpx", "httpcore"):  # a line per provider call: the outbox and /metrics say it better
+        logging.getLogger(chatty).setLevel(logging.WARNING)

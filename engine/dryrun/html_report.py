@@ -1,0 +1,875 @@
+"""The dry-run's report (and a journey's graph) as one self-contained HTML page.
+
+`render_report(report_json, program)` draws what `journeys simulate --html FILE` writes: the run's
+parameters and skipped lines, an overview of every journey, then per journey its steps as a
+diagram with the counts on them, an entry-to-goal funnel, its delivery facts (sent, suppressed by
+reason, capped, deferred), and its splits' arms against control. Sends per day per kind are a
+stacked bar chart. `render_journey(journey)` draws one journey's diagram without counts
+(`journeys graph JOURNEY --format html`).
+
+The page works offline and alone: inline CSS, inline SVG, no script, no fonts or images from
+anywhere. The diagram is laid out here, in Python: the boxes and edges of
+`journeys.graph_render.layout` (so it agrees with the Mermaid and DOT renderings) placed as a
+layered top-down DAG (longest-path layers, long edges routed through placeholder points, a few
+barycenter sweeps to order each layer). Text widths are estimated for a monospace font.
+
+Every piece of user text (journey, step, template, goal names, conditions, file names) goes
+through `html.escape`; element ids are generated (`j1`, `j2`...), never taken from user text.
+The output depends only on its inputs, and on no dictionary's order: the same report gives the
+same bytes, whether it comes from memory or from `--json`'s sorted file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any, Iterable, Mapping, Sequence
+
+from journeys.graph import (AudienceNode, BranchNode, CompiledJourney, ExitNode, SendNode, SplitNode, WaitForNode,
+                            WaitNode, WaitUntilNode, WebhookNode)
+from journeys.graph_render import layout
+
+# ---------------------------------------------------------------------------------- formatting
+
+
+def _e(text: Any) -> str:
+    return escape(str(text), quote=True)
+
+
+def _n(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else ("—" if value is None else _e(value))
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    text = f"{abs(value) * 100:.1f}%"
+    if not signed:
+        return text
+    return ("+" if value > 0 else "−" if value < 0 else "±") + text
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole * 100:.1f}%" if whole else "—"
+
+
+def _f(x: float) -> str:
+    """An SVG coordinate: at most one decimal, no trailing zeros (deterministic and short)."""
+    text = f"{x:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _by_count(counter: Mapping[str, int]) -> list[tuple[str, int]]:
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+# Known kinds get fixed colours; any other kind one of the spare ones, by its sorted position.
+_KIND_COLOURS = {"email": "#4e79a7", "push": "#f28e2b", "sms": "#e15759", "webhook": "#b07aa1",
+                 "audience_add": "#59a14f", "audience_remove": "#9c755f", "ads": "#76b7b2"}
+_SPARE_COLOURS = ("#edc948", "#ff9da7", "#bab0ac", "#86bcb6", "#d37295", "#a0cbe8")
+
+
+def _colours(kinds: Iterable[str]) -> dict[str, str]:
+    out, spare = {}, 0
+    for kind in sorted(set(kinds)):
+        if kind in _KIND_COLOURS:
+            out[kind] = _KIND_COLOURS[kind]
+        else:
+            out[kind] = _SPARE_COLOURS[spare % len(_SPARE_COLOURS)]
+            spare += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------- layout
+
+FONT = 12  # px, monospace in the diagram
+CHAR = 7.3  # px per character at FONT: a little wider than DejaVu Sans Mono's 0.602 em
+LINE = 16  # px per text line
+PAD_X, PAD_Y = 10, 8
+WRAP = 46  # characters per line in a box
+GAP_X = 28  # between boxes of a layer
+GAP_Y = 60  # between layers: room for the edge labels
+DUMMY_W = 14  # the width a long edge takes where it crosses a layer
+MARGIN = 16
+
+
+@dataclass
+class _Item:
+    id: str
+    layer: int
+    width: float
+    height: float
+    lines: list[tuple[str, str]] = field(default_factory=list)  # (css class, text)
+    kind: str = "step"  # entry, end, on_exit, step kinds; "dummy" for a long edge's point
+    title: str = ""
+    x: float = 0.0  # left
+    y: float = 0.0  # top
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.width / 2
+
+
+@dataclass
+class _Route:
+    source: str
+    target: str
+    label: str
+    points: list[str]  # item ids from source to target, dummies between
+
+
+def _wrap(text: str, width: int = WRAP) -> list[str]:
+    """Word-wrap at spaces; a word longer than a line is cut."""
+    out: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        while len(word) > width:
+            if line:
+                out.append(line)
+                line = ""
+            out.append(word[:width])
+            word = word[width:]
+        candidate = f"{line} {word}" if line else word
+        if len(candidate) > width:
+            out.append(line)
+            line = word
+        else:
+            line = candidate
+    if line or not out:
+        out.append(line)
+    return out
+
+
+def _layers(ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Longest-path layers from the roots; edges that close a cycle are ignored; `done` last."""
+    succ: dict[str, list[str]] = {i: [] for i in ids}
+    indeg = {i: 0 for i in ids}
+    for s, t in edges:
+        succ[s].append(t)
+    # drop back edges (a DFS from every root in order), so what is left is a DAG
+    state: dict[str, int] = {}
+    forward: list[tuple[str, str]] = []
+
+    def visit(start: str) -> None:
+        stack = [(start, iter(succ[start]))]
+        state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+                continue
+            if state.get(nxt) == 1:
+                continue  # a back edge
+            forward.append((node, nxt))
+            if nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+
+    for i in ids:
+        if i not in state:
+            visit(i)
+    forward = list(dict.fromkeys(forward))
+    fsucc: dict[str, list[str]] = {i: [] for i in ids}
+    for s, t in forward:
+        fsucc[s].append(t)
+        indeg[t] += 1
+    layer = {i: 0 for i in ids}
+    ready = [i for i in ids if indeg[i] == 0]
+    while ready:
+        node = ready.pop(0)
+        for t in fsucc[node]:
+            layer[t] = max(layer[t], layer[node] + 1)
+            indeg[t] -= 1
+            if indeg[t] == 0:
+                ready.append(t)
+    if "done" in layer:
+        layer["done"] = max([v for k, v in layer.items() if k != "done"] + [-1]) + 1
+    return layer
+
+
+def _place(items: dict[str, _Item], routes: list[_Route], order: Sequence[str]) -> tuple[float, float]:
+    """Order each layer (barycenters), then x by the neighbours' centres, y by layer. → (width, height)."""
+    depth = max((it.layer for it in items.values()), default=0) + 1
+    rows: list[list[str]] = [[] for _ in range(depth)]
+    rank = {i: n for n, i in enumerate(order)}
+    for i in sorted(items, key=lambda k: rank.get(k, len(rank))):
+        rows[items[i].layer].append(i)
+    up: dict[str, list[str]] = {i: [] for i in items}
+    down: dict[str, list[str]] = {i: [] for i in items}
+    for r in routes:
+        for a, b in zip(r.points, r.points[1:]):
+            down[a].append(b)
+            up[b].append(a)
+
+    def sweep(rows_: list[list[str]], neighbours: dict[str, list[str]], rng: Iterable[int]) -> None:
+        for li in rng:
+            pos = {i: n for row in rows_ for n, i in enumerate(row)}
+            def key(i: str) -> tuple[float, int]:
+                ns = neighbours[i]
+                return (sum(pos[n] for n in ns) / len(ns) if ns else pos[i], pos[i])
+            rows_[li] = sorted(rows_[li], key=key)
+
+    for _ in range(2):
+        sweep(rows, up, range(1, depth))
+        sweep(rows, down, range(depth - 2, -1, -1))
+    sweep(rows, up, range(1, depth))
+
+    # x: pack each layer, then pull every item towards its neighbours' centres, keeping the order
+    for row in rows:
+        x = 0.0
+        for i in row:
+            items[i].x = x
+            x += items[i].width + GAP_X
+
+    def align(neighbours: dict[str, list[str]], rng: Iterable[int]) -> None:
+        for li in rng:
+            row = rows[li]
+            want = []
+            for i in row:
+                ns = neighbours[i]
+                c = sum(items[n].cx for n in ns) / len(ns) if ns else items[i].cx
+                want.append(c - items[i].width / 2)
+            # left to right: as wanted, but never overlapping the previous item
+            left = []
+            edge = -math.inf
+            for i, w in zip(row, want):
+                x = max(w, edge)
+                left.append(x)
+                edge = x + items[i].width + GAP_X
+            # right to left: as wanted, but never overlapping the next item
+            right = []
+            edge = math.inf
+            for i, w in zip(reversed(row), reversed(want)):
+                x = min(w, edge - items[i].width)
+                right.append(x)
+                edge = x - GAP_X
+            right.reverse()
+            # the average of the two passes keeps the order and no overlap
+            for i, a, b in zip(row, left, right):
+                items[i].x = (a + b) / 2
+
+    for _ in range(3):
+        align(up, range(1, depth))
+        align(down, range(depth - 2, -1, -1))
+    align(up, range(1, depth))
+
+    heights = [max((items[i].height for i in row if items[i].kind != "dummy"), default=0.0) for row in rows]
+    y = float(MARGIN)
+    tops = []
+    for h in heights:
+        tops.append(y)
+        y += h + GAP_Y
+    for li, row in enumerate(rows):
+        for i in row:
+            it = items[i]
+            if it.kind == "dummy":
+                it.y, it.height = tops[li], heights[li]
+            else:
+                it.y = tops[li] + (heights[li] - it.height) / 2
+    min_x = min((it.x for it in items.values()), default=0.0)
+    for it in items.values():
+        it.x = round(it.x - min_x + MARGIN, 1)
+        it.y = round(it.y, 1)
+    width = max((it.x + it.width for it in items.values()), default=0.0) + MARGIN
+    height = y - GAP_Y + MARGIN
+    return width, height
+
+
+# ---------------------------------------------------------------------------------- the diagram
+
+_STEP_KIND = {SendNode: "send", AudienceNode: "audience", WebhookNode: "webhook", BranchNode: "branch",
+              SplitNode: "split", WaitForNode: "wait", WaitNode: "wait", WaitUntilNode: "wait", ExitNode: "exit"}
+
+
+def _action_key(node: Any) -> str | None:
+    """The report's `templates` key of what a step sends ("kind target"), None for other steps."""
+    if isinstance(node, SendNode):
+        return f"{node.channel} {node.template}"
+    if isinstance(node, AudienceNode):
+        return f"audience_{node.op} {node.audience}"
+    if isinstance(node, WebhookNode):
+        return f"webhook {node.name}"
+    return None
+
+
+def _diagram(journey: CompiledJourney, counts: Mapping[str, Any] | None, uid: str = "d") -> str:
+    """The journey's steps as an inline SVG; with `counts` (the report's journey), counts on them."""
+    boxes, edges = layout(journey)
+    reached: Mapping[str, int] = counts.get("reached", {}) if counts else {}
+    templates: Mapping[str, int] = counts.get("templates", {}) if counts else {}
+    keys: dict[str, list[str]] = {}  # templates key → step paths that send it
+    for path, node in journey.nodes.items():
+        key = _action_key(node)
+        if key is not None:
+            keys.setdefault(key, []).append(path)
+
+    items: dict[str, _Item] = {}
+    order: list[str] = []
+    path_of: dict[str, str] = {}
+    for b in boxes:
+        lines: list[tuple[str, str]] = []
+        title = " / ".join(b.lines)
+        if b.terminal:
+            kind = {"entry": "entry", "done": "end", "on_exit": "on_exit"}.get(b.id, "end")
+            lines += [("name" if i == 0 and kind == "entry" else "desc", part)
+                      for i, line in enumerate(b.lines) for part in _wrap(line)]
+            if counts is not None:
+                if kind == "entry":
+                    lines.append(("count", f"entered {counts.get('entered', 0):,}"))
+                elif kind == "end":
+                    lines.append(("count", f"completed {counts.get('completed', 0):,}"))
+                elif kind == "on_exit" and journey.on_exit:
+                    lines.append(("count", f"ran {reached.get(journey.on_exit[0], 0):,}"))
+        else:
+            path = b.lines[0]
+            path_of[b.id] = path
+            node = journey.nodes[path]
+            kind = _STEP_KIND.get(type(node), "step")
+            lines += [("path", part) for part in _wrap(path)]
+            lines += [("desc", part) for line in b.lines[1:] for part in _wrap(line)]
+            if counts is not None:
+                parts = [f"reached {reached.get(path, 0):,}"]
+                key = _action_key(node)
+                by_step = (counts.get("actions_by_step") or {}).get(path)
+                if by_step is not None or (key is not None and "actions_by_step" in counts):
+                    by_step = by_step or {}
+                    parts.append(f"sent {by_step.get('sent', 0):,}")
+                    lines.append(("count", " · ".join(parts)))
+                    held = [f"{what} {n:,}" for what, n in sorted(by_step.items()) if what != "sent"]
+                    if held:
+                        lines.append(("count", " · ".join(held)))
+                    parts = []
+                elif key is not None:  # a report from before per-step counts: infer from templates
+                    n = templates.get(key, 0)
+                    shared = len(keys.get(key, ()))
+                    parts.append(f"sent {n:,}" + (f" (all {shared} steps)" if shared > 1 else ""))
+                if parts:
+                    lines.append(("count", " · ".join(parts)))
+        width = max(len(text) for _, text in lines) * CHAR + 2 * PAD_X
+        if b.terminal:
+            width += 2 * PAD_X
+        items[b.id] = _Item(b.id, 0, round(width, 1), len(lines) * LINE + 2 * PAD_Y, lines, kind, title)
+        order.append(b.id)
+
+    # edge labels, with the split arms' users from the report
+    routes: list[_Route] = []
+    for e in edges:
+        label = e.label
+        source_path = path_of.get(e.source)
+        if counts is not None and source_path is not None and isinstance(journey.nodes[source_path], SplitNode):
+            split = journey.nodes[source_path]
+            arm = next((a.slug for a in split.arms if label == _arm_label(a)), None)
+            if arm is None and label.startswith("control "):
+                arm = "control"
+            if arm is not None:
+                label += f" · {reached.get(f'{source_path}/{arm}', 0):,}"
+        routes.append(_Route(e.source, e.target, label, [e.source, e.target]))
+
+    layer = _layers(order, [(r.source, r.target) for r in routes])
+    for i, it in items.items():
+        it.layer = layer[i]
+    # long edges get a placeholder point in every layer they cross; an edge up (a cycle) none
+    dummies = 0
+    for r in routes:
+        a, b = layer[r.source], layer[r.target]
+        if b - a > 1:
+            points = [r.source]
+            for li in range(a + 1, b):
+                dummies += 1
+                d = f"_d{dummies}"
+                items[d] = _Item(d, li, DUMMY_W, 0, kind="dummy")
+                order.append(d)
+                points.append(d)
+            r.points = points + [r.target]
+    width, height = _place(items, routes, order)
+
+    # ports: a box's outgoing edges leave its bottom spread out, incoming ones arrive spread on top
+    outs: dict[str, list[tuple[float, int]]] = {}
+    ins: dict[str, list[tuple[float, int]]] = {}
+    for n, r in enumerate(routes):
+        outs.setdefault(r.points[0], []).append((items[r.points[1]].cx, n))
+        ins.setdefault(r.points[-1], []).append((items[r.points[-2]].cx, n))
+    out_x: dict[int, float] = {}
+    in_x: dict[int, float] = {}
+    for ports, into in ((outs, out_x), (ins, in_x)):
+        for box, lst in ports.items():
+            it = items[box]
+            lst.sort()
+            for k, (_, n) in enumerate(lst):
+                into[n] = it.x + it.width * (k + 1) / (len(lst) + 1)
+
+    svg: list[str] = [
+        f'<svg class="diagram" xmlns="http://www.w3.org/2000/svg" width="{_f(width)}" height="{_f(height)}" '
+        f'viewBox="0 0 {_f(width)} {_f(height)}" role="img" aria-label="{_e(journey.name)}: steps">',
+        f'<defs><marker id="{uid}-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#6b7280"/></marker></defs>',
+    ]
+    labels: dict[str, list[list[Any]]] = {}  # source → [centre x, centre y, width, text]
+    for n, r in enumerate(routes):
+        src, dst = items[r.points[0]], items[r.points[-1]]
+        pts = [(out_x[n], src.y + src.height)]
+        for d in r.points[1:-1]:
+            it = items[d]
+            pts += [(it.cx, it.y), (it.cx, it.y + it.height)]
+        pts.append((in_x[n], dst.y))
+        if dst.y <= src.y:  # an edge back up: a plain line
+            d = f"M{_f(pts[0][0])},{_f(pts[0][1])} L{_f(pts[-1][0])},{_f(pts[-1][1])}"
+        else:
+            d = f"M{_f(pts[0][0])},{_f(pts[0][1])}"
+            for k in range(0, len(pts) - 1):
+                (x1, y1), (x2, y2) = pts[k], pts[k + 1]
+                if k % 2 == 1:  # through a layer, straight down
+                    d += f" L{_f(x2)},{_f(y2)}"
+                else:
+                    m = (y1 + y2) / 2
+                    d += f" C{_f(x1)},{_f(m)} {_f(x2)},{_f(m)} {_f(x2)},{_f(y2)}"
+        svg.append(f'<path class="edge" d="{d}" marker-end="url(#{uid}-arrow)"/>')
+        if r.label:  # halfway along the edge's first stretch
+            (x1, y1), (x2, y2) = pts[0], pts[1]
+            w = len(r.label) * CHAR * 11 / FONT + 8
+            labels.setdefault(r.points[0], []).append([(x1 + x2) / 2, (y1 + y2) / 2, w, r.label])
+    for i in order:
+        it = items[i]
+        if it.kind == "dummy":
+            continue
+        rx = min(it.height / 2, 18) if it.kind in ("entry", "end", "on_exit") else 6
+        svg.append(f'<g class="box k-{it.kind}"><title>{_e(it.title)}</title>'
+                   f'<rect x="{_f(it.x)}" y="{_f(it.y)}" width="{_f(it.width)}" height="{_f(it.height)}" rx="{_f(rx)}"/>')
+        cx = it.cx
+        for k, (cls, text) in enumerate(it.lines):
+            ty = it.y + PAD_Y + LINE * k + 12
+            svg.append(f'<text class="{cls}" x="{_f(cx)}" y="{_f(ty)}">{_e(text)}</text>')
+        svg.append("</g>")
+    for group in labels.values():  # one source's labels side by side, never overlapping
+        group.sort(key=lambda g: g[0])
+        wanted = [g[0] for g in group]
+        for a, b in zip(group, group[1:]):
+            b[0] = max(b[0], a[0] + (a[2] + b[2]) / 2 + 4)
+        shift = sum(w - g[0] for w, g in zip(wanted, group)) / len(group)
+        for lx, ly, w, text in group:
+            lx = max(lx + shift, w / 2 + 2)
+            svg.append(f'<g class="elabel"><rect x="{_f(lx - w / 2)}" y="{_f(ly - 9)}" width="{_f(w)}" '
+                       f'height="18" rx="4"/><text x="{_f(lx)}" y="{_f(ly + 4)}">{_e(text)}</text></g>')
+    svg.append("</svg>")
+    return "\n".join(svg)
+
+
+def _arm_label(arm: Any) -> str:
+    """The label `SplitNode.targets` gives an arm's edge."""
+    from journeys.graph import format_percent
+    return f"{arm.name} {format_percent(arm.percent)}"
+
+
+# ---------------------------------------------------------------------------------- page parts
+
+CSS = """
+:root { --fg: #1f2937; --muted: #6b7280; --line: #d1d5db; --bg: #ffffff; --panel: #f9fafb; --accent: #2563eb; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px 32px 48px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: var(--fg); background: var(--bg); }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 36px 0 8px; padding-top: 12px; border-top: 2px solid var(--line); }
+h3 { font-size: 14px; margin: 18px 0 6px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
+code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px; }
+.sub { color: var(--muted); margin: 0 0 16px; }
+table { border-collapse: collapse; margin: 4px 0 8px; }
+th, td { text-align: left; padding: 4px 10px; border-bottom: 1px solid #e5e7eb; vertical-align: top; }
+th { font-weight: 600; color: var(--muted); font-size: 12.5px; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.params td:first-child { color: var(--muted); white-space: nowrap; }
+.params code { overflow-wrap: anywhere; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 8px 0 4px; }
+.card { background: var(--panel); border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px 14px; min-width: 110px; }
+.card b { display: block; font-size: 20px; font-variant-numeric: tabular-nums; }
+.card span { color: var(--muted); font-size: 12px; }
+.scroll { overflow-x: auto; border: 1px solid #e5e7eb; border-radius: 8px; background: #fcfcfd; padding: 4px; }
+.cols { display: flex; gap: 12px 40px; align-items: flex-start; }
+.cols > div { flex: 0 1 auto; min-width: 0; }
+@media (max-width: 900px) { .cols { flex-wrap: wrap; } }
+.funnel { max-width: 760px; }
+.funnel td { border: 0; padding: 3px 8px; }
+.funnel td.num, .funnel th { white-space: nowrap; }
+.funnel .label { max-width: 360px; }
+.bar { position: relative; height: 18px; width: 260px; background: #eef2f7; border-radius: 3px; }
+.bar i, .bar s { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px; }
+.bar i { background: #93b4e8; }
+.bar s { background: var(--accent); }
+.bar.goal i { background: #16a34a; }
+.bar.end i { background: #9ca3af; }
+.legend { display: flex; flex-wrap: wrap; gap: 14px; margin: 4px 0; font-size: 12.5px; }
+.legend span::before { content: ""; display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 5px; vertical-align: -1px; background: var(--c); }
+.up { color: #15803d; } .down { color: #b91c1c; }
+.none { color: var(--muted); }
+details { margin: 6px 0; } summary { cursor: pointer; color: var(--accent); }
+pre { background: var(--panel); padding: 8px; border-radius: 6px; overflow-x: auto; max-height: 320px; }
+svg.diagram text { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; text-anchor: middle; fill: var(--fg); }
+svg.diagram text.path { font-weight: 700; fill: #374151; }
+svg.diagram text.name { font-weight: 700; }
+svg.diagram text.count { fill: #1d4ed8; font-weight: 700; }
+svg.diagram .box rect { fill: #ffffff; stroke: #9ca3af; stroke-width: 1.2; }
+svg.diagram .k-send rect { fill: #eff6ff; stroke: #3b82f6; }
+svg.diagram .k-audience rect { fill: #f0fdf4; stroke: #22c55e; }
+svg.diagram .k-webhook rect { fill: #faf5ff; stroke: #a855f7; }
+svg.diagram .k-branch rect, svg.diagram .k-split rect { fill: #fffbeb; stroke: #f59e0b; }
+svg.diagram .k-wait rect { fill: #f9fafb; stroke: #9ca3af; }
+svg.diagram .k-exit rect { fill: #fef2f2; stroke: #ef4444; }
+svg.diagram .k-entry rect, svg.diagram .k-end rect, svg.diagram .k-on_exit rect { fill: #f3f4f6; stroke: #6b7280; }
+svg.diagram .edge { fill: none; stroke: #6b7280; stroke-width: 1.4; }
+svg.diagram .elabel rect { fill: #ffffff; stroke: #d1d5db; }
+svg.diagram .elabel text { font-size: 11px; fill: #374151; }
+svg.chart text { font-size: 11px; fill: var(--muted); }
+svg.chart .grid { stroke: #e5e7eb; }
+svg.chart .axis { stroke: #9ca3af; }
+@media print { .scroll { overflow: visible; } }
+"""
+
+
+def _page(title: str, body: Iterable[str]) -> str:
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        *body,
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = (), cls: str = "") -> str:
+    """Cells are HTML already (escape user text before)."""
+    def cell(tag: str, k: int, text: str) -> str:
+        return f'<{tag} class="num">{text}</{tag}>' if k in numeric else f"<{tag}>{text}</{tag}>"
+    out = [f'<table class="{cls}">' if cls else "<table>", "<thead><tr>"]
+    out += [cell("th", k, h) for k, h in enumerate(head)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        out.append("<tr>" + "".join(cell("td", k, c) for k, c in enumerate(row)) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _parameters(report: Mapping[str, Any]) -> list[str]:
+    p = report.get("parameters") or {}
+    rows = []
+    for key, label in (("project", "project"), ("events", "events"), ("map", "CSV columns (--map)"),
+                       ("from", "from"), ("until", "until"), ("journeys", "journeys (--journey)"),
+                       ("messages", "messages read"), ("skipped", "lines skipped")):
+        if key not in p:
+            continue
+        value = p[key]
+        if isinstance(value, list):
+            text = "<br>".join(f"<code>{_e(v)}</code>" for v in value) if value else '<span class="none">all</span>'
+        elif value is None:
+            text = '<span class="none">—</span>'
+        elif isinstance(value, int):
+            text = _n(value)
+        else:
+            text = f"<code>{_e(value)}</code>"
+        rows.append((_e(label), text))
+    for key in sorted(k for k in p if k not in {"project", "events", "map", "from", "until", "journeys", "messages",
+                                                "skipped", "skipped_lines"}):
+        rows.append((_e(key), f"<code>{_e(p[key])}</code>"))
+    out = ["<h3>Run</h3>", _table(("parameter", "value"), rows, cls="params")]
+    skipped = p.get("skipped_lines") or []
+    if skipped:
+        more = p.get("skipped", len(skipped)) - len(skipped)
+        out.append(f"<details><summary>{len(skipped):,} skipped line{'s' if len(skipped) != 1 else ''}"
+                   f"{f' (and {more:,} more not listed)' if more > 0 else ''}</summary><pre>"
+                   + "\n".join(_e(s) for s in skipped) + "</pre></details>")
+    return out
+
+
+def _inputs(report: Mapping[str, Any]) -> list[str]:
+    inputs = report.get("inputs") or {}
+    cards = [("users", report.get("users", 0))] + [(k, v) for k, v in sorted(inputs.items())]
+    return ["<h3>Inputs</h3>", '<div class="cards">' + "".join(
+        f'<div class="card"><b>{_n(v)}</b><span>{_e(k)}</span></div>' for k, v in cards) + "</div>"]
+
+
+def _total(counter: Mapping[str, int] | None) -> int:
+    return sum((counter or {}).values())
+
+
+def _overview(names: Sequence[str], journeys: Mapping[str, Any]) -> list[str]:
+    rows = []
+    for n, name in enumerate(names, 1):
+        j = journeys[name]
+        conv = ", ".join(f"{_e(g)} {c:,}" for g, c in sorted((j.get("conversions") or {}).items())) or '<span class="none">—</span>'
+        rows.append((f'<a href="#j{n}">{_e(name)}</a>', _n(j.get("entered", 0)), _n(j.get("still_in", 0)),
+                     _n(j.get("completed", 0)), _n(_total(j.get("exited"))), _n(_total(j.get("sent"))),
+                     _n(_total(j.get("suppressed"))), conv))
+    return ["<h3>Journeys</h3>",
+            _table(("journey", "entered", "still in", "completed", "exited", "sent", "suppressed", "conversions"),
+                   rows, numeric=(1, 2, 3, 4, 5, 6))]
+
+
+def _bar(value: int, scale: int, inner: int | None = None, cls: str = "") -> str:
+    w = lambda v: f"{min(v / scale, 1) * 100:.1f}%" if scale else "0%"  # noqa: E731
+    inside = f'<i style="width:{w(value)}"></i>'
+    if inner is not None:
+        inside += f'<s style="width:{w(inner)}"></s>'
+    return f'<div class="bar{(" " + cls) if cls else ""}">{inside}</div>'
+
+
+def _funnel(j: Mapping[str, Any], journey: CompiledJourney | None) -> str:
+    entered = j.get("entered", 0)
+    reached = j.get("reached") or {}
+    templates = j.get("templates") or {}
+    steps: list[tuple[str, int, int | None]] = []  # (label html, reached, sent)
+    if journey is not None:
+        on_exit = set()
+        if journey.on_exit:
+            on_exit = {p for p in journey.nodes if p.startswith(journey.on_exit[0].rsplit("/", 1)[0] + "/")}
+        for path, node in journey.nodes.items():
+            key = _action_key(node)
+            if key is None or path in on_exit:
+                continue
+            by_step = (j.get("actions_by_step") or {}).get(path)
+            sent = by_step.get("sent", 0) if by_step is not None else templates.get(key, 0)
+            steps.append((f"<code>{_e(path)}</code><br>{_e(node.describe())}", reached.get(path, 0), sent))
+    else:
+        for key, n in sorted(templates.items()):
+            steps.append((f"sent <code>{_e(key)}</code>", n, n))
+    goals = j.get("conversions") or {}
+    scale = max([entered, j.get("completed", 0)] + [r for _, r, _ in steps] + list(goals.values()) + [1])
+    rows = [("entered", _bar(entered, scale), _n(entered), "")]
+    for label, r, s in steps:
+        rows.append((label, _bar(r, scale, s), f"{r:,} reached<br>{s:,} sent",
+                     _share(s or 0, entered)))
+    rows.append(("completed", _bar(j.get("completed", 0), scale, cls="end"), _n(j.get("completed", 0)),
+                 _share(j.get("completed", 0), entered)))
+    for goal in (list(goals) if journey is None else [g.name for g in journey.goals if g.name in goals]
+                 + sorted(g for g in goals if g not in {x.name for x in journey.goals})):
+        c = goals[goal]
+        rows.append((f"converted: {_e(goal)}", _bar(c, scale, cls="goal"), _n(c), _share(c, entered)))
+    body = "".join(f'<tr><td class="label">{a}</td><td>{b}</td><td class="num">{c}</td>'
+                   f'<td class="num">{d}</td></tr>' for a, b, c, d in rows)
+    return ('<table class="funnel"><thead><tr><th></th><th></th><th class="num">users</th>'
+            '<th class="num">of entered</th></tr></thead><tbody>' + body + "</tbody></table>")
+
+
+def _facts(j: Mapping[str, Any]) -> str:
+    rows: list[tuple[str, str]] = []
+
+    def counter(title: str, c: Mapping[str, int] | None, code: bool = False) -> None:
+        if not c:
+            rows.append((title, '<span class="none">none</span>'))
+            return
+        items = [f"{f'<code>{_e(k)}</code>' if code else _e(k)}: <b>{v:,}</b>" for k, v in _by_count(c)]
+        rows.append((title, "<br>".join(items)))
+
+    rows.append(("still in", f"<b>{_n(j.get('still_in', 0))}</b>"))
+    counter("exited", j.get("exited"))
+    counter("sent", j.get("sent"))
+    counter("templates", j.get("templates"), code=True)
+    counter("suppressed", j.get("suppressed"))
+    counter("capped by rule", j.get("capped_by_rule"), code=True)
+    counter("deferred by quiet hours", j.get("deferred_by_quiet_hours"), code=True)
+    return _table(("", ""), rows, cls="params")
+
+
+def _splits(j: Mapping[str, Any], journey: CompiledJourney | None) -> list[str]:
+    splits = j.get("splits") or {}
+    if not splits:
+        return []
+    out = ["<h3>Splits</h3>"]
+    for split in sorted(splits):
+        arms = splits[split]
+        node = journey.nodes.get(split) if journey is not None else None
+        shares: dict[str, str] = {}
+        names: dict[str, str] = {}
+        arm_order: list[str] = []
+        if isinstance(node, SplitNode):
+            for a in node.arms:
+                shares[a.slug], names[a.slug] = f"{a.percent:g}%", a.name
+                arm_order.append(a.slug)
+            if node.control_percent is not None:
+                shares["control"] = f"{node.control_percent:g}%"
+        arm_order = [a for a in arm_order if a in arms] + sorted(a for a in arms if a not in arm_order and a != "control")
+        if "control" in arms:
+            arm_order.append("control")
+        goals = sorted({g for row in arms.values() for g in (row.get("conversions") or {})})
+        if journey is not None:
+            declared = [g.name for g in journey.goals if g.name in goals]
+            goals = declared + [g for g in goals if g not in declared]
+        head = ["arm", "share", "users"]
+        for g in goals:
+            head += [f"{_e(g)}: conversions", "rate", "", "uplift vs control"]
+        max_rate = max([row.get("rate", {}).get(g) or 0 for row in arms.values() for g in goals] + [0])
+        rows = []
+        for arm in arm_order:
+            row = arms[arm]
+            cells = [f"<b>{_e(names.get(arm, arm))}</b>", _e(shares.get(arm, "")), _n(row.get("users", 0))]
+            for g in goals:
+                rate = (row.get("rate") or {}).get(g)
+                uplift = (row.get("uplift") or {}).get(g)
+                if arm == "control":
+                    up = '<span class="none">baseline</span>'
+                elif "uplift" not in row:
+                    up = '<span class="none">no control group</span>'
+                elif uplift is None:
+                    up = '<span class="none">— (control has no conversions)</span>'
+                else:
+                    cls = "up" if uplift > 0 else "down" if uplift < 0 else ""
+                    up = f'<span class="{cls}">{_pct(uplift, signed=True)}</span>'
+                scale_pct = (rate or 0) / max_rate if max_rate else 0
+                bar = (f'<div class="bar" style="width:160px"><i style="width:{scale_pct * 100:.1f}%'
+                       f'{";background:#9ca3af" if arm == "control" else ""}"></i></div>')
+                cells += [_n((row.get("conversions") or {}).get(g, 0)), _pct(rate), bar, up]
+            rows.append(cells)
+        numeric = [2] + [3 + 4 * k for k in range(len(goals))] + [4 + 4 * k for k in range(len(goals))] \
+            + [6 + 4 * k for k in range(len(goals))]
+        out.append(f"<p>split <code>{_e(split)}</code></p>")
+        out.append(_table(head, rows, numeric=numeric))
+    return out
+
+
+def _nice(n: int) -> int:
+    """The smallest 1, 2 or 5 × 10^k at or above n."""
+    if n <= 1:
+        return 1
+    k = 10 ** (len(str(n)) - 1)
+    for m in (1, 2, 5, 10):
+        if m * k >= n:
+            return m * k
+    return 10 * k
+
+
+def _sends_chart(sends: Mapping[str, Mapping[str, int]]) -> list[str]:
+    if not sends:
+        return ["<h2>Sends per day</h2>", '<p class="none">Nothing was sent.</p>']
+    days = sorted(sends)
+    kinds = sorted({k for v in sends.values() for k in v})
+    colours = _colours(kinds)
+    top = _nice(max(sum(v.values()) for v in sends.values()))
+    bar_w = max(6, min(28, 900 // len(days) - 4))
+    step = bar_w + 4
+    left, chart_h, bottom = 48, 200, 36
+    width = left + step * len(days) + 12
+    height = 12 + chart_h + bottom
+    svg = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="sends per day per kind">']
+    for t in range(5):
+        v = top * t // 4
+        y = 12 + chart_h - chart_h * t / 4
+        svg.append(f'<line class="grid" x1="{left}" y1="{_f(y)}" x2="{width - 8}" y2="{_f(y)}"/>')
+        svg.append(f'<text x="{left - 6}" y="{_f(y + 4)}" text-anchor="end">{v:,}</text>')
+    every = max(1, math.ceil(len(days) / 12))
+    for n, day in enumerate(days):
+        x = left + 4 + n * step
+        y = 12 + chart_h
+        for kind in kinds:
+            v = sends[day].get(kind, 0)
+            if not v:
+                continue
+            h = chart_h * v / top
+            y -= h
+            svg.append(f'<rect x="{x}" y="{_f(y)}" width="{bar_w}" height="{_f(h)}" fill="{colours[kind]}">'
+                       f"<title>{_e(day)} {_e(kind)}: {v:,}</title></rect>")
+        if n % every == 0:
+            svg.append(f'<text x="{_f(x + bar_w / 2)}" y="{12 + chart_h + 16}" text-anchor="middle">'
+                       f"{_e(day[5:] if len(day) == 10 else day)}</text>")
+    svg.append(f'<line class="axis" x1="{left}" y1="{12 + chart_h}" x2="{width - 8}" y2="{12 + chart_h}"/>')
+    svg.append(f'<text x="{left}" y="{height - 4}">{_e(days[0])} … {_e(days[-1])} (UTC days)</text>')
+    svg.append("</svg>")
+    legend = '<div class="legend">' + "".join(
+        f'<span style="--c:{colours[k]}">{_e(k)} ({sum(v.get(k, 0) for v in sends.values()):,})</span>'
+        for k in kinds) + "</div>"
+    table = _table(["day"] + [_e(k) for k in kinds] + ["total"],
+                   ([_e(d)] + [_n(sends[d].get(k, 0)) for k in kinds] + [_n(sum(sends[d].values()))] for d in days),
+                   numeric=range(1, len(kinds) + 2))
+    return ["<h2>Sends per day</h2>", legend, '<div class="scroll">' + "\n".join(svg) + "</div>",
+            f"<details><summary>the numbers</summary>{table}</details>"]
+
+
+def _compiled(program: Any, name: str, version: str | None) -> CompiledJourney | None:
+    if program is None:
+        return None
+    by_version = getattr(program, "journey", None)
+    if callable(by_version) and version is not None:
+        found = by_version(name, version)
+        if found is not None:
+            return found
+    return (getattr(program, "journeys", None) or {}).get(name)
+
+
+# ---------------------------------------------------------------------------------- entry points
+
+
+def render_report(report_json: Mapping[str, Any], program: Any = None) -> str:
+    """The report of `journeys simulate` (`Report.to_json(parameters)`) as one HTML page.
+
+    `program`: the `engine.core.program.Program` (or a `CompiledProject`) that ran, for the diagrams,
+    the order of the journeys and the splits' shares; None draws the counts without diagrams."""
+    journeys: Mapping[str, Any] = report_json.get("journeys") or {}
+    known = list((getattr(program, "journeys", None) or {}) if program is not None else [])
+    names = [n for n in known if n in journeys] + sorted(n for n in journeys if n not in known)
+    project = (report_json.get("parameters") or {}).get("project")
+    title = f"Dry-run report: {project}" if project else "Dry-run report"
+    body: list[str] = [f"<h1>{_e(title)}</h1>",
+                       '<p class="sub">What <code>journeys simulate</code> would have done: every count is '
+                       "from replaying the events through the engine on a virtual clock.</p>"]
+    body += _inputs(report_json)
+    body.append('<div class="cols"><div>' + "".join(_parameters(report_json)) + "</div><div>"
+                + "".join(_overview(names, journeys)) + "</div></div>")
+    body += _sends_chart(report_json.get("sends_per_day") or {})
+    for n, name in enumerate(names, 1):
+        j = journeys[name]
+        compiled = _compiled(program, name, j.get("version"))
+        body.append(f'<section id="j{n}">')
+        body.append(f"<h2>{_e(name)}</h2>")
+        body.append(f'<p class="sub">version <code>{_e(j.get("version", ""))}</code>'
+                    + (f" · {_e(compiled.entry.describe())}" if compiled is not None else "") + "</p>")
+        body.append('<div class="cards">' + "".join(
+            f'<div class="card"><b>{_n(v)}</b><span>{_e(k)}</span></div>' for k, v in (
+                ("entered", j.get("entered", 0)), ("still in", j.get("still_in", 0)),
+                ("completed", j.get("completed", 0)), ("exited", _total(j.get("exited"))),
+                ("sent", _total(j.get("sent"))), ("suppressed", _total(j.get("suppressed"))))) + "</div>")
+        if compiled is not None:
+            body.append("<h3>Steps</h3>")
+            if compiled.version != j.get("version"):
+                body.append(f'<p class="sub">drawn from version <code>{_e(compiled.version)}</code>; the counts are '
+                            f'of version <code>{_e(j.get("version", ""))}</code></p>')
+            body.append('<div class="scroll">' + _diagram(compiled, j, f"d{n}") + "</div>")
+            others = sorted(p for p in (j.get("reached") or {}) if p not in compiled.nodes
+                            and p.rpartition("/")[0] not in compiled.nodes)
+            if others:
+                body.append("<p>also reached: " + ", ".join(
+                    f"<code>{_e(p)}</code> {j['reached'][p]:,}" for p in others) + "</p>")
+        else:
+            reached = j.get("reached") or {}
+            if reached:
+                body.append("<h3>Steps reached</h3>")
+                body.append(_table(("step", "reached"), ((f"<code>{_e(p)}</code>", _n(v))
+                                                          for p, v in sorted(reached.items())), numeric=(1,)))
+        body.append('<div class="cols"><div><h3>Funnel</h3>' + _funnel(j, compiled) + "</div>"
+                    "<div><h3>Delivery</h3>" + _facts(j) + "</div></div>")
+        body += _splits(j, compiled)
+        body.append("</section>")
+    return _page(title, body)
+
+
+def render_journey(journey: CompiledJourney) -> str:
+    """One journey's steps as an HTML page with its diagram, no counts (`journeys graph --format html`)."""
+    body = [f"<h1>{_e(journey.name)}</h1>",
+            f'<p class="sub">version <code>{_e(journey.version)}</code> · {_e(journey.entry.describe())}'
+            + (f" · file <code>{_e(journey.file)}</code>" if journey.file else "") + "</p>"]
+    if journey.goals:
+        body.append("<p>goals: " + ", ".join(f"<b>{_e(g.name)}</b> (<code>{_e(g.match)}</code> within "
+                                             f"{_e(_duration(g.seconds))})" for g in journey.goals) + "</p>")
+    body.append('<div class="scroll">' + _diagram(journey, None) + "</div>")
+    return _page(journey.name, body)
+
+
+def _duration(seconds: int) -> str:
+    from journeys.graph import format_duration
+    return format_duration(seconds)

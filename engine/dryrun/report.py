@@ -1,0 +1,173 @@
+"""The dry-run's report: a sink that counts effects as they stream past, per journey and step.
+
+It keeps counters, not effects, so a report over millions of events costs a few dictionaries.
+`Report.to_json()` is the machine-readable form (`journeys simulate --json`); its keys are sorted
+and its numbers rounded, so the same inputs give byte-identical files.
+
+Uplift: for each split, each arm's conversion rate per goal (conversions / users assigned) is
+compared with the control group's: `uplift` is the relative change ((arm - control) / control),
+None when the control group has no conversions to compare with.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..core.effects import DEFERRED, SENT, SUPPRESSED, Action, Conversion, Effect, Received, Transition
+from ..core.program import Program
+from ..core.state import UserState
+
+
+@dataclass
+class JourneyCounts:
+    name: str
+    version: str
+    entered: int = 0
+    completed: int = 0
+    still_in: int = 0
+    exited: Counter = field(default_factory=Counter)  # reason → n
+    reached: Counter = field(default_factory=Counter)  # step path → n
+    sent: Counter = field(default_factory=Counter)  # kind → n
+    templates: Counter = field(default_factory=Counter)  # "kind target" → n
+    suppressed: Counter = field(default_factory=Counter)  # reason → n
+    capped: Counter = field(default_factory=Counter)  # rule → n
+    deferred: Counter = field(default_factory=Counter)  # quiet-hours rule → n
+    conversions: Counter = field(default_factory=Counter)  # goal → n
+    step_actions: Counter = field(default_factory=Counter)  # (path, "sent" | reason | "deferred") → n
+    arm_users: Counter = field(default_factory=Counter)  # (split path, arm) → n
+    arm_conversions: Counter = field(default_factory=Counter)  # (split path, arm, goal) → n
+
+    def to_json(self, goals: Sequence[str]) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "entered": self.entered,
+            "still_in": self.still_in,
+            "completed": self.completed,
+            "exited": dict(self.exited),
+            "reached": dict(self.reached),
+            "sent": dict(self.sent),
+            "templates": dict(self.templates),
+            "suppressed": dict(self.suppressed),
+            "capped_by_rule": dict(self.capped),
+            "deferred_by_quiet_hours": dict(self.deferred),
+            "conversions": {g: self.conversions.get(g, 0) for g in goals},
+            "actions_by_step": self._by_step(),
+            "splits": self._splits(goals),
+        }
+
+    def _by_step(self) -> dict[str, dict[str, int]]:
+        """Per action step: sent, deferred, and suppressed by reason (`cap`, `consent`, `exit`)."""
+        out: dict[str, dict[str, int]] = {}
+        for (path, what), n in self.step_actions.items():
+            out.setdefault(path, {})[what] = n
+        return out
+
+    def _splits(self, goals: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {}
+        for (split, arm), users in self.arm_users.items():
+            conv = {g: self.arm_conversions.get((split, arm, g), 0) for g in goals}
+            rate = {g: _ratio(conv[g], users) for g in goals}
+            out.setdefault(split, {})[arm] = {"users": users, "conversions": conv, "rate": rate}
+        for split, arms in out.items():
+            control = arms.get("control")
+            for arm, row in arms.items():
+                if arm == "control" or control is None:
+                    continue
+                row["uplift"] = {g: _uplift(row["rate"][g], control["rate"][g]) for g in goals}
+        return out
+
+
+def _ratio(n: int, d: int) -> float | None:
+    return round(n / d, 6) if d else None
+
+
+def _uplift(rate: float | None, control: float | None) -> float | None:
+    if rate is None or not control:
+        return None
+    return round((rate - control) / control, 6)
+
+
+class Report:
+    """A sink: give it every effect of a run, then `finish(states)` with the final states."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.journeys: dict[str, JourneyCounts] = {
+            name: JourneyCounts(name, j.version) for name, j in program.journeys.items()}
+        self.inputs: Counter = Counter()  # input kind → n
+        self.users: set[str] = set()
+        self.sends_per_day: dict[str, Counter] = defaultdict(Counter)
+        self._handlers = {Transition: self._transition, Action: self._action, Conversion: self._conversion,
+                          Received: self._received}  # by exact type: the hot path of a long run
+
+    def emit(self, effects: Sequence[Effect]) -> None:
+        handlers = self._handlers
+        for e in effects:
+            handler = handlers.get(type(e))
+            if handler is not None:
+                handler(e)
+
+    def _conversion(self, e: Conversion) -> None:
+        c = self._counts(e.journey, e.version)
+        c.conversions[e.goal] += 1
+        for split, arm in e.arms:
+            c.arm_conversions[(split, arm, e.goal)] += 1
+
+    def _received(self, e: Received) -> None:
+        self.inputs[e.kind] += 1
+        self.users.add(e.user)
+
+    def _counts(self, journey: str, version: str) -> JourneyCounts:
+        c = self.journeys.get(journey)
+        if c is None:  # an older version's run, in the daemon's reports
+            c = self.journeys[journey] = JourneyCounts(journey, version)
+        return c
+
+    def _transition(self, t: Transition) -> None:
+        c = self._counts(t.journey, t.version)
+        kind = t.kind
+        if kind == "step":
+            c.reached[t.path] += 1
+        elif kind == "entered":
+            c.entered += 1
+        elif kind == "completed":
+            c.completed += 1
+        elif kind in ("exited", "merged"):
+            c.exited[t.detail if kind == "exited" else "merged with another identity"] += 1
+        elif kind == "split":
+            c.reached[t.path] += 1
+            split, _, arm = (t.path or "").rpartition("/")
+            c.arm_users[(split, arm)] += 1
+
+    def _action(self, a: Action) -> None:
+        c = self._counts(a.journey, a.version)
+        c.step_actions[(a.path, a.outcome if a.outcome != SUPPRESSED else f"suppressed by {a.reason}")] += 1
+        if a.outcome == SENT:
+            c.sent[a.kind] += 1
+            c.templates[f"{a.kind} {a.target}"] += 1
+            self.sends_per_day[a.time.date().isoformat()][a.kind] += 1
+        elif a.outcome == SUPPRESSED:
+            c.suppressed[a.reason or "unknown"] += 1
+            if a.reason == "cap" and a.rule:
+                c.capped[a.rule] += 1
+        elif a.outcome == DEFERRED:
+            c.deferred[a.rule or "quiet hours"] += 1
+
+    def finish(self, states: Iterable[UserState]) -> None:
+        """Count who is still in each journey at the end of the run."""
+        for state in states:
+            for inst in state.instances.values():
+                if inst.exiting is None:
+                    self._counts(inst.journey, inst.version).still_in += 1
+
+    def to_json(self, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        goals = {name: [g.name for g in j.goals] for name, j in self.program.journeys.items()}
+        return {
+            "parameters": dict(parameters or {}),
+            "inputs": dict(self.inputs),
+            "users": len(self.users),
+            "journeys": {name: c.to_json(goals.get(name, [])) for name, c in self.journeys.items()},
+            "sends_per_day": {day: dict(v) for day, v in sorted(self.sends_per_day.items())},
+        }

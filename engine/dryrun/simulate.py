@@ -1,0 +1,175 @@
+"""The dry-run: a recorded event log through the daemon's engine, on a virtual clock.
+
+Nothing here decides anything about journeys. It picks the clock (virtual: the events' own times),
+the store (in memory, a SQLite file or a PostgreSQL schema) and the sinks (a report, a sends file, a trace), then runs
+`engine.runtime.loop.handle_all`, the loop the daemon's rule defines: before an event at time t, every
+timer due at or before t fires. Messages stream in (`engine.dryrun.eventlog.open_logs` reads them from
+the files as they are needed), one group commit at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import chain
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import orjson
+
+from journeys.checker import load_checked
+
+from ..core.effects import Action, Effect
+from ..core.messages import Message
+from ..core.program import Program
+from ..runtime.clock import VirtualClock
+from ..runtime.loop import Engine, handle_all
+from ..runtime.sinks import FanOut, Sink
+from ..store.base import MemoryStore, Store
+from .report import Report
+
+
+def load_program(path: str | Path, journeys: Sequence[str] | None = None) -> Program:
+    """Check and compile a project; `journeys` limits the run to those journeys by name."""
+    project, compiled = load_checked(path)
+    if journeys:
+        unknown = [n for n in journeys if n not in compiled.journeys]
+        if unknown:
+            known = ", ".join(f'"{n}"' for n in compiled.journeys)
+            raise ValueError(f'no journey named "{unknown[0]}" in {path} (journeys: {known})')
+    return Program.build(compiled, only=journeys or None)
+
+
+DRY_RUN_MARK = "dry_run"  # a table that says: this SQLite file (or PostgreSQL schema) holds a dry-run's state
+
+
+class StoreInUse(Exception):
+    """The store given to the dry-run holds state that is not a dry-run's (a daemon's store)."""
+
+
+def open_dry_run_store(url: str):
+    """A store for one dry-run (`engine.store.open.open_store`: SQLite or PostgreSQL). A run starts from
+    nothing, so a file or schema left by an earlier dry-run is emptied; one holding anything else (a
+    daemon's store) is never written over."""
+    import sqlite3
+
+    from ..store.open import open_store
+    from ..store.urls import is_postgres, sqlite_path
+
+    if is_postgres(url):
+        return _open_dry_run_postgres(url)
+
+    path = sqlite_path(url)
+    if path != ":memory:" and Path(path).exists() and Path(path).stat().st_size > 0:
+        try:
+            with sqlite3.connect(path) as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            raise StoreInUse(f"{path}: not a SQLite database ({e}); the dry-run never writes over it") from None
+        if tables and DRY_RUN_MARK not in tables:
+            raise StoreInUse(f"{path} holds state that is not a dry-run's; the dry-run never writes over it: "
+                             "choose another file")
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
+    store = open_store(url)
+    store.conn.execute(f"CREATE TABLE IF NOT EXISTS {DRY_RUN_MARK} (note TEXT)")
+    return store
+
+
+def _open_dry_run_postgres(url: str):
+    """The PostgreSQL side of `open_dry_run_store`: the URL's schema must be new, empty, or an
+    earlier dry-run's (whose tables are dropped; the schema itself and its grants stay)."""
+    from psycopg import sql
+
+    from ..store.open import open_store
+    from ..store.pg_store import connect
+    from ..store.urls import redact
+
+    conn, schema = connect(url)
+    with conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1",
+                                             (schema,))]
+        if tables and DRY_RUN_MARK not in tables:
+            raise StoreInUse(f"{redact(url)}: schema {schema} holds state that is not a dry-run's; the dry-run never "
+                             "writes over it: choose another schema (?schema=name)")
+        if tables:
+            conn.execute(sql.SQL("DROP TABLE {} CASCADE").format(
+                sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)))
+    store = open_store(url)
+    store.conn.execute(f"CREATE TABLE IF NOT EXISTS {DRY_RUN_MARK} (note text)")
+    return store
+
+
+class SendsWriter:
+    """`--sends FILE`: every action (sent, suppressed, deferred) as one JSON line, in run order."""
+
+    def __init__(self, path: str | Path):
+        self._file = open(path, "wb")
+
+    def emit(self, effects: Sequence[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, Action):
+                self._file.write(orjson.dumps(e.to_json(), option=orjson.OPT_SORT_KEYS) + b"\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class DryRun:
+    report: Report
+    store: Store
+    events: int = 0
+    first: datetime | None = None
+    until: datetime | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def simulate(program: Program, messages: Iterable[Message], *, until: datetime | None = None,
+             store: Store | None = None, sinks: Sequence[Sink] = (),
+             progress: Callable[[int], None] | None = None) -> DryRun:
+    """Run `messages` (in time order: a list, an `engine.dryrun.eventlog.SortedLog`, any iterable) through
+    the engine; timers due by `until` (default: the last message's time) fire. Messages are taken
+    GROUP_COMMIT at a time, so an iterable is never held whole. `progress` is called with the
+    number of messages done."""
+    store = store if store is not None else MemoryStore(keep_actions=False)
+    report = Report(program)
+    stream = iter(messages)
+    head = next(stream, None)
+    first = head.timestamp if head is not None else until
+    if first is None:
+        return DryRun(report, store)
+    end = until
+    if end is None and isinstance(messages, Sequence):
+        end = messages[-1].timestamp  # a list out of order keeps its old meaning: up to the last one
+    engine = Engine(program, store, VirtualClock(first), FanOut(report, *sinks))
+    count, last = 0, first
+
+    def kept() -> Iterator[Message]:  # counts every message, passes those up to `end`
+        nonlocal count, last
+        for message in chain((head,), stream) if head is not None else ():
+            count += 1
+            if end is None or message.timestamp <= end:
+                last = message.timestamp
+                yield message
+
+    handle_all(engine, kept(), None, progress)
+    if end is None:
+        end = last  # the last message's time (a SortedLog's .last)
+    handle_all(engine, [], end)  # the timers due by the end
+    report.finish(_states(store))
+    return DryRun(report, store, count, first, end)
+
+
+def dry_run_actions(program: Any, messages: Sequence[Any], until: datetime | None) -> list[dict[str, Any]]:
+    """Every action of a dry-run of `messages` in its JSON form, sorted by id: what `journeys replay`
+    compares with the daemon's."""
+    run = simulate(program, messages, until=until, store=MemoryStore(keep_actions=True))
+    return sorted((a.to_json() for a in run.store.actions.values()), key=lambda a: a["id"])
+
+
+def _states(store: Store):
+    for uid in store.users():
+        state = store.load(uid)
+        if state is not None:
+            yield state
