@@ -16,7 +16,7 @@ from .config import locate
 from .diagnostics import Diagnostic, Diagnostics, Span
 from .expr_check import ExprChecker, Scope
 from .functions import CAP_CHANNELS, CHANNELS, EVERY_DAYS
-from .graph import CompiledProject, slugify as slug
+from .graph import AudienceNode, CompiledJourney, CompiledProject, SendNode, WebhookNode, slugify as slug
 from .project import CONFIG_FILE, Project, display_path, load_project
 from .scenario_check import check_scenarios
 from .suggest import did_you_mean
@@ -46,6 +46,8 @@ def check_and_compile(project: Project):
     _check_audience_sync(project, diags)
     check_scenarios(project, diags)
     compiled = _check_compiles(project, diags) if not diags.has_errors else None
+    if compiled is not None:
+        compiled = _check_journey_order(project, compiled, diags)
     return diags, compiled
 
 
@@ -60,6 +62,60 @@ def _check_compiles(project: Project, diags: Diagnostics):
                     "please report this with the journey attached")
         return None
     return replace(compiled, dedupe_days=project.config.ingest.dedupe_days)
+
+
+def _check_journey_order(project: Project, compiled: CompiledProject, diags: Diagnostics) -> CompiledProject:
+    """`[journeys] order` of journeys.toml: the order in which journeys act on one event at one
+    moment (entries, exits, waits, and so which send a shared cap lets through). Listed journeys
+    come first, in the listed order; the others follow in file order. Returns the project in that
+    order. Warns about a name that is no journey (a removed journey, or a typo: ignored), and where
+    journeys whose order is only the file order send through one policy cap."""
+    cfg_display = display_path(project.root / CONFIG_FILE)
+    lines = project.lines.get(cfg_display, [])
+    line, col = locate(lines, ("journeys", "order"))
+    where = Span.point(cfg_display, line, col, len("order"))
+    declared: list[str] = []
+    for name in project.config.journeys.order:
+        if name not in compiled.journeys:
+            diags.warning("J060", f"`journeys.order` names \"{name}\", which is not a journey: it is ignored", where,
+                          did_you_mean(name, compiled.journeys, quote='"',
+                                       otherwise="journeys: " + ", ".join(f'"{n}"' for n in compiled.journeys)))
+        elif name in declared:
+            diags.warning("J060", f"`journeys.order` names \"{name}\" twice: its first place counts", where,
+                          "list each journey once")
+        else:
+            declared.append(name)
+    seen = set(declared)
+    ordered = [*declared, *(n for n in compiled.journeys if n not in seen)]
+    compiled = replace(compiled, journeys={n: compiled.journeys[n] for n in ordered})
+    for policy in project.policies:
+        for cap in (s for s in policy.statements if isinstance(s, A.Cap)):
+            channels = {r.channel.value for r in cap.rules}
+            if "all" in channels:  # `all` counts the message channels (engine.core.delivery)
+                channels = (channels - {"all"}) | set(CHANNELS)
+            rivals = [n for n, j in compiled.journeys.items() if n not in seen and _capped_channels(j) & channels]
+            if len(rivals) < 2:
+                continue
+            names = ", ".join(f'"{n}"' for n in rivals)
+            listed = ", ".join(f'"{n}"' for n in [*declared, *rivals])
+            diags.warning("J061", f"journeys {names} send under this cap and journeys.toml does not say which "
+                          "acts first: when two of them send at the same moment, the file order decides which "
+                          "one the cap lets through", cap.span,
+                          f"declare the order in journeys.toml (first acts first):\n[journeys]\norder = [{listed}]")
+    return compiled
+
+
+def _capped_channels(j: CompiledJourney) -> set[str]:
+    """The cap channels a journey's actions count against (audience removals are never capped)."""
+    out: set[str] = set()
+    for node in j.nodes.values():
+        if isinstance(node, SendNode):
+            out.add(node.channel)
+        elif isinstance(node, AudienceNode) and node.op == "add":
+            out.add("ads")
+        elif isinstance(node, WebhookNode):
+            out.add("webhook")
+    return out
 
 
 class ProjectError(Exception):

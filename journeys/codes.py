@@ -96,6 +96,22 @@ Pass the value with `with { product: viewed.name }`, or give it a default:
     Code("J050", "branch can never run", """Warning. The `wait for` waits for the event that the journey's `exit when` rule also listens
 for. The exit rule ends the journey first, so the `on event` branch never runs."""),
     Code("J051", "unreachable step", "Warning. A step follows an unconditional `exit` in the same block; it never runs."),
+    Code("J060", "unknown journey in the order", """Warning. `[journeys] order` in journeys.toml lists journeys by name,
+each once, in the order they act when several react to one event at one moment; a name that is no
+journey (a journey removed since, or a typo) is ignored, and a second mention of one counts for
+nothing:
+
+    [journeys]
+    order = ["Payment failure", "Checkout abandonment", "Browse abandonment"]"""),
+    Code("J061", "journeys compete for a cap in file order", """Warning. Two or more journeys send through the
+same policy cap, and journeys.toml does not say which of them acts first. When they send to one user
+at the same moment (the same event, or timers due together), the first one takes the cap's last slot
+and the other is suppressed; without a declared order the file names decide, so renaming a file
+would change who gets which message. Declare the order (first acts first; journeys not listed
+follow in file order):
+
+    [journeys]
+    order = ["Checkout abandonment", "Browse abandonment"]"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CATALOGUE}

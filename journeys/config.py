@@ -56,6 +56,14 @@ class ServeConfig(_Strict):
     deliveries: Literal["process", "thread"] = "process"
 
 
+class JourneysConfig(_Strict):
+    """`[journeys]`: the project's journeys as a whole."""
+
+    # which journey acts first when several react to one event at one moment (and so which of their
+    # sends a shared cap lets through); journeys not listed come after, in file order
+    order: list[str] = Field(default_factory=list)
+
+
 class ConnectorConfig(BaseModel):
     """A connector's own settings vary by type; the common fields are checked here."""
 
@@ -85,6 +93,7 @@ class ProjectConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    journeys: JourneysConfig = Field(default_factory=JourneysConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     audiences: dict[str, AudienceConfig] = Field(default_factory=dict)
     webhooks: dict[str, WebhookConfig] = Field(default_factory=dict)

@@ -118,6 +118,6 @@ def render(diag: Diagnostic, source_line: str | None) -> str:
             out.append(f"{gutter} | {' ' * (col - 1)}{'^' * width}")
     for note in diag.notes:
         out.append(f"  = note: {note}")
-    if diag.help:
-        out.append(f"  = help: {diag.help}")
+    if diag.help:  # a help of several lines (a corrected block) keeps them under its first
+        out.append("  = help: " + diag.help.replace("\n", "\n" + " " * len("  = help: ")))
     return "\n".join(out)

@@ -138,7 +138,7 @@ def _markdown(base, changes, outcomes) -> list[str]:
 
     lines = [f"### Journeys: changes against `{base}`", ""]
     for c in changes:
-        if c.status == "unchanged":
+        if c.status == "unchanged" and not c.declarations:
             continue
         lines.append(f"- **{c.name}**: " + _status_line(c).split(": ", 1)[1])
         for p in c.steps_added if c.status == "changed" else []:

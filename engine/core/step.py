@@ -127,6 +127,7 @@ class _Run:
         self.effects: list[Effect] = []
         self.tz = user_zone(self.traits, program)
         self._ctx: Context | None = None
+        self.traits_changed = False  # a trait was written since segments were last evaluated
         self.recorded: Event | None = None  # the current event as the history keeps it
         self.current: Event | None = None  # the event being processed (templates' `event`)
 
@@ -155,11 +156,8 @@ class _Run:
                     self.advance(self.resume(inst), j, node.on_event, trigger=ev)
         changes = self.segment_changes(ev.event)
         self.exit_rules(changes)
-        for j in self.p.entries_by_event.get(ev.event, ()):
-            ctx = self.ctx(None, ev)
-            if j.entry.match is not None and j.entry.match.matches(ctx, ev):
-                self.enter(j, ev)
-        self.segment_entries(changes)
+        self.new_entries(ev, changes)
+        self.settle()
 
     def identify(self, traits: Mapping[str, Any], tz_hint: str | None) -> None:
         for key in sorted(traits):
@@ -168,7 +166,8 @@ class _Run:
             self.set_trait("timezone", tz_hint)
         changes = self.segment_changes(None)
         self.exit_rules(changes)
-        self.segment_entries(changes)
+        self.new_entries(None, changes)
+        self.settle()
 
     def wake(self) -> None:
         due = [i for i in self.instances.values() if i.wake is not None and i.wake <= self.now]
@@ -196,6 +195,7 @@ class _Run:
             else:
                 self.transition(inst, "resumed", inst.path, "the wait is over")
                 self.advance(self.resume(inst), j, node.next)
+        self.settle()
 
     def scheduled(self, name: str) -> None:
         j = self.p.journeys.get(name)
@@ -204,6 +204,7 @@ class _Run:
         if j.entry.segment and not self.ctx().in_segment(j.entry.segment):
             return
         self.enter(j, None)
+        self.settle()
 
     # ------------------------------------------------------------------ profile and history
 
@@ -216,6 +217,7 @@ class _Run:
         if key == "timezone":
             self.tz = user_zone(traits, self.p)
         self._ctx = None
+        self.traits_changed = True
         self.effects.append(TraitChange(self.now, self.user, key, value, inst.journey if inst else None, path))
 
     def consent_event(self, ev: Event) -> None:
@@ -271,9 +273,12 @@ class _Run:
         return base.with_event(g.named if g.named else None, ev)
 
     def segment_changes(self, event_name: str | None) -> dict[str, bool]:
-        """Watched segments whose membership changed; `event_name` None (a profile update)
-        re-evaluates them all, an event those that read it and those that time alone can change
-        (a window that has passed, `days_since`): the event is when the engine sees that."""
+        """Watched segments whose membership changed. After a profile update (`event_name` None,
+        or any trait written since the last look, by an identify, a consent event or a `set` step)
+        every one is evaluated again; after an event, those that read it and those that time alone
+        can change (a window that has passed, `days_since`): the event is when the engine sees that."""
+        if self.traits_changed:
+            event_name, self.traits_changed = None, False
         changes: dict[str, bool] = {}
         for name in self.p.watched_segments:
             seg = self.p.segments.get(name)
@@ -311,10 +316,35 @@ class _Run:
         self.end(inst, j, f"exit when {hit.source}")
         return True
 
-    def segment_entries(self, changes: Mapping[str, bool]) -> None:
-        for j in self.p.segment_entries:
-            if changes.get(j.entry.segment or "") is True:
+    def new_entries(self, ev: Event | None, changes: Mapping[str, bool]) -> None:
+        """New entries after an input, in the journeys' order (`[journeys] order`, else file
+        order) whatever the kind: a journey entered by this event and one entered by a segment
+        this input made the user join take their turns in one sequence."""
+        if ev is not None:
+            by_event = self.p.entries_by_event.get(ev.event, ())
+            joined = [j for j in self.p.segment_entries if changes.get(j.entry.segment or "") is True]
+            candidates = sorted([*by_event, *joined], key=lambda j: self.p.position(j.name)) if joined else by_event
+        else:
+            candidates = [j for j in self.p.segment_entries if changes.get(j.entry.segment or "") is True]
+        for j in candidates:
+            if j.entry.kind == "segment":
                 self.enter(j, None)
+            elif j.entry.match is not None and j.entry.match.matches(self.ctx(None, ev), ev):  # type: ignore[arg-type]
+                self.enter(j, ev)
+
+    def settle(self) -> None:
+        """Traits written by this input's steps (a `set` step, a consent event) may move the user
+        into or out of segments: evaluate them again and let exits and entries follow, until
+        nothing changes. Bounded: a round runs only when a trait changed, and each segment's
+        journeys can enter or leave at most once per round."""
+        for _ in range(len(self.p.watched_segments) + 1):
+            if not self.traits_changed:
+                return
+            changes = self.segment_changes(None)
+            if not changes:
+                return
+            self.exit_rules(changes)
+            self.new_entries(None, changes)
 
     # ------------------------------------------------------------------ entering and ending
 

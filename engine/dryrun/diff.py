@@ -95,7 +95,12 @@ def _declarations(j: CompiledJourney) -> dict[str, str]:
 
 
 def compare_journeys(old: dict[str, CompiledJourney], new: dict[str, CompiledJourney]) -> list[JourneyChange]:
+    """Each journey's change, in the new order. A journey whose place among the journeys of both
+    sides moved (`[journeys] order`, or a renamed file) shows an `order` change: the order decides
+    which of two same-moment sends a shared cap lets through, although no version changes."""
     names = list(new) + [n for n in old if n not in new]
+    both_old = [n for n in old if n in new]
+    both_new = [n for n in new if n in old]
     out = []
     for name in names:
         a, b = old.get(name), new.get(name)
@@ -117,6 +122,9 @@ def compare_journeys(old: dict[str, CompiledJourney], new: dict[str, CompiledJou
         for key in list(db) + [k for k in da if k not in db]:
             if da.get(key) != db.get(key):
                 change.declarations.append((key, da.get(key, "(none)") or key, db.get(key, "(none)") or key))
+        before, after = both_old.index(name), both_new.index(name)
+        if before != after:
+            change.declarations.append(("order", f"{before + 1} of {len(both_old)}", f"{after + 1} of {len(both_new)}"))
         out.append(change)
     return out
 
