@@ -27,7 +27,8 @@ class Delivery:
     - `kind`: email | push | sms | audience_add | audience_remove | webhook; `target`: the template,
       audience or webhook name; `user_id` and `profile` (traits: email, phone, push tokens...).
     - `data`: the evaluated `with {...}` values; `named`: the journey's `as` events (plain dicts);
-      `event`: the event that led to it, if any; `journey`, `step`: for logs and templates.
+      `event`: the event that started the run, if any; `current_event`: the event its step ran on,
+      if any; `journey`, `step`: for logs and templates.
     """
 
     action_id: str
@@ -38,6 +39,7 @@ class Delivery:
     data: Mapping[str, Any] = field(default_factory=dict)
     named: Mapping[str, Any] = field(default_factory=dict)
     event: Mapping[str, Any] | None = None
+    current_event: Mapping[str, Any] | None = None
     journey: str = ""
     step: str = ""
 
@@ -94,3 +96,13 @@ def check_settings(name: str, kind: str, settings: Mapping[str, Any], known: set
     if unknown:
         raise ConfigurationError(f"connector {name!r} ({kind}): unknown settings {', '.join(sorted(unknown))}; "
                                  f"known: {', '.join(sorted(known))}")
+
+
+def delivery_of(action: Mapping[str, Any], profile: Mapping[str, Any]) -> Delivery:
+    """The Delivery of an action in its JSON form (`Action.to_json`, as the outbox keeps it) for a
+    user whose traits are `profile`: the daemon's dispatcher and the dry-run's render check build
+    what a connector renders in this one way, so the dry-run renders what the daemon will."""
+    return Delivery(action_id=action["id"], kind=action["kind"], target=action["target"], user_id=action["user"],
+                    profile=profile, data=action.get("data") or {}, named=action.get("named") or {},
+                    event=action.get("event"), current_event=action.get("current_event"),
+                    journey=action.get("journey", ""), step=action.get("path", ""))

@@ -5,8 +5,11 @@ Jinja2 body, rendered in a sandbox. The front-matter fields are templates too (`
 {{ product }}"`). Every template sees:
 
 - `user`: the profile's traits, plus `user.id`;
-- `event`: the event that led to the send (its properties, plus `event.event` its name and
-  `event.timestamp`); empty when the send was not caused by an event;
+- `event`: the event that started the journey (its properties, plus `event.event` its name and
+  `event.timestamp`), the same in every action of the run; empty for a scheduled entry, or a
+  segment entry that a profile update caused;
+- `current_event`: the event the step ran on (the one that started the run, ended a `wait for`,
+  or ended the run, in `on exit`), read like `event`; empty after a timer;
 - `journey`: the journey's name (`journey.step` is the step's path);
 - each event the journey bound with `as` (`viewed`, `order`...), read like `event`;
 - the `with {...}` values as top-level variables (they win over everything above);
@@ -175,8 +178,9 @@ def context(delivery: Delivery, **extra: Any) -> dict[str, Any]:
     user = {str(k): _wrap(f"user.{k}", v) for k, v in (delivery.profile or {}).items()}
     user["id"] = delivery.user_id
     ctx["user"] = _View("user", user, str(delivery.user_id))
-    event = _event_of(delivery.event)
-    ctx["event"] = _wrap("event", event) if event else _View("event", {})
+    for key, raw in (("event", delivery.event), ("current_event", delivery.current_event)):
+        event = _event_of(raw)
+        ctx[key] = _wrap(key, event) if event else _View(key, {})
     ctx["journey"] = _View("journey", {"name": delivery.journey, "step": delivery.step}, delivery.journey)
     named = {str(k): v for k, v in (delivery.named or {}).items()}
     viewed = [v for v in named.values() if _is_event(v) and str(v.get("event") or "").endswith(VIEWED_SUFFIX)]

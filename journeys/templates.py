@@ -21,7 +21,7 @@ from .diagnostics import Diagnostics, Span
 REQUIRED_FIELDS = {"email": ("subject", "from"), "push": ("title",), "sms": ()}
 
 # Variables every template may use whatever the send provides.
-ALWAYS_PROVIDED = {"user", "event", "journey"}
+ALWAYS_PROVIDED = {"user", "event", "current_event", "journey"}
 PROVIDED_BY_CHANNEL = {"email": {"unsubscribe_url"}}
 # A journey whose entry names a "... Viewed" event with `as` also gives `last_viewed` (the latest
 # such named event); connectors.render provides it by this same rule.

@@ -19,6 +19,17 @@ from journeys.fast_init import fast_init
 SENT = "sent"  # passed every delivery step: the sink delivers it
 SUPPRESSED = "suppressed"  # stopped before the sink: `reason` (and `rule` for caps) say why
 DEFERRED = "deferred"  # held by quiet hours until `until`; the same action id is decided again then
+# What reports, the admin API and the metrics call an audience change that passed: an audience
+# update, not a send (it syncs ad platforms' audiences; the user receives nothing). The engine's
+# outcome stays SENT: the sink delivers it, the action log and `journeys replay` keep the decision.
+UPDATED = "updated"
+AUDIENCE_KINDS = frozenset({"audience_add", "audience_remove"})
+
+
+def reported_outcome(kind: str, outcome: str) -> str:
+    """An action's outcome as people read it: `updated` for an audience change that passed, else
+    the engine's outcome (sent, suppressed, deferred)."""
+    return UPDATED if outcome == SENT and kind in AUDIENCE_KINDS else outcome
 
 
 def iso(t: datetime | None) -> str | None:
@@ -43,8 +54,11 @@ class Action:
     `kind`: email | push | sms | audience_add | audience_remove | webhook. `channel`: what caps
     count it as (email, push, sms, ads, webhook; None for removals, never capped). `target`: the
     template, audience or webhook name. `data`: the evaluated `with {...}` values. `named`: the
-    journey's `as` events, as plain dicts (what templates may read). `event`: the event the step
-    ran on (an arriving event), else the one that started the run; None for scheduled runs."""
+    journey's `as` events, as plain dicts (what templates may read). `event`: the event that started
+    the run, in every action of it (after waits, released from quiet hours, in `on exit`); None
+    for a scheduled entry or a segment entry a profile update caused. `current_event`: the event
+    the step ran on (the one that started the run, ended a `wait for`, or ended the run); None
+    after a timer; a send held by quiet hours keeps the one it had."""
 
     id: str
     time: datetime
@@ -63,7 +77,8 @@ class Action:
     via: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     named: Mapping[str, Any] = field(default_factory=dict)
-    event: Mapping[str, Any] | None = None  # the event the step ran on (templates' `event`), if any
+    event: Mapping[str, Any] | None = None  # the event that started the run (templates' `event`)
+    current_event: Mapping[str, Any] | None = None  # the event the step ran on (`current_event`)
 
     @property
     def is_message(self) -> bool:
@@ -76,6 +91,7 @@ class Action:
             "channel": self.channel, "target": self.target, "outcome": self.outcome,
             "reason": self.reason, "rule": self.rule, "until": iso(self.until), "via": self.via,
             "data": dict(self.data), "named": dict(self.named), "event": self.event,
+            "current_event": self.current_event,
         }
 
 

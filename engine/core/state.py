@@ -32,6 +32,10 @@ class Instance:
     - `named`: the events bound with `as`.
     - `arms`: the split arms taken, as (split path, arm slug or "control").
     - `exiting`: the reason the journey ended while its `on exit` steps still run (a held send).
+    - `start`: the event that started the run (templates' `event` in every action of it); None for
+      a scheduled entry, or a segment entry a profile update caused.
+    - `current`: while a send is held by quiet hours, the event its step ran on (templates'
+      `current_event` when it is released); None otherwise.
     """
 
     journey: str
@@ -46,6 +50,8 @@ class Instance:
     named: Mapping[str, Event] = field(default_factory=lambda: _EMPTY)
     arms: tuple[tuple[str, str], ...] = ()
     exiting: str | None = None
+    start: Event | None = None
+    current: Event | None = None
 
 
 @fast_init

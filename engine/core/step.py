@@ -129,7 +129,7 @@ class _Run:
         self._ctx: Context | None = None
         self.traits_changed = False  # a trait was written since segments were last evaluated
         self.recorded: Event | None = None  # the current event as the history keeps it
-        self.current: Event | None = None  # the event being processed (templates' `event`)
+        self.current: Event | None = None  # the event being processed (templates' `current_event`)
 
     # ------------------------------------------------------------------ inputs
 
@@ -359,7 +359,8 @@ class _Run:
         count = self.entries.get(j.name, (0, None))[0] + 1
         self.entries = {**self.entries, j.name: (count, self.now)}
         named = {j.entry.alias: ev} if j.entry.alias and ev is not None else {}
-        inst = Instance(j.name, version, count, self.user, self.now, named=MappingProxyType(named))
+        inst = Instance(j.name, version, count, self.user, self.now, named=MappingProxyType(named),
+                        start=ev or self.current)  # a segment entry: the event that made the user join
         self.instances[j.name] = inst
         self.goals = self.goals + tuple(
             PendingGoal(j.name, version, count, self.user, g.name, self.now, self.now + timedelta(seconds=g.seconds),
@@ -459,7 +460,8 @@ class _Run:
             inst = self.instances.get(inst.journey, inst)
 
     def wait(self, inst: Instance, path: str, kind: str, until: datetime) -> None:
-        self.instances[inst.journey] = replace(inst, path=path, wait=kind, since=self.now, wake=until)
+        current = (self.current or inst.current) if kind == "held" else None  # a held send keeps its event
+        self.instances[inst.journey] = replace(inst, path=path, wait=kind, since=self.now, wake=until, current=current)
         self.transition(inst, "waiting", path, f"until {iso(until)}")
 
     def branch(self, inst: Instance, node: BranchNode) -> str | None:
@@ -518,7 +520,7 @@ class _Run:
             time=self.now, user=self.user, journey=inst.journey, version=inst.version, entry=inst.entry,
             path=node.path, kind=kind, channel=channel, target=target, outcome=result, reason=reason, rule=rule,
             until=until, via=via, data=data, named={k: plain(v) for k, v in inst.named.items()},
-            event=plain(self.current or next(iter(inst.named.values()), None))))
+            event=plain(inst.start), current_event=plain(self.current or inst.current)))
         if result == SENT:
             if channel is not None:
                 self.sends = self._trimmed_sends() + (SendRecord(self.now, channel, inst.journey),)

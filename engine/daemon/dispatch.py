@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
-from connectors.base import Delivery, Result
+from connectors.base import Delivery, Result, delivery_of
 from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
 
 from ..core.effects import SENT, Action, Effect
@@ -249,11 +249,8 @@ class Dispatcher:
         self._pools: dict[str, ThreadPoolExecutor] = {}
 
     def delivery(self, entry: Entry, connector: Any = None) -> Delivery:
-        a = json.loads(entry.payload)
         profile = self.profiles(entry.user_id) if getattr(connector, "uses_profile", True) else {}
-        return Delivery(action_id=entry.action_id, kind=entry.kind, target=entry.target, user_id=entry.user_id,
-                        profile=profile, data=a.get("data") or {}, named=a.get("named") or {},
-                        event=a.get("event"), journey=a.get("journey", ""), step=a.get("path", ""))
+        return delivery_of(json.loads(entry.payload), profile)
 
     def run_due(self, now: datetime, limit: int = 100) -> int:
         """Attempt the entries due at `now` and settle them; returns how many were attempted."""

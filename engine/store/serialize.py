@@ -11,7 +11,10 @@ walking of arbitrary values):
      "t": {traits},                            any JSON values, written and read as they are
      "h": {event name: [[times...], [properties...]]},   history, one entry per name, oldest first
      "i": {journey: [version, entry, origin, entered_at, path, wait, since, wake,
-                     {alias: [event, timestamp, properties]}, [[path, arm]...], exiting]},
+                     {alias: [event, timestamp, properties]}, [[path, arm]...], exiting,
+                     start, current]},      start: [event, timestamp, properties], or the `as` name
+                                            bound to it, or null; current: the same (both left out
+                                            when null; a run stored before they existed has neither)
      "e": {journey: [count, latest entry time]},
      "g": [[journey, version, entry, origin, goal, entered_at, deadline, [[path, arm]...], named]...],
      "s": [[time, channel, journey]...],
@@ -101,8 +104,21 @@ def _named(named: Mapping[str, Event]) -> dict[str, list[Any]] | None:
 
 
 def _instance(i: Instance, uid: str) -> list[Any]:
-    return [i.version, i.entry, None if i.origin == uid else i.origin, i.entered_at, i.path, i.wait,
-            i.since, i.wake, _named(i.named), i.arms or None, i.exiting]  # the journey is the key
+    out = [i.version, i.entry, None if i.origin == uid else i.origin, i.entered_at, i.path, i.wait,
+           i.since, i.wake, _named(i.named), i.arms or None, i.exiting]  # the journey is the key
+    if i.start is not None or i.current is not None:
+        out.append(_started(i))
+        if i.current is not None:
+            out.append(_event(i.current))
+    return out
+
+
+def _started(i: Instance) -> Any:
+    """The starting event, or the name it is bound to with `as` (kept once, not twice)."""
+    for alias, ev in i.named.items():
+        if ev is i.start or ev == i.start:
+            return alias
+    return None if i.start is None else _event(i.start)
 
 
 def state_to_bytes(state: UserState) -> bytes:
@@ -143,11 +159,19 @@ def _arms(raw: list[list[str]] | None) -> tuple[tuple[str, str], ...]:
 
 
 def _instance_from(journey: str, raw: list[Any], uid: str) -> Instance:
-    (version, entry, origin, entered_at, path, wait, since, wake, named, arms, exiting) = raw
+    (version, entry, origin, entered_at, path, wait, since, wake, named, arms, exiting, *events) = raw
+    bound = _named_from(named)
+    start = current = None
+    if events:  # a run of an earlier format has neither (its actions carry no starting event)
+        first = events[0]
+        start = bound[first] if isinstance(first, str) else None if first is None else Event(
+            first[0], _at(first[1]), first[2])
+        if len(events) > 1:
+            current = Event(events[1][0], _at(events[1][1]), events[1][2])
     return Instance(
         journey, version, entry, uid if origin is None else origin, _at(entered_at), path, wait,
         None if since is None else _at(since), None if wake is None else _at(wake),
-        _named_from(named), _arms(arms), exiting)
+        bound, _arms(arms), exiting, start, current)
 
 
 def _named_from(named: dict[str, list[Any]] | None) -> Mapping[str, Event]:
@@ -224,4 +248,4 @@ def action_from_row(row: Mapping[str, Any]) -> Action:
         id=d["id"], time=_fromiso(d["time"]), user=d["user"], journey=d["journey"], version=d["version"],
         entry=d["entry"], path=d["path"], kind=d["kind"], channel=d["channel"], target=d["target"],
         outcome=d["outcome"], reason=d["reason"], rule=d["rule"], until=_time(d["until"]), via=d["via"],
-        data=d["data"], named=d["named"], event=d.get("event"))
+        data=d["data"], named=d["named"], event=d.get("event"), current_event=d.get("current_event"))
