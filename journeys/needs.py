@@ -5,7 +5,9 @@ A user's history is unbounded; what conditions can read is not. For every event 
 - `windows[name]`: the longest `last D` any lookup uses; older events of that name never count.
 - `latest`: `last(event E)` / `days_since(event E)` read only the most recent event of that name,
   so it must be kept however old it is (a `where` filter makes this `ever`: the latest *matching*
-  event may be older than the latest one).
+  event may be older than the latest one). `days_since(event E where C)` is in both: `ever` for
+  what is kept, `latest` to say that its value changes with time alone (the engine evaluates a
+  segment with any `latest` or window after every event).
 - `ever`: lookups without any window over all of time (`happened(event E)` with no window, an
   `entry when first event E`, and unbounded lookups with a `where` filter): keep them all.
 - `live`: events matched as they arrive (entry, exit, goal, wait for): the engine routes them to
@@ -100,6 +102,8 @@ def history_read_by(nodes: Iterable[A.Node]) -> HistoryNeeds:
             latest.add(name)
         else:
             ever.add(name)
+            if n.func == "days_since":  # what it says changes with time alone: see `latest`
+                latest.add(name)
         read = set(match_properties(match))
         if n.func in ("sum", "avg"):
             prop = next((a for a in n.args[1:] if not isinstance(a, (A.EventMatch, A.Window))), None)
