@@ -1,5 +1,6 @@
 """Connectors from journeys.toml: each `[connectors.NAME]` by its `type`, each `[webhooks.NAME]` as
-the connector `webhook:NAME`.
+the connector `webhook:NAME`; and the routing, which connectors an action goes to (`route`: the
+dispatcher's for each action, the delivery preflight's for each step of the journeys).
 
 Email connectors render their own templates (they need the whole message: headers, both parts,
 the unsubscribe link); push connectors take a rendered message, so `RenderingPush` renders the
@@ -11,9 +12,9 @@ why, nothing is dropped, and the other connectors keep working.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from journeys.config import ProjectConfig
 
@@ -31,6 +32,46 @@ TYPES: dict[str, str] = {
 }
 EMAIL_TYPES = {"smtp", "resend"}
 PUSH_TYPES = {"fcm", "webpush"}
+
+
+class RoutingError(Exception):
+    """No connector is configured for an action (the checker reports this before a run)."""
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Which connector names serve what, from journeys.toml."""
+
+    defaults: Mapping[str, str]  # channel → its default connector
+    audiences: Mapping[str, Sequence[str]]  # audience → connectors it syncs to
+    webhooks: frozenset[str] = frozenset()  # webhook names; each is its own connector "webhook:NAME"
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Routes":
+        channels = sorted({c.channel for c in config.connectors.values()})
+        defaults = {ch: name for ch in channels if (name := config.default_connector(ch)) is not None}
+        return cls(defaults, {a: tuple(v.sync) for a, v in config.audiences.items()}, frozenset(config.webhooks))
+
+
+def route(action: Any, routes: Routes) -> list[str]:
+    """The connectors an action goes to: a message to its `via` connector or its channel's default, an
+    audience change to every connector the audience syncs to, a webhook to its own endpoint.
+    `action`: anything with the `kind`, `target` and `via` of an `engine.core.effects.Action`."""
+    if action.kind in ("email", "push", "sms"):
+        name = action.via or routes.defaults.get(action.kind)
+        if name is None:
+            raise RoutingError(f"no {action.kind} connector is configured")
+        return [name]
+    if action.kind in ("audience_add", "audience_remove"):
+        names = list(routes.audiences.get(action.target, ()))
+        if not names:
+            raise RoutingError(f'audience "{action.target}" syncs to no connector')
+        return names
+    if action.kind == "webhook":
+        if action.target not in routes.webhooks:
+            raise RoutingError(f'webhook "{action.target}" is not configured')
+        return [f"webhook:{action.target}"]
+    raise RoutingError(f"no route for {action.kind}")
 
 
 class Unusable:

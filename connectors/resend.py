@@ -35,6 +35,7 @@ from .base import check_settings
 from .smtp import parse_seconds
 
 DEFAULT_BASE_URL = "https://api.resend.com"
+DEFAULT_KEY_ENV = "RESEND_API_KEY"  # the variable of the API key when journeys.toml names none
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 SETTINGS = {"api_key_env", "from", "timeout", "base_url"}
 
@@ -47,7 +48,7 @@ class ResendConnector:
                  transport: httpx.BaseTransport | None = None):
         self.name = name
         check_settings(name, "resend", settings, SETTINGS)
-        self.api_key_env = settings.get("api_key_env", "RESEND_API_KEY")
+        self.api_key_env = settings.get("api_key_env", DEFAULT_KEY_ENV)
         self.api_key = env.get(self.api_key_env, "")
         if not self.api_key:
             raise ConfigurationError(f"connector `{name}`: the environment variable {self.api_key_env} "

@@ -92,7 +92,24 @@ Pass the value with `with { product: viewed.name }`, or give it a default:
          "Declare one, mark one as the default, or write `via \"NAME\"`."),
     Code("J046", "secret not set", "`journeys check --env` found a `*_env` setting of journeys.toml whose environment "
          "variable is not set here. The daemon reads every secret from the environment; set it where the daemon runs. "
-         "Without `--env` the check looks at the files only, so it gives the same answer everywhere."),
+         "Without `--env` the check looks at the files only, so it gives the same answer everywhere. "
+         "`journeys serve` shows it as a warning: it starts, and that connector's deliveries fail, recorded."),
+    Code("J047", "delivery setting missing", """A channel the journeys send through lacks a setting of journeys.toml it
+needs to deliver, or has one that is wrong: found by `journeys check --env` and by `journeys serve`,
+which does not start until it is fixed. Only connectors a journey uses are checked. Emails need
+`[project] public_url`, the address of the daemon where every unsubscribe link points:
+
+    [project]
+    public_url = "https://journeys.example.com"   # "http://127.0.0.1:8080" on your own machine
+
+An SMTP connector needs its `host`, a webhook an http(s) `url`, an ad connector its account, its
+token settings and an id for every audience the journeys sync to it (docs/connectors.md)."""),
+    Code("J048", "secret not usable", """A secret a channel the journeys send through needs is not set in this
+environment, or is set to something that cannot work: emails need JOURNEYS_UNSUBSCRIBE_SECRET (at
+least 16 bytes: `python -c "import secrets; print(secrets.token_urlsafe(32))"`), which signs their
+unsubscribe links; an FCM `credentials_env` names the service account JSON or a file holding it; a
+Web Push `vapid_private_key_env` holds a P-256 private key. Found by `journeys check --env` and by
+`journeys serve`, which does not start until it is fixed."""),
     Code("J050", "branch can never run", """Warning. The `wait for` waits for the event that the journey's `exit when` rule also listens
 for. The exit rule ends the journey first, so the `on event` branch never runs."""),
     Code("J051", "unreachable step", "Warning. A step follows an unconditional `exit` in the same block; it never runs."),
@@ -103,6 +120,15 @@ nothing:
 
     [journeys]
     order = ["Payment failure", "Checkout abandonment", "Browse abandonment"]"""),
+    Code("J062", "template reads an event the send may not have", """Warning. A template prints `event` or
+`current_event` where the send can run without it, and would fail to render there (the dry-run
+reports such a send as failed, the daemon fails its delivery). `event` is the event that started
+the run: there is none for a scheduled entry, nor for a segment entry that a profile update caused.
+`current_event` is the event the step ran on: there is none after a timer (`wait`, `wait until`, a
+`wait for`'s timeout) and maybe none in `on exit`. Guard the use, or read `event` instead:
+
+    {% if current_event %}You just looked at {{ current_event.name }}.{% endif %}
+    {{ event.name | default("our latest picks") }}"""),
     Code("J061", "journeys compete for a cap in file order", """Warning. Two or more journeys send through the
 same policy cap, and journeys.toml does not say which of them acts first. When they send to one user
 at the same moment (the same event, or timers due together), the first one takes the cap's last slot
@@ -112,6 +138,83 @@ follow in file order):
 
     [journeys]
     order = ["Checkout abandonment", "Browse abandonment"]"""),
+    # J070-J079: what newcomers write first, from other tools and languages; each help shows the line rewritten.
+    Code("J070", "duration written in words or pieces", """A duration is one whole number and one unit, with no space: `30s`, `15m`, `2h`, `3d`, `1w`.
+Words (`2 days`), a space (`1 d`), fractions (`1.5h`) and several units (`2h30m`) are not
+durations: write the whole number of one unit.
+
+    wait 2 days           # error[J070]: write `wait 2d`
+    wait 2h30m            # error[J070]: write `wait 150m`
+    cap email 2 per day   # error[J070]: write `cap email 2 per 1d`
+
+There are no months or years (their length varies): write `30d` or `52w`."""),
+    Code("J071", "operator from another language", """Conditions use `and`, `or`, `not` and the comparisons `==`, `!=`, `<`, `<=`, `>`, `>=`, in
+lower case. The spellings of JavaScript, SQL and Python are errors:
+
+    a && b, a || b, !a             write  a and b, a or b, not a
+    category = "shoes"             write  category == "shoes"
+    a === b, a <> b                write  a == b, a != b
+    a AND b, NOT a                 write  a and b, not a
+    coupon is null, is not null    write  coupon == null, coupon != null
+    with { product = viewed.name } write  with { product: viewed.name }
+
+`=` only gives a value: `set user.vip = true`, `segment "s" = ...`, `goal "g" = ...`."""),
+    Code("J072", "text without double quotes", """The names of templates, events, segments, journeys, audiences, webhooks and connectors are text,
+in straight double quotes:
+
+    send email "welcome"
+    entry when event "Product Viewed"
+    journey "Welcome back" { ... }
+
+Single quotes (`'welcome'`), typographic quotes (`“welcome”`, which word processors and chat tools
+put in) and no quotes at all are errors."""),
+    Code("J073", "missing comma", """The arguments of a function, the items of a list, the keys of an object and the rules of a `cap`
+are separated by commas:
+
+    count(event "Product Viewed", last 7d) >= 3
+    local_weekday in ["sat", "sun"]
+    send email "browse_abandon" with { product: viewed.name, category: viewed.category }
+    cap email 2 per 1d, push 3 per 1d"""),
+    Code("J074", "two events joined with `or`", """An event match names one event; `or` joins conditions, not events. Write one rule per event:
+
+    exit when event "Order Completed"
+    exit when event "Checkout Started"
+
+A journey has one entry: for a second entry event, make a second journey. A goal counts one event:
+add a goal per event. In a condition, call the function once per event:
+`count(event "A", last 7d) + count(event "B", last 7d)`, `happened(event "A") or happened(event "B")`."""),
+    Code("J075", "holdout or split written another way", """A holdout (a control group) is an arm of a `split`, and each arm is a share, a name and a block
+of steps, inside the split's braces:
+
+    split {
+      90% "main" { send email "welcome" }
+      10% control
+    }
+
+The control group skips the arms and carries on after the split; goals count for it too, so reports
+show the uplift over it."""),
+    Code("J076", "entry written another way", """An entry on an event is `entry when event "NAME"` (or `entry when first event "NAME"`), and every
+event match starts with `event`:
+
+    entry when event "Product Viewed" as viewed
+    goal "purchase" = event "Order Completed" within 3d
+    wait for event "Product Added" up to 1h
+
+The other entries are `entry when user enters segment "S"`, `entry every DAY at TIME` and
+`entry on cron "..."`."""),
+    Code("J077", "wrong word before a duration", """Each statement that takes a duration has its own word for it:
+
+    wait for event "Product Added" up to 1h
+    goal "purchase" = event "Order Completed" within 3d
+    reenter after 7d
+    count(event "Product Viewed", last 7d)"""),
+    Code("J078", "if or else written another way", """A condition's branches are written `if CONDITION { ... } else if CONDITION { ... } else { ... }`:
+`else if` in two words (not `elif` or `elsif`), no `then` and no `:`; each branch is a block in
+braces."""),
+    Code("J079", "time of day written another way", """A time of day is `HH:MM` on a 24-hour clock: `10:00`, `21:30`, not `10am` or `9:30 pm`. Quiet
+hours are a range written with `-`:
+
+    quiet hours 21:00-08:00"""),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _CATALOGUE}

@@ -19,7 +19,10 @@ parse table, error recovery with `on_error`, is Lark's.
 
 from __future__ import annotations
 
-from lark import Lark, Tree
+from copy import copy
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedInput
 
 from .builder import AstBuilder
 
@@ -101,3 +104,51 @@ class TypedLark(Lark):
         """The typed items of `text`, one chunk of `file` starting after `line_offset` lines."""
         self.builder.reset(file, line_offset)
         return self.parse(text, on_error=on_error).value
+
+
+# ------------------------------------------------------------------------ repairs after an error
+# Lark's interactive parser (`UnexpectedInput.interactive_parser`) can be fed tokens, and its stacks
+# and lexer position changed, before parsing resumes: that is how a syntax error is repaired.
+
+
+def trial(ip):
+    """A copy of the parser to try tokens on: it builds nothing (a reduction's callback may
+    change the values it shares with the parser: Lark's child filter extends lists in place)."""
+    copied = ip.copy(deepcopy_values=False)
+    conf = copy(copied.parser_state.parse_conf)
+    conf.callbacks = {}
+    copied.parser_state.parse_conf = conf
+    return copied
+
+
+def accepts(ip, tokens: list[Token], pop: int = 0) -> bool:
+    """Whether the parser takes `tokens`, after taking `pop` values back off its stack."""
+    copied = trial(ip)
+    unshift(copied, pop)
+    try:
+        for t in tokens:
+            copied.feed_token(t)
+    except UnexpectedInput:
+        return False
+    return True
+
+
+def unshift(ip, n: int) -> None:
+    """Take the last `n` values (shifted tokens or reduced rules) back off the parser's stacks."""
+    state = ip.parser_state
+    for _ in range(n):
+        state.state_stack.pop()
+        state.value_stack.pop()
+
+
+def move_lexer(ip, text: str, pos: int) -> None:
+    """Make the lexer read on from `pos` in `text` (back or forward)."""
+    ctr = ip.lexer_thread.state.line_ctr
+    ctr.char_pos = pos
+    ctr.line, ctr.column = position(text, pos)
+    ctr.line_start_pos = pos - ctr.column + 1
+
+
+def position(text: str, pos: int) -> tuple[int, int]:
+    """(line, column) of offset `pos` in `text`, both 1-based, as Lark counts them."""
+    return text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import difflib
 import re
-from copy import copy
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast as A
 from .diagnostics import Diagnostic, Diagnostics, Severity, Span
-from .lalr import TypedLark
+from .lalr import TypedLark, accepts, move_lexer, position, trial, unshift
+
+if TYPE_CHECKING:
+    from .hints import Fix
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -196,7 +199,9 @@ _MAX_CLOSERS = 3  # brackets closed in one repair
 class _Recovery:
     """Lark's error callback: report a syntax error, repair what can be repaired, and go on parsing.
 
-    A repair puts in what the text most likely lacks, after trying it on a copy of the parser:
+    First, a mistake that newcomers make (`wait 2 days`, `a && b`, `'welcome'`, `elif`...) is
+    reported with its own code and the corrected line, and repaired as `journeys.hints` says.
+    Otherwise a repair puts in what the text most likely lacks, after trying it on a copy of the parser:
     - an operand, where an expression stands unfinished (`if a and {`, `a == }`): the tree gets an
       `A.Missing` there. When the word after the operator is a keyword that the operator made a
       name (`exit when a and` then `send ...` on the next line), the parser steps back to read it
@@ -223,10 +228,18 @@ class _Recovery:
 
     def __call__(self, e: UnexpectedInput) -> bool:
         self.last_error = e
-        if not isinstance(e, UnexpectedToken) or getattr(e, "interactive_parser", None) is None:
+        ip = getattr(e, "interactive_parser", None)
+        fix = None
+        if ip is not None:  # a newcomer's mistake first; only a file with an error loads the hints
+            from .hints import newcomer_fix
+
+            fix = newcomer_fix(e, ip, self.chunk, _literals())
+        if fix is not None:
+            self._apply(e, ip, fix)
+            return True
+        if not isinstance(e, UnexpectedToken) or ip is None:
             self.report(e)
             return True
-        ip = e.interactive_parser
         tok = e.token
         if tok.type == "$END":
             fill = self._completion(ip, tok)
@@ -240,11 +253,9 @@ class _Recovery:
         if rewind is not None:
             operator, word = rewind
             self.report(e, self._operand_diagnostic(operator, word, f"`{word.value}`"))
-            state = ip.parser_state
-            state.state_stack.pop()
-            state.value_stack.pop()
+            unshift(ip, 1)
             ip.feed_token(_operand(word))
-            _rewind(ip, word)
+            move_lexer(ip, self.chunk, word.start_pos)
             return True
         fill = self._fill(ip, tok)
         self.report(e, self._repair_diagnostic(e, ip, fill) or self._after_item_diagnostic(e))
@@ -257,6 +268,20 @@ class _Recovery:
         return True
 
     # ------------------------------------------------------------ repairs
+
+    def _apply(self, e: UnexpectedInput, ip, fix: Fix) -> None:
+        """Report a newcomer's mistake (see `journeys.hints`) and make its repair."""
+        line, col = position(self.chunk, fix.start)
+        end_line, end_col = position(self.chunk, max(fix.end, fix.start + 1))
+        o = self.line_offset
+        self.report(e, Diagnostic(fix.code, Severity.ERROR, fix.message,
+                                  Span(self.path, line + o, col, end_line + o, end_col), fix.help))
+        self.last_end = -1  # back in step: an error after this line is a mistake of its own
+        unshift(ip, fix.pop)
+        for t in fix.feed:
+            ip.feed_token(t)
+        if fix.resume is not None:
+            move_lexer(ip, self.chunk, fix.resume)
 
     def _fill(self, ip, tok: Token) -> list[Token] | None:
         """Tokens to put before `tok` so that the parser takes it: an operand, then closers."""
@@ -275,7 +300,7 @@ class _Recovery:
         if not operand and "LBRACE" in ip.choices():  # `if a` then the block's first step
             fills.append([Token.new_borrow_pos("LBRACE", "{", tok)])
         for fill in fills:
-            if _accepts(ip, fill + [tok]):
+            if accepts(ip, fill + [tok]):
                 return fill
         return None
 
@@ -303,13 +328,13 @@ class _Recovery:
 
     def _completion(self, ip, end: Token) -> list[Token] | None:
         """Tokens that complete the text at its end (operands and closers), or None."""
-        trial = _trial(ip)
+        attempt = trial(ip)
         fill: list[Token] = []
         for _ in range(2 * MAX_NESTING + 2):
-            choices = trial.choices()
-            if "$END" in choices and _accepts(trial, [end]):
+            choices = attempt.choices()
+            if "$END" in choices and accepts(attempt, [end]):
                 return fill
-            opener = next((v for v in reversed(trial.parser_state.value_stack)
+            opener = next((v for v in reversed(attempt.parser_state.value_stack)
                            if type(v) is Token and v.type in _OPENERS), None)
             closer = _OPENERS[opener.type] if opener is not None else None
             if "VAR" in choices:
@@ -321,7 +346,7 @@ class _Recovery:
             else:
                 return None
             try:
-                trial.feed_token(t)
+                attempt.feed_token(t)
             except UnexpectedInput:
                 return None
             fill.append(t)
@@ -438,40 +463,16 @@ def _operand(at: Token) -> Token:
     return Token.new_borrow_pos("VAR", "", at)
 
 
-def _trial(ip):
-    """A copy of the parser to try tokens on: it builds nothing (a reduction's callback may
-    change the values it shares with the parser: Lark's child filter extends lists in place)."""
-    trial = ip.copy(deepcopy_values=False)
-    conf = copy(trial.parser_state.parse_conf)
-    conf.callbacks = {}
-    trial.parser_state.parse_conf = conf
-    return trial
-
-
-def _accepts(ip, tokens: list[Token]) -> bool:
-    trial = _trial(ip)
-    try:
-        for t in tokens:
-            trial.feed_token(t)
-    except UnexpectedInput:
-        return False
-    return True
-
-
-def _rewind(ip, tok: Token) -> None:
-    """Make the lexer read again from the start of `tok`."""
-    ctr = ip.lexer_thread.state.line_ctr
-    ctr.char_pos = tok.start_pos
-    ctr.line = tok.line
-    ctr.column = tok.column
-    ctr.line_start_pos = tok.start_pos - tok.column + 1
+@lru_cache(maxsize=1)
+def _literals() -> dict[str, str]:
+    """Each keyword and punctuation (`when`, `=`, `,`) → its terminal's name."""
+    return {t.pattern.value: t.name for t in parser().terminals if t.pattern.type == "str"}
 
 
 @lru_cache(maxsize=1)
 def _keywords() -> dict[str, str]:
     """Each keyword word → its terminal's name."""
-    return {t.pattern.value: t.name for t in parser().terminals
-            if t.pattern.type == "str" and t.pattern.value.isalpha()}
+    return {text: name for text, name in _literals().items() if text.isalpha()}
 
 
 def _indent(line: str) -> int:

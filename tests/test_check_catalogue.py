@@ -75,6 +75,24 @@ CASES = [
     ("empty file", "", "J007", 1, 1, "add a journey"),
     ("no connector for the channel", f'journey "A" {{\n  {OK_ENTRY}\n  send sms "welcome"\n}}\n', "J045", 3, 8,
      'declare one in journeys.toml: [connectors.NAME] with channel = "sms"'),
+    # what newcomers write first (tests/test_newcomer_mistakes.py has them all)
+    ("duration in words", f'journey "A" {{\n  {OK_ENTRY}\n  wait 2 days\n}}\n', "J070", 3, 8, "write `wait 2d`"),
+    ("operator from JavaScript", f'journey "A" {{\n  {OK_ENTRY}\n  if viewed.a > 1 && viewed.b {{ exit }}\n}}\n', "J071", 3, 19,
+     "write `and`"),
+    ("text in single quotes", f'journey "A" {{\n  {OK_ENTRY}\n  send email \'welcome\'\n}}\n', "J072", 3, 14,
+     'write `send email "welcome"`'),
+    ("missing comma", f'journey "A" {{\n  {OK_ENTRY}\n  if count(event "X" last 7d) > 2 {{ exit }}\n}}\n', "J073", 3, 22,
+     'write `if count(event "X", last 7d) > 2 { exit }`'),
+    ("two events joined with or", f'journey "A" {{\n  {OK_ENTRY}\n  exit when event "X" or event "Y"\n}}\n', "J074", 3, 23,
+     'on a line of its own `exit when event "Y"`'),
+    ("holdout", f'journey "A" {{\n  {OK_ENTRY}\n  holdout 10%\n  send email "welcome"\n}}\n', "J075", 3, 3,
+     "10% control"),
+    ("entry on event", 'journey "A" {\n  entry on event "X"\n}\n', "J076", 2, 9, 'write `entry when event "X"`'),
+    ("wait for within", f'journey "A" {{\n  {OK_ENTRY}\n  wait for event "X" within 1h\n}}\n', "J077", 3, 22,
+     'write `wait for event "X" up to 1h`'),
+    ("elif", f'journey "A" {{\n  {OK_ENTRY}\n  if viewed.a > 1 {{ exit }} elif viewed.a > 0 {{ exit }}\n}}\n', "J078", 3, 28,
+     "`else if`"),
+    ("time with am", f'journey "A" {{\n  {OK_ENTRY}\n  wait until 10am\n}}\n', "J079", 3, 14, "write `wait until 10:00`"),
 ]
 
 
@@ -189,11 +207,15 @@ def test_check_env_reports_every_secret_that_is_not_set(tmp_path):
     import json
 
     found = [json.loads(line) for line in missing.stdout.splitlines()]
-    assert {d["code"] for d in found} == {"J046"}
-    assert any("SMTP_PASSWORD" in d["message"] and d["line"] > 1 for d in found)
-    secrets = {"SMTP_USER": "u", "SMTP_PASSWORD": "p", "FCM_CREDENTIALS": "{}", "META_ACCESS_TOKEN": "t",
+    assert {d["code"] for d in found} == {"J046", "J048"}  # J048: the emails' unsubscribe secret
+    assert any("META_ACCESS_TOKEN" in d["message"] and d["line"] > 1 for d in found)
+    assert any(d["code"] == "J048" and "JOURNEYS_UNSUBSCRIBE_SECRET" in d["message"] for d in found)
+    from .test_preflight import service_account
+
+    secrets = {"FCM_CREDENTIALS": str(service_account(tmp_path / "fcm.json")), "META_ACCESS_TOKEN": "t",
                "GOOGLE_ADS_DEVELOPER_TOKEN": "t", "GOOGLE_ADS_CLIENT_ID": "i", "GOOGLE_ADS_CLIENT_SECRET": "s",
-               "GOOGLE_ADS_REFRESH_TOKEN": "r", "CRM_WEBHOOK_SECRET": "s", "JOURNEYS_WRITE_KEY": "k"}
+               "GOOGLE_ADS_REFRESH_TOKEN": "r", "CRM_WEBHOOK_SECRET": "s", "JOURNEYS_WRITE_KEY": "k",
+               "JOURNEYS_UNSUBSCRIBE_SECRET": "unsubscribe-secret-for-tests-0123456789"}
     ok = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(shop), "--env"], env={**env, **secrets},
                         cwd=root, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout

@@ -4,7 +4,10 @@ SIGTERM, and a SIGKILL under load that loses no accepted event."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -22,16 +26,17 @@ from .test_smtp import Server, free_port
 
 KEY = "test-write-key"
 AUTH = (KEY, "")
+UNSUBSCRIBE_SECRET = "unsubscribe-secret-for-tests-0123456789"  # serve needs one when a journey sends email
 SECRETS = ("SMTP_USER", "SMTP_PASSWORD", "FCM_CREDENTIALS", "META_ACCESS_TOKEN", "GOOGLE_ADS_DEVELOPER_TOKEN",
            "GOOGLE_ADS_CLIENT_ID", "GOOGLE_ADS_CLIENT_SECRET", "GOOGLE_ADS_REFRESH_TOKEN", "CRM_WEBHOOK_SECRET")
 
 
 class Daemon:
-    def __init__(self, project: Path, store: str | None, log: Path, **env: str):
-        self.port = free_port()
+    def __init__(self, project: Path, store: str | None, log: Path, port: int | None = None, **env: str):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environ = {k: v for k, v in os.environ.items() if k not in SECRETS}
-        environ.update(JOURNEYS_WRITE_KEY=KEY, **env)
+        environ.update({"JOURNEYS_WRITE_KEY": KEY, "JOURNEYS_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET, **env})
         cmd = [sys.executable, "-m", "engine.cli", "serve", str(project), "--port", str(self.port)]
         if store is not None:
             cmd += ["--store", store]
@@ -95,8 +100,8 @@ def shop(tmp_path):
 def daemons(tmp_path):
     started: list[Daemon] = []
 
-    def start(project: Path, store: str | None = None, **env: str) -> Daemon:
-        d = Daemon(project, store, tmp_path / "daemon.log", **env)
+    def start(project: Path, store: str | None = None, port: int | None = None, **env: str) -> Daemon:
+        d = Daemon(project, store, tmp_path / "daemon.log", port, **env)
         started.append(d)
         return d
 
@@ -219,6 +224,52 @@ def test_a_timer_fires_on_time_and_its_email_arrives(tmp_path, daemons):
         assert b"Hello Ada" in content
         eventually(lambda: rows(db, "SELECT state FROM outbox") == [("delivered",)])
         assert rows(db, "SELECT count(*) FROM instances") == [(0,)]  # the journey ended after the send
+        assert d.stop() == 0
+    finally:
+        smtp.stop()
+
+
+def daytime_zone() -> str:
+    """A zone where it is about noon now, whenever the test runs: the shop's quiet hours (21:00 to
+    08:00 user time) let an email to a user living there go at once."""
+    offset = (12 - datetime.now(timezone.utc).hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"  # Etc/GMT-3 is UTC+03:00
+
+
+def test_the_example_shop_delivers_its_emails_with_a_working_unsubscribe_link(shop, tmp_path, daemons):
+    """examples/shop as it is, but for where its mail server is and where the daemon listens: an
+    event over HTTP, the email at the SMTP server, and its unsubscribe link answered by the daemon."""
+    smtp = Server().start()
+    try:
+        port = free_port()
+        toml = shop / "journeys.toml"
+        text = toml.read_text()
+        for old, new in (("port = 1025", f"port = {smtp.port}"),
+                         ('public_url = "http://127.0.0.1:8080"', f'public_url = "http://127.0.0.1:{port}"')):
+            assert old in text
+            text = text.replace(old, new)
+        toml.write_text(text)
+        db = tmp_path / "store.db"
+        d = daemons(shop, f"sqlite:///{db}", port)
+        assert d.post("identify", {"userId": "u1", "traits": {"email": "ann@example.com", "first_name": "Ann",
+                                                              "timezone": daytime_zone()}}).status_code == 200
+        # "Payment failure" sends its email at once (examples/shop/journeys/payment_failure.journey)
+        assert d.post("track", {"userId": "u1", "event": "Payment Failed",
+                                "properties": {"order_id": "o-17"}}).status_code == 200
+        eventually(lambda: smtp.handler.messages, timeout=10)
+        ((_, recipients, raw, _),) = smtp.handler.messages
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert recipients == ["ann@example.com"] and msg["Subject"] == "Your payment did not go through"
+        html = msg.get_body(("html",)).get_content()
+        assert "Hi Ann" in html and "#o-17" in html
+        (link,) = re.findall(r'href="(http://127\.0\.0\.1:\d+/u/[^"]+)"', html)
+        assert link.startswith(f"{d.url}/u/") and link in msg["List-Unsubscribe"]
+        page = httpx.get(link, timeout=10)
+        assert page.status_code == 200 and ">Unsubscribe</button>" in page.text, page.text
+        done = httpx.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=10)
+        assert done.status_code == 200 and "You are unsubscribed" in done.text, done.text
+        eventually(lambda: rows(db, "SELECT state FROM outbox WHERE connector = 'smtp'") == [("delivered",)])
         assert d.stop() == 0
     finally:
         smtp.stop()

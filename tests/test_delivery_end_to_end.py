@@ -42,7 +42,6 @@ def test_a_product_view_becomes_one_email_in_a_real_mailbox(server, tmp_path):  
     config = project.config.model_copy(deep=True)
     smtp = config.connectors["smtp"].__pydantic_extra__
     smtp.update(host="127.0.0.1", port=server.port, security="none")  # the loopback server, no login
-    smtp.pop("username_env"), smtp.pop("password_env")
     config.project.public_url = "https://shop.example.com"
     connectors = build(config, project.root, env={**ENV})
     dispatcher = Dispatcher(outbox, connectors, profiles=lambda uid: dict(store.load(uid).traits))

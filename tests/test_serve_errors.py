@@ -1,5 +1,6 @@
 """`journeys serve` refuses what would go wrong later, with a sentence and no traceback: a second
-daemon on a SQLite file another one serves, a store it cannot reach."""
+daemon on a SQLite file another one serves, a store it cannot reach, emails it could not send
+(tests/test_preflight.py has every other setting a channel needs)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import os
 import subprocess
 import sys
 
-from .test_daemon import KEY, ROOT, SECRETS, daemons, free_port, shop  # noqa: F401 - fixtures
+from .test_daemon import KEY, ROOT, SECRETS, UNSUBSCRIBE_SECRET, daemons, free_port, shop  # noqa: F401 - fixtures
 
 
-def serve(project, store: str) -> subprocess.CompletedProcess:
+def serve(project, store: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    environ["JOURNEYS_WRITE_KEY"] = KEY
+    environ.update({"JOURNEYS_WRITE_KEY": KEY, "JOURNEYS_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET, **env})
+    environ = {k: v for k, v in environ.items() if v}  # an empty value: not set
     return subprocess.run([sys.executable, "-m", "engine.cli", "serve", str(project), "--store", store,
                            "--port", str(free_port())], cwd=ROOT, env=environ, capture_output=True, text=True,
                           timeout=60)
@@ -35,3 +37,22 @@ def test_a_second_daemon_on_one_sqlite_file_is_refused_and_the_file_is_free_afte
 def test_an_unreachable_store_is_one_line_and_exit_1(shop):
     r = serve(shop, "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 1 and "cannot connect to PostgreSQL" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_shop_without_public_url_or_unsubscribe_secret_is_refused_at_the_lines_to_fix(shop, tmp_path):
+    """What examples/shop used to be: every email would have failed at delivery, and serve said nothing."""
+    toml = shop / "journeys.toml"
+    text = toml.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("public_url = "))
+    toml.write_text(text.replace(line + "\n", ""))
+    lines = toml.read_text().splitlines()
+    project_line = lines.index("[project]") + 1
+    smtp_line = lines.index("[connectors.smtp]") + 1
+    r = serve(shop, f"sqlite:///{tmp_path / 'store.db'}", JOURNEYS_UNSUBSCRIBE_SECRET="")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("error[") == 2, r.stderr
+    assert "error[J047]: emails need an unsubscribe link" in r.stderr, r.stderr
+    assert f"journeys.toml:{project_line}:1" in r.stderr and "public_url" in r.stderr, r.stderr
+    assert f"journeys.toml:{smtp_line}:1" in r.stderr and "JOURNEYS_UNSUBSCRIBE_SECRET" in r.stderr, r.stderr
+    assert "= help: set public_url = " in r.stderr, r.stderr
+    assert not (tmp_path / "store.db").exists()

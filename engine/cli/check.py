@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from journeys.checker import check_project
+from journeys.checker import check_and_compile
 from journeys.project import load_project
 from journeys.terminal import print_diagnostics
 
@@ -27,19 +27,20 @@ class Format(str, enum.Enum):
 def check_command(
     path: Path = typer.Argument(Path("."), help="A project directory (with journeys.toml), or one file."),
     format: Format = typer.Option(Format.text, "--format", help="text for people, json for CI annotations."),
-    env: bool = typer.Option(False, "--env", help="Also check that every secret journeys.toml names is set in "
-                             "this environment (run it where the daemon runs)."),
+    env: bool = typer.Option(False, "--env", help="Also check this environment (run it where the daemon runs): "
+                             "every secret journeys.toml names is set, and the channels the journeys use have every "
+                             "setting and secret they need to deliver."),
 ) -> None:
     """Check every journey, segment, policy, template and scenario; report every problem."""
     existing(path)
     project = load_project(path)
-    diagnostics = check_project(project)
+    diagnostics, compiled = check_and_compile(project)
     if env:
         import os
 
-        from journeys.checker import check_environment
+        from connectors.preflight import preflight
 
-        diagnostics.extend(check_environment(project, os.environ))
+        diagnostics.extend(preflight(project, compiled, os.environ))
     diagnostics = diagnostics.sorted()
     errors = sum(d.is_error for d in diagnostics)
     warnings = len(diagnostics) - errors

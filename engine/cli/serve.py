@@ -2,8 +2,14 @@
 
 The daemon is imported when the command runs, so that `journeys check` never imports the engine,
 uvicorn or FastAPI.
-Exit codes: 0 after SIGTERM/SIGINT, 1 if the project has errors or the server cannot start, 2 for a
-usage error (no write keys, a store that is not a SQLite file, bad connector limits).
+Before it opens the store it runs the delivery preflight (connectors.preflight), as `journeys check
+--env` does: a channel the journeys use that could not deliver (an email without `[project]
+public_url` or JOURNEYS_UNSUBSCRIBE_SECRET, a connector whose settings are wrong) is an error, and
+serve does not start; a provider's secret that is not set is a warning (that connector's deliveries
+fail, recorded, and the other channels deliver).
+Exit codes: 0 after SIGTERM/SIGINT, 1 if the project has errors, a used channel could not deliver or
+the server cannot start, 2 for a usage error (no write keys, a store that is not a SQLite file, bad
+connector limits).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ def serve_command(
         path = store_file(store, None) if store is not None else store_file(config.store.url, Path(loaded.root))
     except ValueError as e:
         raise usage_error(f"--store: {e}" if store is not None else f"[store] url: {e}")
+    preflight_or_exit(loaded, compiled, project, err)
     setup_logging(log_format)
     from ..store.base import StoreError
 
@@ -67,3 +74,23 @@ def serve_command(
         err.print(Text(f"error: {e}", style="bold red"))
         raise typer.Exit(1)
     raise typer.Exit(code)
+
+
+def preflight_or_exit(loaded, compiled, project: Path, err) -> None:
+    """The delivery preflight's diagnostics on stderr; exit 1 on an error (connectors.preflight)."""
+    import os
+
+    from rich.text import Text
+
+    from connectors.preflight import preflight
+    from journeys.terminal import print_diagnostics
+
+    found = preflight(loaded, compiled, os.environ, serving=True).sorted()
+    print_diagnostics(loaded, found, err)
+    if any(d.is_error for d in found):
+        err.print(Text(f"{project}: the journeys send through channels that could not deliver; fix the errors above "
+                       f"before serving (journeys check --env {project})", style="bold red"))
+        raise typer.Exit(1)
+    if found:
+        err.print(Text(f"{project}: serving; what goes through a connector whose secret is not set fails, each "
+                       "delivery recorded with the reason", style="bold yellow"))

@@ -3,7 +3,8 @@ and dead letters.
 
 - `route` says which connectors an action goes to: a message to its `via` connector or its
   channel's default, an audience change to every connector the audience syncs to, a webhook to
-  its own endpoint.
+  its own endpoint (`connectors.registry`, where the delivery preflight routes the journeys' steps
+  the same way before the daemon starts).
 - `OutboxSink` is the daemon's sink: it writes each action that passed the delivery steps into the
   outbox (one entry per connector), in the transaction of the state that produced it.
 - `Dispatcher.run_due(now)` attempts what is due. A retryable error reschedules the entry with
@@ -32,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from connectors.base import Delivery, Result, delivery_of
 from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
+from connectors.registry import Routes, RoutingError, route  # noqa: F401 - the routing, shared with connectors.preflight
 
 from ..core.effects import SENT, Action, Effect
 from ..store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
@@ -48,43 +50,6 @@ def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
     import os
 
     return float((os.environ if environ is None else environ).get("JOURNEYS_DELIVERY_LEASE", LEASE))
-
-
-class RoutingError(Exception):
-    """No connector is configured for an action (the checker reports this before a run)."""
-
-
-@dataclass(frozen=True)
-class Routes:
-    """Which connector names serve what, from journeys.toml."""
-
-    defaults: Mapping[str, str]  # channel → its default connector
-    audiences: Mapping[str, Sequence[str]]  # audience → connectors it syncs to
-    webhooks: frozenset[str] = frozenset()  # webhook names; each is its own connector "webhook:NAME"
-
-    @classmethod
-    def from_config(cls, config: Any) -> "Routes":
-        channels = sorted({c.channel for c in config.connectors.values()})
-        defaults = {ch: name for ch in channels if (name := config.default_connector(ch)) is not None}
-        return cls(defaults, {a: tuple(v.sync) for a, v in config.audiences.items()}, frozenset(config.webhooks))
-
-
-def route(action: Action, routes: Routes) -> list[str]:
-    if action.kind in ("email", "push", "sms"):
-        name = action.via or routes.defaults.get(action.kind)
-        if name is None:
-            raise RoutingError(f"no {action.kind} connector is configured")
-        return [name]
-    if action.kind in ("audience_add", "audience_remove"):
-        names = list(routes.audiences.get(action.target, ()))
-        if not names:
-            raise RoutingError(f'audience "{action.target}" syncs to no connector')
-        return names
-    if action.kind == "webhook":
-        if action.target not in routes.webhooks:
-            raise RoutingError(f'webhook "{action.target}" is not configured')
-        return [f"webhook:{action.target}"]
-    raise RoutingError(f"no route for {action.kind}")
 
 
 class OutboxSink:
