@@ -25,6 +25,7 @@ not verify is ConfigurationError. A profile without an email address is InvalidR
 
 from __future__ import annotations
 
+import email.policy
 import email.utils
 import re
 import smtplib
@@ -56,9 +57,45 @@ def parse_seconds(value: Any, field: str) -> float:
     return {"ms": n / 1000, "s": n, None: n, "m": n * 60}[m.group(2)]
 
 
+# Headers mail clients act on by reading the raw field (RFC 2369 / RFC 8058 one-click): sent as we
+# fold them, never as the email package would. Its folder turns a line it cannot break at 78
+# characters (any unsubscribe URL with its token) into RFC 2047 encoded words, which Gmail and
+# Yahoo do not decode in these fields: the message then has no one-click link.
+RAW_HEADERS = {"list-unsubscribe", "list-unsubscribe-post"}
+# `refold_source="none"`: a header stored with `set_raw` is written exactly as given; every other
+# header is a header object and is folded (and encoded when not ASCII) as usual.
+_POLICY = email.policy.default.clone(refold_source="none")
+_MAX_LINE = 998  # RFC 5322 2.1.1, in octets, without the CRLF
+_SOFT_LINE = 78
+_URL_LIST = re.compile(r"\s*<[^<>]*>(?:\s*,\s*<[^<>]*>)*\s*")
+
+
+def fold_url_list(name: str, value: str) -> str:
+    """`value` (`<url>, <url>`, RFC 2369) folded for the header `name`: on one line when it fits
+    in 78 characters, else one item per line, each fold right after an item's comma (a fold is
+    whitespace the client drops; inside a URL it would break it). A URL cannot be folded, so one
+    that leaves its line over RFC 5322's 998 octets fails the delivery rather than send a header
+    that relays may cut or reject; a value that is not ASCII is a configuration error (the link
+    comes from `[project] public_url`, which must be written in ASCII: punycode, %-escapes)."""
+    if not value.isascii() or "\r" in value or "\n" in value:
+        raise ConfigurationError(f"the {name} header must be one line of ASCII (is `[project] public_url` "
+                                 f"an ASCII URL?): {value!r}")
+    items = re.findall(r"<[^<>]*>", value) if _URL_LIST.fullmatch(value) else [value.strip()]
+    one_line = ", ".join(items)
+    if len(name) + 2 + len(one_line) <= _SOFT_LINE:
+        return one_line
+    lines = [f"{item}," for item in items[:-1]] + [items[-1]]
+    longest = max([len(name) + 2 + len(lines[0])] + [1 + len(line) for line in lines[1:]])
+    if longest > _MAX_LINE:
+        raise PermanentError(f"the {name} header would have a line of {longest} octets, over the 998 RFC 5322 "
+                             "allows, and a URL cannot be folded (is the user id that long?)")
+    return "\n ".join(lines)
+
+
 def build_message(rendered: RenderedEmail, to: str, *, message_id: str) -> EmailMessage:
-    """multipart/alternative: the text part first, then the HTML (clients show the last they can)."""
-    msg = EmailMessage()
+    """multipart/alternative: the text part first, then the HTML (clients show the last they can).
+    The headers of RAW_HEADERS are folded by `fold_url_list` and stored raw: see RAW_HEADERS."""
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = rendered.sender
     msg["To"] = to
     msg["Subject"] = rendered.subject
@@ -67,7 +104,10 @@ def build_message(rendered: RenderedEmail, to: str, *, message_id: str) -> Email
     msg["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = message_id
     for name, value in rendered.headers.items():
-        msg[name] = value
+        if name.lower() in RAW_HEADERS:
+            msg.set_raw(name, fold_url_list(name, value))
+        else:
+            msg[name] = value
     msg.set_content(rendered.text, subtype="plain", charset="utf-8")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
     return msg

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from . import ast as A
 from .config import locate
@@ -264,6 +264,9 @@ DECLARATIONS = (A.EntryEvent, A.EntrySegment, A.EntrySchedule, A.ExitEvent, A.Ex
 ACTIONS = (A.Send, A.AudienceChange, A.Webhook, A.SetTrait)
 
 
+_KEEP = object()  # a block that leaves `current_event` as it was (JourneyChecker._paths)
+
+
 class JourneyChecker:
     def __init__(self, project: Project, ex: ExprChecker, diags: Diagnostics):
         self.project = project
@@ -272,6 +275,11 @@ class JourneyChecker:
         self.aliases: frozenset[str] = frozenset()
         self.viewed_alias = False
         self.exit_events: dict[str, A.ExitEvent] = {}
+        # where the steps being checked can be reached without the templates' optional events:
+        # `event` (no starting event: a schedule, or a segment joined by a profile update) and
+        # `current_event` (none after a timer: a wait, a wait until, a wait for's timeout; maybe
+        # none in `on exit`): the reason, or None while the event is certainly there
+        self.lacks: dict[str, str | None] = {"event": None, "current_event": None}
 
     def check(self, j: A.Journey) -> None:
         self._order(j)
@@ -300,8 +308,16 @@ class JourneyChecker:
                 goals.setdefault(d.name.value, d)
             if isinstance(d, A.ExitEvent):
                 self.exit_events.setdefault(d.match.event.value, d)
+        entry = entries[0] if entries else None
+        started = None if isinstance(entry, A.EntryEvent) else (
+            "the journey starts on a schedule, with no event" if isinstance(entry, A.EntrySchedule) else
+            "a profile update, not an event, can make the user join the entry segment")
+        self.lacks = {"event": started, "current_event": started}
         for d in decls:
+            if isinstance(d, A.OnExit):
+                self.lacks = {"event": started, "current_event": "a run can end after a timer, with no event"}
             self._declaration(d)
+        self.lacks = {"event": started, "current_event": started}
         self._steps(j.steps, top=True)
 
     def _order(self, j: A.Journey) -> None:
@@ -392,21 +408,39 @@ class JourneyChecker:
                 continue
             self._step(s)
 
+    def _paths(self, blocks: list[tuple[list, Any]], through: bool) -> None:
+        """Check alternative blocks (if arms, split arms, wait for outcomes), each from the state
+        before it, `current_event` set as the block says (`_KEEP` leaves it, None: it is there, a
+        text: why it is gone); after them, an optional event is there only if it is there at the
+        end of every path (`through`: one path goes past them all, as an `if` without `else`)."""
+        before = dict(self.lacks)
+        ends = [before] if through else []
+        for steps, current in blocks:
+            self.lacks = dict(before)
+            if current is not _KEEP:
+                self.lacks["current_event"] = current
+            self._steps(steps)
+            ends.append(self.lacks)
+        self.lacks = {var: next((e[var] for e in ends if e[var] is not None), None) for var in before}
+
     def _step(self, s) -> None:
         ex = self.ex
         scope = Scope(aliases=self.aliases)
         if isinstance(s, A.Wait):
             ex.duration(s.duration)
+            self.lacks["current_event"] = f"the step runs after `wait` (line {s.span.line}), a timer"
         elif isinstance(s, A.WaitUntil):
             ex.time_of_day(s.at)
             ex.timezone(s.tz)
+            self.lacks["current_event"] = f"the step can run after `wait until` (line {s.span.line}), a timer"
         elif isinstance(s, A.WaitFor):
             self._wait_for(s)
         elif isinstance(s, A.If):
             for b in s.branches:
                 if b.condition is not None:
                     ex.expr(b.condition, scope)
-                self._steps(b.steps)
+            self._paths([(b.steps, _KEEP) for b in s.branches],
+                         through=all(b.condition is not None for b in s.branches))
         elif isinstance(s, A.Split):
             self._split(s)
         elif isinstance(s, A.Send):
@@ -428,7 +462,10 @@ class JourneyChecker:
                 self.diags.error("J024", f"`on {b.outcome}` appears twice in this wait", b.span,
                                  f"merge it into the one at {seen[b.outcome].span}")
             seen.setdefault(b.outcome, b)
-            self._steps(b.steps)
+        timeout = f"the step can run after the timeout of `wait for` (line {s.span.line}), a timer"
+        outcomes = {"event": None, "timeout": timeout}
+        self._paths([(b.steps, outcomes.get(b.outcome)) for b in s.branches] +
+                    [([], gone) for outcome, gone in outcomes.items() if outcome not in seen], through=False)
         exit_rule = self.exit_events.get(s.match.event.value)
         if exit_rule is not None and exit_rule.match.where is None:
             self.diags.warning("J050", f"the journey exits on `{s.match.event.value}` before this wait can see it",
@@ -457,7 +494,7 @@ class JourneyChecker:
                                  arm.name.span, (f"the first one is at {first.name.span}; " if first else "") + "rename one")
             else:
                 names[key] = arm
-            self._steps(arm.steps)
+        self._paths([(arm.steps, _KEEP) for arm in s.arms], through=True)
         for extra in controls[1:]:
             self.diags.error("J037", "a split has one control group", extra.span, "merge the control shares")
         if abs(total - 100.0) > 1e-9:
@@ -496,6 +533,14 @@ class JourneyChecker:
                                  s.template.span,
                                  f"add it: `with {{ {var}: ... }}`, or default it in {tpl.path}:{line}:{col}: "
                                  f"`{{{{ {var} | default(\"...\") }}}}`")
+        for var, (line, col) in sorted(tpl.unguarded.items()):
+            why = self.lacks.get(var)
+            if why is not None and var not in {p.key.value for p in s.data}:
+                self.diags.warning("J062", f"template `{s.template.value}` reads `{var}`, which this send may not "
+                                   f"have: {why}", s.template.span,
+                                   f"guard it in {tpl.path}:{line}:{col}: `{{% if {var} %}}...{{% endif %}}` or "
+                                   f"`{{{{ {var}.name | default(\"...\") }}}}`; `event` is the event that started "
+                                   "the run, in every step of a run an event started")
 
     def _pairs(self, pairs) -> None:
         seen: dict[str, A.Pair] = {}

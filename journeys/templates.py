@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from .diagnostics import Diagnostics, Span
@@ -45,6 +45,8 @@ class Template:
     body_line: int = 1  # the line the body starts at
     variables: dict[str, tuple[int, int]] = field(default_factory=dict)  # name → (line, col) of first use
     lines: list[str] = field(default_factory=list)
+    # of OPTIONAL (variables a send may lack), those read outside a guard → (line, col) of the first such read
+    unguarded: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def load_template(path: Path, channel: str, display: str, diags: Diagnostics) -> Template:
@@ -87,7 +89,56 @@ def load_template(path: Path, channel: str, display: str, diags: Diagnostics) ->
             continue
         for var in sorted(meta.find_undeclared_variables(parsed)):
             tpl.variables.setdefault(var, _first_use(source, var, first_line))
+        for var, line in _unguarded(parsed, OPTIONAL & tpl.variables.keys()).items():
+            tpl.unguarded.setdefault(var, (first_line + line - 1, _first_use(source, var, first_line)[1]))
     return tpl
+
+
+OPTIONAL = frozenset({"event", "current_event"})  # the events some actions do not have
+
+
+def _unguarded(tree: nodes.Node, names: set[str]) -> dict[str, int]:
+    """The first line at which each of `names` is read outside a guard. A read is guarded inside
+    an `{% if %}` (or `x if ... else y`) whose test reads the same variable, in that test itself,
+    and under a `default` filter: a template that says what to do without the value never fails
+    for lack of it."""
+    found: dict[str, int] = {}
+    if not names:
+        return found
+
+    def visit(node: nodes.Node, guarded: frozenset[str]) -> None:
+        if isinstance(node, nodes.Name):
+            if node.name in names and node.name not in guarded:
+                found.setdefault(node.name, node.lineno)
+            return
+        if isinstance(node, nodes.Filter) and node.name == "default":
+            visit_all(node.iter_child_nodes(), guarded | _read(node.node))
+            return
+        if isinstance(node, (nodes.If, nodes.CondExpr)):
+            tested = _read(node.test)
+            visit(node.test, guarded | tested)
+            body = node.body if isinstance(node, nodes.If) else [node.expr1]
+            visit_all(body, guarded | tested)
+            rest = ([*node.elif_, *node.else_] if isinstance(node, nodes.If)
+                    else [node.expr2] if node.expr2 is not None else [])
+            visit_all(rest, guarded)
+            return
+        visit_all(node.iter_child_nodes(), guarded)
+
+    def visit_all(children, guarded: frozenset[str]) -> None:
+        for child in children:
+            visit(child, guarded)
+
+    visit(tree, frozenset())
+    return found
+
+
+def _read(node: nodes.Node | None) -> frozenset[str]:
+    """The variables an expression reads (find_all looks below a node, not at it)."""
+    if node is None:
+        return frozenset()
+    own = {node.name} if isinstance(node, nodes.Name) else set()
+    return frozenset(own | {n.name for n in node.find_all(nodes.Name)})
 
 
 def _first_use(source: str, var: str, first_line: int) -> tuple[int, int]:

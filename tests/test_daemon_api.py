@@ -11,6 +11,7 @@ import sqlite3
 import time
 
 import httpx
+import pytest
 
 from connectors.unsubscribe import sign
 from engine.store.serialize import state_from_bytes
@@ -176,15 +177,21 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
     with conn:
         conn.execute("UPDATE outbox SET state = 'dead', attempts = 8 WHERE id = ?", (entry_id,))
     conn.close()
-    dead = httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"]
+    dead = httpx.get(f"{d.url}/admin/dead-letters?state=dead", headers=BEARER).json()["entries"]
     assert [e["id"] for e in dead] == [entry_id] and dead[0]["attempts"] == 8
     failed = httpx.get(f"{d.url}/admin/dead-letters?state=failed", headers=BEARER).json()["entries"]
     assert failed and entry_id not in [e["id"] for e in failed]
+    both = httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"]  # no state: every one
+    assert sorted(e["id"] for e in both) == sorted([entry_id] + [e["id"] for e in failed])
+    r = httpx.get(f"{d.url}/admin/dead-letters?state=pending", headers=BEARER)
+    assert r.status_code == 400, r.text
     r = httpx.post(f"{d.url}/admin/dead-letters/{entry_id}/retry", headers=BEARER)
     assert r.status_code == 200 and r.json()["state"] == "pending"
     # retried at once: attempted again (and failing again, permanently, with attempts reset)
     eventually(lambda: rows(db, "SELECT state, attempts FROM outbox WHERE id = ?", entry_id) == [("failed", 1)])
-    assert httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"] == []
+    assert httpx.get(f"{d.url}/admin/dead-letters?state=dead", headers=BEARER).json()["entries"] == []
+    again = httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"]
+    assert [(e["state"], e["attempts"]) for e in again if e["id"] == entry_id] == [("failed", 1)]
     assert httpx.post(f"{d.url}/admin/dead-letters/no-such/retry", headers=BEARER).status_code == 404
 
     # forget u1: profile, journeys, identities, outbox, action payloads go; a tombstone stays
@@ -220,12 +227,14 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
 
 
 def test_admin_api_is_off_without_a_token_and_profile_api_without_keys(shop, tmp_path, daemons):
-    d = daemons(shop, f"sqlite:///{tmp_path / 'store.db'}")
+    d = daemons(shop, f"sqlite:///{tmp_path / 'store.db'}", JOURNEYS_UNSUBSCRIBE_SECRET=SECRET[::-1])
     assert httpx.get(f"{d.url}/admin/journeys", headers={"Authorization": "Bearer x"}).status_code == 401
     assert httpx.get(f"{d.url}/admin/journeys", headers=BEARER).status_code == 401
     r = httpx.get(f"{d.url}/v1/profile/u1", auth=("test-write-key", ""))
     assert r.status_code == 404 and "profile_keys_env" in r.text
-    # no unsubscribe secret: no link verifies
+    # a link signed with another secret than the daemon's verifies not (without any secret the shop,
+    # which sends emails, does not start: tests/test_serve_errors.py; tests/test_preflight.py serves
+    # a project that sends none without one)
     assert httpx.get(f"{d.url}/u/{sign('u1', 'email', SECRET)}").status_code == 404
     assert d.stop() == 0
 
@@ -340,3 +349,155 @@ def test_forgetting_a_user_removes_them_from_every_ad_audience(shop, tmp_path, d
     finally:
         meta.close()
         ads.close()
+
+
+# ---------------------------------------------------------------------- what became of each action
+
+STATUS_JOURNEY = """\
+journey "Status" {
+  entry when event "Signed Up"
+  cap email 1 per 1d
+  quiet hours 21:00-08:00 user time
+  add user to audience "warm"
+  webhook "crm" with { user_id: user.id }
+  send email "hello"
+  send email "again"
+}
+"""
+
+
+def status_project(root, smtp_port: int, meta_url: str, hook_url: str):
+    """Every fate an action can meet: the tiny project's SMTP connector, plus an audience synced
+    to a (fake) Meta and a webhook (whose receiver answers 503: retried in an hour); the journey
+    has a cap and quiet hours."""
+    from .test_daemon import TINY_TEMPLATE
+    from .test_meta_audiences import AUD
+
+    tiny_project(root, smtp_port)
+    with (root / "journeys.toml").open("a") as toml:
+        toml.write(f"""
+[connectors.meta]
+channel = "ads"
+type = "meta_custom_audiences"
+ad_account_id = "act_123"
+access_token_env = "META_ACCESS_TOKEN"
+base_url = "{meta_url}"
+audiences = {{ warm = "{AUD}" }}
+
+[audiences.warm]
+sync = ["meta"]
+
+[webhooks.crm]
+url = "{hook_url}"
+timeout = "5s"
+""")
+    (root / "journeys" / "hello.journey").write_text(STATUS_JOURNEY)  # instead of the tiny journey
+    (root / "templates" / "email" / "again.j2").write_text(TINY_TEMPLATE)
+    return root
+
+
+def zone_at(local_hour: int) -> str:
+    """An IANA zone where it is now `local_hour` o'clock (Etc/GMT+N is N hours behind UTC)."""
+    from datetime import datetime, timezone
+
+    offset = (local_hour - datetime.now(timezone.utc).hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_recent_actions_dead_letters_and_metrics_tell_what_became_of_each_action(tmp_path, daemons, store_url):
+    """The admin API joins the engine's decision and the delivery's fate: an email the SMTP server
+    rejects is `failed` with its answer (not "sent"), listed as a dead letter with the dead ones,
+    counted by journeys_dead_letters, and delivered once the operator fixes the cause and retries
+    it; a webhook answered 503 is `retrying` with its attempts and next try; the capped email is
+    `suppressed` with its rule; the one held by quiet hours `deferred` until 08:00 user time; an
+    audience change is an `updated` audience, in the user view and in journeys_actions_total."""
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from engine.store.serialize import utc_text
+
+    from .test_meta_audiences import TOKEN, Server as MetaServer, graph_ok
+    from .test_reload_metrics import metrics, value
+    from .test_webhook import Receiver
+
+    smtp, meta = Server().start(), MetaServer(graph_ok)
+    hook = Receiver(lambda req: (503, {"Retry-After": "3600"}, {"error": "busy"}))
+    try:
+        smtp.handler.replies["bounce@example.com"] = "550 5.1.1 No such user here"
+        root = status_project(tmp_path / "status", smtp.port, meta.url, hook.url)
+        d = daemons(root, store_url, JOURNEYS_ADMIN_TOKEN=ADMIN, JOURNEYS_UNSUBSCRIBE_SECRET=SECRET,
+                    META_ACCESS_TOKEN=TOKEN)
+        day, night = zone_at(14), zone_at(3)
+        for uid, zone in (("ok", day), ("bounce", day), ("owl", night)):
+            traits = {"email": f"{uid}@example.com", "timezone": zone}
+            assert d.post("identify", {"userId": uid, "traits": traits}).status_code == 200
+            assert d.post("track", {"userId": uid, "event": "Signed Up"}).status_code == 200
+
+        def actions(uid: str) -> dict[str, dict]:
+            r = httpx.get(f"{d.url}/admin/users/{uid}", headers=BEARER)
+            assert r.status_code == 200, r.text
+            return {a["target"]: a for a in r.json()["recent_actions"]}
+
+        def settled(uid: str, n: int):
+            def check():
+                got = actions(uid)
+                open_ = [a for a in got.values() if a["status"] in ("pending", "unknown")]
+                return len(got) == n and not open_ and got
+            return eventually(check, timeout=20, every=0.2)
+
+        ok = settled("ok", 4)
+        assert {t: (a["outcome"], a["status"]) for t, a in ok.items()} == {
+            "warm": ("updated", "updated"), "crm": ("sent", "retrying"), "hello": ("sent", "sent"),
+            "again": ("suppressed", "suppressed")}
+        assert (ok["again"]["reason"], ok["again"]["rule"]) == ("cap", "journey: email 1 per 1d")
+        crm = ok["crm"]
+        assert crm["attempts"] == 1 and "503" in crm["error"] and crm["next_try"] > utc_text(datetime.now(timezone.utc))
+        assert [(x["connector"], x["state"]) for x in crm["deliveries"]] == [("webhook:crm", "pending")]
+        assert ok["hello"]["error"] is None and ok["hello"]["attempts"] == 1
+
+        bounce = settled("bounce", 4)
+        assert (bounce["hello"]["outcome"], bounce["hello"]["status"]) == ("sent", "failed")
+        assert "550" in bounce["hello"]["error"] and "No such user" in bounce["hello"]["error"]
+        (failed_entry,) = bounce["hello"]["deliveries"]
+
+        owl = settled("owl", 3)  # the emails wait for the morning; the audience and the webhook did not
+        assert {t: (a["outcome"], a["status"]) for t, a in owl.items()} == {
+            "warm": ("updated", "updated"), "crm": ("sent", "retrying"), "hello": ("deferred", "deferred")}
+        morning = datetime.now(ZoneInfo(night)).replace(hour=8, minute=0, second=0, microsecond=0)
+        assert owl["hello"]["until"] == utc_text(morning.astimezone(timezone.utc))
+        assert owl["hello"]["deliveries"] == []
+
+        # the permanently failed email is a dead letter: listed, counted, retried once fixed
+        letters = httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"]
+        assert [(e["id"], e["state"]) for e in letters] == [(failed_entry["id"], "failed")]
+        assert "550" in letters[0]["last_error"]
+        assert httpx.get(f"{d.url}/admin/dead-letters?state=dead", headers=BEARER).json()["entries"] == []
+        m = metrics(d)
+        assert value(m, "journeys_dead_letters") == 1
+        assert value(m, "journeys_actions_total", channel="audience_add", outcome="updated") == 3
+        assert value(m, "journeys_actions_total", channel="audience_add", outcome="sent") == 0
+        assert value(m, "journeys_actions_total", channel="email", outcome="sent") == 2
+        assert value(m, "journeys_actions_total", channel="email", outcome="suppressed") == 2
+        assert value(m, "journeys_actions_total", channel="email", outcome="deferred") == 1
+        assert value(m, "journeys_actions_total", channel="webhook", outcome="sent") == 3
+
+        del smtp.handler.replies["bounce@example.com"]  # the cause fixed: the mailbox exists now
+        r = httpx.post(f"{d.url}/admin/dead-letters/{failed_entry['id']}/retry", headers=BEARER)
+        assert r.status_code == 200 and r.json()["state"] == "pending", r.text
+        eventually(lambda: actions("bounce")["hello"]["status"] == "sent", timeout=10)
+        assert [m[1] for m in smtp.handler.messages].count(["bounce@example.com"]) == 1
+        assert httpx.get(f"{d.url}/admin/dead-letters", headers=BEARER).json()["entries"] == []
+        assert value(metrics(d), "journeys_dead_letters") == 0
+        assert d.stop() == 0
+    finally:
+        smtp.stop()
+        meta.close()
+        hook.close()

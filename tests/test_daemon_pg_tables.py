@@ -208,14 +208,14 @@ def test_forget_deletes_everything_and_leaves_a_tombstone_the_filter_honours(sto
 
 def test_user_view_journey_counts_and_dead_letters(store, project):
     run(store, project, until="2026-03-02 12:00")
-    view = user_view(store, "a-1")
+    view = user_view(store, store.outbox, "a-1")
     assert view["userId"] == "u1" and view["aliases"] == ["a-1"] and view["audiences"] == ["warm"]
     assert [j["journey"] for j in view["journeys"]] == ["Welcome"]
     acts = view["recent_actions"]
     assert sorted((a["kind"], a["target"]) for a in acts) == [("audience_add", "warm"), ("email", "pro_welcome")]
     assert [a["id"] for a in acts] == sorted((a["id"] for a in acts), reverse=True)  # same time: by id, newest first
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", a["time"]) for a in acts)
-    assert user_view(store, "nobody") is None
+    assert user_view(store, store.outbox, "nobody") is None
     counts = journey_counts(store.conn)
     assert [(j["journey"], j["in_flight"]) for j in counts["journeys"]] == [("Welcome", 2)]
     (step,) = counts["journeys"][0]["steps"]
@@ -229,6 +229,77 @@ def test_user_view_journey_counts_and_dead_letters(store, project):
     assert [(e["id"], e["attempts"], e["last_error"]) for e in dead] == [(entries[0].id, 5, "503 busy")]
     assert dead[0]["created"] == utc_text(entries[0].created) and dead[0]["created"].startswith("2026-03-02T09:0")
     assert [e["id"] for e in dead_letters(store.outbox, FAILED, 100)["entries"]] == [entries[1].id]
+    # without a state: every entry that will not be retried, dead or failed for good, by id
+    both = dead_letters(store.outbox, None, 100)["entries"]
+    assert [(e["id"], e["state"], e["last_error"]) for e in both] == [
+        (entries[0].id, DEAD, "503 busy"), (entries[1].id, FAILED, "400 bad")]
+    assert [e["id"] for e in dead_letters(store.outbox, None, 1)["entries"]] == [entries[0].id]
+
+
+def test_recent_actions_join_the_decision_and_what_became_of_its_delivery(store, project):
+    """`recent_actions` on both stores: each action's `outcome` (the engine's decision, an audience
+    change named `updated`) and its `status` from its outbox entries: delivered, failed with the
+    error, retrying with attempts and the next try, queued for a batch, suppressed with the rule,
+    deferred until when, and unknown when no entry is left."""
+    from datetime import timedelta
+
+    from engine.store.outbox import PENDING, QUEUED
+
+    from .test_store_contract import action
+
+    run(store, project, until="2026-03-02 12:00")
+    outbox = store.outbox
+    mine = {e.kind: e for e in outbox.by_state(PENDING) if e.user_id == "u1"}
+    assert set(mine) == {"audience_add", "email"}
+    now = t("2026-03-02 12:00")
+    at = lambda minutes: now + timedelta(minutes=minutes)  # noqa: E731
+    recorded = [
+        action("held", "deferred", time=at(1), path="x/1", target="night", reason="quiet hours",
+               rule="quiet hours 21:00-08:00 user time", until=t("2026-03-03 08:00")),
+        action("capped", "suppressed", time=at(2), path="x/2", target="again", reason="cap",
+               rule="journey: email 1 per 1d"),
+        action("hook", time=at(3), path="x/3", kind="webhook", channel="webhook", target="crm_nudge"),
+        action("batched", time=at(4), path="x/4", kind="audience_add", channel="ads", target="warm_browsers"),
+        action("split", time=at(5), path="x/5", kind="audience_add", channel="ads", target="hot_browsers"),
+        action("lost", time=at(6), path="x/6", kind="email", target="gone"),  # no entry: none is left
+    ]
+
+    def entry(action_id, connector, state, attempts=0, error=None, next_at=now):
+        return Entry(action_id, connector, "u1", "x", "x", "{}", now, next_at, state, attempts, error)
+
+    with store.transaction():
+        store.record(recorded)
+        outbox.save(mine["audience_add"].evolve(state=DELIVERED, attempts=1))
+        outbox.save(mine["email"].evolve(state=FAILED, attempts=1, last_error="550 no such user"))
+        outbox.add([entry("hook", "webhook:crm_nudge", PENDING, 2, "503 busy", at(9)),
+                    entry("batched", "meta", QUEUED),
+                    entry("split", "meta", DELIVERED, 1), entry("split", "google", DEAD, 8, "500 down")])
+    view = user_view(store, outbox, "a-1")
+    acts = {a["target"]: a for a in view["recent_actions"]}
+    assert [a["id"] for a in view["recent_actions"]][:6] == ["lost", "split", "batched", "hook", "capped", "held"]
+
+    def status(target):
+        a = acts[target]
+        return a["outcome"], a["status"], a["error"], a["attempts"], a["next_try"]
+
+    assert status("warm") == ("updated", "updated", None, 1, None)
+    assert status("pro_welcome") == ("sent", "failed", "550 no such user", 1, None)
+    assert status("crm_nudge") == ("sent", "retrying", "503 busy", 2, utc_text(at(9)))
+    assert status("hot_browsers") == ("updated", "failed", "500 down", 8, None)  # one of its two failed for good
+    assert status("again") == ("suppressed", "suppressed", None, 0, None)
+    assert (acts["again"]["reason"], acts["again"]["rule"]) == ("cap", "journey: email 1 per 1d")
+    assert status("night") == ("deferred", "deferred", None, 0, None)
+    assert acts["night"]["until"] == "2026-03-03T08:00:00.000000Z"
+    assert status("gone") == ("sent", "unknown", None, 0, None)
+    batched = acts["warm_browsers"]
+    assert (batched["outcome"], batched["status"]) == ("updated", "pending")  # in a batch, not flushed yet
+    assert [(d["connector"], d["state"], d["last_error"]) for d in acts["hot_browsers"]["deliveries"]] == [
+        ("google", "dead", "500 down"), ("meta", "delivered", None)]
+    (email,) = acts["pro_welcome"]["deliveries"]  # an entry as /admin/dead-letters shows it
+    assert email == dead_letters(outbox, FAILED, 10)["entries"][0]
+    assert (email["id"], email["connector"], email["state"], email["last_error"]) == (
+        mine["email"].id, "smtp", "failed", "550 no such user")
+    assert acts["again"]["deliveries"] == [] and acts["night"]["until"] is not None
 
 
 def inbox_of(store):
@@ -293,7 +364,8 @@ def test_render_metrics_gives_the_same_families_on_both_stores(store, project):
     run(store, project, until="2026-03-02 12:00")
     now = t("2026-03-02 12:00")
     with store.transaction():
-        store.outbox.add([Entry("x1", "smtp", "u9", "email", "welcome", "{}", now, now, DEAD, 3, "boom")])
+        store.outbox.add([Entry("x1", "smtp", "u9", "email", "welcome", "{}", now, now, DEAD, 3, "boom"),
+                          Entry("x2", "smtp", "u9", "email", "welcome", "{}", now, now, FAILED, 1, "550 no such user")])
         raw = json.dumps({"type": "track", "userId": "u9", "event": "X"}).encode()
         if sql.is_sqlite(store.conn):
             store.conn.executemany("INSERT INTO inbox (received_at, raw) VALUES (?, ?)", [("t", raw)] * 3)
@@ -303,7 +375,13 @@ def test_render_metrics_gives_the_same_families_on_both_stores(store, project):
                                "(0, now(), %s)", (raw, raw, raw))
             store.conn.execute("DELETE FROM inbox WHERE seq = (SELECT min(seq) FROM inbox)")  # processed
         inbox_of(store).set_aside(1, raw, "KeyError: a bug", now)  # the processed one
-    worker = SimpleNamespace(path=store.where, counts=Counts(), store_open=True, running=True,
+    counts = Counts()
+    from .test_store_contract import action
+
+    counts.emit([action("a1"), action("a2", kind="audience_add", channel="ads", target="warm"),
+                 action("a3", kind="audience_remove", channel=None, target="warm"),
+                 action("a4", "suppressed", kind="audience_add", channel="ads", target="warm", reason="cap")])
+    worker = SimpleNamespace(path=store.where, counts=counts, store_open=True, running=True,
                              lateness=Lateness(), program=project[0])
     try:
         text = render_metrics(worker, None)
@@ -318,10 +396,16 @@ def test_render_metrics_gives_the_same_families_on_both_stores(store, project):
     assert value["journeys_processing_lag"] == 2
     # timers_due compares with the wall clock: the virtual March waits are long due
     assert value["journeys_timers_waiting"] == 2 and value["journeys_timers_due"] == 2
-    assert value['journeys_outbox_entries{state="dead"}'] == 1 and value["journeys_dead_letters"] == 1
+    assert value['journeys_outbox_entries{state="dead"}'] == 1 and value['journeys_outbox_entries{state="failed"}'] == 1
+    assert value["journeys_dead_letters"] == 2  # dead and failed for good: neither is retried
     assert value['journeys_outbox_entries{state="pending"}'] == 4
-    assert value["journeys_outbox_attempts_total"] == 3 and value["journeys_outbox_retries_total"] == 2
+    assert value["journeys_outbox_attempts_total"] == 4 and value["journeys_outbox_retries_total"] == 2
     assert value["journeys_inbox_failed"] == 1
+    # an audience change that passed is an update, not a send
+    assert value['journeys_actions_total{channel="email",outcome="sent"}'] == 1
+    assert value['journeys_actions_total{channel="audience_add",outcome="updated"}'] == 1
+    assert value['journeys_actions_total{channel="audience_remove",outcome="updated"}'] == 1
+    assert value['journeys_actions_total{channel="audience_add",outcome="suppressed"}'] == 1
 
 
 EXPECTED_FAMILIES = {
@@ -340,7 +424,9 @@ EXPECTED_FAMILIES = {
     "journeys_worker_processed_total": ["journeys_worker_processed_total"],
     "journeys_events_failed_total": ["journeys_events_failed_total"],
     "journeys_messages_received_total": [],
-    "journeys_actions_total": [],
+    "journeys_actions_total": [f'journeys_actions_total{{channel="{c}",outcome="{o}"}}' for c, o in (
+        ("audience_add", "suppressed"), ("audience_add", "updated"), ("audience_remove", "updated"),
+        ("email", "sent"))],
     "journeys_actions_unroutable_total": ["journeys_actions_unroutable_total"],
     "journeys_timer_lateness_seconds": [f'journeys_timer_lateness_seconds_bucket{{le="{b}"}}' for b in (
         "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "60.0",

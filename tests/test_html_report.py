@@ -97,6 +97,10 @@ def test_every_journey_step_and_count_is_in_the_page(shop):
     expected = [f"{day} {kind}: {n:,}" for day, kinds in report["sends_per_day"].items()
                 for kind, n in sorted(kinds.items()) if n]
     assert titles == expected
+    audiences = [s for s in svgs(html) if s.get("class") == "chart"][1]
+    titles = ["".join(t.itertext()) for t in audiences.iter("{http://www.w3.org/2000/svg}title")]
+    assert titles == [f"{day} {kind}: {n:,}" for day, kinds in report["audience_updates_per_day"].items()
+                      for kind, n in sorted(kinds.items()) if n] and titles
     assert f"{report['parameters']['messages']:,}" in html
 
 
@@ -276,12 +280,27 @@ def test_chromium_renders_the_shop_report_without_errors(shop):
         })""")
         sizes = page.eval_on_selector_all("svg", "els => els.map(e => [e.getBoundingClientRect().width, "
                                                  "e.getBoundingClientRect().height])")
-        return problems, body, svg_text, overflow, sizes
+        sections = dict(page.eval_on_selector_all("section", "els => els.map(e => [e.querySelector('h2').textContent, "
+                                                             "[e.innerText, [...e.querySelectorAll('svg.diagram text')]"
+                                                             ".map(t => t.textContent)]])"))
+        return problems, body, svg_text, overflow, sizes, sections
 
-    problems, body, svg_text, overflow, sizes = open_page(html_file, executable, check)
+    problems, body, svg_text, overflow, sizes, sections = open_page(html_file, executable, check)
     assert problems == []
     assert overflow == []
-    assert len(sizes) == len(SHOP_JOURNEYS) + 1 and all(w > 100 and h > 50 for w, h in sizes)
+    assert len(sizes) == len(SHOP_JOURNEYS) + 2 and all(w > 100 and h > 50 for w, h in sizes)  # and two charts
+    # audience updates are shown as such, never as sends: cards, diagram, a chart of their own
+    assert "Sends per day" in body and "Audience updates per day" in body
+    retarget = report["journeys"]["Retarget by engagement"]
+    text, diagram = sections["Retarget by engagement"]
+    cards = dict((label, number) for number, label in re.findall(r"^([\d,]+)\n(.+)$", text, re.M))
+    assert cards["sent"] == "0" and cards["audience updates"] == f"{sum(retarget['audience_updates'].values()):,}"
+    hot = "retarget_by_engagement/1/then/1"
+    assert (f"reached {retarget['reached'][hot]:,} · updated {retarget['actions_by_step'][hot]['updated']:,}"
+            in diagram)
+    assert not any("sent" in line for line in diagram), diagram
+    assert re.search(r"reached\s+[\d,]+ updated", text) and not re.search(r"reached\s+[\d,]+ sent", text)
+    assert "audience updates" in sections["Monday picks"][0] and "· updated" not in " ".join(sections["Monday picks"][1])
     for name in SHOP_JOURNEYS:
         j = report["journeys"][name]
         assert name in body

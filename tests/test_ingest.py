@@ -445,6 +445,38 @@ def test_times_and_batch_context(server):
     assert before <= m.timestamp <= datetime.now(UTC)
 
 
+ERRORS = [  # (request, status, code): every refusal of the ingest
+    ({"path": "/v1/track", "content": b'{"userId": '}, 400, "invalid_request"),
+    ({"path": "/v1/track", "content": b"[1]"}, 400, "invalid_request"),
+    ({"path": "/v1/track", "body": {"userId": "x", "timestamp": T0}}, 400, "invalid_event"),
+    ({"path": "/v1/batch", "body": {"batch": [{"type": "track", "userId": "x", "timestamp": T0}]}}, 400, "invalid_event"),
+    ({"path": "/v1/batch", "body": {"events": []}}, 400, "invalid_request"),
+    ({"path": "/v1/track", "body": {"userId": "x", "event": "E"}, "key": "wrong"}, 401, "invalid_write_key"),
+    ({"path": "/v1/track", "body": {"userId": "x", "event": "E"}, "key": None}, 401, "invalid_write_key"),
+    ({"path": "/v1/track", "body": {"userId": "x", "event": "E", "p": "x" * 33_000}}, 413, "payload_too_large"),
+    ({"path": "/v1/track", "content": b"{}", "headers": {"Content-Encoding": "br"}}, 415, "unsupported_encoding"),
+]
+
+
+@pytest.mark.parametrize("request_, status, code", ERRORS, ids=[f"{s}-{c}-{i}" for i, (_, s, c) in enumerate(ERRORS)])
+def test_every_error_answer_has_the_code_and_message_the_libraries_read(server, request_, status, code):
+    """The official libraries read `code` and `message` from an error body (tests/test_official_clients.py
+    shows what they do without them); `error` and `field` stay, `message` is `error`'s sentence."""
+    r = post(server, **request_)
+    body = r.json()
+    assert (r.status_code, body.get("code")) == (status, code), r.text
+    assert body["message"] == body["error"] and body["message"]
+
+
+def test_a_batch_refusal_says_what_the_first_bad_call_is(server):
+    """The libraries log `message` only: it names the first bad call and its field."""
+    r = post(server, "/v1/batch", {"batch": [{"type": "track", "userId": "x", "event": "E", "timestamp": T0},
+                                             {"type": "track", "userId": "x", "event": "E", "timestamp": "soon"}]})
+    assert r.status_code == 400
+    assert r.json()["message"] == ("1 of 2 events rejected; the other 1 were accepted "
+                                   "(batch[1] timestamp: not an ISO-8601 time: 'soon')")
+
+
 def test_openapi_lists_every_endpoint(server):
     spec = httpx.get(server.url + "/openapi.json").json()
     paths = {p for p in spec["paths"]}
@@ -693,3 +725,4 @@ def test_an_unwritable_inbox_is_a_503_to_retry(tmp_path):
         r = client.post("/v1/track", json={"userId": "a", "event": "E", "timestamp": T0}, headers=auth())
         assert r.status_code == 503 and r.headers["Retry-After"] == "1"
         assert "database is locked" in r.json()["error"]
+        assert r.json()["code"] == "unavailable" and r.json()["message"] == r.json()["error"]

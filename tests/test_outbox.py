@@ -451,6 +451,21 @@ def test_save_many_writes_each_entry_in_one_statement_the_later_of_one_id_wins_a
     outbox.save_many([])
 
 
+def test_of_actions_finds_every_connector_s_entry_of_each_action_and_no_other(outbox):
+    """What the admin API's recent actions read: all entries of the actions asked for, whatever
+    their state, and not those of an action whose id merely starts the same (a1 is not a10)."""
+    entries = [Entry(a, c, "u", "email", "t", "{}", T0, T0) for a, c in (
+        ("a1", "meta"), ("a1", "google"), ("a1", "webhook:crm"), ("a10", "meta"), ("a2", "smtp"), ("b", "smtp"))]
+    outbox.add(entries)
+    outbox.save(entries[1].evolve(state=DEAD, attempts=8, last_error="500"))
+    found = outbox.of_actions(["a1", "a2", "missing"])
+    assert [e.id for e in found] == ["a1:google", "a1:meta", "a1:webhook:crm", "a2:smtp"]
+    assert (found[0].state, found[0].last_error) == (DEAD, "500")
+    assert outbox.of_actions([]) == []
+    many = [f"m{i}" for i in range(700)]  # more ranges than one statement's chunk
+    outbox.add([Entry(a, "smtp", "u", "email", "t", "{}", T0, T0) for a in many])
+    assert len(outbox.of_actions(many)) == 700
+
 def test_a_full_pool_holds_back_only_its_own_connector_s_entries():
     box = MemoryOutbox()
     sink = OutboxSink(box, ROUTES)

@@ -44,6 +44,55 @@ def test_the_sample_log_exercises_every_shop_journey(shop_run):
         assert name in r.stdout
 
 
+
+def summary_table(stdout: str, title: str) -> list[dict[str, str]]:
+    """The rows of one of the summary's tables as the terminal shows them, by column header (a
+    header rich wrapped over two lines is joined again)."""
+    lines = stdout.splitlines()
+    top = lines.index(title) + 1
+    head_end = next(i for i in range(top, len(lines)) if lines[i].startswith("┡"))
+    columns: list[list[str]] = []
+    for line in lines[top + 1:head_end]:
+        cells = [c.strip() for c in line.strip("┃").split("┃")]
+        columns = columns or [[] for _ in cells]
+        for column, cell in zip(columns, cells):
+            column.append(cell)
+    names = [" ".join(part for part in column if part) for column in columns]
+    rows = []
+    for line in lines[head_end + 1:]:
+        if line.startswith("└"):
+            break
+        rows.append(dict(zip(names, (c.strip() for c in line.strip("│").split("│")))))
+    return rows
+
+
+def test_audience_updates_are_reported_apart_from_sends(shop_run):
+    """Adding users to ad audiences and removing them is not sending them anything: the report
+    counts those actions as audience updates, in the JSON, per step and per day, and the summary
+    shows them in a column of their own beside "sent"."""
+    r, out = shop_run
+    report = json.loads((out / "report.json").read_text())
+    audience = {"audience_add", "audience_remove"}
+    for name, j in report["journeys"].items():
+        assert not audience & set(j["sent"]), name
+        assert set(j["audience_updates"]) <= audience, name
+        assert sum(j["audience_updates"].values()) == sum(
+            n for key, n in j["templates"].items() if key.split()[0] in audience), name
+    retarget, picks = report["journeys"]["Retarget by engagement"], report["journeys"]["Monday picks"]
+    updates = sum(retarget["audience_updates"].values())
+    assert retarget["sent"] == {} and updates > 1000  # the journey only syncs audiences
+    hot = retarget["actions_by_step"]["retarget_by_engagement/1/then/1"]
+    assert hot["updated"] == retarget["templates"]["audience_add hot_browsers"] and "sent" not in hot
+    assert picks["audience_updates"] == {} and picks["sent"]["email"] > 0
+    assert all(not audience & set(kinds) for kinds in report["sends_per_day"].values())
+    per_day = report["audience_updates_per_day"]
+    assert list(per_day) == sorted(per_day) and sum(sum(k.values()) for k in per_day.values()) == updates
+
+    rows = {row["journey"]: row for row in summary_table(r.stdout, "Journeys")}
+    assert (rows["Retarget by engagement"]["sent"], rows["Retarget by engagement"]["audience updates"]) == (
+        "0", str(updates))
+    assert (rows["Monday picks"]["sent"], rows["Monday picks"]["audience updates"]) == (str(picks["sent"]["email"]), "0")
+
 def test_sends_file_lists_every_action_with_its_decision(shop_run):
     _, out = shop_run
     rows = [json.loads(line) for line in (out / "sends.jsonl").read_text().splitlines()]
@@ -54,7 +103,10 @@ def test_sends_file_lists_every_action_with_its_decision(shop_run):
     deferred = [r for r in rows if r["outcome"] == "deferred"]
     # a deferred send goes out later under the same id, unless the journey ended meanwhile
     later = {r["id"]: r["outcome"] for r in rows if r["outcome"] != "deferred"}
-    assert all(later.get(r["id"]) in ("sent", "suppressed") for r in deferred if r["id"] in later)
+    assert all(later.get(r["id"]) in ("sent", "suppressed", "failed") for r in deferred if r["id"] in later)
+    # a message the daemon could not deliver (no email address, a template that does not render)
+    failed = [r for r in rows if r["outcome"] == "failed"]
+    assert failed and all(r["kind"] in ("email", "push", "sms") and r["reason"] for r in failed)
 
 
 def test_same_inputs_give_byte_identical_outputs(shop_run, tmp_path):
@@ -69,6 +121,8 @@ def test_same_inputs_give_byte_identical_outputs(shop_run, tmp_path):
 def test_trace_tells_a_users_timeline(tmp_path):
     log = tmp_path / "events.jsonl"
     log.write_text("\n".join(json.dumps(m) for m in [
+        {"type": "identify", "userId": "u1", "messageId": "i", "timestamp": "2026-03-02T09:00:00Z",
+         "traits": {"email": "u1@example.com"}},
         {"type": "track", "userId": "u1", "event": "Product Viewed", "messageId": "a",
          "timestamp": "2026-03-02T10:00:00Z", "properties": {"name": "Lamp", "category": "home"}},
         {"type": "track", "userId": "u2", "event": "Product Viewed", "messageId": "b",

@@ -305,3 +305,112 @@ def test_implicit_tls(cert):
         assert len(s.handler.messages) == 1
     finally:
         s.stop()
+
+
+# ---------------------------------------------------------------------------------- List-Unsubscribe on the wire
+# RFC 8058 one-click clients (Gmail, Yahoo) read the raw header: an RFC 2047 encoded word
+# (`=?utf-8?q?...?=`) is not a link to them. So these tests look at the bytes the server got,
+# never at what Python's email parser decodes from them.
+
+def raw_header_lines(raw: bytes, name: bytes) -> list[bytes]:
+    """The physical lines of the header field `name` (its first line and its folded ones), as sent."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    for i, line in enumerate(head):
+        if line.lower().startswith(name.lower() + b":"):
+            lines = [line]
+            for more in head[i + 1:]:
+                if not more[:1] in (b" ", b"\t"):
+                    break
+                lines.append(more)
+            return lines
+    raise AssertionError(f"no {name!r} header in {raw[:2000]!r}")
+
+
+def assert_one_click_headers(raw: bytes, urls: list[str]) -> None:
+    """List-Unsubscribe carries exactly `urls`, plain ASCII, folded only between the `<...>` items,
+    and List-Unsubscribe-Post is the RFC 8058 value, on one unencoded line."""
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n")), "a line over 998 octets"
+    lines = raw_header_lines(raw, b"List-Unsubscribe")
+    assert b"=?" not in b"".join(lines), lines
+    assert lines[0].startswith(b"List-Unsubscribe: <"), lines
+    for line in lines[1:]:  # a fold comes right after an item's comma, never inside a URL
+        assert re.fullmatch(rb" <[\x21-\x7e]+>,?", line), lines
+    for line in lines[:-1]:
+        assert line.endswith(b">,"), lines
+    assert b"".join(lines).decode("ascii") == "List-Unsubscribe: " + ", ".join(f"<{u}>" for u in urls)
+    assert raw_header_lines(raw, b"List-Unsubscribe-Post") == [b"List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
+
+
+def test_list_unsubscribe_is_plain_ascii_on_the_wire(server):
+    c = connector(server.port)
+    c.deliver(delivery())
+    c.close()
+    [(*_, raw, _)] = server.handler.messages
+    lines = raw_header_lines(raw, b"List-Unsubscribe")
+    assert len(lines) == 1, lines  # it fits in one line: nothing to fold
+    m = re.fullmatch(rb"List-Unsubscribe: <(https://journeys\.example\.com/u/([A-Za-z0-9_.-]+))>", lines[0])
+    assert m, lines
+    assert unsubscribe.verify(m.group(2).decode(), SECRET) == ("user_42", "email")
+    assert_one_click_headers(raw, [m.group(1).decode()])
+
+
+def test_a_long_unsubscribe_link_is_not_encoded_nor_broken(server):
+    """A long user id makes a link of 250+ characters, longer than a 78-character line: the header
+    goes over 78 characters rather than be encoded or folded inside the URL."""
+    user_id = "customer-" + "0123456789abcdef" * 8
+    c = connector(server.port)
+    c.deliver(Delivery(action_id="long", kind="email", target="browse_abandon", user_id=user_id,
+                       profile={"email": "ann@example.com", "first_name": "Ann"},
+                       data={"product": "Vintage Face Cream", "category": "beauty"}, named={"viewed": VIEWED},
+                       journey="Browse abandonment", step="s1"))
+    c.close()
+    [(*_, raw, _)] = server.handler.messages
+    url = unsubscribe.url_for(user_id, "email", public_url=PUBLIC, secret=SECRET)
+    assert len(url) > 150
+    assert f"<{url}>".encode() in raw
+    assert_one_click_headers(raw, [url])
+
+
+def test_a_mailto_and_an_https_link_fold_between_the_items(server):
+    """With both a mailto: and an https: link (RFC 2369 allows a list), the header folds after the
+    comma between them, sent as the connector sends (build_message, then smtplib's send_message)."""
+    import smtplib
+
+    from connectors.render import RenderedEmail
+    from connectors.smtp import build_message
+
+    url = unsubscribe.url_for("customer-" + "x" * 120, "email", public_url=PUBLIC, secret=SECRET)
+    mailto = "mailto:unsubscribe@shop.example.com?subject=unsubscribe-customer-" + "x" * 60
+    rendered = RenderedEmail(subject="Hi", sender="Shop <hello@shop.example.com>", reply_to=None, preheader=None,
+                             html="<p>Hi</p>", text="Hi",
+                             headers={"List-Unsubscribe": f"<{mailto}>, <{url}>",
+                                      "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as conn:
+        conn.send_message(build_message(rendered, "ann@example.com", message_id="<m@shop.example.com>"))
+    [(*_, raw, _)] = server.handler.messages
+    assert len(raw_header_lines(raw, b"List-Unsubscribe")) == 2
+    assert_one_click_headers(raw, [mailto, url])
+
+
+def test_a_link_too_long_for_one_line_is_a_permanent_error(server):
+    """RFC 5322 caps a line at 998 octets and a URL cannot be folded: such a user id cannot get a
+    valid email, so the delivery fails instead of sending a broken header."""
+    c = connector(server.port)
+    with pytest.raises(PermanentError, match="998"):
+        c.deliver(Delivery(action_id="huge", kind="email", target="browse_abandon", user_id="u" * 900,
+                           profile={"email": "ann@example.com", "first_name": "Ann"},
+                           data={"product": "Vintage Face Cream", "category": "beauty"}, named={"viewed": VIEWED},
+                           journey="Browse abandonment", step="s1"))
+    c.close()
+    assert server.handler.messages == []
+
+
+def test_a_non_ascii_public_url_is_a_configuration_error(server):
+    """A link with non-ASCII characters could only go out as an encoded word, which one-click
+    clients do not read: the operator must write `public_url` in ASCII (punycode, %-escapes)."""
+    c = SmtpConnector("smtp", {"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": "5s"}, ENV,
+                      templates=SHOP, public_url="https://désabonnement.example.com")
+    with pytest.raises(ConfigurationError, match="public_url"):
+        c.deliver(delivery())
+    c.close()
+    assert server.handler.messages == []

@@ -91,7 +91,7 @@ def simulate_command(
         try:  # the messages are read from the files again as the run goes
             with log:
                 run = simulate(program, log, until=parse_time(until, "until") if until else None, store=the_store,
-                               sinks=sinks,
+                               sinks=sinks, templates=project,
                                progress=(lambda n: progress.update(run_task, completed=n)) if progress else None)
         except LogError as e:  # a log changed since it was first read
             err.print(Text(f"error: {e}", style="bold red"))

@@ -19,6 +19,10 @@ from journeys.fast_init import fast_init
 SENT = "sent"  # passed every delivery step: the sink delivers it
 SUPPRESSED = "suppressed"  # stopped before the sink: `reason` (and `rule` for caps) say why
 DEFERRED = "deferred"  # held by quiet hours until `until`; the same action id is decided again then
+# A message the engine sent whose template cannot be rendered, or the user not addressed: what the
+# daemon's delivery would fail with, as the dry-run reports it (`reason`: the error). The engine
+# itself never decides it (engine.dryrun.render_check).
+FAILED = "failed"
 # What reports, the admin API and the metrics call an audience change that passed: an audience
 # update, not a send (it syncs ad platforms' audiences; the user receives nothing). The engine's
 # outcome stays SENT: the sink delivers it, the action log and `journeys replay` keep the decision.

@@ -19,11 +19,16 @@ an event of the same user.
 - `/admin/...`: behind `Authorization: Bearer $JOURNEYS_ADMIN_TOKEN` (no variable: every admin
   call is refused). `GET /admin/users/{id}`, `GET /admin/users/{id}/trace?limit=N` (or
   `GET /admin/trace?user=ID&limit=N`, for an id that itself ends in `/trace`),
-  `GET /admin/journeys`, `GET /admin/dead-letters`, `POST /admin/dead-letters/{entry_id}/retry`,
+  `GET /admin/journeys`, `GET /admin/dead-letters` (every entry that will not be retried: failed
+  and dead alike, or `?state=` one of them), `POST /admin/dead-letters/{entry_id}/retry`,
   `GET /admin/inbox/failed`, `POST /admin/inbox/failed/{seq}/retry` (a message the engine could
   not take goes back into the inbox once the cause is fixed),
   `DELETE /admin/users/{id}` (forget the user). Errors are JSON, `{"error": ..., "field": ...}`
-  when a parameter is at fault.
+  when a parameter is at fault, with `code` and `message` as every error of the daemon.
+
+The user view's recent actions join two things: the engine's decision (the action log's
+`outcome`; an audience change that passed is `updated`, not `sent`) and what became of its
+delivery (`status`, from the action's outbox entries: see `_fate`).
 
 The trace (`/admin/users/{id}/trace`) is what `journeys simulate --trace USER` prints, about live
 traffic: the newest `limit` (default 100, at most 1000) rows of the user's trail (`engine.daemon.trail`,
@@ -53,6 +58,7 @@ import hmac
 import html
 import logging
 import os
+from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 import orjson
@@ -107,8 +113,9 @@ def _aliases(conn: Any, uid: str) -> set[str]:
 _ACTION_COLUMNS = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
 
 
-def user_view(store: Any, any_id: str) -> dict[str, Any] | None:
-    """`GET /admin/users/{id}`: the profile, its aliases, journeys in flight and recent actions."""
+def user_view(store: Any, outbox: Any, any_id: str) -> dict[str, Any] | None:
+    """`GET /admin/users/{id}`: the profile, its aliases, journeys in flight and recent actions,
+    each with what became of its delivery (`recent_actions`)."""
     conn = store.conn
     uid = store.resolve(any_id) or any_id
     state = store.load(uid)
@@ -118,9 +125,7 @@ def user_view(store: Any, any_id: str) -> dict[str, Any] | None:
         {"journey": i.journey, "version": i.version, "entry": i.entry, "entered_at": i.entered_at,
          "path": i.path, "wait": i.wait, "since": i.since, "wake": i.wake, "exiting": i.exiting}
         for i in sorted(state.instances.values(), key=lambda i: i.journey)]
-    actions = [{**dict(zip(_ACTION_COLUMNS, r)), "time": sql.text_time(r[1])} for r in sql.execute(
-        conn, f'SELECT {", ".join(_ACTION_COLUMNS)} FROM actions WHERE "user" = ? ORDER BY time DESC, id DESC LIMIT ?',
-        (uid, RECENT_ACTIONS))]
+    actions = recent_actions(conn, outbox, uid)
     aliases = sorted(_aliases(conn, uid) | set(state.aliases))
     return jsonable_encoder({
         "userId": uid, "traits": dict(state.traits), "aliases": aliases,
@@ -142,15 +147,68 @@ def journey_counts(conn: Any) -> dict[str, Any]:
     return {"journeys": list(out.values())}
 
 
-def dead_letters(outbox: Any, state: str, limit: int) -> dict[str, Any]:
-    """`GET /admin/dead-letters`: the outbox entries in `state` (dead or failed), by id."""
+def recent_actions(conn: Any, outbox: Any, uid: str) -> list[dict[str, Any]]:
+    """The user's newest actions (RECENT_ACTIONS), each the engine's decision joined with what
+    became of its delivery: `outcome` is the decision (`updated` for an audience change that
+    passed), `status` the delivery's fate (see `_fate`), `deliveries` its outbox entries, one per
+    connector the action went to."""
+    from ..core.effects import DEFERRED, reported_outcome
     from ..store.serialize import utc_text
 
-    return {"entries": [
-        {"id": e.id, "action_id": e.action_id, "connector": e.connector, "user_id": e.user_id,
-         "kind": e.kind, "target": e.target, "state": e.state, "attempts": e.attempts,
-         "last_error": e.last_error, "created": utc_text(e.created), "next_at": utc_text(e.next_at)}
-        for e in outbox.by_state(state, limit)]}
+    rows = sql.execute(conn, f'SELECT {", ".join(_ACTION_COLUMNS)}, json FROM actions WHERE "user" = ? '
+                             "ORDER BY time DESC, id DESC LIMIT ?", (uid, RECENT_ACTIONS)).fetchall()
+    entries: dict[str, list[Any]] = {}
+    for e in outbox.of_actions([r[0] for r in rows]):
+        entries.setdefault(e.action_id, []).append(e)
+    out = []
+    for *columns, raw in rows:
+        a = dict(zip(_ACTION_COLUMNS, columns))
+        outcome, mine = reported_outcome(a["kind"], a["outcome"]), entries.get(a["id"], [])
+        until = orjson.loads(raw).get("until") if outcome == DEFERRED and raw else None
+        out.append({**a, "time": sql.text_time(a["time"]), "outcome": outcome,
+                    "until": until and utc_text(datetime.fromisoformat(until)), **_fate(outcome, mine),
+                    "deliveries": [_entry_json(e) for e in mine]})
+    return out
+
+
+def _fate(outcome: str, entries: Sequence[Any]) -> dict[str, Any]:
+    """What became of an action: `status` with the `error`, `attempts` and `next_try` of the
+    delivery furthest from done. Suppressed and deferred actions have no delivery; a passed one is
+    `failed` when an entry will not be retried (failed or dead: a dead letter), else `retrying`
+    when an attempt failed and another is coming, `pending` when none failed yet (not attempted, in
+    flight, or waiting in a batch), and `sent` (`updated` for an audience) once every entry is
+    delivered; `unknown` when no entry is left (no connector took it, or its record is past
+    `[serve] outbox_days`)."""
+    from ..core.effects import DEFERRED, SUPPRESSED
+    from ..store.outbox import DEAD_LETTERS, DELIVERED, PENDING
+    from ..store.serialize import utc_text
+
+    if outcome in (SUPPRESSED, DEFERRED) or not entries:
+        status = outcome if outcome in (SUPPRESSED, DEFERRED) else "unknown"
+        return {"status": status, "error": None, "attempts": 0, "next_try": None}
+    worst = min(entries, key=lambda e: (e.state not in DEAD_LETTERS, not e.last_error, e.state == DELIVERED))
+    status = ("failed" if worst.state in DEAD_LETTERS else outcome if worst.state == DELIVERED
+              else "retrying" if worst.last_error else "pending")
+    return {"status": status, "error": worst.last_error, "attempts": worst.attempts,
+            "next_try": utc_text(worst.next_at) if worst.state == PENDING else None}
+
+
+def _entry_json(e: Any) -> dict[str, Any]:
+    """An outbox entry as the admin API shows it."""
+    from ..store.serialize import utc_text
+
+    return {"id": e.id, "action_id": e.action_id, "connector": e.connector, "user_id": e.user_id,
+            "kind": e.kind, "target": e.target, "state": e.state, "attempts": e.attempts,
+            "last_error": e.last_error, "created": utc_text(e.created), "next_at": utc_text(e.next_at)}
+
+
+def dead_letters(outbox: Any, state: str | None, limit: int) -> dict[str, Any]:
+    """`GET /admin/dead-letters`: the outbox entries that will not be retried, failed for good and
+    dead (out of attempts) alike, or only those in `state`; by id, at most `limit`."""
+    from ..store.outbox import DEAD_LETTERS
+
+    found = [e for s in (DEAD_LETTERS if state is None else (state,)) for e in outbox.by_state(s, limit)]
+    return {"entries": [_entry_json(e) for e in sorted(found, key=lambda e: e.id)[:limit]]}
 
 
 def forget(store: Any, outbox: Any, any_id: str, now: Any, routes: Any) -> dict[str, Any]:
@@ -218,9 +276,11 @@ def _not_found() -> HTMLResponse:
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    """`{"error", "field"?, "code", "message"}`: the shape of every error of the daemon (`error_body`)."""
+    from .ingest import error_body
+
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = {"error": message} if field is None else {"error": message, "field": field}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, message, field=field), status_code=status, headers=headers)
 
 
 def _confirm_page(what: str) -> HTMLResponse:
@@ -261,7 +321,7 @@ def add_routes(app: Any, worker: Any) -> None:
     from journeys.functions import CHANNELS
 
     from ..core.delivery import CONSENT_TRAIT, channel_consent_trait
-    from ..store.outbox import DEAD, FAILED
+    from ..store.outbox import DEAD, DEAD_LETTERS, FAILED
     from . import trail
     from .dispatch import Routes
     from .ingest import _header_key
@@ -386,7 +446,7 @@ def add_routes(app: Any, worker: Any) -> None:
     async def admin_user(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
-        found = await on_worker(lambda: user_view(worker.store, user_id))
+        found = await on_worker(lambda: user_view(worker.store, worker.outbox, user_id))
         if found is None:
             return _error(404, f"no profile {user_id!r}")
         return JSONResponse(found)
@@ -396,10 +456,10 @@ def add_routes(app: Any, worker: Any) -> None:
             return refused
         return JSONResponse(await on_worker(lambda: journey_counts(worker.store.conn)))
 
-    async def admin_dead_letters(request: Request, state: str = DEAD, limit: int = 100) -> Response:
+    async def admin_dead_letters(request: Request, state: str | None = None, limit: int = 100) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
-        if state not in (DEAD, FAILED):
+        if state is not None and state not in DEAD_LETTERS:  # none: both
             return _error(400, f"state: {DEAD} or {FAILED}")
         limit = max(1, min(limit, 1000))
 

@@ -17,6 +17,9 @@ of the environment variables that journeys.toml's `[ingest] write_keys_env` name
 
 Answers:
 - 200 `{"success": true}`: every event is committed to the inbox (`engine/store/inbox.py`).
+- Every error also carries `code` (invalid_request, invalid_event, invalid_write_key,
+  payload_too_large, unsupported_encoding, unavailable) and `message` (`error`'s sentence): the
+  fields the official libraries read from an error body (`error_body`).
 - 400 `{"error": "...", "field": "userId"}`: malformed JSON (`field` "body"), or a call that
   `parse_message` refuses (`field` its field: userId, event, timestamp, type, ...).
 - 401 `{"error": ..., "field": "writeKey"}`: no write key or an unknown one. When the header
@@ -29,13 +32,15 @@ Answers:
   retry 5xx, and nothing was accepted.
 
 A batch with bad calls: **the good calls are accepted, the bad ones listed.** The answer is 400
-`{"error": "2 of 100 events rejected; the other 98 were accepted", "accepted": 98,
-"rejected": [{"index": 3, "field": "timestamp", "message": "..."}]}`, sent after the 98 are
-committed. Why not reject the whole batch: the official libraries batch the calls of many users
-together and never retry a 4xx (nor split a batch), so one malformed call would silently drop
-the 99 good ones. A 4xx (not a 200) so that the libraries log the error and a person sees it. A
-sender that retries the whole batch anyway does no harm: the engine drops repeated messageIds
-(a call without one gets a deterministic id from its content, `auto_message_id`). Each call of a
+`{"error": "2 of 100 events rejected; the other 98 were accepted (batch[3] timestamp: ...)",
+"accepted": 98, "rejected": [{"index": 3, "field": "timestamp", "message": "..."}], "code":
+"invalid_event", "message": ...}`, sent after the 98 are committed (the libraries log `message`
+only, so it names the first bad call). Why not reject the whole batch: the official libraries
+batch the calls of many users together and never retry a 4xx (nor split a batch), so one
+malformed call would silently drop the 99 good ones. A 4xx (not a 200) so that the libraries
+log the error and a person sees it. A sender that retries the whole batch anyway does no harm:
+the engine drops repeated messageIds (a call without one gets a deterministic id from its
+content, `auto_message_id`). Each call of a
 batch is held to Segment's 32 KB per call, measured on the normalised message the inbox keeps.
 
 Times: `receivedAt` is the server's clock, kept in the inbox next to each message. A call with no
@@ -187,7 +192,15 @@ class Rejected(BaseModel):
     message: str
 
 
+# `code` of the ingest's error answers: short, stable, for machines (see `error_body`).
+IngestErrorCode = Literal["invalid_write_key", "invalid_request", "invalid_event", "payload_too_large",
+                          "unsupported_encoding", "unavailable"]
+
+
 class ErrorBody(BaseModel):
+    code: IngestErrorCode = Field(description="What went wrong, for machines: stable. The official libraries "
+                                              "log it with `message`.")
+    message: str = Field(description="What went wrong, in a sentence (the same as `error`).")
     error: str
     field: str | None = Field(None, description="The field at fault: a Segment field, `body`, `writeKey` or `batch`.")
     accepted: int | None = Field(None, description="Batch: how many calls were accepted.")
@@ -208,15 +221,32 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 # ---------------------------------------------------------------------- errors and bodies
 
+# The `code` of a daemon error answer that does not name its own (see `error_body`).
+STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_encoding",
+                422: "invalid_request", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
+
+
+def error_body(status: int, error: str, code: str | None = None, *, field: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """Every JSON error answer of the daemon: `error` (and `field`, ...) as before, plus `code` and
+    `message`, the two fields the official Segment and RudderStack libraries read from an error
+    body (`payload["code"]`, `payload["message"]`). Without them analytics-python logs "Unknown
+    error" instead of the reason, and rudder-sdk-python raises a KeyError that its retry loop
+    takes for a network error: it retries a permanent 4xx for up to 17 minutes."""
+    body: dict[str, Any] = {"error": error}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    body["code"] = code or STATUS_CODES.get(status) or ("client_error" if status < 500 else "server_error")
+    body["message"] = error
+    return body
+
 
 class _Refused(Exception):
-    def __init__(self, status: int, error: str, field: str | None = None, **extra: Any):
+    def __init__(self, status: int, error: str, field: str | None = None, code: str | None = None, **extra: Any):
         super().__init__(error)
-        body: dict[str, Any] = {"error": error}
-        if field is not None:
-            body["field"] = field
-        body.update(extra)
-        self.status, self.body = status, body
+        self.status, self.body = status, error_body(status, error, code, field=field, **extra)
 
     def answer(self) -> tuple[int, bytes, dict[str, str]]:
         headers = {}
@@ -225,6 +255,10 @@ class _Refused(Exception):
         elif self.status == 503:
             headers["Retry-After"] = "1"
         return self.status, _dumps(self.body), headers
+
+
+def _bad_write_key(error: str = "missing or unknown write key") -> _Refused:
+    return _Refused(401, error, "writeKey", "invalid_write_key")
 
 
 def _too_large(cap: int) -> _Refused:
@@ -535,6 +569,7 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
                   description="Segment-compatible HTTP Tracking API of the journeys daemon.",
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.group_commit = commit
+    _json_errors(app)
 
     async def accept(kind: str | None, authorization: str | None, length: str | None, encoding: str | None,
                      chunks: AsyncIterator[bytes]) -> tuple[int, bytes, dict[str, str]]:
@@ -547,18 +582,18 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
                 payload = _loads(body)
             except orjson.JSONDecodeError as exc:
                 if not header_ok:
-                    raise _Refused(401, "missing or unknown write key", "writeKey") from None
+                    raise _bad_write_key() from None
                 raise _Refused(400, f"malformed JSON: {exc}", "body") from None
             if type(payload) is not dict:
                 if not header_ok:
-                    raise _Refused(401, "missing or unknown write key", "writeKey")
+                    raise _bad_write_key()
                 raise _Refused(400, "expected a JSON object", "body")
             body_key = payload.get("writeKey")
             if body_key is not None and body_key != "":
                 if not keys.valid(body_key):
-                    raise _Refused(401, "unknown write key", "writeKey")
+                    raise _bad_write_key("unknown write key")
             elif not header_ok:
-                raise _Refused(401, "missing or unknown write key", "writeKey")
+                raise _bad_write_key()
             stamp = utc_text(received)
             if kind is not None:
                 payload["type"] = kind
@@ -567,7 +602,7 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
                 try:
                     msg = parse_message(payload)
                 except MessageError as exc:
-                    raise _Refused(400, str(exc), exc.field) from None
+                    raise _Refused(400, str(exc), exc.field, "invalid_event") from None
                 rows = [(stamp, message_to_json(msg))]
                 rejected: list[dict[str, Any]] = []
                 total = 1
@@ -579,8 +614,10 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
                 except Exception as exc:  # noqa: BLE001
                     raise _Refused(503, f"the inbox could not store the events: {exc}") from None
             if rejected:
-                raise _Refused(400, f"{len(rejected)} of {total} events rejected; the other {len(rows)} were accepted",
-                               "batch", accepted=len(rows), rejected=rejected)
+                first = rejected[0]
+                raise _Refused(400, f"{len(rejected)} of {total} events rejected; the other {len(rows)} were accepted "
+                               f"(batch[{first['index']}] {first['field']}: {first['message']})",
+                               "batch", "invalid_event", accepted=len(rows), rejected=rejected)
         except _Refused as refused:
             return refused.answer()
         return 200, _OK, {}
@@ -631,6 +668,31 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _json_errors(app: FastAPI) -> None:
+    """FastAPI's own error answers (a path that does not exist, a method a path does not take, a
+    query parameter that does not parse: 404, 405, 422) with `code` and `message` too, as every
+    error of the daemon (`error_body`), `detail` kept as FastAPI writes it."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code < 400:
+            return await http_exception_handler(request, exc)
+        body = {"detail": exc.detail, **error_body(exc.status_code, str(exc.detail))}
+        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        said = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": jsonable_encoder(errors), **error_body(422, said or "invalid request")}, 422)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
 
 
 def _batch(payload: dict, received: datetime, stamp: str, max_events: int

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..store import sql
+from ..store.outbox import DEAD_LETTERS
 from ..store.urls import is_postgres
 from .reload import Reloader
 
@@ -165,8 +166,10 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
                    [({}, fig["attempts"])])
         out.family("journeys_outbox_retries_total", "counter", "Delivery attempts after an entry's first.",
                    [({}, fig["retries"])])
-        out.family("journeys_dead_letters", "gauge", "Outbox entries that ran out of attempts (state dead).",
-                   [({}, states.get("dead", 0))])
+        out.family("journeys_dead_letters", "gauge",
+                   "Outbox entries that will not be retried: failed for good (state failed) or out of attempts "
+                   "(state dead); GET /admin/dead-letters lists them.",
+                   [({}, sum(states.get(s, 0) for s in DEAD_LETTERS))])
         out.family("journeys_inbox_failed", "gauge",
                    "Messages set aside because the engine could not take them (GET /admin/inbox/failed).",
                    [({}, fig["failed"])])
@@ -181,7 +184,8 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
         parts = k.split(".")
         if parts[0] == "action" and len(parts) == 3:
             actions.append(({"channel": parts[1], "outcome": parts[2]}, v))
-    out.family("journeys_actions_total", "counter", "Actions by channel (kind) and outcome (sent, suppressed, deferred).",
+    out.family("journeys_actions_total", "counter",
+               "Actions by channel (kind) and outcome (sent, updated: an audience change, suppressed, deferred).",
                actions)
     out.family("journeys_actions_unroutable_total", "counter", "Actions no connector could take.",
                [({}, counts.get("action.unroutable", 0))])

@@ -49,7 +49,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..core.effects import Action, Effect, Received
+from ..core.effects import Action, Effect, Received, reported_outcome
 from ..runtime.clock import Clock, SystemClock
 from ..store.base import StoreError
 from ..store.inbox import PRUNE_CHUNK
@@ -82,8 +82,9 @@ _FAR = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 class Counts:
-    """The metrics sink: counts effects by kind (messages received, actions by kind and outcome).
-    Written by the worker, read by /readyz: a lock keeps the snapshot whole."""
+    """The metrics sink: counts effects by kind (messages received, actions by kind and outcome, an
+    audience change that passed as `updated`, not `sent`). Written by the worker, read by /readyz
+    and /metrics: a lock keeps the snapshot whole."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -95,7 +96,7 @@ class Counts:
                 if isinstance(e, Received):
                     self._counts[f"received.{e.kind}"] += 1
                 elif isinstance(e, Action):
-                    self._counts[f"action.{e.kind}.{e.outcome}"] += 1
+                    self._counts[f"action.{e.kind}.{reported_outcome(e.kind, e.outcome)}"] += 1
 
     def add(self, key: str, n: int = 1) -> None:
         with self._lock:

@@ -2,8 +2,10 @@
 
 `render_report(report_json, program)` draws what `journeys simulate --html FILE` writes: the run's
 parameters and skipped lines, an overview of every journey, then per journey its steps as a
-diagram with the counts on them, an entry-to-goal funnel, its delivery facts (sent, suppressed by
-reason, capped, deferred), and its splits' arms against control. Sends per day per kind are a
+diagram with the counts on them, an entry-to-goal funnel, its delivery facts (sent, audience
+updates, suppressed by reason, capped, deferred), and its splits' arms against control. An audience
+change that passed is an audience update ("updated"), never a send. Sends per day per kind, and
+audience updates per day, are each a
 stacked bar chart. `render_journey(journey)` draws one journey's diagram without counts
 (`journeys graph JOURNEY --format html`).
 
@@ -284,6 +286,12 @@ _STEP_KIND = {SendNode: "send", AudienceNode: "audience", WebhookNode: "webhook"
               SplitNode: "split", WaitForNode: "wait", WaitNode: "wait", WaitUntilNode: "wait", ExitNode: "exit"}
 
 
+def _passed(key: str) -> str:
+    """What the report calls an action of this `templates` key that passed: an audience change is
+    `updated` (an audience update), anything else `sent`."""
+    return "updated" if key.startswith("audience_") else "sent"
+
+
 def _action_key(node: Any) -> str | None:
     """The report's `templates` key of what a step sends ("kind target"), None for other steps."""
     if isinstance(node, SendNode):
@@ -334,18 +342,19 @@ def _diagram(journey: CompiledJourney, counts: Mapping[str, Any] | None, uid: st
                 parts = [f"reached {reached.get(path, 0):,}"]
                 key = _action_key(node)
                 by_step = (counts.get("actions_by_step") or {}).get(path)
+                passed = _passed(key or "")
                 if by_step is not None or (key is not None and "actions_by_step" in counts):
                     by_step = by_step or {}
-                    parts.append(f"sent {by_step.get('sent', 0):,}")
+                    parts.append(f"{passed} {by_step.get(passed, 0):,}")
                     lines.append(("count", " · ".join(parts)))
-                    held = [f"{what} {n:,}" for what, n in sorted(by_step.items()) if what != "sent"]
+                    held = [f"{what} {n:,}" for what, n in sorted(by_step.items()) if what != passed]
                     if held:
                         lines.append(("count", " · ".join(held)))
                     parts = []
                 elif key is not None:  # a report from before per-step counts: infer from templates
                     n = templates.get(key, 0)
                     shared = len(keys.get(key, ()))
-                    parts.append(f"sent {n:,}" + (f" (all {shared} steps)" if shared > 1 else ""))
+                    parts.append(f"{passed} {n:,}" + (f" (all {shared} steps)" if shared > 1 else ""))
                 if parts:
                     lines.append(("count", " · ".join(parts)))
         width = max(len(text) for _, text in lines) * CHAR + 2 * PAD_X
@@ -606,10 +615,10 @@ def _overview(names: Sequence[str], journeys: Mapping[str, Any]) -> list[str]:
         conv = ", ".join(f"{_e(g)} {c:,}" for g, c in sorted((j.get("conversions") or {}).items())) or '<span class="none">—</span>'
         rows.append((f'<a href="#j{n}">{_e(name)}</a>', _n(j.get("entered", 0)), _n(j.get("still_in", 0)),
                      _n(j.get("completed", 0)), _n(_total(j.get("exited"))), _n(_total(j.get("sent"))),
-                     _n(_total(j.get("suppressed"))), conv))
+                     _n(_total(j.get("audience_updates"))), _n(_total(j.get("suppressed"))), conv))
     return ["<h3>Journeys</h3>",
-            _table(("journey", "entered", "still in", "completed", "exited", "sent", "suppressed", "conversions"),
-                   rows, numeric=(1, 2, 3, 4, 5, 6))]
+            _table(("journey", "entered", "still in", "completed", "exited", "sent", "audience updates", "suppressed",
+                    "conversions"), rows, numeric=(1, 2, 3, 4, 5, 6, 7))]
 
 
 def _bar(value: int, scale: int, inner: int | None = None, cls: str = "") -> str:
@@ -624,7 +633,7 @@ def _funnel(j: Mapping[str, Any], journey: CompiledJourney | None) -> str:
     entered = j.get("entered", 0)
     reached = j.get("reached") or {}
     templates = j.get("templates") or {}
-    steps: list[tuple[str, int, int | None]] = []  # (label html, reached, sent)
+    steps: list[tuple[str, int, int, str]] = []  # (label html, reached, sent or updated, which of the two)
     if journey is not None:
         on_exit = set()
         if journey.on_exit:
@@ -634,17 +643,17 @@ def _funnel(j: Mapping[str, Any], journey: CompiledJourney | None) -> str:
             if key is None or path in on_exit:
                 continue
             by_step = (j.get("actions_by_step") or {}).get(path)
-            sent = by_step.get("sent", 0) if by_step is not None else templates.get(key, 0)
-            steps.append((f"<code>{_e(path)}</code><br>{_e(node.describe())}", reached.get(path, 0), sent))
+            passed = _passed(key)
+            n = by_step.get(passed, 0) if by_step is not None else templates.get(key, 0)
+            steps.append((f"<code>{_e(path)}</code><br>{_e(node.describe())}", reached.get(path, 0), n, passed))
     else:
         for key, n in sorted(templates.items()):
-            steps.append((f"sent <code>{_e(key)}</code>", n, n))
+            steps.append((f"{_passed(key)} <code>{_e(key)}</code>", n, n, _passed(key)))
     goals = j.get("conversions") or {}
-    scale = max([entered, j.get("completed", 0)] + [r for _, r, _ in steps] + list(goals.values()) + [1])
+    scale = max([entered, j.get("completed", 0)] + [r for _, r, _, _ in steps] + list(goals.values()) + [1])
     rows = [("entered", _bar(entered, scale), _n(entered), "")]
-    for label, r, s in steps:
-        rows.append((label, _bar(r, scale, s), f"{r:,} reached<br>{s:,} sent",
-                     _share(s or 0, entered)))
+    for label, r, s, passed in steps:
+        rows.append((label, _bar(r, scale, s), f"{r:,} reached<br>{s:,} {passed}", _share(s, entered)))
     rows.append(("completed", _bar(j.get("completed", 0), scale, cls="end"), _n(j.get("completed", 0)),
                  _share(j.get("completed", 0), entered)))
     for goal in (list(goals) if journey is None else [g.name for g in journey.goals if g.name in goals]
@@ -670,8 +679,10 @@ def _facts(j: Mapping[str, Any]) -> str:
     rows.append(("still in", f"<b>{_n(j.get('still_in', 0))}</b>"))
     counter("exited", j.get("exited"))
     counter("sent", j.get("sent"))
+    counter("audience updates", j.get("audience_updates"))
     counter("templates", j.get("templates"), code=True)
     counter("suppressed", j.get("suppressed"))
+    counter("failed (would not render or reach the user)", j.get("failed"))
     counter("capped by rule", j.get("capped_by_rule"), code=True)
     counter("deferred by quiet hours", j.get("deferred_by_quiet_hours"), code=True)
     return _table(("", ""), rows, cls="params")
@@ -744,9 +755,10 @@ def _nice(n: int) -> int:
     return 10 * k
 
 
-def _sends_chart(sends: Mapping[str, Mapping[str, int]]) -> list[str]:
+def _per_day_chart(title: str, sends: Mapping[str, Mapping[str, int]], nothing: str) -> list[str]:
+    """A stacked bar per day, a segment per kind (sends, or audience updates), with the numbers."""
     if not sends:
-        return ["<h2>Sends per day</h2>", '<p class="none">Nothing was sent.</p>']
+        return [f"<h2>{_e(title)}</h2>", f'<p class="none">{_e(nothing)}</p>']
     days = sorted(sends)
     kinds = sorted({k for v in sends.values() for k in v})
     colours = _colours(kinds)
@@ -757,7 +769,7 @@ def _sends_chart(sends: Mapping[str, Mapping[str, int]]) -> list[str]:
     width = left + step * len(days) + 12
     height = 12 + chart_h + bottom
     svg = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="sends per day per kind">']
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title.lower())} per kind">']
     for t in range(5):
         v = top * t // 4
         y = 12 + chart_h - chart_h * t / 4
@@ -787,7 +799,7 @@ def _sends_chart(sends: Mapping[str, Mapping[str, int]]) -> list[str]:
     table = _table(["day"] + [_e(k) for k in kinds] + ["total"],
                    ([_e(d)] + [_n(sends[d].get(k, 0)) for k in kinds] + [_n(sum(sends[d].values()))] for d in days),
                    numeric=range(1, len(kinds) + 2))
-    return ["<h2>Sends per day</h2>", legend, '<div class="scroll">' + "\n".join(svg) + "</div>",
+    return [f"<h2>{_e(title)}</h2>", legend, '<div class="scroll">' + "\n".join(svg) + "</div>",
             f"<details><summary>the numbers</summary>{table}</details>"]
 
 
@@ -821,7 +833,9 @@ def render_report(report_json: Mapping[str, Any], program: Any = None) -> str:
     body += _inputs(report_json)
     body.append('<div class="cols"><div>' + "".join(_parameters(report_json)) + "</div><div>"
                 + "".join(_overview(names, journeys)) + "</div></div>")
-    body += _sends_chart(report_json.get("sends_per_day") or {})
+    body += _per_day_chart("Sends per day", report_json.get("sends_per_day") or {}, "Nothing was sent.")
+    if report_json.get("audience_updates_per_day"):
+        body += _per_day_chart("Audience updates per day", report_json["audience_updates_per_day"], "")
     for n, name in enumerate(names, 1):
         j = journeys[name]
         compiled = _compiled(program, name, j.get("version"))
@@ -833,7 +847,8 @@ def render_report(report_json: Mapping[str, Any], program: Any = None) -> str:
             f'<div class="card"><b>{_n(v)}</b><span>{_e(k)}</span></div>' for k, v in (
                 ("entered", j.get("entered", 0)), ("still in", j.get("still_in", 0)),
                 ("completed", j.get("completed", 0)), ("exited", _total(j.get("exited"))),
-                ("sent", _total(j.get("sent"))), ("suppressed", _total(j.get("suppressed"))))) + "</div>")
+                ("sent", _total(j.get("sent"))), ("audience updates", _total(j.get("audience_updates"))),
+                ("suppressed", _total(j.get("suppressed"))))) + "</div>")
         if compiled is not None:
             body.append("<h3>Steps</h3>")
             if compiled.version != j.get("version"):

@@ -4,6 +4,13 @@ It keeps counters, not effects, so a report over millions of events costs a few 
 `Report.to_json()` is the machine-readable form (`journeys simulate --json`); its keys are sorted
 and its numbers rounded, so the same inputs give byte-identical files.
 
+A message the dry-run's render check found the daemon could not deliver (its template fails to
+render, or the user has no address) is `failed`, with the error, never `sent`.
+
+Sends and audience updates are counted apart: an audience change that passed (`audience_add`,
+`audience_remove`) syncs an ad platform's audience and sends the user nothing, so it is an audience
+update (`audience_updates`, `updated` per step, `audience_updates_per_day`), never a send.
+
 Uplift: for each split, each arm's conversion rate per goal (conversions / users assigned) is
 compared with the control group's: `uplift` is the relative change ((arm - control) / control),
 None when the control group has no conversions to compare with.
@@ -15,7 +22,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..core.effects import DEFERRED, SENT, SUPPRESSED, Action, Conversion, Effect, Received, Transition
+from ..core.effects import (DEFERRED, FAILED, SENT, SUPPRESSED, UPDATED, Action, Conversion, Effect, Received, Transition,
+                            reported_outcome)
 from ..core.program import Program
 from ..core.state import UserState
 
@@ -29,13 +37,15 @@ class JourneyCounts:
     still_in: int = 0
     exited: Counter = field(default_factory=Counter)  # reason → n
     reached: Counter = field(default_factory=Counter)  # step path → n
-    sent: Counter = field(default_factory=Counter)  # kind → n
-    templates: Counter = field(default_factory=Counter)  # "kind target" → n
+    sent: Counter = field(default_factory=Counter)  # kind → n (messages and webhooks)
+    audience_updates: Counter = field(default_factory=Counter)  # audience_add | audience_remove → n
+    templates: Counter = field(default_factory=Counter)  # "kind target" → n, sent or updated
     suppressed: Counter = field(default_factory=Counter)  # reason → n
+    failed: Counter = field(default_factory=Counter)  # 'kind "target": error' → n (the dry-run's render check)
     capped: Counter = field(default_factory=Counter)  # rule → n
     deferred: Counter = field(default_factory=Counter)  # quiet-hours rule → n
     conversions: Counter = field(default_factory=Counter)  # goal → n
-    step_actions: Counter = field(default_factory=Counter)  # (path, "sent" | reason | "deferred") → n
+    step_actions: Counter = field(default_factory=Counter)  # (path, "sent" | "updated" | reason | "deferred") → n
     arm_users: Counter = field(default_factory=Counter)  # (split path, arm) → n
     arm_conversions: Counter = field(default_factory=Counter)  # (split path, arm, goal) → n
 
@@ -48,8 +58,10 @@ class JourneyCounts:
             "exited": dict(self.exited),
             "reached": dict(self.reached),
             "sent": dict(self.sent),
+            "audience_updates": dict(self.audience_updates),
             "templates": dict(self.templates),
             "suppressed": dict(self.suppressed),
+            "failed": dict(self.failed),
             "capped_by_rule": dict(self.capped),
             "deferred_by_quiet_hours": dict(self.deferred),
             "conversions": {g: self.conversions.get(g, 0) for g in goals},
@@ -58,7 +70,8 @@ class JourneyCounts:
         }
 
     def _by_step(self) -> dict[str, dict[str, int]]:
-        """Per action step: sent, deferred, and suppressed by reason (`cap`, `consent`, `exit`)."""
+        """Per action step: sent (updated for an audience step), deferred, and suppressed by reason
+        (`cap`, `consent`, `exit`)."""
         out: dict[str, dict[str, int]] = {}
         for (path, what), n in self.step_actions.items():
             out.setdefault(path, {})[what] = n
@@ -99,6 +112,7 @@ class Report:
         self.inputs: Counter = Counter()  # input kind → n
         self.users: set[str] = set()
         self.sends_per_day: dict[str, Counter] = defaultdict(Counter)
+        self.audience_updates_per_day: dict[str, Counter] = defaultdict(Counter)
         self._handlers = {Transition: self._transition, Action: self._action, Conversion: self._conversion,
                           Received: self._received}  # by exact type: the hot path of a long run
 
@@ -143,17 +157,22 @@ class Report:
 
     def _action(self, a: Action) -> None:
         c = self._counts(a.journey, a.version)
-        c.step_actions[(a.path, a.outcome if a.outcome != SUPPRESSED else f"suppressed by {a.reason}")] += 1
-        if a.outcome == SENT:
-            c.sent[a.kind] += 1
+        outcome = reported_outcome(a.kind, a.outcome)
+        c.step_actions[(a.path, outcome if outcome != SUPPRESSED else f"suppressed by {a.reason}")] += 1
+        if outcome == SENT or outcome == UPDATED:
+            counts, per_day = (c.sent, self.sends_per_day) if outcome == SENT else (
+                c.audience_updates, self.audience_updates_per_day)
+            counts[a.kind] += 1
             c.templates[f"{a.kind} {a.target}"] += 1
-            self.sends_per_day[a.time.date().isoformat()][a.kind] += 1
-        elif a.outcome == SUPPRESSED:
+            per_day[a.time.date().isoformat()][a.kind] += 1
+        elif outcome == SUPPRESSED:
             c.suppressed[a.reason or "unknown"] += 1
             if a.reason == "cap" and a.rule:
                 c.capped[a.rule] += 1
         elif a.outcome == DEFERRED:
             c.deferred[a.rule or "quiet hours"] += 1
+        elif a.outcome == FAILED:
+            c.failed[f'{a.kind} "{a.target}": {a.reason}'] += 1
 
     def finish(self, states: Iterable[UserState]) -> None:
         """Count who is still in each journey at the end of the run."""
@@ -169,5 +188,10 @@ class Report:
             "inputs": dict(self.inputs),
             "users": len(self.users),
             "journeys": {name: c.to_json(goals.get(name, [])) for name, c in self.journeys.items()},
-            "sends_per_day": {day: dict(v) for day, v in sorted(self.sends_per_day.items())},
+            "sends_per_day": _by_day(self.sends_per_day),
+            "audience_updates_per_day": _by_day(self.audience_updates_per_day),
         }
+
+
+def _by_day(counts: Mapping[str, Counter]) -> dict[str, dict[str, int]]:
+    return {day: dict(v) for day, v in sorted(counts.items())}

@@ -26,6 +26,7 @@ from ..runtime.clock import VirtualClock
 from ..runtime.loop import Engine, handle_all
 from ..runtime.sinks import FanOut, Sink
 from ..store.base import MemoryStore, Store
+from .render_check import RenderCheck, store_traits
 from .report import Report
 
 
@@ -127,11 +128,13 @@ class DryRun:
 
 def simulate(program: Program, messages: Iterable[Message], *, until: datetime | None = None,
              store: Store | None = None, sinks: Sequence[Sink] = (),
-             progress: Callable[[int], None] | None = None) -> DryRun:
+             progress: Callable[[int], None] | None = None, templates: Path | None = None) -> DryRun:
     """Run `messages` (in time order: a list, an `engine.dryrun.eventlog.SortedLog`, any iterable) through
     the engine; timers due by `until` (default: the last message's time) fire. Messages are taken
     GROUP_COMMIT at a time, so an iterable is never held whole. `progress` is called with the
-    number of messages done."""
+    number of messages done. `templates`: the project's root; each message sent is then rendered
+    from its template as the daemon's delivery will, and one that fails is reported as failed
+    (`engine.dryrun.render_check`)."""
     store = store if store is not None else MemoryStore(keep_actions=False)
     report = Report(program)
     stream = iter(messages)
@@ -142,7 +145,10 @@ def simulate(program: Program, messages: Iterable[Message], *, until: datetime |
     end = until
     if end is None and isinstance(messages, Sequence):
         end = messages[-1].timestamp  # a list out of order keeps its old meaning: up to the last one
-    engine = Engine(program, store, VirtualClock(first), FanOut(report, *sinks))
+    sink: Sink = FanOut(report, *sinks)
+    if templates is not None:
+        sink = RenderCheck(sink, templates, store_traits(store))
+    engine = Engine(program, store, VirtualClock(first), sink)
     count, last = 0, first
 
     def kept() -> Iterator[Message]:  # counts every message, passes those up to `end`

@@ -21,15 +21,17 @@ def render_summary(report: Mapping[str, Any], console: Console) -> None:
     p = report["parameters"]
     console.print(f"[bold]{p.get('messages', 0)}[/] events from {', '.join(p.get('events', []))}"
                   f" ({p.get('skipped', 0)} lines skipped), {report['users']} users")
-    table = Table(title="Journeys", title_justify="left")
-    for col in ("journey", "entered", "still in", "completed", "exited", "sent", "suppressed", "deferred",
-                "conversions"):
-        table.add_column(col, justify="left" if col == "journey" else "right")
+    # ten columns in 120 characters: two-word headers on two lines, no padding at the edges, and
+    # a journey's name kept whole (the conversions wrap first)
+    table = Table(title="Journeys", title_justify="left", pad_edge=False)
+    for col in ("journey", "entered", "still\nin", "completed", "exited", "sent", "audience\nupdates", "suppressed",
+                "deferred", "conversions"):
+        table.add_column(col, justify="left" if col == "journey" else "right", no_wrap=col == "journey")
     for name, j in report["journeys"].items():
         table.add_row(
             name, str(j["entered"]), str(j["still_in"]), str(j["completed"]), str(_sum(j["exited"])),
-            str(_sum(j["sent"])), str(_sum(j["suppressed"])), str(_sum(j["deferred_by_quiet_hours"])),
-            ", ".join(f"{g} {n}" for g, n in j["conversions"].items()) or "-")
+            str(_sum(j["sent"])), str(_sum(j["audience_updates"])), str(_sum(j["suppressed"])),
+            str(_sum(j["deferred_by_quiet_hours"])), ", ".join(f"{g} {n}" for g, n in j["conversions"].items()) or "-")
     console.print(table)
 
     steps = Table(title="Steps reached, and why runs ended early", title_justify="left")
@@ -43,7 +45,7 @@ def render_summary(report: Mapping[str, Any], console: Console) -> None:
     if steps.row_count:
         console.print(steps)
 
-    sends = Table(title="Actions sent", title_justify="left")
+    sends = Table(title="Sent, and audiences updated", title_justify="left")
     for col in ("journey", "action", "count"):
         sends.add_column(col, justify="right" if col == "count" else "left")
     for name, j in report["journeys"].items():
@@ -63,6 +65,8 @@ def render_summary(report: Mapping[str, Any], console: Console) -> None:
                 details.add_row(name, reason, "", str(n))
         for rule, n in sorted(j["deferred_by_quiet_hours"].items()):
             details.add_row(name, "deferred", rule, str(n))
+        for error, n in sorted(j.get("failed", {}).items()):
+            details.add_row(name, "failed", error, str(n))
     if details.row_count:
         console.print(details)
 

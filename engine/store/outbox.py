@@ -9,7 +9,8 @@ crash leaves either both or neither.
 Entry states: `pending` (due at `next_at`), `sending` (leased by an attempt in flight until
 `next_at`; due again if the lease runs out, which means its process died), `queued` (taken into a
 connector's batch, waiting for its flush), `delivered`, `failed` (a permanent error, with the provider's answer) and `dead`
-(retryable errors until the attempts ran out; an operator lists and retries them).
+(retryable errors until the attempts ran out). Failed and dead entries are the dead letters: nothing
+retries them, an operator lists them and retries them once the cause is fixed.
 
 Delivery itself is at least once towards the provider, exactly once where the provider honours
 the idempotency key (the action id): a crash after the provider accepted but before the entry was
@@ -27,6 +28,7 @@ from . import sql
 
 PENDING, SENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "sending", "queued", "delivered", "failed", "dead"
 DUE = (PENDING, SENDING)  # a sending entry whose lease ran out is due again
+DEAD_LETTERS = (DEAD, FAILED)  # will not be retried: failed for good, or out of attempts
 
 # The outbox's indexes, on SQLite and PostgreSQL alike. Delivered entries, nearly all of them after
 # a while, are in neither: the claim of due entries walks an index of open ones only (a full
@@ -93,6 +95,23 @@ class Outbox(Protocol):
 
     def queued(self, connector: str) -> list[Entry]: ...
 
+    def of_actions(self, action_ids: Collection[str]) -> list[Entry]:
+        """The entries of these actions (one per connector each went to), by id: read by id ranges
+        (`action id:` up to `action id;`), so the primary key finds them."""
+        ...
+
+
+def action_ranges(action_ids: Collection[str]) -> list[str]:
+    """[low, high) bounds of the entry ids of each action, flat: every entry id of an action starts
+    with `action id:`, and `;` is the character after `:`."""
+    return [bound for a in sorted(set(action_ids)) for bound in (f"{a}:", f"{a};")]
+
+
+def in_ranges(n: int, mark: str) -> str:
+    """The condition that an entry's id is in one of `n` ranges of `action_ranges` (`mark`: the
+    driver's placeholder)."""
+    return " OR ".join([f"(id >= {mark} AND id < {mark})"] * n)
+
 
 class MemoryOutbox:
     def __init__(self) -> None:
@@ -132,6 +151,9 @@ class MemoryOutbox:
     def queued(self, connector: str) -> list[Entry]:
         return sorted((e for e in self.entries.values() if e.state == QUEUED and e.connector == connector),
                       key=lambda e: e.id)
+
+    def of_actions(self, action_ids: Collection[str]) -> list[Entry]:
+        return sorted((e for e in self.entries.values() if e.action_id in action_ids), key=lambda e: e.id)
 
 
 def _t(moment: datetime) -> str:
@@ -220,3 +242,10 @@ class SqliteOutbox:
         rows = self.conn.execute(f"SELECT * FROM outbox WHERE state = ? AND {PARKED} AND connector = ? ORDER BY id",
                                  (QUEUED, connector)).fetchall()
         return [self._entry(r) for r in rows]
+
+    def of_actions(self, action_ids: Collection[str]) -> list[Entry]:
+        found: list[Entry] = []
+        for chunk in sql.chunks(sorted(set(action_ids))):  # sorted here: an ORDER BY would scan the whole index
+            found += map(self._entry, self.conn.execute(f"SELECT * FROM outbox WHERE {in_ranges(len(chunk), '?')}",
+                                                        action_ranges(chunk)))
+        return sorted(found, key=lambda e: e.id)

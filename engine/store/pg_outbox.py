@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Collection, Iterable, Sequence
 
-from .outbox import DEAD, FAILED, OPEN, PARKED, QUEUED, Entry
+from .outbox import DEAD, FAILED, OPEN, PARKED, QUEUED, Entry, action_ranges, in_ranges
 
 _COLUMNS = ("id, action_id, connector, user_id, kind, target, payload, created, next_at, state, attempts, "
             "last_error, provider_id")
@@ -116,3 +116,11 @@ class PostgresOutbox:
         return [_entry(r) for r in self.conn.execute(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = %s AND {PARKED} AND connector = %s ORDER BY id",
             (QUEUED, connector))]
+
+    def of_actions(self, action_ids: Collection[str]) -> list[Entry]:
+        """The entries of these actions, by id (ranges of the primary key, as `SqliteOutbox`)."""
+        if not action_ids:
+            return []
+        return [_entry(r) for r in self.conn.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE {in_ranges(len(set(action_ids)), '%s')} ORDER BY id",
+            action_ranges(action_ids))]

@@ -8,8 +8,8 @@ says how long each is kept:
                                 and the dry-run alike), so a messageId older than that answers
                                 nothing any more and can go
     [serve] actions_days = 90   `actions`, the action log (the admin API's recent actions, audits)
-    [serve] outbox_days = 30    `outbox`: delivered and permanently failed entries; dead letters
-                                stay until an operator retries them, open entries until settled
+    [serve] outbox_days = 30    `outbox`: delivered entries; dead letters (dead, or failed for
+                                good) stay until an operator retries them, open entries until settled
 
 What goes is what is older than that, never anything newer, deleted `CHUNK` rows per statement
 so a delete never holds the write lock for long (engine.daemon.housekeeping runs `prune` until a round
@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from .outbox import DELIVERED, FAILED
+from .outbox import DELIVERED
 from .serialize import utc_text
 from .sql import is_sqlite
 
@@ -41,7 +41,10 @@ CHUNK = 1000  # rows per delete statement
 MARK_EVERY = timedelta(hours=1)  # SQLite: how often the highest rowids are noted
 
 TABLES = ("messages", "actions", "outbox")
-_SETTLED = (DELIVERED, FAILED)  # the outbox entries retention may delete
+# the outbox entries retention may delete: delivered ones; dead letters (dead, and failed: a
+# permanent error) wait for an operator's retry, listed and counted, like open entries
+_SETTLED = (DELIVERED,)
+_SETTLED_SQL = "(" + ", ".join(f"'{state}'" for state in _SETTLED) + ")"  # constants: safe to inline
 
 
 def policy(config: Any) -> dict[str, int]:
@@ -88,7 +91,7 @@ def _mark(conn: Any, now: datetime) -> None:
 
 
 def _delete_sqlite(conn: Any, table: str, bound: int, chunk: int) -> int:
-    settled = f" AND state IN {_SETTLED!r}" if table == "outbox" else ""
+    settled = f" AND state IN {_SETTLED_SQL}" if table == "outbox" else ""
     return conn.execute(
         f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE rowid <= ? "
         f"AND rowid < (SELECT max(rowid) FROM {table}){settled} ORDER BY rowid LIMIT ?)", (bound, chunk)).rowcount
@@ -104,7 +107,7 @@ _PG_DELETE = {
     "actions": "DELETE FROM actions WHERE id IN "
                "(SELECT id FROM actions WHERE time < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
     "outbox": "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE created < %s "
-              f"AND state IN {_SETTLED!r} LIMIT %s FOR UPDATE SKIP LOCKED)",
+              f"AND state IN {_SETTLED_SQL} LIMIT %s FOR UPDATE SKIP LOCKED)",
 }
 
 
