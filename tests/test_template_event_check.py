@@ -103,7 +103,8 @@ def test_the_dry_run_reports_a_message_that_would_fail_to_render_as_failed(tmp_p
         {"type": "track", "userId": "u1", "event": "Page Viewed", "timestamp": "2026-03-02T12:00:00Z"},
     ]))
     r = subprocess.run([sys.executable, "-m", "engine.cli", "simulate", str(root), "--events", str(log), "--sends",
-                        str(tmp_path / "sends.jsonl"), "--json", str(tmp_path / "report.json"), "--quiet"],
+                        str(tmp_path / "sends.jsonl"), "--json", str(tmp_path / "report.json"), "--html",
+                        str(tmp_path / "report.html"), "--quiet"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     sends = {a["user"]: a for a in map(orjson.loads, (tmp_path / "sends.jsonl").read_bytes().splitlines())}
@@ -111,3 +112,6 @@ def test_the_dry_run_reports_a_message_that_would_fail_to_render_as_failed(tmp_p
     assert sends["u2"]["outcome"] == "failed" and sends["u2"]["reason"] == "the user has no `email` in their profile"
     report = orjson.loads((tmp_path / "report.json").read_bytes())["journeys"]["Browse"]
     assert report["sent"] == {} and sum(report["failed"].values()) == 2
+    assert report["failed"]['email "note": the user has no `email` in their profile'] == 1
+    page = (tmp_path / "report.html").read_text()
+    assert '<div class="card"><b>2</b><span>failed</span></div>' in page  # the journey's cards

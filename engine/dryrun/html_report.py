@@ -615,10 +615,11 @@ def _overview(names: Sequence[str], journeys: Mapping[str, Any]) -> list[str]:
         conv = ", ".join(f"{_e(g)} {c:,}" for g, c in sorted((j.get("conversions") or {}).items())) or '<span class="none">—</span>'
         rows.append((f'<a href="#j{n}">{_e(name)}</a>', _n(j.get("entered", 0)), _n(j.get("still_in", 0)),
                      _n(j.get("completed", 0)), _n(_total(j.get("exited"))), _n(_total(j.get("sent"))),
-                     _n(_total(j.get("audience_updates"))), _n(_total(j.get("suppressed"))), conv))
+                     _n(_total(j.get("audience_updates"))), _n(_total(j.get("suppressed"))),
+                     _n(_total(j.get("failed"))), conv))
     return ["<h3>Journeys</h3>",
             _table(("journey", "entered", "still in", "completed", "exited", "sent", "audience updates", "suppressed",
-                    "conversions"), rows, numeric=(1, 2, 3, 4, 5, 6, 7))]
+                    "failed", "conversions"), rows, numeric=(1, 2, 3, 4, 5, 6, 7, 8))]
 
 
 def _bar(value: int, scale: int, inner: int | None = None, cls: str = "") -> str:
@@ -848,7 +849,7 @@ def render_report(report_json: Mapping[str, Any], program: Any = None) -> str:
                 ("entered", j.get("entered", 0)), ("still in", j.get("still_in", 0)),
                 ("completed", j.get("completed", 0)), ("exited", _total(j.get("exited"))),
                 ("sent", _total(j.get("sent"))), ("audience updates", _total(j.get("audience_updates"))),
-                ("suppressed", _total(j.get("suppressed"))))) + "</div>")
+                ("suppressed", _total(j.get("suppressed"))), ("failed", _total(j.get("failed"))))) + "</div>")
         if compiled is not None:
             body.append("<h3>Steps</h3>")
             if compiled.version != j.get("version"):
