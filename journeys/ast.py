@@ -93,6 +93,7 @@ class Duration(Node):
     span: Span | None = _span()
 
     UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    MAX_DAYS = 36500  # the longest wait, window or deadline: 100 years, far inside what dates can hold
 
     @property
     def seconds(self) -> int:

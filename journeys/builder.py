@@ -36,9 +36,19 @@ def parse_time(text: str) -> tuple[int, int]:
     return int(h), int(m)
 
 
+# Past this many digits Python refuses to read a whole number (int_max_str_digits); the checker
+# rejects anything this long anyway (J063), so such a number is kept as one that is too large.
+_MAX_DIGITS = 4000
+_TOO_LARGE = 10 ** 30
+
+
+def whole(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _TOO_LARGE
+
+
 def split_duration(text: str) -> tuple[int, str]:
     digits = len(text) - len(text.lstrip("0123456789"))
-    return int(text[:digits]), text[digits:]
+    return whole(text[:digits]), text[digits:]
 
 
 class AstBuilder:
@@ -77,7 +87,7 @@ class AstBuilder:
         if tok is None:
             return None
         if tok.type == "NUMBER":
-            return A.Duration(int(float(tok.value)), "", span=self.tspan(tok))
+            return A.Duration(whole(tok.value) if tok.value.isdigit() else int(float(tok.value)), "", span=self.tspan(tok))
         amount, unit = split_duration(tok.value)
         return A.Duration(amount, unit, span=self.tspan(tok))
 
@@ -298,7 +308,7 @@ class AstBuilder:
 
     def number(self, children):
         tok = children[0]
-        value = float(tok.value) if "." in tok.value else int(tok.value)
+        value = float(tok.value) if "." in tok.value else whole(tok.value)
         return A.Literal(value, span=self.tspan(tok))
 
     def string(self, children):

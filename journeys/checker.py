@@ -53,11 +53,11 @@ def check_and_compile(project: Project):
 
 def _check_compiles(project: Project, diags: Diagnostics):
     """A project that checks clean must compile: if it does not, that is our bug, said plainly."""
-    from .compiler import CompileError, compile_project
+    from .compiler import compile_project
 
     try:
         compiled = compile_project(project.journey_files)
-    except CompileError as e:
+    except Exception as e:  # noqa: BLE001 - CompileError or any other: a diagnostic, never a traceback
         diags.error("J000", f"internal error: the checked project does not compile: {e}", getattr(e, "span", None),
                     "please report this with the journey attached")
         return None

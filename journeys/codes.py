@@ -139,6 +139,11 @@ follow in file order):
     [journeys]
     order = ["Checkout abandonment", "Browse abandonment"]"""),
     # J070-J079: what newcomers write first, from other tools and languages; each help shows the line rewritten.
+    Code("J063", "value too large", """A duration, window or number is beyond what the engine can hold: a wait,
+window, timeout, goal deadline or reenter delay is at most 36500d (100 years; a window that
+should reach back for ever is written without `last`), and a whole number at most 2^63 - 1 either
+way (what the stores keep). Before this check, such a value passed and then failed every event
+that reached it."""),
     Code("J070", "duration written in words or pieces", """A duration is one whole number and one unit, with no space: `30s`, `15m`, `2h`, `3d`, `1w`.
 Words (`2 days`), a space (`1 d`), fractions (`1.5h`) and several units (`2h30m`) are not
 durations: write the whole number of one unit.

@@ -24,6 +24,8 @@ UNIT_HINTS = {
 }
 NO_FIXED_LENGTH = {"mo", "mon", "month", "months", "y", "yr", "year", "years", "q", "quarter"}
 
+MAX_INTEGER = 2**63 - 1  # what the stores keep (MessagePack, PostgreSQL bigint): a number beyond is refused
+
 
 @dataclass
 class Scope:
@@ -57,6 +59,10 @@ class ExprChecker:
             else:
                 help = "the units are s, m, h, d and w"
             self.diags.error("J043", f"unknown duration unit `{d.unit}` in `{d}`", d.span, help)
+        elif d.seconds > A.Duration.MAX_DAYS * 86400:
+            self.diags.error("J063", "this duration is longer than the engine can wait or look back: "
+                             f"at most {A.Duration.MAX_DAYS}d (100 years)", d.span,
+                             f"write at most `{A.Duration.MAX_DAYS}d`; for \"ever\", leave the window out")
 
     def time_of_day(self, t: A.TimeOfDay | None) -> None:
         if t is not None and not t.valid:
@@ -101,6 +107,10 @@ class ExprChecker:
         if isinstance(v, bool):
             return BOOL
         if isinstance(v, (int, float)):
+            if not (-MAX_INTEGER <= v <= MAX_INTEGER) or v != v:
+                self.diags.error("J063", "this number is too large for the engine to store: at most "
+                                 f"{MAX_INTEGER:,} either way (64-bit)", e.span,
+                                 "write a smaller number; amounts of money and counts fit easily")
             return NUMBER
         if isinstance(v, str):
             return STRING

@@ -423,6 +423,7 @@ EXPECTED_FAMILIES = {
     "journeys_inbox_failed": ["journeys_inbox_failed"],
     "journeys_worker_processed_total": ["journeys_worker_processed_total"],
     "journeys_events_failed_total": ["journeys_events_failed_total"],
+    "journeys_runs_parked_total": [],
     "journeys_messages_received_total": [],
     "journeys_actions_total": [f'journeys_actions_total{{channel="{c}",outcome="{o}"}}' for c, o in (
         ("audience_add", "suppressed"), ("audience_add", "updated"), ("audience_remove", "updated"),

@@ -22,7 +22,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from journeys.evaluation import Context, Event
 from journeys.fast_init import fast_init
@@ -109,6 +109,26 @@ def plain(value: Any) -> Any:
     return value
 
 
+PARKED = "parked"  # a run the engine could not go on with for a user (`_Run.isolated`)
+_LARGEST = 2**63 - 1  # what the stores can keep of a whole number
+
+
+def storable(value: Any, trait: str) -> Any:
+    """A computed trait value the stores can keep (whole numbers within 64 bits, the JSON values),
+    else ValueError: the run that computed it is parked, nothing else is lost."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -_LARGEST <= value <= _LARGEST:
+        raise ValueError(f"set user.{trait}: {value} does not fit in 64 bits")
+    if isinstance(value, float) and value != value:
+        raise ValueError(f"set user.{trait}: the value is not a number (NaN)")
+    if isinstance(value, Mapping):
+        for v in value.values():
+            storable(v, trait)
+    elif isinstance(value, list):
+        for v in value:
+            storable(v, trait)
+    return value
+
+
 class _Run:
     """The working copy of one step. Collections are copied on first write, so the input state is
     never touched and unchanged parts are shared with the output state."""
@@ -142,22 +162,25 @@ class _Run:
         self.goals_reached(ev)
         for inst in self.in_flight():
             j = self.journey_of(inst)
-            if j is None:
-                continue
-            ctx = self.ctx(inst, ev)
-            hit = next((m for m in j.exits.events if m.matches(ctx, ev)), None)
-            if hit is not None:
-                self.end(inst, j, f"exit when {hit}")
-            elif inst.wait == "for" and inst.since is not None and ev.timestamp >= inst.since:
-                node = j.nodes[inst.path]  # type: ignore[index]
-                assert isinstance(node, WaitForNode)
-                if node.match.matches(ctx, ev):
-                    self.transition(inst, "resumed", inst.path, f"{ev.event} arrived")
-                    self.advance(self.resume(inst), j, node.on_event, trigger=ev)
+            if j is not None:
+                self.isolated(j, inst, lambda: self.react(inst, j, ev))
         changes = self.segment_changes(ev.event)
         self.exit_rules(changes)
         self.new_entries(ev, changes)
         self.settle()
+
+    def react(self, inst: Instance, j: CompiledJourney, ev: Event) -> None:
+        """A run in flight sees the event: `exit when event`, or the end of its `wait for`."""
+        ctx = self.ctx(inst, ev)
+        hit = next((m for m in j.exits.events if m.matches(ctx, ev)), None)
+        if hit is not None:
+            self.end(inst, j, f"exit when {hit}")
+        elif inst.wait == "for" and inst.since is not None and ev.timestamp >= inst.since:
+            node = j.nodes[inst.path]  # type: ignore[index]
+            assert isinstance(node, WaitForNode)
+            if node.match.matches(ctx, ev):
+                self.transition(inst, "resumed", inst.path, f"{ev.event} arrived")
+                self.advance(self.resume(inst), j, node.on_event, trigger=ev)
 
     def identify(self, traits: Mapping[str, Any], tz_hint: str | None) -> None:
         for key in sorted(traits):
@@ -181,21 +204,24 @@ class _Run:
                 continue
             if inst.wake is None or inst.wake > self.now:
                 continue
-            if inst.exiting is None and self.exit_condition(inst, j):
-                continue
-            node = j.nodes[inst.path]  # type: ignore[index]
-            if inst.wait == "held":
-                self.transition(inst, "resumed", inst.path, "quiet hours are over")
-                self.advance(self.resume(inst), j, inst.path, resume=True)
-            elif inst.wait == "for":
-                assert isinstance(node, WaitForNode)
-                self.transition(inst, "resumed", inst.path, f"timeout: no {node.match.event} within "
-                                f"{format_duration(node.timeout)}")
-                self.advance(self.resume(inst), j, node.on_timeout)
-            else:
-                self.transition(inst, "resumed", inst.path, "the wait is over")
-                self.advance(self.resume(inst), j, node.next)
+            self.isolated(j, inst, lambda: self.wake_one(inst, j))
         self.settle()
+
+    def wake_one(self, inst: Instance, j: CompiledJourney) -> None:
+        if inst.exiting is None and self.exit_condition(inst, j):
+            return
+        node = j.nodes[inst.path]  # type: ignore[index]
+        if inst.wait == "held":
+            self.transition(inst, "resumed", inst.path, "quiet hours are over")
+            self.advance(self.resume(inst), j, inst.path, resume=True)
+        elif inst.wait == "for":
+            assert isinstance(node, WaitForNode)
+            self.transition(inst, "resumed", inst.path, f"timeout: no {node.match.event} within "
+                            f"{format_duration(node.timeout)}")
+            self.advance(self.resume(inst), j, node.on_timeout)
+        else:
+            self.transition(inst, "resumed", inst.path, "the wait is over")
+            self.advance(self.resume(inst), j, node.next)
 
     def scheduled(self, name: str) -> None:
         j = self.p.journeys.get(name)
@@ -203,7 +229,7 @@ class _Run:
             return
         if j.entry.segment and not self.ctx().in_segment(j.entry.segment):
             return
-        self.enter(j, None)
+        self.isolated(j, None, lambda: self.enter(j, None))
         self.settle()
 
     # ------------------------------------------------------------------ profile and history
@@ -297,13 +323,15 @@ class _Run:
     def exit_rules(self, changes: Mapping[str, bool]) -> None:
         for inst in self.in_flight():
             j = self.journey_of(inst)
-            if j is None:
-                continue
-            left = next((s for s in j.exits.segments if changes.get(s) is False), None)
-            if left is not None:
-                self.end(inst, j, f'exit when user leaves segment "{left}"')
-            else:
-                self.exit_condition(inst, j)
+            if j is not None:
+                self.isolated(j, inst, lambda: self.exit_rule(inst, j, changes))
+
+    def exit_rule(self, inst: Instance, j: CompiledJourney, changes: Mapping[str, bool]) -> None:
+        left = next((s for s in j.exits.segments if changes.get(s) is False), None)
+        if left is not None:
+            self.end(inst, j, f'exit when user leaves segment "{left}"')
+        else:
+            self.exit_condition(inst, j)
 
     def exit_condition(self, inst: Instance, j: CompiledJourney) -> bool:
         """`exit when CONDITION`: ends the journey if any holds now; True if it ended."""
@@ -327,10 +355,41 @@ class _Run:
         else:
             candidates = [j for j in self.p.segment_entries if changes.get(j.entry.segment or "") is True]
         for j in candidates:
-            if j.entry.kind == "segment":
-                self.enter(j, None)
-            elif j.entry.match is not None and j.entry.match.matches(self.ctx(None, ev), ev):  # type: ignore[arg-type]
-                self.enter(j, ev)
+            self.isolated(j, None, lambda: self.enter_if(j, ev))
+
+    def enter_if(self, j: CompiledJourney, ev: Event | None) -> None:
+        if j.entry.kind == "segment":
+            self.enter(j, None)
+        elif j.entry.match is not None and j.entry.match.matches(self.ctx(None, ev), ev):  # type: ignore[arg-type]
+            self.enter(j, ev)
+
+    # ------------------------------------------------------------------ one journey's failure
+
+    def isolated(self, j: CompiledJourney, inst: Instance | None, run: Callable[[], None]) -> None:
+        """Run one journey's part of this input. If it fails (a value this run cannot take, an engine
+        bug), everything it did is undone, the user's run of that journey is parked and the failure
+        recorded against the journey and the user: the other journeys still see the input, and the
+        daemon sets nothing aside. A parked run waits for nothing: an operator (or an exit) ends it."""
+        saved = (self.traits, self.instances.copy(), self.entries, self.goals, self.sends, self.audiences,
+                 self.segments, len(self.effects), self.traits_changed, self.tz)
+        try:
+            run()
+        except Exception as e:  # noqa: BLE001 - one journey's failure must not stop the others
+            (self.traits, self.instances, self.entries, self.goals, self.sends, self.audiences, self.segments,
+             n, self.traits_changed, self.tz) = saved
+            del self.effects[n:]
+            self._ctx = None
+            self.park(j, inst, f"{type(e).__name__}: {e}")
+
+    def park(self, j: CompiledJourney, inst: Instance | None, error: str) -> None:
+        detail = f"the engine could not run this journey for this user ({error[:300]})"
+        if inst is None:  # it failed on entering: the run starts parked
+            count = self.entries.get(j.name, (0, None))[0] + 1
+            self.entries = {**self.entries, j.name: (count, self.now)}
+            inst = Instance(j.name, j.version, count, self.user, self.now, start=self.current)
+        parked = replace(self.instances.get(inst.journey, inst), wait=PARKED, since=self.now, wake=None)
+        self.instances[parked.journey] = parked
+        self.transition(parked, PARKED, parked.path, detail)
 
     def settle(self) -> None:
         """Traits written by this input's steps (a `set` step, a consent event) may move the user
@@ -450,7 +509,7 @@ class _Run:
                     return
                 path = node.next
             elif isinstance(node, SetTraitNode):
-                self.set_trait(node.trait, plain(node.value(self.ctx(inst, trigger))), inst, path)
+                self.set_trait(node.trait, storable(plain(node.value(self.ctx(inst, trigger))), node.trait), inst, path)
                 path = node.next
             elif isinstance(node, ExitNode):
                 self.end(inst, j, "exit step")

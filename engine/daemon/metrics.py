@@ -177,6 +177,9 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
                [({}, counts.get("inbox.processed", 0))])
     out.family("journeys_events_failed_total", "counter", "Inbox messages this process set aside because the engine could not take them.",
                [({}, counts.get("inbox.failed", 0))])
+    out.family("journeys_runs_parked_total", "counter", "Runs this process parked because the engine could not run "
+               "a step of that journey for that user (the other journeys went on; see the user's trace).",
+               [({"journey": k.split(".", 1)[1]}, v) for k, v in counts.items() if k.startswith("parked.")])
     received = [({"type": k.split(".", 1)[1]}, v) for k, v in counts.items() if k.startswith("received.")]
     out.family("journeys_messages_received_total", "counter", "Messages the engine received, by type.", received)
     actions = []

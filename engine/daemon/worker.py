@@ -49,7 +49,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..core.effects import Action, Effect, Received, reported_outcome
+from ..core.effects import Action, Effect, Received, Transition, reported_outcome
+from ..core.step import PARKED
 from ..runtime.clock import Clock, SystemClock
 from ..store.base import StoreError
 from ..store.inbox import PRUNE_CHUNK
@@ -83,7 +84,8 @@ _FAR = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 class Counts:
     """The metrics sink: counts effects by kind (messages received, actions by kind and outcome, an
-    audience change that passed as `updated`, not `sent`). Written by the worker, read by /readyz
+    audience change that passed as `updated`, not `sent`, runs parked per journey, each also logged
+    as a warning). Written by the worker, read by /readyz
     and /metrics: a lock keeps the snapshot whole."""
 
     def __init__(self) -> None:
@@ -97,6 +99,9 @@ class Counts:
                     self._counts[f"received.{e.kind}"] += 1
                 elif isinstance(e, Action):
                     self._counts[f"action.{e.kind}.{reported_outcome(e.kind, e.outcome)}"] += 1
+                elif isinstance(e, Transition) and e.kind == PARKED:
+                    self._counts[f"parked.{e.journey}"] += 1
+                    log.warning("journey %r parked for user %s: %s", e.journey, e.user, e.detail)
 
     def add(self, key: str, n: int = 1) -> None:
         with self._lock:

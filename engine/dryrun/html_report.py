@@ -684,6 +684,7 @@ def _facts(j: Mapping[str, Any]) -> str:
     counter("templates", j.get("templates"), code=True)
     counter("suppressed", j.get("suppressed"))
     counter("failed (would not render or reach the user)", j.get("failed"))
+    counter("parked (the engine could not run a step)", j.get("parked"))
     counter("capped by rule", j.get("capped_by_rule"), code=True)
     counter("deferred by quiet hours", j.get("deferred_by_quiet_hours"), code=True)
     return _table(("", ""), rows, cls="params")

@@ -42,6 +42,7 @@ class JourneyCounts:
     templates: Counter = field(default_factory=Counter)  # "kind target" → n, sent or updated
     suppressed: Counter = field(default_factory=Counter)  # reason → n
     failed: Counter = field(default_factory=Counter)  # 'kind "target": error' → n (the dry-run's render check)
+    parked: Counter = field(default_factory=Counter)  # why the engine could not run a step → runs parked
     capped: Counter = field(default_factory=Counter)  # rule → n
     deferred: Counter = field(default_factory=Counter)  # quiet-hours rule → n
     conversions: Counter = field(default_factory=Counter)  # goal → n
@@ -62,6 +63,7 @@ class JourneyCounts:
             "templates": dict(self.templates),
             "suppressed": dict(self.suppressed),
             "failed": dict(self.failed),
+            "parked": dict(self.parked),
             "capped_by_rule": dict(self.capped),
             "deferred_by_quiet_hours": dict(self.deferred),
             "conversions": {g: self.conversions.get(g, 0) for g in goals},
@@ -150,6 +152,8 @@ class Report:
             c.completed += 1
         elif kind in ("exited", "merged"):
             c.exited[t.detail if kind == "exited" else "merged with another identity"] += 1
+        elif kind == "parked":
+            c.parked[t.detail] += 1
         elif kind == "split":
             c.reached[t.path] += 1
             split, _, arm = (t.path or "").rpartition("/")

@@ -42,6 +42,8 @@ def render_summary(report: Mapping[str, Any], console: Console) -> None:
             steps.add_row(name, path, str(n))
         for reason, n in sorted(j["exited"].items()):
             steps.add_row(name, f"exited: {reason}", str(n))
+        for reason, n in sorted(j.get("parked", {}).items()):
+            steps.add_row(name, f"parked: {reason}", str(n))
     if steps.row_count:
         console.print(steps)
 
