@@ -23,6 +23,12 @@ naming it (`category` is undefined, line 12); a property or trait that is absent
 is null (`None`) fails too. Anything that tries to reach Python internals from a template is a
 SecurityError of the sandbox, reported as a PermanentError and never executed.
 
+Each message has a render budget (`RENDER_SECONDS` of the thread's CPU time, `RENDER_CHARS` of
+output, all its fields together): the output is checked as `generate()` yields it, and every
+`{% for %}` (every `_LOOP_CHECK` items), call and filter or test applied by name checks the time,
+so a template that loops for seconds fails that message with a PermanentError naming it and the
+limit, in the daemon, the dry-run and `journeys render` alike (docs/connectors.md#templates).
+
 The HTML body of an email is autoescaped (an event property is data, never markup); subjects,
 text and push fields are plain text, with line breaks folded so that a value can never start a
 new header.
@@ -30,16 +36,20 @@ new header.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import itertools
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes, pass_context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from journeys.templates import VIEWED_SUFFIX
@@ -212,11 +222,99 @@ def _finalize(value: Any) -> Any:
     return value
 
 
-MAX_OUTPUT = 1_000_000  # characters one operator may build: `{{ "x" * 10**9 }}` is refused, not attempted
+# ---------------------------------------------------------------------------------- the render budget
+
+RENDER_SECONDS = 1.0  # CPU seconds one message may take to render, all its fields together
+RENDER_CHARS = 1_000_000  # characters one message may render, all its fields together
+MAX_OUTPUT = RENDER_CHARS  # characters one operator may build: `{{ "x" * 10**9 }}` is refused, not attempted
+_LOOP_CHECK = 32  # loop iterations between two looks at the clock
+
+
+class _OverBudget(Exception):
+    """A message's render went over its budget (`what`: which limit, in words)."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+class _Budget:
+    """One message's render budget: CPU time and characters of output, spent by every field of it.
+
+    CPU time of the rendering thread (`time.thread_time`), not the wall clock, so a busy machine
+    or the daemon's other threads never make a template fail that would render in time alone.
+    The thread's CPU time cannot have passed the budget before as much wall time has, so the
+    cheap monotonic clock is read first and the CPU clock (0.2 µs a reading) only after that."""
+
+    __slots__ = ("seconds", "chars", "left", "started", "cpu_started")
+
+    def __init__(self) -> None:
+        self.seconds, self.chars = RENDER_SECONDS, RENDER_CHARS
+        self.left = self.chars
+        self.started, self.cpu_started = time.monotonic(), time.thread_time()
+
+    def check(self) -> None:
+        """Between two steps of work (loop iterations, calls, chunks of output)."""
+        if (time.monotonic() - self.started > self.seconds
+                and time.thread_time() - self.cpu_started > self.seconds):
+            raise _OverBudget(f"{self.seconds:g} s of CPU time")
+
+    def spend(self, chars: int) -> None:
+        self.left -= chars
+        if self.left < 0:
+            raise _OverBudget(f"{self.chars:,} characters")
+        self.check()
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("journeys_render_budget", default=None)
+
+
+@contextlib.contextmanager
+def _message_budget() -> Iterator[_Budget]:
+    """The budget of the message being rendered: a new one, or the one already running (so every
+    field of a message spends the same one)."""
+    running = _BUDGET.get()
+    if running is not None:
+        yield running
+        return
+    budget = _Budget()
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
+def _check() -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.check()
+
+
+_LOOP_FILTER = "_journeys_budget"  # what every `{% for %}` iterates through (see `_compiled`)
+
+
+@pass_context
+def _counted(context: Any, iterable: Any) -> Iterator[Any]:
+    """A loop's items, the budget checked every `_LOOP_CHECK` of them, so loops that print nothing
+    are bounded too. Chained slices: no Python code runs for the items in between."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return iter(iterable)
+    items = iter(iterable)
+
+    def chunk() -> list[Any]:
+        budget.check()
+        return list(itertools.islice(items, _LOOP_CHECK))
+
+    return itertools.chain.from_iterable(iter(chunk, []))
 
 
 class _Sandbox(SandboxedEnvironment):
-    """Jinja's sandbox, and `*` / `**` bounded so a template cannot exhaust memory or CPU."""
+    """Jinja's sandbox (which refuses a `range` of more than MAX_RANGE items), `*` / `**` bounded
+    so a template cannot exhaust memory or CPU in one operation, and every call (functions,
+    methods, macros) and every filter or test applied by name (`map`, `select`...) a check of
+    the message's render budget."""
 
     intercepted_binops = frozenset({"*", "**"})
 
@@ -231,9 +329,23 @@ class _Sandbox(SandboxedEnvironment):
                     raise SecurityError("repetition too large for a template")
         return super().call_binop(context, operator, left, right)
 
+    def call(self, context, obj, /, *args, **kwargs):
+        _check()
+        return super().call(context, obj, *args, **kwargs)
+
+    def call_filter(self, *args, **kwargs):
+        _check()
+        return super().call_filter(*args, **kwargs)
+
+    def call_test(self, *args, **kwargs):
+        _check()
+        return super().call_test(*args, **kwargs)
+
 
 def _env(html: bool) -> SandboxedEnvironment:
-    return _Sandbox(undefined=StrictUndefined, autoescape=html, keep_trailing_newline=True, finalize=_finalize)
+    env = _Sandbox(undefined=StrictUndefined, autoescape=html, keep_trailing_newline=True, finalize=_finalize)
+    env.filters[_LOOP_FILTER] = _counted
+    return env
 
 
 _ENVS = {True: _env(True), False: _env(False)}
@@ -241,7 +353,13 @@ _ENVS = {True: _env(True), False: _env(False)}
 
 @functools.lru_cache(maxsize=512)
 def _compiled(source: str, html: bool):
-    return _ENVS[html].from_string(source)
+    """The template, each `{% for %}` iterating through `_counted` (Jinja compiles a parsed tree as
+    well as a source: `Environment.from_string` takes either)."""
+    env = _ENVS[html]
+    tree = env.parse(source)
+    for loop in list(tree.find_all(nodes.For)):
+        loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno)
+    return env.from_string(tree)
 
 
 def _template_line(tb: TracebackType | None, filename: str, first_line: int) -> int | None:
@@ -260,7 +378,17 @@ def _render(source: str, ctx: Mapping[str, Any], *, where: str, html: bool = Fal
     label = f"{where}" + (f" ({field_name})" if field_name else "")
     filename = "<template>"  # what Jinja names the code of a template compiled from a string
     try:
-        return _compiled(source, html).render(ctx)
+        with _message_budget() as budget:
+            out: list[str] = []
+            for chunk in _compiled(source, html).generate(ctx):  # the output checked as it comes
+                budget.spend(len(chunk))
+                out.append(chunk)
+            return "".join(out)
+    except _OverBudget as e:
+        line = _template_line(e.__traceback__, filename, first_line)
+        at = f" (stopped at line {line})" if line and not field_name else ""
+        raise PermanentError(f"template {label} went over its render budget of {e.what}{at}; "
+                             "render less: fewer or smaller loops") from None
     except TemplateSyntaxError as e:
         raise PermanentError(f"template {label}: syntax error at line {first_line + (e.lineno or 1) - 1}: "
                              f"{e.message}") from None
@@ -323,6 +451,11 @@ def _field_map(tpl, key: str, ctx: Mapping[str, Any]) -> dict[str, str]:
 
 def render_email(template, delivery: Delivery, *, unsubscribe_url: str, default_sender: str | None = None) -> RenderedEmail:
     """The email of this delivery. `template`: a `journeys.templates.Template` of channel email."""
+    with _message_budget():
+        return _render_email(template, delivery, unsubscribe_url, default_sender)
+
+
+def _render_email(template, delivery: Delivery, unsubscribe_url: str, default_sender: str | None) -> RenderedEmail:
     where = f"{template.channel}/{template.name}"
     ctx = context(delivery, unsubscribe_url=unsubscribe_url)
     subject = _field(template, "subject", ctx, required=True)
@@ -352,10 +485,11 @@ def render_email(template, delivery: Delivery, *, unsubscribe_url: str, default_
 def render_push(template, delivery: Delivery) -> RenderedPush:
     where = f"{template.channel}/{template.name}"
     ctx = context(delivery)
-    title = _field(template, "title", ctx, required=True) or ""
-    body = _one_line(_render(template.body, ctx, where=where, first_line=template.body_line))
-    return RenderedPush(title=title, body=body, url=_field(template, "url", ctx), image=_field(template, "image", ctx),
-                        data=_field_map(template, "data", ctx))
+    with _message_budget():
+        title = _field(template, "title", ctx, required=True) or ""
+        body = _one_line(_render(template.body, ctx, where=where, first_line=template.body_line))
+        return RenderedPush(title=title, body=body, url=_field(template, "url", ctx),
+                            image=_field(template, "image", ctx), data=_field_map(template, "data", ctx))
 
 
 def render_sms(template, delivery: Delivery) -> RenderedSms:

@@ -233,7 +233,7 @@ class Worker:
             raise self.error
         from .housekeeping import Housekeeping
 
-        self.housekeeping = Housekeeping(self.submit, self._upkeep())
+        self.housekeeping = Housekeeping(self.submit, self._upkeep(), transient=transient)  # a lock: retried
         self.housekeeping.start()
         if not self.deliver:
             return
