@@ -42,6 +42,10 @@ class IngestConfig(_Strict):
     # (Segment's own window is about a day), in the daemon and the dry-run alike; the daemon's
     # retention deletes the messageIds after that (engine.store.retention)
     dedupe_days: int = Field(default=DEDUPE_DAYS, ge=1)
+    # seconds a call's timestamp may be after its receipt: later, the daemon's ingest sets it to the
+    # receipt time (Segment's rule for a time in the future; 0, the default, is that rule exactly).
+    # The dry-run has no receipt time and does not use it (engine.daemon.ingest, docs/engine.md)
+    future_tolerance_seconds: int = Field(default=0, ge=0, le=366 * 86400)
 
 
 class ServeConfig(_Strict):

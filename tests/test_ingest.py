@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import os
 import signal
 import socket
@@ -38,25 +39,26 @@ OTHER_KEY = "second-source-key"
 UTC = timezone.utc
 
 SERVER = """
-import socket, sys, uvicorn
+import json, socket, sys, uvicorn
 from engine.daemon.ingest import create_app
 from journeys.config import ProjectConfig
 db, fd, keys = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
-app = create_app(ProjectConfig(), db, keys)
+app = create_app(ProjectConfig.model_validate(json.loads(sys.argv[4])), db, keys)
 config = uvicorn.Config(app, log_level="warning", access_log=False)
 uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 """
 
 
 class Server:
-    def __init__(self, db: Path):
+    def __init__(self, db: Path, config: dict | None = None):
+        """`config`: journeys.toml's content, as a dict (none: the defaults)."""
         self.db = db
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(256)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(db), str(sock.fileno()), f"{KEY},{OTHER_KEY}"],
-                                     cwd=ROOT, pass_fds=[sock.fileno()])
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(db), str(sock.fileno()), f"{KEY},{OTHER_KEY}",
+                                      json.dumps(config or {})], cwd=ROOT, pass_fds=[sock.fileno()])
         sock.close()
         deadline = time.monotonic() + 30
         while True:

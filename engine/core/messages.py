@@ -26,6 +26,13 @@ fields and the six calls), with the choices a journey engine has to make written
   beyond microseconds truncated); `datetime` objects are accepted from Python callers. The result
   is aware and in UTC (`datetime.timezone.utc` itself, so sorting compares fast); a naive time is
   taken as UTC. No time at all is an error: the dry-run runs on event time.
+- The time must be plausible: from `EARLIEST` (2000-01-01) to before `LATEST` (2100-01-01), UTC;
+  outside, an error naming the time's field. Year 1 or 9999 is a sender's bug, not an event, and
+  would otherwise overflow the engine's date arithmetic. The bounds are the same for every reader
+  (the dry-run's logs, the inbox); the daemon's ingest passes `latest=None` and applies its own
+  rule instead, relative to the receipt time (engine/daemon/ingest.py: a future time becomes
+  receivedAt). `sentAt`, when present, must be a time too (any year: it measures a device's
+  clock, which may be far off), else an error naming it.
 - page becomes the event "Page Viewed" and screen "Screen Viewed"; the call's `name` (and, for
   page, `category`) is added to the properties unless they already have that key (the raw
   properties are copied for that, never changed). `name`/`category` must be strings.
@@ -35,7 +42,12 @@ fields and the six calls), with the choices a journey engine has to make written
 - `context`, when present, must be an object; `context.timezone` becomes `Message.timezone` when
   it is a non-empty string.
 - Property and trait values are kept as decoded JSON: plain dicts, shared with the caller, which
-  must not mutate them afterwards.
+  must not mutate them afterwards. They nest at most `MAX_DEPTH` (64) levels of objects and arrays,
+  the properties (or traits) object itself the first; deeper is an error naming the field
+  (`properties`, `traits`, `context.traits`). The engine stores and serialises what it keeps
+  (orjson stops at 255 levels, and recursion in Python code has its own limit); 64 leaves room for
+  the levels the stores wrap around them and is far beyond any real event. A message without a
+  messageId has its id derived from the whole object, so then every field is held to the limit.
 - Bad input only ever raises `MessageError` (a ValueError) naming the Segment field at fault.
 
 `parse_message` is on the dry-run's hot path (a million calls per benchmark run): plain dict
@@ -58,6 +70,9 @@ import orjson
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 TYPES = ("track", "identify", "page", "screen", "alias", "group")
+MAX_DEPTH = 64  # levels of objects and arrays a message's properties or traits may nest
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)  # the plausible range of an event's time
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)  # (exclusive)
 PAGE_EVENT = "Page Viewed"
 SCREEN_EVENT = "Screen Viewed"
 
@@ -249,6 +264,9 @@ def _message_id_of(raw: Mapping[str, Any], value: Any, where: str) -> str:
     mid = _id_of(value, "messageId", where)
     if mid:
         return mid
+    for key, item in raw.items():  # the id is derived from every field: each is held to the limit
+        if isinstance(item, (Mapping, list, tuple)) and _deeper_than(item, MAX_DEPTH):
+            raise _too_deep(str(key), where)
     try:
         return auto_message_id(raw)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -291,6 +309,55 @@ def _object_of(value: Any, field: str, where: str) -> Mapping[str, Any]:
     raise MessageError(field, f"expected an object, got {_kind(value)}", where)
 
 
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value`, an object or an array (itself level 1), nests objects and arrays more than
+    `levels` levels deep. Stops at `levels`, so a cycle (from a Python caller) is just too deep."""
+    if levels < 1:
+        return True
+    t = type(value)
+    items = value.values() if t is dict else value if t is list else (
+        value.values() if isinstance(value, Mapping) else value)
+    for item in items:
+        t = type(item)
+        if t is str or t is int or t is float or t is bool or item is None:
+            continue
+        if (t is dict or t is list or isinstance(item, (Mapping, list, tuple))) and _deeper_than(item, levels - 1):
+            return True
+    return False
+
+
+def _too_deep(field: str, where: str) -> MessageError:
+    return MessageError(field, f"nested deeper than {MAX_DEPTH} levels of objects and arrays", where)
+
+
+def _kept(value: Mapping[str, Any], field: str, where: str) -> Mapping[str, Any]:
+    """Properties or traits the message keeps, held to `MAX_DEPTH`."""
+    if value and _deeper_than(value, MAX_DEPTH):
+        raise _too_deep(field, where)
+    return value
+
+
+def _shown(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else _short(value)
+
+
+def _out_of_range(
+    timestamp: datetime, value: Any, key: str, where: str, earliest: datetime | None, latest: datetime | None
+) -> MessageError:
+    """The error for a time outside [earliest, latest)."""
+    if earliest is not None and timestamp < earliest:
+        said = f"is before {earliest:%Y-%m-%d}"
+    else:
+        said = f"is {latest:%Y-%m-%d} or later"
+    return MessageError(key, f"{_shown(value)} {said}: not a plausible time for an event", where)
+
+
+def time_field(value: Any, field: str, where: str = "") -> datetime:
+    """A Segment time field's value (an ISO-8601 string, or a datetime from a Python caller) as an
+    aware UTC datetime, any year; raises `MessageError` naming `field` for anything else."""
+    return _time_of(value, field, where)
+
+
 def _required_id(raw: Mapping[str, Any], field: str, call: str, where: str) -> str:
     value = raw.get(field)
     if type(value) is not str or not value:
@@ -316,12 +383,18 @@ def _with_names(
     return props if added is None else added
 
 
-def parse_message(raw: Mapping[str, Any], *, where: str = "") -> Message:
+def parse_message(
+    raw: Mapping[str, Any],
+    *,
+    where: str = "",
+    earliest: datetime | None = EARLIEST,
+    latest: datetime | None = LATEST,
+) -> Message:
     """Turn one raw Segment message (decoded JSON) into a `Message`.
 
     Raises `MessageError` (and nothing else) for anything that is not a usable Segment message;
     `where` (e.g. "events.jsonl:12") is prefixed to the error's text. The rules are in the
-    comment above this function.
+    module's docstring. The event's time must be in [earliest, latest) (None: no bound that side).
     """
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise MessageError("message", f"expected a JSON object, got {_kind(raw)}", where)
@@ -366,6 +439,11 @@ def parse_message(raw: Mapping[str, Any], *, where: str = "") -> Message:
             timestamp = _in_utc(timestamp, stamp, time_key, where)
     else:
         timestamp = _time_of(stamp, time_key, where)
+    if (earliest is not None and timestamp < earliest) or (latest is not None and timestamp >= latest):
+        raise _out_of_range(timestamp, stamp, time_key, where, earliest, latest)
+    sent = get("sentAt")
+    if sent is not None and time_key != "sentAt":  # not the time: still a time, or the sender is broken
+        time_field(sent, "sentAt", where)
 
     context = get("context")
     tz = None
@@ -387,6 +465,8 @@ def parse_message(raw: Mapping[str, Any], *, where: str = "") -> Message:
         properties = get("properties")
         if type(properties) is not dict:
             properties = _object_of(properties, "properties", where)
+        if properties:
+            _kept(properties, "properties", where)
         return _build(
             kind,  # type
             message_id,  # message_id
@@ -404,9 +484,12 @@ def parse_message(raw: Mapping[str, Any], *, where: str = "") -> Message:
     if kind == "identify":
         traits = get("traits")
         if traits is None and context is not None:
-            traits = _object_of(context.get("traits"), "context.traits", where)
-        elif type(traits) is not dict:
-            traits = _object_of(traits, "traits", where)
+            traits = _kept(_object_of(context.get("traits"), "context.traits", where), "context.traits", where)
+        else:
+            if type(traits) is not dict:
+                traits = _object_of(traits, "traits", where)
+            if traits:
+                _kept(traits, "traits", where)
         return _build(
             kind,  # type
             message_id,  # message_id
@@ -425,6 +508,8 @@ def parse_message(raw: Mapping[str, Any], *, where: str = "") -> Message:
         properties = get("properties")
         if type(properties) is not dict:
             properties = _object_of(properties, "properties", where)
+        if properties:
+            _kept(properties, "properties", where)
         if kind == "page":
             event = PAGE_EVENT
             if "name" in raw or "category" in raw:
@@ -466,9 +551,7 @@ def parse_message(raw: Mapping[str, Any], *, where: str = "") -> Message:
 
     # group
     group_id = _required_id(raw, "groupId", "group", where)
-    traits = get("traits")
-    if type(traits) is not dict:
-        traits = _object_of(traits, "traits", where)
+    traits = _kept(_object_of(get("traits"), "traits", where), "traits", where)
     return _build(
         kind,  # type
         message_id,  # message_id

@@ -20,8 +20,11 @@ Answers:
 - Every error also carries `code` (invalid_request, invalid_event, invalid_write_key,
   payload_too_large, unsupported_encoding, unavailable) and `message` (`error`'s sentence): the
   fields the official libraries read from an error body (`error_body`).
-- 400 `{"error": "...", "field": "userId"}`: malformed JSON (`field` "body"), or a call that
-  `parse_message` refuses (`field` its field: userId, event, timestamp, type, ...).
+- 400 `{"error": "...", "field": "userId"}`: malformed JSON (`field` "body"; JSON nested deeper
+  than orjson reads, 1,024 levels, is malformed JSON too), or a call that `parse_message` refuses
+  (`field` its field: userId, event, timestamp, sentAt, type, properties nested deeper than
+  `MAX_DEPTH`, ...). Nothing a sender writes is a 500: every call, single or in a batch, goes
+  through `_row`, which only ever raises `MessageError`.
 - 401 `{"error": ..., "field": "writeKey"}`: no write key or an unknown one. When the header
   carries no valid key, a body that is not JSON is a 401 too (there is nothing to authenticate).
 - 413: the body is over the limit (32 KB for one call, 500 KB for a batch, Segment's limits; after
@@ -47,7 +50,18 @@ Times: `receivedAt` is the server's clock, kept in the inbox next to each messag
 `timestamp` gets one as Segment computes it: `receivedAt - (sentAt - originalTimestamp)` when
 both are there (the device's clock skew corrected; the batch's `sentAt` counts), else
 `originalTimestamp` as it is, else `receivedAt`. `parse_message` insists on a time; this is where
-the daemon supplies it.
+the daemon supplies it. Then the time must be plausible:
+- before 2000-01-01 (`engine.core.messages.EARLIEST`, the same bound the dry-run applies): a 400
+  naming the field it came from (timestamp, originalTimestamp);
+- later than `receivedAt` by more than `[ingest] future_tolerance_seconds` (0 by default): it
+  becomes `receivedAt`, Segment's rule for a time in the future. No event happened after it
+  arrived; a device's clock set to 2035 (or a sender's bug writing 9999-12-31) would otherwise
+  put the event in the engine's future. The call is kept: a 4xx would drop it for good, as the
+  libraries never retry one.
+`sentAt`, the call's or the batch's, must be an ISO-8601 time when present: else a 400 naming it
+(the batch's: the whole request is refused, nothing taken). `journeys replay` sends a recorded
+log (`create_app(historical=True)`): there the receipt is not the log's now, and the times are
+held to the engine's range only (2000-01-01 to 2100-01-01), as the dry-run holds them.
 
 Group commit: a request is answered only after its events are committed, and concurrent requests
 share the commit. `GroupCommit` collects the rows of every request that arrives within `max_delay`
@@ -71,7 +85,8 @@ import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Union
 
 import orjson
@@ -83,7 +98,7 @@ from pydantic.json_schema import models_json_schema
 
 from journeys.config import ProjectConfig
 
-from ..core.messages import MessageError, parse_message
+from ..core.messages import EARLIEST, LATEST, MessageError, parse_message, time_field
 from ..store.inbox import Inbox, message_to_json
 from ..store.serialize import utc_text
 
@@ -116,9 +131,11 @@ class _Call(BaseModel):
     userId: str | None = Field(None, description="The user's id in your database. userId or anonymousId is required.")
     anonymousId: str | None = Field(None, description="A pseudo-unique id for a user not known yet.")
     messageId: str | None = Field(None, description="Unique per message; repeats are dropped. Derived from the content when absent.")
-    timestamp: datetime | None = Field(None, description="When the call happened (ISO-8601). Absent: computed from receivedAt.")
+    timestamp: datetime | None = Field(None, description="When the call happened (ISO-8601), from 2000-01-01 on; "
+                                                       "later than its receipt: the receipt time. Absent: computed "
+                                                       "from receivedAt.")
     originalTimestamp: datetime | None = Field(None, description="The device's time of the call, corrected by sentAt when timestamp is absent.")
-    sentAt: datetime | None = Field(None, description="When the library sent the call.")
+    sentAt: datetime | None = Field(None, description="When the library sent the call (ISO-8601, else a 400).")
     context: dict[str, Any] | None = Field(None, description="Context; `timezone` (an IANA name) is used, `traits` for identify.")
     integrations: dict[str, Any] | None = Field(None, description="Accepted and ignored.")
 
@@ -128,14 +145,16 @@ class Track(_Call):
 
     type: Literal["track"] = Field("track", description="Implied by /v1/track; required in a batch.")
     event: str = Field(description="The event's name, e.g. \"Order Completed\".")
-    properties: dict[str, Any] | None = Field(None, description="The event's properties.")
+    properties: dict[str, Any] | None = Field(None, description="The event's properties (at most 64 levels of "
+                                                                "objects and arrays).")
 
 
 class Identify(_Call):
     """Who the user is: traits."""
 
     type: Literal["identify"] = Field("identify", description="Implied by /v1/identify; required in a batch.")
-    traits: dict[str, Any] | None = Field(None, description="The user's traits (else context.traits).")
+    traits: dict[str, Any] | None = Field(None, description="The user's traits (else context.traits; at most 64 "
+                                                            "levels of objects and arrays).")
 
 
 class Page(_Call):
@@ -243,7 +262,9 @@ def error_body(status: int, error: str, code: str | None = None, *, field: str |
     return body
 
 
-class _Refused(Exception):
+class Refused(Exception):
+    """A request refused: its status and JSON error body (`error_body`)."""
+
     def __init__(self, status: int, error: str, field: str | None = None, code: str | None = None, **extra: Any):
         super().__init__(error)
         self.status, self.body = status, error_body(status, error, code, field=field, **extra)
@@ -256,23 +277,32 @@ class _Refused(Exception):
             headers["Retry-After"] = "1"
         return self.status, _dumps(self.body), headers
 
-
-def _bad_write_key(error: str = "missing or unknown write key") -> _Refused:
-    return _Refused(401, error, "writeKey", "invalid_write_key")
-
-
-def _too_large(cap: int) -> _Refused:
-    return _Refused(413, f"the body is larger than {cap // 1024} KB", "body")
+    def response(self) -> Response:
+        status, body, headers = self.answer()
+        return Response(body, status, headers=headers, media_type="application/json")
 
 
-async def _read_body(length: str | None, encoding: str | None, chunks: AsyncIterator[bytes], cap: int) -> bytes:
-    """The request's body, decompressed, refused (413) as soon as it is known to pass `cap`."""
+def _bad_write_key(error: str = "missing or unknown write key") -> Refused:
+    return Refused(401, error, "writeKey", "invalid_write_key")
+
+
+def _too_large(cap: int) -> Refused:
+    limit = f"{cap // 1024} KB" if cap % 1024 == 0 else f"{cap} bytes"
+    return Refused(413, f"the body is larger than {limit}", "body")
+
+
+async def read_body(length: str | None, encoding: str | None, chunks: AsyncIterator[bytes], cap: int) -> bytes:
+    """The request's body, decompressed, refused (413) as soon as it is known to pass `cap`: from
+    Content-Length before anything is read, else as soon as the bytes streamed in (chunked) pass it,
+    and a gzip body as soon as its inflated bytes would (at most `cap` + 1 are inflated). Every route
+    that reads a body reads it through here (the ingest, the unsubscribe link: engine.daemon.api),
+    so none holds more than its cap of a stranger's bytes."""
     if length is not None:
         try:
             if int(length) > cap:
                 raise _too_large(cap)
         except ValueError:
-            raise _Refused(400, f"Content-Length is not a number: {length[:40]!r}", "body") from None
+            raise Refused(400, f"Content-Length is not a number: {length[:40]!r}", "body") from None
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
@@ -284,16 +314,16 @@ async def _read_body(length: str | None, encoding: str | None, chunks: AsyncIter
     if not encoding or encoding.strip().lower() in ("identity", ""):
         return body
     if encoding.strip().lower() not in ("gzip", "x-gzip"):
-        raise _Refused(415, f"unsupported Content-Encoding {encoding[:40]!r}: send gzip or nothing", "body")
+        raise Refused(415, f"unsupported Content-Encoding {encoding[:40]!r}: send gzip or nothing", "body")
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         data = inflater.decompress(body, cap + 1)
     except zlib.error as exc:
-        raise _Refused(400, f"the body is not valid gzip: {exc}", "body") from None
+        raise Refused(400, f"the body is not valid gzip: {exc}", "body") from None
     if len(data) > cap or inflater.unconsumed_tail:
         raise _too_large(cap)
     if not inflater.eof:
-        raise _Refused(400, "the body is not valid gzip: truncated", "body")
+        raise Refused(400, "the body is not valid gzip: truncated", "body")
     return data
 
 
@@ -339,38 +369,43 @@ class _Keys:
         return False
 
 
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    try:
-        return dt.replace(tzinfo=_UTC) if dt.tzinfo is None else dt.astimezone(_UTC)
-    except (OverflowError, ValueError):
-        return None
-
-
-def _fill_time(raw: dict, received: datetime, batch_sent_at: Any) -> None:
-    """Give a call without `timestamp` Segment's: skew-corrected originalTimestamp, or receivedAt."""
+def _fill_time(raw: dict, received: datetime, batch_sent_at: datetime | None) -> None:
+    """Give a call without `timestamp` Segment's: originalTimestamp corrected by the device's clock
+    skew that sentAt shows (the call's, else the batch's), else originalTimestamp as it is, else
+    receivedAt. Raises `MessageError` naming originalTimestamp or sentAt when one is not a time (or
+    the corrected time is before `EARLIEST`)."""
     original = raw.get("originalTimestamp")
     if original is None:
         raw["timestamp"] = received
         return
     sent = raw.get("sentAt")
+    sent = batch_sent_at if sent is None else time_field(sent, "sentAt")
     if sent is None:
-        sent = batch_sent_at
-    o, s = _time(original), _time(sent)
-    if o is None or s is None:
-        return  # parse_message reads originalTimestamp (or reports what is wrong with it)
+        return  # parse_message reads originalTimestamp (and says what is wrong with it)
+    device = time_field(original, "originalTimestamp")
     try:
-        raw["timestamp"] = received - (s - o)
+        corrected = received - (sent - device)
     except OverflowError:
-        return
+        corrected = None
+    if corrected is None or corrected < EARLIEST:
+        raise MessageError("originalTimestamp", f"{str(original)[:40]!r} corrected by sentAt {sent.isoformat()} is "
+                                                f"before {EARLIEST:%Y-%m-%d}: not a plausible time for an event")
+    raw["timestamp"] = corrected
+
+
+def _row(raw: Any, received: datetime, batch_sent_at: datetime | None, future: timedelta | None) -> bytes:
+    """One call as the inbox keeps it (`message_to_json`), its time settled (the module docstring's
+    Times): raises `MessageError` naming the field at fault. `future` None: the time is held to
+    the engine's range only (`journeys replay`, a recorded log: the receipt is not its now)."""
+    if type(raw) is dict and raw.get("timestamp") is None:
+        _fill_time(raw, received, batch_sent_at)
+    msg = parse_message(raw, latest=None if future is not None else LATEST)
+    if future is not None and msg.timestamp > received + future:
+        msg = replace(msg, timestamp=received)  # Segment's rule: no event happened after it arrived
+    try:
+        return message_to_json(msg)
+    except (TypeError, ValueError) as exc:  # nothing orjson.loads gives can get here: a guard, not a path
+        raise MessageError("message", f"cannot be stored as JSON: {exc}") from None
 
 
 # ---------------------------------------------------------------------- group commit
@@ -537,15 +572,19 @@ class IngestApp(FastAPI):
 
 def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str], *,
                max_delay: float = 0.002, max_rows: int = 10_000, synchronous: str = "FULL",
-               max_batch_events: int = MAX_BATCH_EVENTS, fast_path: bool = True) -> IngestApp:
+               max_batch_events: int = MAX_BATCH_EVENTS, fast_path: bool = True,
+               historical: bool = False) -> IngestApp:
     """The ingest as an ASGI app writing to the inbox in `store_path` (a path or sqlite:/// URL, or
     a postgresql:// URL: the inbox every worker of a cluster shares).
 
     `write_keys`: the accepted keys (`write_keys_from_env(config)` in the daemon); none is an
     error, as an ingest nobody can send to is a misconfiguration. `synchronous` is the inbox
     connection's SQLite setting (FULL: an answered event survives a power loss). `fast_path=False`
-    routes the calls through FastAPI too (same answers, slower: for tests and benchmarks)."""
+    routes the calls through FastAPI too (same answers, slower: for tests and benchmarks).
+    `historical=True` (`journeys replay`, which sends a recorded log): the calls' times are held to
+    the engine's range only, as the dry-run holds them, not set to the receipt time when later."""
     keys = _Keys(write_keys)
+    future = None if historical else timedelta(seconds=config.ingest.future_tolerance_seconds)
     if not keys.keys:
         raise ValueError("no write keys: set the variables [ingest] write_keys_env names in journeys.toml")
     from ..store.urls import is_postgres
@@ -577,17 +616,17 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
         received = datetime.now(_UTC)
         try:
             header_ok = keys.header_ok(authorization)
-            body = await _read_body(length, encoding, chunks, MAX_BATCH_BYTES if kind is None else MAX_CALL_BYTES)
+            body = await read_body(length, encoding, chunks, MAX_BATCH_BYTES if kind is None else MAX_CALL_BYTES)
             try:
                 payload = _loads(body)
             except orjson.JSONDecodeError as exc:
                 if not header_ok:
                     raise _bad_write_key() from None
-                raise _Refused(400, f"malformed JSON: {exc}", "body") from None
+                raise Refused(400, f"malformed JSON: {exc}", "body") from None
             if type(payload) is not dict:
                 if not header_ok:
                     raise _bad_write_key()
-                raise _Refused(400, "expected a JSON object", "body")
+                raise Refused(400, "expected a JSON object", "body")
             body_key = payload.get("writeKey")
             if body_key is not None and body_key != "":
                 if not keys.valid(body_key):
@@ -597,28 +636,25 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
             stamp = utc_text(received)
             if kind is not None:
                 payload["type"] = kind
-                if payload.get("timestamp") is None:
-                    _fill_time(payload, received, None)
                 try:
-                    msg = parse_message(payload)
+                    rows = [(stamp, _row(payload, received, None, future))]
                 except MessageError as exc:
-                    raise _Refused(400, str(exc), exc.field, "invalid_event") from None
-                rows = [(stamp, message_to_json(msg))]
+                    raise Refused(400, str(exc), exc.field, "invalid_event") from None
                 rejected: list[dict[str, Any]] = []
                 total = 1
             else:
-                rows, rejected, total = _batch(payload, received, stamp, max_batch_events)
+                rows, rejected, total = _batch(payload, received, stamp, max_batch_events, future)
             if rows:
                 try:
                     await commit.submit(rows)
                 except Exception as exc:  # noqa: BLE001
-                    raise _Refused(503, f"the inbox could not store the events: {exc}") from None
+                    raise Refused(503, f"the inbox could not store the events: {exc}") from None
             if rejected:
                 first = rejected[0]
-                raise _Refused(400, f"{len(rejected)} of {total} events rejected; the other {len(rows)} were accepted "
-                               f"(batch[{first['index']}] {first['field']}: {first['message']})",
-                               "batch", "invalid_event", accepted=len(rows), rejected=rejected)
-        except _Refused as refused:
+                raise Refused(400, f"{len(rejected)} of {total} events rejected; the other {len(rows)} were accepted "
+                              f"(batch[{first['index']}] {first['field']}: {first['message']})",
+                              "batch", "invalid_event", accepted=len(rows), rejected=rejected)
+        except Refused as refused:
             return refused.answer()
         return 200, _OK, {}
 
@@ -695,35 +731,33 @@ def _json_errors(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
 
 
-def _batch(payload: dict, received: datetime, stamp: str, max_events: int
+def _batch(payload: dict, received: datetime, stamp: str, max_events: int, future: timedelta | None
            ) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]], int]:
     calls = payload.get("batch")
     if type(calls) is not list:
         if calls is None:
-            raise _Refused(400, "batch: missing: expected an array of calls", "batch")
-        raise _Refused(400, "batch: expected an array of calls", "batch")
+            raise Refused(400, "batch: missing: expected an array of calls", "batch")
+        raise Refused(400, "batch: expected an array of calls", "batch")
     if len(calls) > max_events:
-        raise _Refused(413, f"batch: {len(calls)} calls, at most {max_events} in one request", "batch")
+        raise Refused(413, f"batch: {len(calls)} calls, at most {max_events} in one request", "batch")
     context = payload.get("context")
     if type(context) is not dict:
         context = None
     sent_at = payload.get("sentAt")
+    if sent_at is not None:  # the batch's own: a request that is wrong as a whole, nothing taken
+        try:
+            sent_at = time_field(sent_at, "sentAt")
+        except MessageError as exc:
+            raise Refused(400, str(exc), "sentAt") from None
     rows: list[tuple[str, bytes]] = []
     rejected: list[dict[str, Any]] = []
     for index, raw in enumerate(calls):
         try:
-            if type(raw) is dict:
-                if context is not None and raw.get("context") is None:
-                    raw["context"] = context
-                if raw.get("timestamp") is None:
-                    _fill_time(raw, received, sent_at)
-            msg = parse_message(raw)
-            data = message_to_json(msg)
+            if context is not None and type(raw) is dict and raw.get("context") is None:
+                raw["context"] = context
+            data = _row(raw, received, sent_at, future)
         except MessageError as exc:
             rejected.append({"index": index, "field": exc.field, "message": exc.message})
-            continue
-        except (TypeError, ValueError) as exc:  # not JSON-serialisable: cannot come from orjson.loads
-            rejected.append({"index": index, "field": "message", "message": str(exc)})
             continue
         if len(data) > MAX_CALL_BYTES:
             rejected.append({"index": index, "field": "message",

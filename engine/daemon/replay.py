@@ -84,7 +84,7 @@ def _replay(root: Path, config: Any, program: Any, messages: Sequence[Any], unti
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     try:
-        app = create_app(config, path, {key})
+        app = create_app(config, path, {key}, historical=True)  # the log's times, as the dry-run takes them
         _signal_ingest(app, worker.wake)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
