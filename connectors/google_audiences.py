@@ -52,6 +52,13 @@ errors -> RetryableError; other 4xx -> PermanentError. A failing call fails ever
 carried (a failing `run` every action of its job). With partial failure enabled, an operation
 Google rejects (its index in `partialFailureError`'s GoogleAdsFailure) fails alone, with
 InvalidRecipient; the others go on into the job.
+
+Erasure. The removal queued when a user is forgotten (engine.daemon.erasure) must not keep the
+user's traits in the store while Google is unreachable: it carries `erasure_identifiers`, the
+UserIdentifiers above (hashed; addressInfo's country and postal code as Google takes them) under
+`PLATFORM`, taken from the profile before it was deleted, and `deliver` sends them as they are, the
+same bytes a removal read from the profile sends. A carried identifier whose hashed field is not
+SHA-256 hex is left out.
 """
 
 from __future__ import annotations
@@ -88,6 +95,9 @@ SECRETS = {"developer_token": "developer_token_env", "client_id": "client_id_env
            "client_secret": "client_secret_env", "refresh_token": "refresh_token_env"}
 SETTINGS = {"customer_id", "login_customer_id", "user_lists", "api_version", "batch_size", "timeout",
             "ad_user_data_consent", "ad_personalization_consent", "base_url", "oauth_url", *SECRETS.values()}
+PLATFORM = "google"  # the key of Google's identifiers in what an erasure removal carries
+_ADDRESS = {"hashedFirstName", "hashedLastName", "countryCode", "postalCode"}
+
 _RETRY_CODES = {"CONCURRENT_MODIFICATION", "RESOURCE_EXHAUSTED", "RESOURCE_TEMPORARILY_EXHAUSTED",
                 "INTERNAL_ERROR", "TRANSIENT_ERROR", "DEADLINE_EXCEEDED"}
 
@@ -108,6 +118,31 @@ def user_identifiers(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
         out.append({"addressInfo": {"hashedFirstName": ids.sha256_hex(first),
                                     "hashedLastName": ids.sha256_hex(last),
                                     "countryCode": code, "postalCode": postal}})
+    return out
+
+
+def erasure_identifiers(profile: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What the removal of a forgotten user carries for a connector of this type: the
+    UserIdentifiers `deliver` sends for that profile, under `PLATFORM`."""
+    return {PLATFORM: user_identifiers(profile)}
+
+
+def _carried_identifiers(carried: Any) -> list[dict[str, Any]]:
+    """The UserIdentifiers an erasure removal carries, as `user_identifiers` gives them: one
+    identifier each, every hashed field a SHA-256 hex digest."""
+    out: list[dict[str, Any]] = []
+    for ident in carried if isinstance(carried, list) else []:
+        if not isinstance(ident, Mapping) or len(ident) != 1:
+            continue
+        ((field_name, value),) = ident.items()
+        if field_name in ("hashedEmail", "hashedPhoneNumber"):
+            hashed = [value]
+        elif field_name == "addressInfo" and isinstance(value, Mapping) and set(value) == _ADDRESS:
+            hashed = [value["hashedFirstName"], value["hashedLastName"]]
+        else:
+            continue
+        if all(isinstance(v, str) and ids.is_sha256_hex(v) for v in hashed):
+            out.append({field_name: value})
     return out
 
 
@@ -237,7 +272,9 @@ class GoogleCustomerMatch:
         if self._missing:
             raise ConfigurationError(f"{self.name}: " + "; ".join(self._missing))
         user_list = self._user_list(delivery.target)
-        identifiers = user_identifiers(audience_profile(delivery))
+        carried = ids.prehashed(delivery.data, PLATFORM)
+        identifiers = (user_identifiers(audience_profile(delivery)) if carried is None
+                       else _carried_identifiers(carried))
         if not identifiers:
             raise InvalidRecipient("the profile has no email, phone or full address Customer Match can match on")
         op = "create" if delivery.kind == "audience_add" else "remove"

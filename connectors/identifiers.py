@@ -34,6 +34,12 @@ each country's trunk prefix handled (the UK's leading 0 goes, Italy's stays).
 Every function returns None for a value that cannot be normalised (empty, not an address, a phone
 number without a country), so a bad trait drops that identifier instead of sending a hash that can
 never match.
+
+A removal queued when a user is forgotten (engine.daemon.erasure) carries no trait in clear: only
+what its connector will send, hashed by these rules from the profile before it was deleted, under
+the platform's key (`prehashed`). The connectors send those hashes as they are, and only values
+that are SHA-256 hex where a hash is due (`is_sha256_hex`), so nothing carried is ever sent in clear
+for a hash.
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Mapping
 
 import phonenumbers
+
+from .base import ERASED
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -177,3 +185,12 @@ def meta_madid(value: Any) -> str | None:
 
 def is_sha256_hex(value: str) -> bool:
     return bool(_SHA256_HEX.match(value))
+
+
+def prehashed(data: Mapping[str, Any], platform: str) -> Any:
+    """What a removal queued when a user was forgotten carries for `platform` ("meta", "google"):
+    the hashes its connector sends, taken from the profile before it was deleted. None for any
+    other delivery, and for a removal an older daemon queued with the traits in clear (read from
+    them as from a profile, until a daemon opening the store hashes it)."""
+    carried = data.get(ERASED)
+    return carried.get(platform) if isinstance(carried, Mapping) else None

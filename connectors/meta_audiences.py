@@ -30,6 +30,12 @@ address or phone number is ever sent in clear. MADID is off by default: Meta doc
 unhashed (lower-cased), so it is only sent when `match_keys` names it. The access token travels in
 the `Authorization: Bearer` header, not in the URL or the body.
 
+Erasure. The removal queued when a user is forgotten (engine.daemon.erasure) must not keep the
+user's traits in the store while Meta is unreachable: it carries `erasure_identifiers`, the row
+above (each value hashed, MADID only when `match_keys` names it) under `PLATFORM`, taken from the
+profile before it was deleted, and `deliver` sends that row as it is, the same bytes a removal read
+from the profile sends. A carried value that should be a hash and is not SHA-256 hex is left out.
+
 Batching. `deliver` queues a delivery into its audience's add or remove batch and returns
 `Result(queued=True)`; a batch reaching `batch_size` (at most 10,000 rows, Meta's limit per request)
 is sent at once; `flush` sends what is left and returns, per action id, its Result or error,
@@ -85,6 +91,8 @@ UNHASHED_KEYS = ("MADID",)
 SETTINGS = {"ad_account_id", "access_token_env", "app_secret_env", "api_version", "audiences", "match_keys",
             "batch_size", "timeout", "base_url"}
 
+PLATFORM = "meta"  # the key of Meta's row in what an erasure removal carries
+
 _CONFIG_CODES = {10, 102, 190, 294} | set(range(200, 300))
 _RETRY_CODES = {1, 2, 4, 17, 32, 341, 368, 613, 80003}
 
@@ -103,6 +111,21 @@ def meta_row(profile: Mapping[str, Any], keys: tuple[str, ...] = DEFAULT_KEYS) -
     }
     return {k: (v if k in UNHASHED_KEYS else ids.sha256_hex(v))
             for k, v in raw.items() if v and k in keys}
+
+
+def erasure_identifiers(profile: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What the removal of a forgotten user carries for a connector of this type with `settings`
+    (its `[connectors.NAME]` table): the row `deliver` sends for that profile, under `PLATFORM`."""
+    return {PLATFORM: meta_row(profile, tuple(settings.get("match_keys", DEFAULT_KEYS)))}
+
+
+def _carried_row(carried: Any, keys: tuple[str, ...]) -> dict[str, str]:
+    """The row an erasure removal carries, as `meta_row` gives it: the connector's keys, each a
+    SHA-256 hex digest (MADID as it is)."""
+    if not isinstance(carried, Mapping):
+        return {}
+    return {k: v for k, v in carried.items() if k in keys and isinstance(v, str)
+            and (k in UNHASHED_KEYS or ids.is_sha256_hex(v))}
 
 
 @dataclass
@@ -181,7 +204,9 @@ class MetaCustomAudiences:
             raise ConfigurationError(
                 f"{self.name}: no Meta audience id for audience {delivery.target!r}; add it to "
                 f"[connectors.{self.name}] audiences = {{ {delivery.target} = \"<custom audience id>\" }}")
-        row = meta_row(audience_profile(delivery), self.match_keys)
+        carried = ids.prehashed(delivery.data, PLATFORM)
+        row = (meta_row(audience_profile(delivery), self.match_keys) if carried is None
+               else _carried_row(carried, self.match_keys))
         if not any(k in row for k in MATCHING_KEYS):
             raise InvalidRecipient(f"the profile has no {', '.join(k for k in MATCHING_KEYS if k in self.match_keys)} "
                                    "Meta can match on (or none in a valid form)")

@@ -6,6 +6,8 @@ fake Meta and Google servers)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import sqlite3
 import time
@@ -206,10 +208,15 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
     assert rows(db, "SELECT count(*) FROM profiles WHERE user_id = 'u1'") == [(0,)]
     assert rows(db, "SELECT count(*) FROM instances WHERE user_id = 'u1'") == [(0,)]
     assert rows(db, "SELECT count(*) FROM identities WHERE user_id = 'u1' OR alias = 'anon-1'") == [(0,)]
-    assert rows(db, "SELECT kind, target FROM outbox WHERE user_id = 'u1'") == [("audience_remove", "warm_browsers")]
+    ((key,),) = rows(db, "SELECT key FROM erasure")
+    keyed = {i: hmac.new(bytes.fromhex(key), i.encode(), hashlib.sha256).hexdigest() for i in ("u1", "anon-1")}
+    assert rows(db, "SELECT count(*) FROM outbox WHERE user_id IN ('u1', 'anon-1')") == [(0,)]
+    assert rows(db, "SELECT kind, target FROM outbox WHERE user_id = ?", keyed["u1"]) == [
+        ("audience_remove", "warm_browsers")]  # under the keyed hash of her id
     assert rows(db, "SELECT count(*) FROM trail WHERE user_id IN ('u1', 'anon-1')") == [(0,)]
-    assert rows(db, "SELECT count(*) FROM actions WHERE user = 'u1' AND json IS NOT NULL") == [(0,)]
-    assert {u for (u,) in rows(db, "SELECT user_id FROM forgotten")} >= {"u1", "anon-1"}
+    assert rows(db, "SELECT count(*) FROM actions WHERE user IN ('u1', 'anon-1')") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM actions WHERE user = ? AND json IS NULL", keyed["u1"])[0][0] > 0
+    assert {u for (u,) in rows(db, "SELECT id_hash FROM forgotten")} >= set(keyed.values())
     assert httpx.get(f"{d.url}/admin/users/u1", headers=BEARER).status_code == 404
     assert httpx.get(f"{d.url}/v1/profile/u1", auth=(PROFILE_KEY, "")).status_code == 404
     # u2 is untouched

@@ -191,6 +191,33 @@ def test_remove_is_a_remove_operation_in_its_own_job(google):
     assert g.tokens == 1                                 # the token is kept between calls
 
 
+def test_an_erasure_removal_sends_the_hashes_a_removal_of_the_profile_sends(google):
+    """A removal queued when a user is forgotten carries only what `erasure_identifiers` took from
+    the profile before it was deleted: the hashed UserIdentifiers (country and postal code in clear,
+    as Google takes them). The connector sends exactly what a removal read from the profile sends."""
+    from connectors.base import ERASED
+    from connectors.google_audiences import erasure_identifiers
+
+    profile = {"email": " Ann.Lee@Example.com ", "phone": "020 7946 0958", "country": "GB", "first_name": "Ann",
+               "last_name": "Lee-Smith", "zip": "SW1A 1AA", "plan": "gold"}
+    g, srv = google()
+    c = connector(srv.url)
+    carried = erasure_identifiers(profile, {})
+    text = json.dumps(carried).lower()
+    assert not any(raw in text for raw in ("ann", "lee", "7946", "gold")), carried
+    c.deliver(Delivery("a1", "audience_remove", "hot_browsers", "u1", profile=profile))
+    c.flush()
+    c.deliver(Delivery("a2", "audience_remove", "hot_browsers", "forgotten", data={ERASED: carried}))
+    assert isinstance(dict(c.flush())["a2"], Result)
+    normal, erased = (ops_of(r) for r in srv.requests if r["path"].endswith(":addOperations"))
+    assert erased == normal and len(normal[0]["remove"]["userIdentifiers"]) == 3
+    # what is carried is sent only as the hashes it must be: a value in clear is never sent
+    with pytest.raises(InvalidRecipient):
+        c.deliver(Delivery("a3", "audience_remove", "hot_browsers", "forgotten",
+                           data={ERASED: {"google": [{"hashedEmail": "ann.lee@example.com"}]}}))
+    assert c.flush() == [] and "ann.lee@example.com" not in json.dumps(srv.requests)
+
+
 def test_full_batches_are_added_at_once_and_run_on_flush(google):
     g, srv = google()
     c = connector(srv.url, batch_size=1000)

@@ -185,6 +185,38 @@ def test_madid_only_when_asked_and_sent_as_meta_documents(server):
     assert payload["data"] == [[h("a@example.com"), "aece52e7-03ee-455a-b3c4-e57283966239"]]
 
 
+def test_an_erasure_removal_sends_the_hashes_a_removal_of_the_profile_sends(server):
+    """A removal queued when a user is forgotten carries only what `erasure_identifiers` took from
+    the profile before it was deleted: Meta's hashes (and MADID, which Meta takes unhashed, only when
+    `match_keys` names it). The connector sends exactly what a removal read from the profile sends."""
+    from connectors.base import ERASED
+    from connectors.meta_audiences import DEFAULT_KEYS, KEYS, erasure_identifiers
+
+    profile = {"email": " Ann.Lee@Example.com ", "phone": "020 7946 0958", "country": "GB", "first_name": "Ann",
+               "last_name": "Lee-Smith", "zip": "SW1A 1AA", "mobile_advertising_id": "AB-12-CD"}
+    for keys in (DEFAULT_KEYS, KEYS):
+        srv = server()
+        c = connector(srv.url, match_keys=keys)
+        carried = erasure_identifiers(profile, {"match_keys": list(keys)})
+        text = json.dumps(carried).lower()
+        assert not any(raw in text for raw in ("ann", "lee", "7946", "sw1a")), carried
+        assert ("ab-12-cd" in text) == ("MADID" in keys)
+        c.deliver(Delivery("a1", "audience_remove", "hot_browsers", "u1", profile=profile))
+        c.flush()
+        c.deliver(Delivery("a2", "audience_remove", "hot_browsers", "forgotten", data={ERASED: carried}))
+        assert isinstance(dict(c.flush())["a2"], Result)
+        normal, erased = (form_of(r)[0] for r in srv.requests)
+        assert erased == normal and len(normal["schema"]) == len(keys)
+        assert all(r["method"] == "DELETE" for r in srv.requests)
+    # what is carried is sent only as the hashes it must be: a value in clear is never sent
+    srv = server()
+    c = connector(srv.url)
+    with pytest.raises(InvalidRecipient):
+        c.deliver(Delivery("a3", "audience_remove", "hot_browsers", "forgotten",
+                           data={ERASED: {"meta": {"EMAIL": "ann.lee@example.com", "FN": h("ann")}}}))
+    assert c.flush() == [] and srv.requests == []
+
+
 # ------------------------------------------------------------------ batching and sessions
 
 def test_25001_adds_are_three_requests_of_one_session(server):

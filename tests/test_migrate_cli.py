@@ -40,12 +40,14 @@ def test_migrate_a_postgres_schema_then_nothing_left_to_do(pg_url):
 
 
 def test_migrate_refuses_a_schema_from_a_newer_journeys(pg_url):
+    from engine.store.migrations import latest
     from engine.store.pg_store import PostgresStore
 
+    newer = latest() + 1
     with PostgresStore(pg_url) as s:
-        s.conn.execute("INSERT INTO schema_migrations (version) VALUES (7)")
+        s.conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (newer,))
     r = journeys("migrate", "--store", pg_url)
-    assert r.returncode == 1 and "version 7" in r.stderr and "upgrade Journeys" in r.stderr
+    assert r.returncode == 1 and f"version {newer}" in r.stderr and "upgrade Journeys" in r.stderr
     assert "Traceback" not in r.stderr
 
 

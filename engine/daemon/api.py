@@ -12,7 +12,11 @@ an event of the same user.
   (`Engine.update_profile`: `<channel>_unsubscribed = true`, or `unsubscribed` for a channel the
   engine does not know), so segments, exit rules and the delivery's consent check see it; a POST
   without that body is a 400 page. A token that does not verify is a 404 page; repeating a link
-  changes nothing more.
+  changes nothing more. The POST's body is read through the ingest's `read_body`, at most
+  `UNSUBSCRIBE_MAX_BYTES` (1,000: the One-Click body is 26 bytes, a multipart form of it a few
+  hundred): a longer one is a JSON 413 (`payload_too_large`), refused from Content-Length before
+  anything is read, or as soon as a chunked body passes the limit. The route is public: it must
+  not hold a stranger's 300 MB.
 - `GET /v1/profile/{user_id}`: the profile's traits (the site reads `home_banner`), for the keys
   `[ingest] profile_keys_env` names, as HTTP Basic user name or Bearer token. Write keys are not
   accepted: they ship in browsers and apps, and must not read other people's profiles.
@@ -36,19 +40,19 @@ written by the daemon's sink in the transaction of each state), oldest first, ea
 effect, ...}` with the same line as the dry-run and the effect's fields. Asking by an anonymous id
 or the user id gives the same trail: the rows under the profile id and all its aliases.
 
-Forgetting a user (GDPR erasure) deletes, in one transaction: the profile and its journeys in
-flight, the identities pointing to it, its outbox entries, its trail, and the payloads of its
-logged actions (the rows stay, without `json`, so journey counts still add up). In the same
-transaction it queues the removal of the user from every ad audience they are in, on every
-connector the audience syncs to (`engine.daemon.erasure`): those entries carry the few identifiers the
-connectors match on, captured before the profile goes, and are scrubbed of them once settled
-(`erasure.scrub`, a housekeeping job: engine.daemon.housekeeping). The answer lists them (`audiences_removed`). The
-user id and its aliases go into `forgotten(user_id, at)`, and the processor drops every later event
+Forgetting a user (GDPR erasure, `engine.daemon.erasure.forget`) deletes, in one transaction: the
+profile and its journeys in flight, the identities pointing to it, its outbox entries, its trail,
+the messages naming it in the inbox and `inbox_failed`, and the payloads of its logged actions (the
+rows stay, under keyed hashes, so journey counts still add up). In the same transaction it queues
+the removal of the user from every ad audience they are in, on every connector the audience syncs
+to: those entries carry only the hashes the platforms match on. The answer lists them
+(`audiences_removed`). The user id and its aliases go into `forgotten(id_hash, at, keyed)` as keyed
+hashes (HMAC-SHA256 under the store's erasure key), and the processor drops every later event
 naming one of them (`event_filter`), so a late or replayed event cannot bring the profile back.
 
 Both stores: the SQL here is written once (engine.store.sql: `?` placeholders, the dialect SQLite and
 PostgreSQL share) and runs on the store's own connection, a sqlite3 or a psycopg one. SQLite files
-get `forgotten` at run time; PostgreSQL has it, and `trail`, from its migrations.
+get `forgotten` and `erasure` at run time; PostgreSQL has them, and `trail`, from its migrations.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..store import sql
+from . import erasure
+from .erasure import forget  # DELETE /admin/users/{id}, with the admin API's reads and writes
 
 log = logging.getLogger("journeys.daemon")
 
@@ -74,31 +80,29 @@ ADMIN_TOKEN_ENV = "JOURNEYS_ADMIN_TOKEN"
 TIMEOUT = 30.0  # seconds a request waits for the worker
 RECENT_ACTIONS = 50
 TRACE_LIMIT = 100  # trail rows a trace shows unless `limit` says otherwise
+UNSUBSCRIBE_MAX_BYTES = 1000  # the body of POST /u/{token}: "List-Unsubscribe=One-Click", in a form
 
 
 # ---------------------------------------------------------------------- tombstones
 
 def event_filter(conn: Any) -> Callable[[Sequence[Any]], list[bool]]:
     """The processor's check, for a batch of messages in one query: False for a message that
-    names a forgotten user (user id, anonymous id or previous id). On a SQLite store's connection
-    it creates `forgotten` if missing; a PostgreSQL store has it from its migrations (version 2)."""
-    if sql.is_sqlite(conn):
-        conn.execute("CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
+    names a forgotten user (user id, anonymous id or previous id), whose keyed hash is a tombstone.
+    Called when the store is opened: on SQLite it creates the tables; tombstones an older daemon
+    wrote in clear are hashed (`erasure.prepare`)."""
+    key = erasure.prepare(conn)
 
     def keep(messages: Sequence[Any]) -> list[bool]:
-        named = [[i for i in (m.user_id, m.anonymous_id, getattr(m, "previous_id", None)) if i] for m in messages]
-        ids = sorted({i for ids in named for i in ids})
-        gone: set[str] = set()
-        for chunk in sql.chunks(ids):
-            gone.update(r[0] for r in sql.execute(
-                conn, f"SELECT user_id FROM forgotten WHERE user_id IN ({sql.marks(len(chunk))})", chunk))
-        return [gone.isdisjoint(ids) for ids in named]
+        named = [[erasure.keyed(key, i) for i in (m.user_id, m.anonymous_id, getattr(m, "previous_id", None)) if i]
+                 for m in messages]
+        gone = erasure.tombstoned(conn, sorted({h for hashes in named for h in hashes}))
+        return [gone.isdisjoint(hashes) for hashes in named]
 
     return keep
 
 
 def _is_forgotten(conn: Any, uid: str) -> bool:
-    return sql.execute(conn, "SELECT 1 FROM forgotten WHERE user_id = ?", (uid,)).fetchone() is not None
+    return bool(erasure.tombstoned(conn, [erasure.keyed(erasure.key(conn), uid)]))
 
 
 def _aliases(conn: Any, uid: str) -> set[str]:
@@ -107,8 +111,9 @@ def _aliases(conn: Any, uid: str) -> set[str]:
 
 
 # ---------------------------------------------------------------------- the admin API's reads and writes
-# Plain functions of the store (and, for forget, the outbox, clock and routes), run on the worker
-# thread by the routes below; tested on both stores directly (tests/test_daemon_pg_tables.py).
+# Plain functions of the store (and, for forget, engine.daemon.erasure's, the outbox, clock and
+# config), run on the worker thread by the routes below; tested on both stores directly
+# (tests/test_daemon_pg_tables.py).
 
 _ACTION_COLUMNS = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
 
@@ -211,44 +216,6 @@ def dead_letters(outbox: Any, state: str | None, limit: int) -> dict[str, Any]:
     return {"entries": [_entry_json(e) for e in sorted(found, key=lambda e: e.id)[:limit]]}
 
 
-def forget(store: Any, outbox: Any, any_id: str, now: Any, routes: Any) -> dict[str, Any]:
-    """`DELETE /admin/users/{id}`, inside the caller's transaction: erase the user (see the module
-    docstring), queue their removal from every ad audience, leave tombstones for `event_filter`."""
-    from ..store.serialize import utc_text
-    from . import trail
-    from .erasure import id_range, removals
-
-    conn = store.conn
-    uid = store.resolve(any_id) or any_id
-    state = store.load(uid)
-    ids = {any_id, uid} | (set(state.aliases) if state is not None else set()) | _aliases(conn, uid)
-    counts = {
-        "profiles": 1 if state is not None else 0,
-        "instances": sql.execute(conn, "SELECT count(*) FROM instances WHERE user_id = ?", (uid,)).fetchone()[0],
-    }
-    traits = state.traits if state is not None else {}
-    audiences = state.audiences if state is not None else frozenset()
-    queued, unrouted = removals(uid, traits, audiences, routes, now)
-    store.delete(uid)
-    listed, marks = sorted(ids), sql.marks(len(ids))
-    counts["identities"] = sql.execute(
-        conn, f"DELETE FROM identities WHERE user_id = ? OR alias IN ({marks})", (uid, *listed)).rowcount
-    # the user's entries, but not the audience removals an earlier forget queued: forgetting twice
-    # must not cancel them (the second finds no audiences left to queue again)
-    counts["outbox"] = sql.execute(conn, f"DELETE FROM outbox WHERE user_id IN ({marks}) AND (id < ? OR id >= ?)",
-                                   (*listed, *id_range())).rowcount
-    counts["action_payloads"] = sql.execute(
-        conn, f'UPDATE actions SET json = NULL WHERE "user" IN ({marks}) AND json IS NOT NULL', listed).rowcount
-    counts["trail"] = trail.forget(conn, listed)
-    outbox.add(queued)  # after the user's entries went: the removals are theirs now
-    at = utc_text(now)
-    sql.executemany(conn, "INSERT INTO forgotten (user_id, at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
-                    [(i, at) for i in listed])
-    return {"userId": uid, "forgotten": listed, "deleted": counts,
-            "audiences_removed": [{"audience": e.target, "connector": e.connector, "entry": e.id} for e in queued],
-            "audiences_not_removed": unrouted}
-
-
 def failed_messages(inbox: Any, limit: int) -> dict[str, Any]:
     """`GET /admin/inbox/failed`: the messages the engine could not take, oldest first, each as
     the JSON it was stored as (or its text, when that no longer parses)."""
@@ -323,8 +290,7 @@ def add_routes(app: Any, worker: Any) -> None:
     from ..core.delivery import CONSENT_TRAIT, channel_consent_trait
     from ..store.outbox import DEAD, DEAD_LETTERS, FAILED
     from . import trail
-    from .dispatch import Routes
-    from .ingest import _header_key
+    from .ingest import Refused, _header_key, read_body
 
     env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
     profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
@@ -377,7 +343,12 @@ def add_routes(app: Any, worker: Any) -> None:
         return _confirm_page(what(found[1]))
 
     async def one_click(token: str, request: Request) -> Response:
-        body = (await request.body())[:4096].decode("utf-8", "replace")
+        try:
+            raw = await read_body(request.headers.get("content-length"), None, request.stream(),
+                                  UNSUBSCRIBE_MAX_BYTES)
+        except Refused as refused:
+            return refused.response()
+        body = raw.decode("utf-8", "replace")
         if "List-Unsubscribe=One-Click" not in body:
             return _page("Bad request", "Expected List-Unsubscribe=One-Click (RFC 8058).", 400)
         found = await unsubscribe(token)
@@ -495,7 +466,7 @@ def add_routes(app: Any, worker: Any) -> None:
         if (refused := admin_refusal(request)) is not None:
             return refused
         return JSONResponse(await on_worker(in_transaction(lambda: forget(
-            worker.store, worker.outbox, user_id, worker.clock.now(), Routes.from_config(worker.config)))))
+            worker.store, worker.outbox, user_id, worker.clock.now(), worker.config))))
 
     async def admin_trace_by_query(request: Request) -> Response:
         """`GET /admin/trace?user=ID`: the trace of any id, one that ends in `/trace` included (the
