@@ -87,7 +87,8 @@ class Batching(Protocol):
 
 
 # Settings of `[connectors.NAME]` that the registry and the dispatcher read; never a connector's own.
-CONFIG_KEYS = frozenset({"channel", "type", "default", "rate", "burst", "concurrency"})
+CONFIG_KEYS = frozenset({"channel", "type", "default", "rate", "burst", "concurrency", "retry_for", "backoff_base",
+                         "backoff_max", "circuit_failures", "circuit_wait_max"})
 
 
 def check_settings(name: str, kind: str, settings: Mapping[str, Any], known: set[str] | frozenset[str]) -> None:

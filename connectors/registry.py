@@ -112,8 +112,12 @@ def build(config: ProjectConfig, root: Path, env: Mapping[str, str] | None = Non
     out: dict[str, Any] = {}
     for name, c in config.connectors.items():
         settings = {k: v for k, v in c.settings.items() if k not in CONFIG_KEYS}
-        out[name] = _guarded(name, c.channel, lambda: _one(name, c.type, settings, env, templates,
-                                                           config.project.public_url))
+
+        def make(name: str = name, c: Any = c, settings: dict = settings) -> Any:
+            retry_policy(name, c.settings)  # a retry setting that does not parse: shown by the preflight too
+            return _one(name, c.type, settings, env, templates, config.project.public_url)
+
+        out[name] = _guarded(name, c.channel, make)
     for name, w in config.webhooks.items():
         from .webhook import WebhookConnector
 
@@ -166,3 +170,63 @@ def delivery_limits(config: ProjectConfig) -> tuple[dict[str, tuple[float, int]]
                 raise ConfigurationError(f'connector "{name}": concurrency must be a whole number of at least 1')
             concurrency[name] = n
     return buckets, concurrency
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a connector's deliveries are retried, from `[connectors.NAME]` settings (every field in
+    seconds; webhooks take the defaults):
+
+        retry_for = "48h"        # retryable failures are retried until the action is this old,
+                                 # then it is a dead letter (a permanent error is one at once)
+        backoff_base = "2s"      # the first retry's delay; each next one doubles, with jitter,
+        backoff_max = "1h"       # up to this (or the provider's Retry-After, never past retry_for)
+        circuit_failures = 5     # consecutive retryable failures that open its circuit (0: never)
+        circuit_wait_max = "5m"  # the longest cool-down between two probes of an open circuit
+
+    The defaults ride out a provider's outage of two days."""
+
+    retry_for: float = 48 * 3600.0
+    backoff_base: float = 2.0
+    backoff_max: float = 3600.0
+    circuit_failures: int = 5
+    circuit_wait_max: float = 300.0
+
+
+RETRY_DURATIONS = {"retry_for": "48h", "backoff_base": "2s", "backoff_max": "1h", "circuit_wait_max": "5m"}
+
+
+def retry_policy(name: str, settings: Mapping[str, Any]) -> RetryPolicy:
+    """A connector's `RetryPolicy` from its settings; a ConfigurationError names the connector and
+    the setting that does not parse."""
+    from .webhook import parse_duration
+
+    values: dict[str, Any] = {}
+    for key, example in RETRY_DURATIONS.items():
+        if key not in settings:
+            continue
+        raw = settings[key]
+        try:
+            seconds = None if isinstance(raw, bool) else parse_duration(raw)
+        except ConfigurationError:
+            seconds = None
+        if seconds is None or seconds <= 0:
+            raise ConfigurationError(f'connector "{name}": {key} must be a duration such as "{example}" '
+                                     f"(units: ms, s, m, h), not {raw!r}")
+        values[key] = seconds
+    if "circuit_failures" in settings:
+        n = settings["circuit_failures"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigurationError(f'connector "{name}": circuit_failures must be a whole number (0: no circuit '
+                                     f"breaking), not {n!r}")
+        values["circuit_failures"] = n
+    policy = RetryPolicy(**values)
+    if policy.backoff_max < policy.backoff_base:
+        raise ConfigurationError(f'connector "{name}": backoff_max ({policy.backoff_max:g} s) is shorter than '
+                                 f"backoff_base ({policy.backoff_base:g} s)")
+    return policy
+
+
+def retry_policies(config: ProjectConfig) -> dict[str, RetryPolicy]:
+    """Every `[connectors.NAME]`'s `RetryPolicy` (`retry_policy`)."""
+    return {name: retry_policy(name, c.settings) for name, c in config.connectors.items()}

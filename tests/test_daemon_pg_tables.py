@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from connectors.base import ERASED
+from connectors.identifiers import sha256_hex
 from engine.store import sql
 from engine.runtime.clock import VirtualClock
 from engine.daemon.api import dead_letters, event_filter, failed_messages, forget, journey_counts, user_view
@@ -159,9 +160,12 @@ def test_trail_and_action_rows_wait_for_the_commit_and_go_with_a_rollback(store)
     assert logged() == (["alone", "kept"], ["a-alone", "a-kept"])
 
 
-def test_forget_deletes_everything_and_leaves_a_tombstone_the_filter_honours(store, project):
+def test_forget_deletes_everything_and_leaves_a_tombstone_the_filter_honours(store, project, tmp_path):
+    from engine.daemon.erasure import keyed
+
     lines = run(store, project, until=None)
     del lines
+    config = load_checked(tmp_path / "p")[0].config
     outbox = store.outbox
     assert {e.user_id for e in outbox.by_state("pending")} == {"u1", "u2"}
     keep = event_filter(store.conn)
@@ -170,36 +174,43 @@ def test_forget_deletes_everything_and_leaves_a_tombstone_the_filter_honours(sto
     traced = len(read(store.conn, ["u1", "a-1"], 1000))
     now = t("2026-03-05 09:00")
     with store.transaction():
-        body = forget(store, outbox, "a-1", now, project[1])
+        body = forget(store, outbox, "a-1", now, config)
     assert body["userId"] == "u1" and body["forgotten"] == ["a-1", "u1"]
     assert body["deleted"]["profiles"] == 1 and body["deleted"]["instances"] == 1
     assert body["deleted"]["identities"] == 1 and body["deleted"]["trail"] == traced > 0
     assert body["deleted"]["outbox"] >= 1 and body["deleted"]["action_payloads"] >= 1
     assert [(a["audience"], a["connector"]) for a in body["audiences_removed"]] == [("warm", "meta")]
     q = lambda text, *p: sql.execute(store.conn, text, p).fetchall()  # noqa: E731
+    ((key,),) = q("SELECT key FROM erasure")
+    h = lambda i: keyed(bytes.fromhex(key), i)  # noqa: E731
     assert store.load("u1") is None and store.resolve("a-1") is None
     assert q("SELECT count(*) FROM trail WHERE user_id IN ('u1', 'a-1')") == [(0,)]
     assert q("SELECT count(*) FROM identities WHERE user_id = 'u1'") == [(0,)]
-    assert q('SELECT count(*) FROM actions WHERE "user" = ? AND json IS NOT NULL', "u1") == [(0,)]
-    assert q('SELECT count(*) FROM actions WHERE "user" = ?', "u1")[0][0] > 0  # the rows stay
-    left = [e for e in outbox.by_state("pending") if e.user_id == "u1"]
-    assert [e.kind for e in left] == ["audience_remove"]  # only the removal, carrying the identifiers
-    assert json.loads(left[0].payload)["data"][ERASED] == {"email": "ann@example.com"}
+    assert q('SELECT count(*) FROM actions WHERE "user" IN (?, ?)', "u1", "a-1") == [(0,)]
+    assert q('SELECT count(*) FROM actions WHERE "user" = ? AND json IS NOT NULL', h("u1")) == [(0,)]
+    assert q('SELECT count(*) FROM actions WHERE "user" = ?', h("u1"))[0][0] > 0  # the rows stay, keyed
+    left = [e for e in outbox.by_state("pending") if e.user_id == h("u1")]
+    assert [e.kind for e in left] == ["audience_remove"]  # only the removal, carrying Meta's hashes
+    assert json.loads(left[0].payload)["data"][ERASED] == {"meta": {"EMAIL": sha256_hex("ann@example.com")}}
+    assert not [e for e in outbox.by_state("pending") if e.user_id in ("u1", "a-1")]
     assert keep([msg, message(("2026-03-05 10:00", ("anon", "a-1"), "Page Viewed")),
                  message(("2026-03-05 10:00", "u2", "Page Viewed"))]) == [False, False, True]
     assert keep([]) == []
-    assert q("SELECT user_id, at FROM forgotten ORDER BY user_id") == [
-        ("a-1", "2026-03-05T09:00:00.000000Z"), ("u1", "2026-03-05T09:00:00.000000Z")]
+    assert q("SELECT id_hash, at FROM forgotten ORDER BY id_hash") == sorted(
+        [(h("a-1"), "2026-03-05T09:00:00.000000Z"), (h("u1"), "2026-03-05T09:00:00.000000Z")])
     assert read(store.conn, ["u2"], 1000)  # another user's trail stays
     with store.transaction():  # forgetting again: nothing more, the same tombstones
-        again = forget(store, outbox, "u1", now, project[1])
+        again = forget(store, outbox, "u1", now, config)
     assert again["deleted"]["profiles"] == 0 and again["deleted"]["trail"] == 0
+    assert again["deleted"]["action_payloads"] == 0
     assert q("SELECT count(*) FROM forgotten") == [(2,)]
-    assert [e.id for e in outbox.by_state("pending") if e.user_id == "u1"] == [left[0].id]  # still queued
+    assert [e.id for e in outbox.by_state("pending") if e.user_id == h("u1")] == [left[0].id]  # still queued
 
-    # the removal settles: its carried identifiers are scrubbed, once
+    # a dead letter keeps its hashes, for an operator's retry; a delivered removal drops them, once
     removal = left[0]
     with store.transaction():
+        outbox.save(removal.evolve(state=FAILED, attempts=1))
+        assert scrub(store.conn) == 0
         outbox.save(removal.evolve(state=DELIVERED, attempts=1))
         assert scrub(store.conn) == 1
         assert scrub(store.conn) == 0
@@ -424,6 +435,9 @@ EXPECTED_FAMILIES = {
     "journeys_worker_processed_total": ["journeys_worker_processed_total"],
     "journeys_events_failed_total": ["journeys_events_failed_total"],
     "journeys_runs_parked_total": [],
+    "journeys_connector_circuit_open": [],  # no deliveries in this test: no connector has a circuit yet
+    "journeys_connector_down_since_seconds": [],
+    "journeys_connector_consecutive_failures": [],
     "journeys_messages_received_total": [],
     "journeys_actions_total": [f'journeys_actions_total{{channel="{c}",outcome="{o}"}}' for c, o in (
         ("audience_add", "suppressed"), ("audience_add", "updated"), ("audience_remove", "updated"),

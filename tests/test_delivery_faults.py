@@ -13,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from connectors.registry import RetryPolicy
 from connectors.webhook import WebhookConnector
 from engine.core.effects import Action
-from engine.daemon.dispatch import Backoff, Dispatcher, OutboxSink, Routes
+from engine.daemon.dispatch import Dispatcher, OutboxSink, Routes
 from engine.store.outbox import DEAD, DELIVERED, MemoryOutbox
 from journeys.config import WebhookConfig
 
@@ -64,8 +65,9 @@ def action(n: int) -> Action:
 
 
 def run(outbox, connector, until: timedelta, step=timedelta(seconds=10)):
-    d = Dispatcher(outbox, {"webhook:crm": connector}, profiles=lambda uid: {}, max_attempts=5,
-                   backoff=Backoff(base=1.0, rng=random.Random(7)), workers=4)
+    # retries from a 1 s base for 40 s: a retry every 10 s step, the fifth attempt at the deadline
+    d = Dispatcher(outbox, {"webhook:crm": connector}, profiles=lambda uid: {}, workers=4,
+                   policies={"webhook:crm": RetryPolicy(retry_for=40, backoff_base=1.0)}, rng=random.Random(7))
     now = T0
     while now <= T0 + until:
         d.run_due(now)
@@ -75,7 +77,7 @@ def run(outbox, connector, until: timedelta, step=timedelta(seconds=10)):
 
 def test_every_action_ends_delivered_once_or_failed_with_its_reason(endpoint):
     Endpoint.script = {"u1": [500, 500, 200], "u2": [429, 200], "u3": ["hang", 200], "u4": [400],
-                       "u5": [503]}  # u5 keeps failing: dead after 5 attempts
+                       "u5": [503]}  # u5 keeps failing: dead once its 40 s of retries are over, after 5 attempts
     outbox = MemoryOutbox()
     OutboxSink(outbox, Routes({}, {}, frozenset({"crm"}))).emit([action(n) for n in range(1, 7)])
     url = f"http://127.0.0.1:{endpoint.server_port}/hook"

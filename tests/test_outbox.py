@@ -1,5 +1,5 @@
 """The outbox and the dispatcher: recorded before delivery, delivered once, retried with backoff,
-failed with the provider's answer, dead after the attempts run out, held back by rate limits."""
+failed with the provider's answer, dead once their connector's retry_for is over, held back by rate limits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from connectors.base import Result
 from connectors.errors import InvalidRecipient, PermanentError, RetryableError
 from connectors.recording import RecordingConnector
-from engine.daemon.dispatch import Backoff, Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
+from connectors.registry import RetryPolicy
+from engine.daemon.dispatch import Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
 from engine.core.effects import Action
 from engine.store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, MemoryOutbox, SqliteOutbox
 from engine.store.pg_outbox import PostgresOutbox
@@ -42,7 +43,7 @@ def outbox(request, tmp_path):
 
 def dispatcher(outbox, connectors, **kw):
     return Dispatcher(outbox, connectors, profiles=lambda uid: {"email": f"{uid}@example.com"},
-                      backoff=Backoff(rng=random.Random(1)), **kw)
+                      rng=random.Random(1), **kw)
 
 
 def test_routing_by_channel_via_audience_and_webhook():
@@ -103,15 +104,17 @@ def test_permanent_errors_are_recorded_with_the_answer_and_stale_tokens_reported
     assert stale == [("u2", "fcm", "tok-1")]
 
 
-def test_dead_after_max_attempts_and_an_operator_retry(outbox):
+def test_dead_once_its_retry_for_has_passed_and_an_operator_retry(outbox):
     OutboxSink(outbox, ROUTES).emit([action(1)])
     smtp = RecordingConnector("smtp", fail=[RetryableError("down")] * 3)
-    d = dispatcher(outbox, {"smtp": smtp}, max_attempts=3)
+    d = dispatcher(outbox, {"smtp": smtp}, policies={"smtp": RetryPolicy(retry_for=3 * 3600)})
     now = T0
     for _ in range(3):
         d.run_due(now)
         now = now + timedelta(hours=2)
+    # retried at T0 and T0 + 2h; at T0 + 4h its 3 hours are over: dead after its third attempt
     assert outbox.get("a1:smtp").state == DEAD and [e.id for e in outbox.by_state(DEAD)] == ["a1:smtp"]
+    assert outbox.get("a1:smtp").attempts == 3
     assert d.retry_dead("a1:smtp", now)
     d.run_due(now)
     assert outbox.get("a1:smtp").state == DELIVERED and len(smtp.delivered) == 1

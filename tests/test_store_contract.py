@@ -513,7 +513,8 @@ def test_postgres_schema_migrations_and_indexes(pg_url):
         tables = {r[0] for r in q("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
                                   (s.schema,))}
         assert tables == {"schema_migrations", "profiles", "identities", "messages", "actions", "instances", "outbox",
-                          "inbox", "inbox_failed", "partitions", "workers", "schedule_runs", "forgotten", "trail"}
+                          "inbox", "inbox_failed", "partitions", "workers", "schedule_runs", "forgotten", "trail",
+                          "erasure"}
         assert q("SELECT count(*) FROM information_schema.tables WHERE table_name = 'profiles' "
                  "AND table_schema = 'public'").fetchone() == (0,)  # nothing outside its schema
         assert q("SELECT collation_name FROM information_schema.columns WHERE table_schema = %s "
@@ -524,10 +525,16 @@ def test_postgres_schema_migrations_and_indexes(pg_url):
         plan = "\n".join(r[0] for r in q("EXPLAIN SELECT wake, user_id FROM profiles WHERE wake <= now() "
                                          "ORDER BY wake, user_id LIMIT 1"))
         assert "profiles_wake" in plan and "Sort" not in plan, plan
-        from engine.store.pg_outbox import _DUE
+        from engine.store.outbox import CONNECTORS
+        from engine.store.pg_outbox import _COLUMNS, _LINE
 
-        plan = "\n".join(r[0] for r in q("EXPLAIN " + _DUE, (datetime.now(timezone.utc), [], 8)))
-        assert "outbox_open" in plan and "Sort" not in plan, plan  # the open entries only, in order
+        plan = "\n".join(r[0] for r in q("EXPLAIN " + _LINE.format(_COLUMNS), ("smtp", datetime.now(timezone.utc), 8)))
+        assert "outbox_open_connector" in plan and "Sort" not in plan, plan  # a connector's open entries, in order
+        plan = "\n".join(r[0] for r in q("EXPLAIN " + CONNECTORS))
+        assert "outbox_open_connector" in plan and "Seq Scan" not in plan, plan  # a seek per connector
+        plan = "\n".join(r[0] for r in q("EXPLAIN SELECT min(next_at) FROM outbox "
+                                         "WHERE state IN ('pending', 'sending')"))
+        assert "outbox_open " in plan, plan  # the delivery loop's next due time: the first of the open entries
     with PostgresStore(pg_url) as s:  # reopening applies nothing twice
         assert [r[0] for r in s.conn.execute("SELECT version FROM schema_migrations ORDER BY 1")] == \
             list(range(1, latest() + 1))

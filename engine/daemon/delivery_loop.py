@@ -13,9 +13,13 @@ settlements (one transaction per round of deliveries, never held across a provid
 readers go on; writers wait for each other up to the connection's busy timeout.
 
 What crosses threads: `poke()` (an Event), `reconfigure(config)` (taken between rounds: the old
-connectors' batches are flushed and closed, the new ones built), and the profile updates a
-delivery asks for (a dead push token), which go to the processor (`on_stale`), because only the
-engine changes profiles.
+connectors' batches are flushed and closed, the new ones built; the connectors' circuits carry
+over), the profile updates a delivery asks for (a dead push token), which go to the processor
+(`on_stale`), because only the engine changes profiles, and `circuits()` for /metrics.
+
+A connector whose circuit is open (`engine.daemon.dispatch.Circuit`) has its entries left out of
+the loop's look at what is due next: the loop sleeps until its next probe, not in a busy loop
+over entries it may not take.
 """
 
 from __future__ import annotations
@@ -86,6 +90,11 @@ class DeliveryLoop:
         self._pending_config = config
         self.wake.set()
 
+    def circuits(self) -> dict[str, dict[str, float]]:
+        """Each connector's circuit (`Dispatcher.circuit_view`), from any thread."""
+        dispatcher = self.dispatcher
+        return dispatcher.circuit_view() if dispatcher is not None else {}
+
     def _main(self) -> None:
         from ..store.open import open_store
         from ..store.urls import is_postgres
@@ -123,12 +132,13 @@ class DeliveryLoop:
     # ------------------------------------------------------------------ connectors
 
     def _dispatcher(self, config: Any) -> Any:
-        from connectors.registry import build, delivery_limits
+        from connectors.registry import build, delivery_limits, retry_policies
 
         from .dispatch import Dispatcher, TokenBucket, lease_seconds
 
         store = self.store
         buckets, concurrency = delivery_limits(config)
+        policies = retry_policies(config)
         connectors = build(config, self.root, self.environ)
 
         def profile(uid: str) -> dict[str, Any]:
@@ -139,7 +149,8 @@ class DeliveryLoop:
             self.outbox, connectors, profiles=profile, on_stale=self.on_stale, transaction=store.transaction,
             limits={n: TokenBucket(rate, burst) for n, (rate, burst) in buckets.items()},
             concurrency=concurrency, workers=max(4, sum(concurrency.values()) if concurrency else 4),
-            lease=lease_seconds(self.environ or None))
+            lease=lease_seconds(self.environ or None), policies=policies,
+            circuits=self.dispatcher.circuits if self.dispatcher is not None else None)
 
     def _close_dispatcher(self) -> None:
         dispatcher = self.dispatcher
@@ -230,13 +241,25 @@ class DeliveryLoop:
                 return ids
 
     def _next_due(self) -> datetime | None:
-        """When the earliest pending entry (or lease) is due; None when there is none."""
-        from ..store.outbox import _from_t
+        """When the earliest pending entry (or lease) is due, or the next probe of an open circuit;
+        None when there is none. The entries an open circuit holds back are left out (the loop
+        would wake at once for what it may not take): when the earliest is one, each other
+        connector's earliest is read instead, one index seek each."""
+        from ..store import sql
+        from ..store.outbox import OPEN, _from_t
 
-        row = self.store.conn.execute("SELECT min(next_at) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()
-        if not row or not row[0]:
-            return None
-        return _from_t(row[0]) if isinstance(row[0], str) else row[0]  # SQLite text, PostgreSQL timestamptz
+        conn, dispatcher = self.store.conn, self.dispatcher
+        first = sql.execute(conn, f"SELECT connector, next_at FROM outbox WHERE {OPEN} ORDER BY next_at, id LIMIT 1"
+                            ).fetchone()
+        times = [first[1]] if first else []
+        down = dispatcher.down()
+        if first and first[0] in down:
+            seek = f"SELECT min(next_at) FROM outbox WHERE {OPEN} AND connector = ?"
+            times = [sql.execute(conn, seek, (name,)).fetchone()[0] for name in dispatcher.connectors
+                     if name not in down]
+        due = [_from_t(t) if isinstance(t, str) else t for t in times if t]  # SQLite text, PostgreSQL timestamptz
+        probe = dispatcher.next_probe()
+        return min(due + ([probe] if probe is not None else []), default=None)
 
     def _until(self, due: datetime | None) -> float:
         """Seconds until `due` (the next entry's time; MAX_IDLE when there is none)."""

@@ -14,7 +14,8 @@ heartbeat, poke, hand, reconfigure) and speaks to the child over a pipe:
     daemon → child    b"p" (poke: commits to look at), ("hand", entry ids leased to it: start them),
                       ("config", ProjectConfig), ("stop", timeout)
     child → daemon    ("ready",) | ("error", exception), ("beat", seconds since the loop's last round,
-                      loop alive), ("stale", user, connector, address), ("stopped",)
+                      loop alive), ("stale", user, connector, address), ("circuits", each connector's
+                      circuit, when it changed: for /metrics), ("stopped",)
 
 Failure: the child dies with the daemon (PR_SET_PDEATHSIG: after a kill -9 of the daemon no
 orphan keeps delivering while the restarted daemon releases its leases); if the child dies alone,
@@ -54,6 +55,7 @@ class DeliveryProcess:
         self._reader: threading.Thread | None = None
         self._stopped = threading.Event()
         self._unsent: list[str] = []  # handed while no child ran (its successor's start released older leases)
+        self._circuits: dict[str, dict[str, float]] = {}  # as the child last said
 
     # ------------------------------------------------------------------ the worker's interface
 
@@ -98,6 +100,10 @@ class DeliveryProcess:
     def reconfigure(self, config: Any) -> None:
         self.config = config
         self._send(("config", config))
+
+    def circuits(self) -> dict[str, dict[str, float]]:
+        """Each connector's circuit, as the child last said (`DeliveryLoop.circuits`)."""
+        return self._circuits
 
     # ------------------------------------------------------------------ the pipe
 
@@ -162,6 +168,8 @@ class DeliveryProcess:
                     self.on_stale(*message[1:])
                 except Exception:  # noqa: BLE001
                     log.exception("a stale address could not be handed to the worker")
+            elif kind == "circuits":
+                self._circuits = message[1]
 
     def _restart(self) -> None:
         with self._send_lock:
@@ -237,11 +245,16 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
         return
     send(("ready",))
     next_beat = 0.0
+    circuits: dict[str, dict[str, float]] = {}
     while True:
         now = time.monotonic()
         if now >= next_beat:
             send(("beat", max(0.0, now - loop.heartbeat), loop.running))
             next_beat = now + BEAT_EVERY
+            view = loop.circuits()
+            if view != circuits:
+                circuits = view
+                send(("circuits", circuits))
         if not conn.poll(max(0.0, next_beat - time.monotonic())):
             continue
         try:

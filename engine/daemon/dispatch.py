@@ -8,11 +8,18 @@ and dead letters.
 - `OutboxSink` is the daemon's sink: it writes each action that passed the delivery steps into the
   outbox (one entry per connector), in the transaction of the state that produced it.
 - `Dispatcher.run_due(now)` attempts what is due. A retryable error reschedules the entry with
-  exponential backoff and jitter (or the provider's Retry-After when it is longer); a permanent
-  error is recorded with the provider's answer; an invalid recipient also tells `on_stale` which
-  address or token to remove from the profile; after `max_attempts` an entry is dead, and
-  `retry_dead` puts it back. A token bucket per connector holds entries back (without counting an
-  attempt) when the connector's rate is used up.
+  exponential backoff and jitter (or the provider's Retry-After when it is longer), never past its
+  deadline: its action's time plus its connector's `retry_for` (`connectors.registry.RetryPolicy`,
+  48 h by default); a retryable failure at the deadline makes it dead, and `retry_dead` puts it
+  back. A permanent error is recorded with the provider's answer; an invalid recipient also tells
+  `on_stale` which address or token to remove from the profile. A token bucket per connector holds
+  entries back (without counting an attempt) when the connector's rate is used up.
+- A circuit per connector (`Circuit`): after `circuit_failures` consecutive retryable failures it
+  opens, and none of the connector's entries is taken (they stay pending, no attempt counted) but
+  one probe per cool-down (15 s, doubling up to `circuit_wait_max`, or the provider's Retry-After);
+  a success closes it. Claims skip an open connector, so its backlog never holds up another's
+  deliveries; the entries it holds back past their deadline become dead letters as its probe
+  rounds reach them. A permanent error neither opens nor closes it.
 - Batching connectors take deliveries into batches (`queued`); `flush` sends them and settles
   each entry by its result.
 """
@@ -33,7 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from connectors.base import Delivery, Result, delivery_of
 from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
-from connectors.registry import Routes, RoutingError, route  # noqa: F401 - the routing, shared with connectors.preflight
+from connectors.registry import RetryPolicy, Routes, RoutingError, route  # noqa: F401 - the routing, shared with connectors.preflight
 
 from ..core.effects import SENT, Action, Effect
 from ..store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
@@ -43,6 +50,9 @@ log = logging.getLogger("journeys.delivery")
 FULL = object()  # Dispatcher._admit: the connector's pool has no room
 LEASE = 120.0  # seconds an attempt may take before its entry can be taken again (longer than any timeout)
 MAX_HELD = 10_000  # handed entries waiting in memory for room in their pool; the rest go back to the outbox
+FIRST_PROBE = 15.0  # seconds from a circuit's opening to its first probe; each failed probe doubles it
+PROBE_LOOK = 100  # entries of an open connector a probe round reads: the probe, and those past their deadline
+DEFAULT_POLICY = RetryPolicy()  # a connector's without settings of its own (a webhook's)
 
 
 def lease_seconds(environ: Mapping[str, str] | None = None) -> float:
@@ -128,7 +138,9 @@ def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:
 
 
 def retry_dead(outbox: Outbox, entry_id: str, now: datetime) -> bool:
-    """An operator's retry of a dead (or failed) entry: pending again, attempts reset."""
+    """An operator's retry of a dead (or failed) entry: pending again, attempts reset. One past its
+    connector's `retry_for` gets one attempt (none while the connector's circuit is open: it is dead
+    again at the circuit's next probe round)."""
     entry = outbox.get(entry_id)
     if entry is None or entry.state not in (DEAD, FAILED):
         return False
@@ -165,9 +177,55 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
-        d = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        d = min(self.cap, self.base * 2 ** min(max(0, attempts - 1), 64))  # (a week of retries: no float overflow)
         d = d / 2 + self.rng.uniform(0, d / 2)
         return max(d, retry_after or 0.0)
+
+
+@dataclass
+class Circuit:
+    """A connector's circuit breaker. Closed (`opened == 0`), its deliveries go out. After its
+    policy's `circuit_failures` consecutive retryable failures it opens: none of its entries is
+    taken until `probe_at`, when one goes alone as the probe; the probe's failure opens it again
+    for twice as long (up to `circuit_wait_max`), any success closes it."""
+
+    failures: int = 0  # consecutive retryable failures
+    down_since: datetime | None = None  # the first of them
+    error: str = ""  # the last one's answer
+    opened: int = 0  # times opened since the last success: the cool-down doubles with each
+    probe_at: datetime | None = None  # when the next probe may go
+    probe: str | None = None  # the entry id of the probe in flight
+    probe_until: datetime | None = None  # its lease: a probe never settled (a batch never flushed) is given up
+    look_at: datetime | None = None  # when the entries it holds back are next read for their deadlines
+
+    def waiting(self, now: datetime) -> bool:
+        """Open, and no probe may go now (one is in flight, or the cool-down is not over)."""
+        return self.opened > 0 and now < self._probe_time()
+
+    def _probe_time(self) -> datetime:
+        return self.probe_until if self.probe is not None else self.probe_at
+
+    def next_round(self) -> datetime | None:
+        """Open: when its next probe may go or its held entries are next read, whichever is first."""
+        return min(self._probe_time(), self.look_at) if self.opened else None
+
+
+class Circuits:
+    """The circuits of a delivery loop's connectors, kept across a reload's new dispatcher. Only
+    the delivery thread changes them; `view` is replaced whole after each change, for /metrics to
+    read from another thread."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Circuit] = {}
+        self.view: dict[str, dict[str, float]] = {}
+
+    def publish(self) -> None:
+        self.view = {name: {"open": 1 if c.opened else 0,
+                            "down_since": c.down_since.timestamp() if c.opened and c.down_since else 0.0,
+                            "failures": c.failures} for name, c in self.by_name.items()}
+
+
+CLOSED = {"open": 0, "down_since": 0.0, "failures": 0}  # a circuit's view with nothing to report
 
 
 ProfileLookup = Callable[[str], Mapping[str, Any]]
@@ -191,17 +249,22 @@ class Dispatcher:
     """
 
     def __init__(self, outbox: Outbox, connectors: Mapping[str, Any], *, profiles: ProfileLookup,
-                 max_attempts: int = 8, backoff: Backoff | None = None,
+                 policies: Mapping[str, RetryPolicy] | None = None, rng: random.Random | None = None,
                  limits: Mapping[str, TokenBucket] | None = None, on_stale: StaleHandler | None = None,
                  workers: int = 1, concurrency: Mapping[str, int] | None = None,
-                 transaction: Callable[[], AbstractContextManager] = nullcontext, lease: float = LEASE):
+                 transaction: Callable[[], AbstractContextManager] = nullcontext, lease: float = LEASE,
+                 circuits: Circuits | None = None):
         """`transaction`: the outbox's, so a round's claims and outcomes are each one commit (never
         held open across a provider's call). `workers=1`: attempts run on the caller's thread,
-        one at a time (deterministic tests)."""
+        one at a time (deterministic tests). `policies`: each connector's retries and circuit (a
+        connector not named has the defaults); `rng`: the backoff's jitter. `circuits`: those of
+        the dispatcher this one replaces (a reload), so a provider that is down stays so."""
         self.outbox, self.connectors, self.profiles = outbox, connectors, profiles
         self.transaction = transaction
-        self.max_attempts = max_attempts
-        self.backoff = backoff or Backoff()
+        self.policies = dict(policies or {})
+        self.rng = rng or random.Random()
+        self._backoffs: dict[str, Backoff] = {}
+        self.circuits = circuits or Circuits()
         self.limits = dict(limits or {})
         self.on_stale = on_stale
         self.workers = workers
@@ -234,7 +297,7 @@ class Dispatcher:
         ready = self._claim(now, limit, bounded)
         for entry, connector in ready:
             self._start(entry, connector, on_done)
-        return len(ready)
+        return len(ready) + self._start_probes(now, on_done)
 
     def _start(self, entry: Entry, connector: Any, on_done: Callable[[], None]) -> None:
         self.in_flight[entry.id] = entry.connector
@@ -335,8 +398,7 @@ class Dispatcher:
         settled = []
         for entry, outcome in done:
             self.in_flight.pop(entry.id, None)
-            settled.append(self._failed(entry, outcome, now) if isinstance(outcome, DeliveryError)
-                           else self._succeeded(entry, outcome))
+            settled.append(self._settled(entry, outcome, now))
         with self.transaction():  # one statement for the round's outcomes
             self.outbox.save_many(settled)
         return len(done)
@@ -345,10 +407,14 @@ class Dispatcher:
         busy = Counter(self.in_flight.values())
         room = self._room if bounded else (lambda name: limit)
         full = {name for name, n in busy.items() if n >= room(name)}
+        # what each pool can take: the claim reads no more of a connector, however many of its
+        # entries wait, and one connector's backlog leaves room in the round for the others' (an
+        # entry of a connector not configured is failed at once: up to `limit` of those)
+        free = {name: room(name) - busy[name] for name in self.connectors} if bounded else None
         ready: list[tuple[Entry, Any]] = []
         writes: list[Entry] = []  # the leases, and what is held back or failed: one statement
         with self.transaction():
-            for entry in self.outbox.due(now, limit, skip=full):
+            for entry in self.outbox.due(now, limit, skip=full | self.down(), room=free):
                 if entry.id in self.in_flight:
                     continue  # still in flight here (its lease ran out first)
                 self.held.get(entry.connector, {}).pop(entry.id, None)  # its lease ran out while it waited
@@ -374,11 +440,21 @@ class Dispatcher:
         connector = self.connectors.get(entry.connector)
         if connector is None:
             return entry.evolve(state=FAILED, last_error=f'no connector named "{entry.connector}"')
+        circuit = self.circuits.by_name.get(entry.connector)
+        if circuit is not None and circuit.opened:
+            if now >= self._deadline(entry):  # held back by the circuit until its time ran out
+                log.warning("%s: not delivered within retry_for while %s is down (dead letter): %s", entry.id,
+                            entry.connector, circuit.error)
+                return entry.evolve(state=DEAD, last_error=entry.last_error or circuit.error)
+            if circuit.waiting(now):
+                return FULL
         bucket = self.limits.get(entry.connector)
         if bucket is not None:
             wait = bucket.take(now)
             if wait > 0:
                 return entry.evolve(state=PENDING, next_at=now + timedelta(seconds=wait))
+        if circuit is not None and circuit.opened:  # the one attempt an open circuit lets through
+            circuit.probe, circuit.probe_until = entry.id, now + self.lease
         busy[entry.connector] += 1
         if busy[entry.connector] >= room(entry.connector):
             full.add(entry.connector)
@@ -418,19 +494,124 @@ class Dispatcher:
                 entry = waiting.get(action_id)
                 if entry is None:
                     continue
-                if isinstance(outcome, DeliveryError):
-                    settled.append(self._failed(entry, outcome, now))
-                elif isinstance(outcome, Exception):
-                    settled.append(self._failed(entry, RetryableError(f"connector error: {outcome}"), now))
-                else:
-                    settled.append(self._succeeded(entry, outcome))
+                if isinstance(outcome, Exception) and not isinstance(outcome, DeliveryError):
+                    outcome = RetryableError(f"connector error: {outcome}")
+                settled.append(self._settled(entry, outcome, now))
             with self.transaction():
                 self.outbox.save_many(settled)
 
     def retry_dead(self, entry_id: str, now: datetime) -> bool:
         return retry_dead(self.outbox, entry_id, now)
 
+    # ------------------------------------------------------------------ circuits
+
+    def down(self) -> set[str]:
+        """The connectors whose circuits are open: claims skip them (`_start_probes` probes them)."""
+        return {name for name, c in self.circuits.by_name.items() if c.opened and name in self.connectors}
+
+    def next_probe(self) -> datetime | None:
+        """When `start_due` has the next probe round of an open circuit to run (None: no circuit is open)."""
+        return min(filter(None, (c.next_round() for c in self.circuits.by_name.values())), default=None)
+
+    def circuit_view(self) -> dict[str, dict[str, float]]:
+        """Each connector's circuit for /metrics: open (1 or 0), down since (Unix time, 0 while
+        closed) and consecutive retryable failures. Safe to call from any thread."""
+        view = self.circuits.view
+        return {name: view.get(name, CLOSED) for name in sorted(self.connectors)}
+
+    def _start_probes(self, now: datetime, on_done: Callable[[], None]) -> int:
+        """For each open circuit whose cool-down is over: its oldest due entry, alone, as the probe.
+        The entries read with it that are past their deadline become dead letters on the way; they
+        are read every `circuit_wait_max` too, however long the provider's Retry-After keeps the
+        probe back, and round after round while each read finds some."""
+        started = 0
+        for name in sorted(self.down()):
+            circuit = self.circuits.by_name[name]
+            if circuit.waiting(now) and now < circuit.look_at:
+                continue
+            circuit.look_at = now + timedelta(seconds=self._policy(name).circuit_wait_max)
+            others = (self.connectors.keys() | self.circuits.by_name.keys()) - {name}
+            busy = Counter(self.in_flight.values())
+            writes: list[Entry] = []
+            probe: tuple[Entry, Any] | None = None
+            with self.transaction():
+                read = self.outbox.due(now, PROBE_LOOK, skip=others)
+                for entry in read:
+                    if entry.connector != name or entry.id in self.in_flight:
+                        continue
+                    verdict = self._admit(entry, now, busy, set(), self._room)
+                    if isinstance(verdict, Entry):  # dead, or held back by the rate limit
+                        writes.append(verdict)
+                    elif verdict is not FULL:
+                        probe = (entry, verdict)
+                        writes.append(entry.evolve(state=SENDING, next_at=now + self.lease))
+                if writes:
+                    self.outbox.save_many(writes)
+            if len(read) == PROBE_LOOK and any(e.state == DEAD for e in writes):
+                circuit.look_at = now  # more may be past their deadline: the next round reads on
+            if probe is not None:
+                self._start(*probe, on_done)
+                started += 1
+            elif not circuit.waiting(now):  # nothing of it is due: the next probe with the next look
+                circuit.probe_at = circuit.look_at
+        return started
+
+    def _tell_circuit(self, entry: Entry, outcome: Result | DeliveryError, now: datetime) -> None:
+        """An attempt's outcome, as the connector's circuit counts it: a retryable failure is one
+        more in a row (opening it at the policy's `circuit_failures`; a failed probe opens it again
+        for longer); a success closes it; a permanent error, or an entry queued for a batch (its
+        flush tells), changes nothing but the end of a probe."""
+        name = entry.connector
+        circuit = self.circuits.by_name.get(name)
+        queued = isinstance(outcome, Result) and outcome.queued
+        if circuit is None:
+            if not isinstance(outcome, RetryableError):
+                return
+            circuit = self.circuits.by_name[name] = Circuit()
+        was_probe = circuit.probe == entry.id and not queued
+        if was_probe:
+            circuit.probe = None
+        if isinstance(outcome, RetryableError):
+            policy = self._policy(name)
+            circuit.failures += 1
+            circuit.down_since = circuit.down_since or now
+            circuit.error = _answer(outcome)
+            # (a failure of an attempt that started before it opened changes nothing more)
+            if was_probe or (not circuit.opened and 0 < policy.circuit_failures <= circuit.failures):
+                circuit.opened += 1
+                wait = max(min(policy.circuit_wait_max, FIRST_PROBE * 2 ** min(circuit.opened - 1, 64)),
+                           min(outcome.retry_after or 0.0, policy.backoff_max))
+                circuit.probe_at = now + timedelta(seconds=wait)
+                circuit.look_at = min(circuit.probe_at, now + timedelta(seconds=policy.circuit_wait_max))
+                if circuit.opened == 1:
+                    log.warning("%s: circuit open after %d failures in a row since %s: its deliveries wait, "
+                                "one probe every %s at most: %s", name, circuit.failures,
+                                circuit.down_since.isoformat(timespec="seconds"),
+                                timedelta(seconds=policy.circuit_wait_max), circuit.error)
+                else:
+                    log.debug("%s: the probe failed, the next in %.0f s: %s", name, wait, circuit.error)
+        elif isinstance(outcome, Result) and not queued:
+            del self.circuits.by_name[name]
+            if circuit.opened:
+                log.info("%s: circuit closed: delivering again after %s down", name,
+                         timedelta(seconds=round((now - (circuit.down_since or now)).total_seconds())))
+        self.circuits.publish()
+
     # ------------------------------------------------------------------ outcomes
+
+    def _policy(self, connector: str) -> RetryPolicy:
+        return self.policies.get(connector, DEFAULT_POLICY)
+
+    def _deadline(self, entry: Entry) -> datetime:
+        """The moment an entry's retries end: its action's time plus its connector's `retry_for`."""
+        return entry.created + timedelta(seconds=self._policy(entry.connector).retry_for)
+
+    def _settled(self, entry: Entry, outcome: Result | DeliveryError, now: datetime) -> Entry:
+        """The entry as an attempt's (or a batch's) outcome leaves it, its circuit told."""
+        settled = self._failed(entry, outcome, now) if isinstance(outcome, DeliveryError) else \
+            self._succeeded(entry, outcome)
+        self._tell_circuit(entry, outcome, now)
+        return settled
 
     def _succeeded(self, entry: Entry, result: Result) -> Entry:
         """The entry as its success leaves it (to write)."""
@@ -444,17 +625,31 @@ class Dispatcher:
     def _failed(self, entry: Entry, err: DeliveryError, now: datetime) -> Entry:
         """The entry as this failure leaves it (to write): retried later, dead or failed."""
         attempts = entry.attempts + 1
-        answer = f"{err}" + (f": {err.answer}" if err.answer else "")
+        answer = _answer(err)
         if isinstance(err, RetryableError):
-            if attempts >= self.max_attempts:
-                log.warning("%s: attempt %d failed, no more attempts (dead letter): %s", entry.id, attempts, answer)
+            deadline = self._deadline(entry)
+            if now >= deadline:
+                log.warning("%s: attempt %d failed at the end of its retries (retry_for): dead letter: %s", entry.id,
+                            attempts, answer)
                 return entry.evolve(state=DEAD, attempts=attempts, last_error=answer)
-            delay = self.backoff.delay(attempts, err.retry_after)
-            # an operator sees a provider failing here; the same Idempotency-Key goes with the retry
-            log.warning("%s: attempt %d failed, retried in %.1f s: %s", entry.id, attempts, delay, answer)
-            return entry.evolve(state=PENDING, attempts=attempts, last_error=answer,
-                                next_at=now + timedelta(seconds=delay))
+            backoff = self._backoffs.get(entry.connector)
+            if backoff is None:
+                policy = self._policy(entry.connector)
+                backoff = self._backoffs[entry.connector] = Backoff(policy.backoff_base, policy.backoff_max, self.rng)
+            # Retry-After too, but the last attempt is at the deadline
+            next_at = min(now + timedelta(seconds=backoff.delay(attempts, err.retry_after)), deadline)
+            # an operator sees a provider failing here (once per connector while its circuit is
+            # open: `_tell_circuit`); the same Idempotency-Key goes with the retry
+            down = entry.connector in self.down()
+            log.log(logging.DEBUG if down else logging.WARNING, "%s: attempt %d failed, retried in %.1f s: %s",
+                    entry.id, attempts, (next_at - now).total_seconds(), answer)
+            return entry.evolve(state=PENDING, attempts=attempts, last_error=answer, next_at=next_at)
         if isinstance(err, InvalidRecipient) and err.stale and self.on_stale is not None:
             self.on_stale(entry.user_id, entry.connector, err.stale)
         log.warning("%s: failed for good: %s", entry.id, answer)
         return entry.evolve(state=FAILED, attempts=attempts, last_error=answer)
+
+
+def _answer(err: DeliveryError) -> str:
+    """An error as the outbox records it: what went wrong, and the provider's own words."""
+    return f"{err}" + (f": {err.answer}" if err.answer else "")

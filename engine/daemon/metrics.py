@@ -135,6 +135,16 @@ def _store_figures(path: str) -> dict[str, Any]:
 
 
 OUTBOX_STATES = ("pending", "delivered", "failed", "dead")
+# each connector's circuit (engine.daemon.dispatch.Circuit), as its delivery loop sees it
+CIRCUIT_FAMILIES = (
+    ("journeys_connector_circuit_open", "open",
+     ("1 while the connector's circuit is open (its provider keeps failing: its deliveries wait, one probe at a "
+      "time), 0 when closed.")),
+    ("journeys_connector_down_since_seconds", "down_since",
+     "While its circuit is open, when the connector's provider started failing (Unix time); 0 when closed."),
+    ("journeys_connector_consecutive_failures", "failures",
+     "The connector's retryable failures in a row since its last success."),
+)
 
 
 def render_metrics(worker: Any, reloader: Reloader | None) -> str:
@@ -167,8 +177,8 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
         out.family("journeys_outbox_retries_total", "counter", "Delivery attempts after an entry's first.",
                    [({}, fig["retries"])])
         out.family("journeys_dead_letters", "gauge",
-                   "Outbox entries that will not be retried: failed for good (state failed) or out of attempts "
-                   "(state dead); GET /admin/dead-letters lists them.",
+                   "Outbox entries that will not be retried: failed for good (state failed) or retried until their "
+                   "connector's retry_for ran out (state dead); GET /admin/dead-letters lists them.",
                    [({}, sum(states.get(s, 0) for s in DEAD_LETTERS))])
         out.family("journeys_inbox_failed", "gauge",
                    "Messages set aside because the engine could not take them (GET /admin/inbox/failed).",
@@ -192,6 +202,10 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
                actions)
     out.family("journeys_actions_unroutable_total", "counter", "Actions no connector could take.",
                [({}, counts.get("action.unroutable", 0))])
+    deliveries = getattr(worker, "deliveries", None)
+    circuits = deliveries.circuits() if deliveries is not None else {}
+    for name, key, help in CIRCUIT_FAMILIES:
+        out.family(name, "gauge", help, [({"connector": c}, view[key]) for c, view in sorted(circuits.items())])
     lateness = getattr(worker, "lateness", None)
     if lateness is not None:
         buckets, total, n = lateness.snapshot()

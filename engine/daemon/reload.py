@@ -94,7 +94,7 @@ class Reloader:
     def reload(self, old: Any) -> Any | None:
         """The new Program (with every version of `old` still reachable), or None on errors."""
         from connectors.errors import ConfigurationError
-        from connectors.registry import delivery_limits
+        from connectors.registry import delivery_limits, retry_policies
         from journeys.checker import ProjectError, load_checked
 
         from ..core.program import Program
@@ -102,6 +102,7 @@ class Reloader:
         try:
             loaded, compiled = load_checked(self.root)
             delivery_limits(loaded.config)  # limits that do not parse fail here, not in the delivery thread
+            retry_policies(loaded.config)  # so do retry settings
         except ConfigurationError as e:
             self._failed([f"{self.root / 'journeys.toml'}: {e}"])
             return None

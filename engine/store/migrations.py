@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .base import StoreError
-from .outbox import INDEXES
+from .outbox import BY_CONNECTOR, INDEXES
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,27 @@ _V5 = (
     "CREATE INDEX outbox_created ON outbox USING brin (created)",
 )
 
+# The outbox's claim reads each connector's due entries on their own (engine.store.outbox.BY_CONNECTOR),
+# so the entries of a connector at its concurrency limit are not walked by every claim.
+_V6 = (BY_CONNECTOR,)
+
+# Erasure keeps no id in clear (engine.daemon.erasure): the tombstones hold keyed hashes of the ids
+# (HMAC-SHA256 under the key the daemon keeps in `erasure`). The rows written in clear before are
+# hashed by the first daemon that opens the store (`erasure.prepare`; `keyed` says which are).
+_V7 = (
+    "CREATE TABLE erasure (id integer PRIMARY KEY, key text NOT NULL)",
+    "ALTER TABLE forgotten RENAME COLUMN user_id TO id_hash",
+    "ALTER TABLE forgotten ADD COLUMN keyed boolean NOT NULL DEFAULT false",
+)
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "profiles, identities, messages, actions, instances and the outbox", _V1),
     Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
     Migration(3, "the daemon's trail; forgotten users' action payloads", _V3),
     Migration(4, "the outbox indexes its open and parked entries only; queue tables vacuumed sooner", _V4),
     Migration(5, "the dedupe window and retention: when each messageId was taken; time indexes", _V5),
+    Migration(6, "the outbox's open entries indexed by connector, for claims per connector", _V6),
+    Migration(7, "keyed tombstones: forgotten users' ids as keyed hashes, the erasure key", _V7),
 )
 
 
