@@ -102,3 +102,16 @@ def test_graph_refuses_a_project_with_errors(make_project):
     root = make_project({"a.journey": BROKEN})
     r = journeys("graph", "A", ".", cwd=root)
     assert r.returncode == 1 and "error[J003]" in r.stderr
+
+
+def test_a_lone_surrogate_escape_is_reported_not_a_traceback(tmp_path):
+    """Found by benchmarks/chaos.py's journey-file fuzz: a diagnostic quoting `"w\\ud800"` crashed
+    the terminal's (and --format json's) UTF-8 encoder with a traceback."""
+    (tmp_path / "journeys.toml").write_text('[project]\nname = "s"\n')
+    (tmp_path / "journeys").mkdir()
+    (tmp_path / "journeys" / "a.journey").write_text(
+        'journey "A" {\n  entry when event "X"\n  send email "w\\ud800"\n}\n')
+    for extra in ((), ("--format", "json")):
+        r = journeys("check", str(tmp_path), *extra)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "w\\ud800" in r.stdout  # shown as the escape it was written with

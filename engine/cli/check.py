@@ -14,7 +14,7 @@ from rich.text import Text
 
 from journeys.checker import check_and_compile
 from journeys.project import load_project
-from journeys.terminal import print_diagnostics
+from journeys.terminal import print_diagnostics, printable
 
 from ._common import existing
 
@@ -46,7 +46,7 @@ def check_command(
     warnings = len(diagnostics) - errors
     if format is Format.json:
         for d in diagnostics:
-            sys.stdout.write(json.dumps(d.as_json(), ensure_ascii=False) + "\n")
+            sys.stdout.write(printable(json.dumps(d.as_json(), ensure_ascii=False)) + "\n")
     else:
         console = Console(highlight=False, soft_wrap=True)
         print_diagnostics(project, diagnostics, console)
