@@ -145,3 +145,21 @@ def test_the_daemon_sets_nothing_aside_and_counts_the_parked_run(tmp_path, caplo
     finally:
         worker.stop()
     assert any("journey 'Score' parked for user u1" in r.getMessage() for r in caplog.records)
+
+
+def test_a_timezone_too_long_for_a_file_name_is_no_zone(make):
+    """Found by benchmarks/chaos.py's HTTP fuzz: a `timezone` trait or `context.timezone` of a few
+    hundred characters made zoneinfo raise OSError (file name too long): the message was set aside."""
+    h = make('''
+        journey "Hello" {
+          entry when event "Signed Up"
+          wait until 10:00
+          send email "hello"
+        }
+    ''')
+    long_name = "a" * 300
+    h.feed([("2026-03-02 09:00", "u1", "identify", {"timezone": long_name, "email": "u1@example.com"}),
+            ("2026-03-02 09:30", "u2", "Signed Up", {}, {"messageId": "m2", "timezone": long_name}),
+            ("2026-03-02 09:30", "u1", "Signed Up", {})], until="2026-03-03 00:00")
+    assert sorted(a.user for a in h.sent()) == ["u1", "u2"]  # UTC for both: the policy's zone
+    assert all(a.time == t("2026-03-02 10:00") for a in h.sent())

@@ -24,12 +24,13 @@ _DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 @lru_cache(maxsize=1024)
 def zone(name: str | None) -> tzinfo | None:
-    """The zone for an IANA name; None for None, a non-string or an unknown name."""
+    """The zone for an IANA name; None for None, a non-string or an unknown name (also one the
+    file system refuses to look up: too long for a file name)."""
     if not isinstance(name, str) or not name:
         return None
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
