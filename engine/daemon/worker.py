@@ -101,7 +101,9 @@ class Counts:
                     self._counts[f"action.{e.kind}.{reported_outcome(e.kind, e.outcome)}"] += 1
                 elif isinstance(e, Transition) and e.kind == PARKED:
                     self._counts[f"parked.{e.journey}"] += 1
-                    log.warning("journey %r parked for user %s: %s", e.journey, e.user, e.detail)
+                    # no user id in the log (an erasure cannot reach it): the user's trail has it
+                    log.warning("journey %r parked a user's run: %s (GET /admin/users/{id}/trace)", e.journey,
+                                e.detail)
 
     def add(self, key: str, n: int = 1) -> None:
         with self._lock:
