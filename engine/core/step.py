@@ -323,7 +323,7 @@ class _Run:
     def exit_rules(self, changes: Mapping[str, bool]) -> None:
         for inst in self.in_flight():
             j = self.journey_of(inst)
-            if j is not None:
+            if j is not None and (j.exits.conditions or j.exits.segments):  # most journeys have neither
                 self.isolated(j, inst, lambda: self.exit_rule(inst, j, changes))
 
     def exit_rule(self, inst: Instance, j: CompiledJourney, changes: Mapping[str, bool]) -> None:
