@@ -205,6 +205,17 @@ class InSegment(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Predicted(Node):
+    """`predicted MODEL in HORIZON`: the user's score from a trained model, a probability in
+    [0, 1] (`predicted purchase in 30d`), or null while the engine has none to give. The model's
+    name is kept as written; the checker knows which models exist."""
+
+    model: Text
+    horizon: Duration
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class EventMatch(Node):
     """`event "Name" [where CONDITION]`; inside the condition bare names are event properties."""
 
@@ -229,17 +240,35 @@ class Call(Node):
     func_span: Span | None = _span()
 
 
-Expr = Union[Literal, ListExpr, Name, Trait, Attr, Index, Unary, Binary, InSegment, Call]
+Expr = Union[Literal, ListExpr, Name, Trait, Attr, Index, Unary, Binary, InSegment, Predicted, Call]
 
 # ---------------------------------------------------------------------------------- policy
 
 
 @dataclass(frozen=True, slots=True)
+class CapBound(Node):
+    """`min N` or `max N` of a learned cap, kept as written so the checker can point at each."""
+
+    kind: str  # min | max
+    value: int
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class CapRule(Node):
+    """`CHANNEL COUNT per WINDOW`, or a learned cap `CHANNEL auto per WINDOW max N [min N]`
+    (`auto` true, `count` 0: the engine learns each user's count within the bounds)."""
+
     channel: Text  # email | push | ads | webhook | all
     count: int
     window: Duration
     span: Span | None = _span()
+    auto: bool = False
+    bounds: tuple[CapBound, ...] = ()
+
+    def bound(self, kind: str) -> int | None:
+        """The first `min` or `max` given (the checker reports a second one)."""
+        return next((b.value for b in self.bounds if b.kind == kind), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +455,7 @@ class Send(Node):
     data: tuple[Pair, ...] = ()
     via: Text | None = None
     span: Span | None = _span()
+    best_time: Duration | None = None  # `at best time within WINDOW`: the window to choose the moment in
 
 
 @dataclass(frozen=True, slots=True)

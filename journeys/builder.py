@@ -117,6 +117,21 @@ class AstBuilder:
         channel, count, window = children
         return A.CapRule(self.text(channel), int(float(count.value)), self.dur(window), span=self.span())
 
+    def cap_auto(self, children):
+        channel, window, *bounds = children
+        bounds.sort(key=lambda b: b.kind != "min")  # `min` first, as `journeys fmt` prints them
+        return A.CapRule(self.text(channel), 0, self.dur(window), span=self.span(), auto=True, bounds=tuple(bounds))
+
+    def _bound(kind):
+        def build(self, children):
+            return A.CapBound(kind, whole(children[0].value) if children[0].value.isdigit()
+                              else int(float(children[0].value)), span=self.span())
+        return build
+
+    cap_min = _bound("min")
+    cap_max = _bound("max")
+    del _bound
+
     def quiet_hours(self, children):
         start, end, tz = children
         return A.QuietHours(self.tod(start), self.tod(end), self.zone(tz, self.span()), span=self.span())
@@ -232,9 +247,12 @@ class AstBuilder:
         return A.SplitArm(pct, None, (), sign, span=self.span())
 
     def send(self, children):
-        channel, template, data, via = children
+        channel, template, data, via, best_time = children
         return A.Send(self.text(channel), self.text(template), tuple(data or ()), self.text(via),
-                      span=self.span())
+                      span=self.span(), best_time=best_time)
+
+    def best_time(self, children):
+        return self.dur(children[0])
 
     def with_clause(self, children):
         return children[0]
@@ -343,6 +361,15 @@ class AstBuilder:
         word is a keyword where an event match may start (a function's arguments), so the grammar
         takes it back as a name when no string follows."""
         return A.Name("event", span=self.span())
+
+    def predicted(self, children):
+        model, horizon = children
+        return A.Predicted(self.text(model), self.dur(horizon), span=self.span())
+
+    def predicted_name(self, children):
+        """`predicted` where an expression stands, with no model after it: a plain name (an event
+        property inside `where`, an event named with `as` elsewhere), as `event` is."""
+        return A.Name("predicted", span=self.span())
 
     def trait(self, children):
         return A.Trait(children[0].value, span=self.span())

@@ -15,11 +15,12 @@ from . import ast as A
 from .config import locate
 from .diagnostics import Diagnostic, Diagnostics, Span
 from .expr_check import ExprChecker, Scope
-from .functions import CAP_CHANNELS, CHANNELS, EVERY_DAYS
+from .functions import (AUTO_CAP_CHANNELS, AUTO_CAP_LIMIT, BEST_TIME_WINDOW_SECONDS, CAP_CHANNELS, CHANNELS,
+                        EVERY_DAYS, PREDICTION_HORIZON_DAYS, PREDICTION_MODELS, parse_prediction_key, prediction_key)
 from .graph import AudienceNode, CompiledJourney, CompiledProject, SendNode, WebhookNode, slugify as slug
 from .project import CONFIG_FILE, Project, display_path, load_project
 from .scenario_check import check_scenarios
-from .suggest import did_you_mean
+from .suggest import closest, did_you_mean
 from .templates import ALWAYS_PROVIDED, PROVIDED_BY_CHANNEL, VIEWED_HELPERS, VIEWED_SUFFIX
 
 
@@ -41,13 +42,15 @@ def check_and_compile(project: Project):
     for segment in project.segments:
         ex.expr(segment.condition, Scope())
     _check_segment_cycles(project.segments, diags)
+    template_predictions: set[tuple[str, int]] = set()
     for journey in project.journeys:
-        JourneyChecker(project, ex, diags).check(journey)
+        JourneyChecker(project, ex, diags, template_predictions).check(journey)
     _check_audience_sync(project, diags)
     check_scenarios(project, diags)
     compiled = _check_compiles(project, diags) if not diags.has_errors else None
     if compiled is not None:
-        compiled = _check_journey_order(project, compiled, diags)
+        compiled = replace(_check_journey_order(project, compiled, diags),
+                           template_predictions=frozenset(template_predictions))
     return diags, compiled
 
 
@@ -61,7 +64,7 @@ def _check_compiles(project: Project, diags: Diagnostics):
         diags.error("J000", f"internal error: the checked project does not compile: {e}", getattr(e, "span", None),
                     "please report this with the journey attached")
         return None
-    return replace(compiled, dedupe_days=project.config.ingest.dedupe_days)
+    return replace(compiled, dedupe_days=project.config.ingest.dedupe_days, retrain=project.config.models.retrain)
 
 
 def _check_journey_order(project: Project, compiled: CompiledProject, diags: Diagnostics) -> CompiledProject:
@@ -221,9 +224,46 @@ def _check_cap(cap: A.Cap, ex: ExprChecker) -> None:
             ex.diags.error("J015", f"unknown channel `{rule.channel.value}` in a cap", rule.channel.span,
                            did_you_mean(rule.channel.value, CAP_CHANNELS,
                                         otherwise="a cap counts " + ", ".join(CAP_CHANNELS)))
+        elif rule.auto:
+            _check_auto_cap(rule, ex)
         ex.duration(rule.window)
     if cap.when is not None:
         ex.expr(cap.when, Scope())
+
+
+def _check_auto_cap(rule: A.CapRule, ex: ExprChecker) -> None:
+    """A learned cap: one message channel, `max` given, 1 <= min <= max <= AUTO_CAP_LIMIT."""
+    channel, diags = rule.channel.value, ex.diags
+    window = rule.window if rule.window.unit in A.Duration.UNITS else "7d"
+    if channel not in AUTO_CAP_CHANNELS:
+        if channel == "all":
+            diags.error("J083", "a learned cap learns one channel at a time, not `all`", rule.channel.span,
+                        "write one rule per channel: " + ", ".join(f"`{c} auto per {window} max 5`"
+                                                                   for c in AUTO_CAP_CHANNELS)
+                        + "; a fixed `all N per ...` can stand beside them")
+        else:
+            diags.error("J083", f"a learned cap learns from the engagement that follows messages; `{channel}` "
+                        "has none", rule.channel.span,
+                        f"give {channel} a fixed count (`{channel} 3 per {window}`), or learn "
+                        + ", ".join(AUTO_CAP_CHANNELS))
+    seen: dict[str, A.CapBound] = {}
+    for b in rule.bounds:
+        if b.kind in seen:
+            diags.error("J024", f"`{b.kind}` is given twice in this cap rule", b.span,
+                        f"the first one is at {seen[b.kind].span}; keep one")
+        seen.setdefault(b.kind, b)
+    low, high = seen.get("min"), seen.get("max")
+    if high is None:
+        diags.error("J083", "a learned cap needs `max`: the most messages any user may get in the window",
+                    rule.span, f"write `{channel} auto per {window} max 5` (and `min 2` if every user should get at "
+                    "least 2); the engine learns each user's cap between the two")
+    for b in (low, high):
+        if b is not None and not 1 <= b.value <= AUTO_CAP_LIMIT:
+            diags.error("J083", f"`{b.kind} {b.value}` is outside 1 to {AUTO_CAP_LIMIT}", b.span,
+                        f"a learned cap's bounds are whole numbers from 1 to {AUTO_CAP_LIMIT}")
+    if low is not None and high is not None and low.value > high.value and high.value >= 1:
+        diags.error("J083", f"`min {low.value}` is above `max {high.value}`", low.span,
+                    f"the engine learns a cap between them: write `min {high.value} max {low.value}`")
 
 
 def _check_quiet(q: A.QuietHours, ex: ExprChecker) -> None:
@@ -268,8 +308,11 @@ _KEEP = object()  # a block that leaves `current_event` as it was (JourneyChecke
 
 
 class JourneyChecker:
-    def __init__(self, project: Project, ex: ExprChecker, diags: Diagnostics):
+    def __init__(self, project: Project, ex: ExprChecker, diags: Diagnostics,
+                 template_predictions: set[tuple[str, int]] | None = None):
         self.project = project
+        # (model, horizon seconds) the templates of the sends read as `predicted.MODEL_HORIZON`
+        self.template_predictions = template_predictions if template_predictions is not None else set()
         self.ex = ex
         self.diags = diags
         self.aliases: frozenset[str] = frozenset()
@@ -505,6 +548,7 @@ class JourneyChecker:
     def _send(self, s: A.Send) -> None:
         channel = s.channel.value
         self._pairs(s.data)
+        self._best_time(s)
         if channel not in CHANNELS:
             self.diags.error("J015", f"unknown channel `{channel}`", s.channel.span,
                              did_you_mean(channel, CHANNELS, otherwise="send on " + ", ".join(CHANNELS)))
@@ -524,6 +568,7 @@ class JourneyChecker:
                              did_you_mean(s.template.value, names, quote='"',
                                           otherwise=f"create templates/{channel}/{s.template.value}.j2"))
             return
+        self._template_predictions(s, tpl)
         provided = ALWAYS_PROVIDED | PROVIDED_BY_CHANNEL.get(channel, set()) | set(self.aliases) | {p.key.value for p in s.data}
         if self.viewed_alias:
             provided |= VIEWED_HELPERS
@@ -541,6 +586,51 @@ class JourneyChecker:
                                    f"guard it in {tpl.path}:{line}:{col}: `{{% if {var} %}}...{{% endif %}}` or "
                                    f"`{{{{ {var}.name | default(\"...\") }}}}`; `event` is the event that started "
                                    "the run, in every step of a run an event started")
+
+    def _best_time(self, s: A.Send) -> None:
+        window = s.best_time
+        if window is None:
+            return
+        before = len(self.diags)
+        self.ex.duration(window)
+        if len(self.diags) > before or window.unit not in A.Duration.UNITS:
+            return
+        low, high = BEST_TIME_WINDOW_SECONDS
+        if not low <= window.seconds <= high:
+            self.diags.error("J082", f"`at best time within {window}`: the window is 1h to 7d", window.span,
+                             "the message waits at most this long for the user's best moment: write `within 24h` "
+                             "for the best hour of the next day, up to `within 7d` for the best hour of the week"
+                             if window.seconds > high else
+                             "the message waits at most this long for the user's best moment: at least `within 1h`; "
+                             "to send at once, leave `at best time` out")
+
+    def _template_predictions(self, s: A.Send, tpl) -> None:
+        """`predicted.purchase_30d` in a template: a model and a horizon the engine can serve, named
+        as `journeys.functions.prediction_key` names it; the pair joins the project's predictions."""
+        for key, (line, col) in sorted(tpl.predicted.items()):
+            where = f"{tpl.path}:{line}:{col}"
+            parsed = parse_prediction_key(key)
+            if parsed is None or parsed[0] not in PREDICTION_MODELS:
+                hit = closest(parsed[0] if parsed else key, PREDICTION_MODELS)
+                self.diags.error("J080", f"template `{s.template.value}` reads `predicted.{key}`, which is no "
+                                 "prediction", s.template.span,
+                                 (f"did you mean `{hit}`? " if hit else "") + f"in {where}, write MODEL_HORIZON: "
+                                 f"`predicted.purchase_30d`, `predicted.churn_60d`; the models are "
+                                 + ", ".join(PREDICTION_MODELS))
+                continue
+            model, seconds = parsed
+            low, high = PREDICTION_HORIZON_DAYS
+            canonical = prediction_key(model, seconds)
+            if not low * 86400 <= seconds <= high * 86400:
+                self.diags.error("J081", f"template `{s.template.value}` reads `predicted.{key}`: a horizon is "
+                                 f"{low}d to {high}d", s.template.span,
+                                 f"in {where}, write e.g. `predicted.{model}_30d`")
+            elif canonical != key:
+                self.diags.error("J081", f"template `{s.template.value}` reads `predicted.{key}`, which the "
+                                 f"engine names `predicted.{canonical}`", s.template.span,
+                                 f"in {where}, write `predicted.{canonical}` (whole days are written in days)")
+            else:
+                self.template_predictions.add(parsed)
 
     def _pairs(self, pairs) -> None:
         seen: dict[str, A.Pair] = {}

@@ -222,6 +222,39 @@ hours are a range written with `-`:
     quiet hours 21:00-08:00"""),
 ]
 
+_CATALOGUE += [
+    # J080-J089: predictions, best-time sends and learned caps (docs/language.md, "Predictions").
+    Code("J080", "unknown model", """`predicted MODEL in HORIZON` names a model the engine does not train, or a
+template reads `predicted.KEY` where KEY is not MODEL_HORIZON. The models are `purchase` (the
+probability of a purchase within the horizon) and `churn` (the probability of no activity at all
+within it):
+
+    if predicted purchase in 30d > 0.6 { send email "picks" }
+    segment "at_risk" = predicted churn in 60d >= 0.7
+    {{ predicted.purchase_30d }}   # in a template"""),
+    Code("J081", "prediction horizon out of range", """A prediction's horizon is a whole number of days or hours
+from 1d to 3650d: `in 30d`, `in 36h`, `in 365d`. The models are trained on what users did over
+such horizons in the past; a horizon of minutes says nothing a model can learn. In a template,
+`predicted.purchase_30d` names the horizon in days when it is whole days."""),
+    Code("J082", "best-time window out of range", """`send ... at best time within W` holds the message until
+the moment within the next W at which the user is most likely to engage (the hours they opened or
+clicked before, shrunk toward everyone's), then quiet hours apply as to any send. W is 1h to 7d:
+
+    send email "weekly_picks" at best time within 24h"""),
+    Code("J083", "invalid learned cap", """A learned cap (`cap push auto per 7d max 5`) lets the engine learn
+each user's count within bounds the marketer sets: `max` is required, `min` is optional (1 when
+left out), and 1 <= min <= max <= 1000. It learns from the engagement that follows messages, so
+it counts one message channel, email, push or sms: not `all`, `ads` or `webhook` (give those a
+fixed count, beside it if you like):
+
+    cap email 2 per 1d, push auto per 7d min 2 max 5"""),
+    Code("J084", "probability compared out of range", """Warning. A prediction is a probability, between 0 and 1,
+and the condition compares it with a number outside that range, so it is always or never true.
+For 60 %, write `0.6`:
+
+    if predicted purchase in 30d > 0.6 { ... }   # not: > 60"""),
+]
+
 CODES: dict[str, Code] = {c.code: c for c in _CATALOGUE}
 
 

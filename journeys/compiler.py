@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from . import ast as A
 from . import graph as G
 from .expr import CompileError, compile_expr, compile_match, window_seconds
-from .functions import EVERY_DAYS
+from .functions import AUTO_CAP_CHANNELS, AUTO_CAP_LIMIT, BEST_TIME_WINDOW_SECONDS, EVERY_DAYS
 from .needs import (HistoryNeeds, SegmentIndex, expression_needs, history_read_by, live_needs, match_properties,
                     segment_closure, segment_references, segments_named_in)
 from .version import journey_version
@@ -233,8 +233,18 @@ def _reenter(d: A.Reenter) -> G.Reentry:
 
 
 def _cap(d: A.Cap) -> G.Cap:
-    rules = tuple(G.CapRule(r.channel.value, r.count, window_seconds(r.window)) for r in d.rules)
-    return G.Cap(rules, compile_expr(d.when) if d.when is not None else None)
+    return G.Cap(tuple(_cap_rule(r) for r in d.rules), compile_expr(d.when) if d.when is not None else None)
+
+
+def _cap_rule(r: A.CapRule) -> G.CapRule:
+    seconds = window_seconds(r.window)
+    if not r.auto:
+        return G.CapRule(r.channel.value, r.count, seconds)
+    low, high = r.bound("min") or 1, r.bound("max")
+    if high is None or r.channel.value not in AUTO_CAP_CHANNELS or not (1 <= low <= high <= AUTO_CAP_LIMIT):
+        raise CompileError("a learned cap needs `max`, a message channel and 1 <= min <= max <= "
+                           f"{AUTO_CAP_LIMIT}", r.span)
+    return G.CapRule(r.channel.value, high, seconds, auto=True, low=low, high=high)
 
 
 def _quiet(d: A.QuietHours) -> G.QuietHours:
@@ -306,7 +316,7 @@ class _Steps:
             self._split(s, path, nxt)
         elif isinstance(s, A.Send):
             self.add(G.SendNode(path, nxt, s.channel.value, s.template.value, _data(s.data, self.aliases),
-                                s.via.value if s.via is not None else None, span=span))
+                                s.via.value if s.via is not None else None, _best_time(s), span=span))
         elif isinstance(s, A.AudienceChange):
             self.add(G.AudienceNode(path, nxt, s.op, s.audience.value, span=span))
         elif isinstance(s, A.Webhook):
@@ -377,6 +387,16 @@ class _Steps:
         self.add(G.SplitNode(path, nxt, tuple(arms), control, span=s.span))
         for steps, prefix in blocks:
             self.block(steps, prefix, nxt)
+
+
+def _best_time(s: A.Send) -> int | None:
+    if s.best_time is None:
+        return None
+    seconds = window_seconds(s.best_time)
+    low, high = BEST_TIME_WINDOW_SECONDS
+    if not low <= seconds <= high:
+        raise CompileError(f"`at best time within {s.best_time}`: the window is 1h to 7d", s.best_time.span)
+    return seconds
 
 
 def _data(pairs: Iterable[A.Pair], aliases: frozenset[str]) -> tuple:

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .diagnostics import Diagnostics, Span
 from .suggest import did_you_mean
@@ -68,6 +68,31 @@ class JourneysConfig(_Strict):
     order: list[str] = Field(default_factory=list)
 
 
+RETRAIN = "0 3 * * mon"  # the models' default training schedule: Mondays at 03:00 UTC
+
+
+class ModelsConfig(_Strict):
+    """`[models]`: the predictive models (docs/language.md#predictions)."""
+
+    # when the models retrain (a 5-field cron expression, UTC): the daemon on this schedule, the
+    # dry-run at the same moments of its virtual clock
+    retrain: str = RETRAIN
+
+    @field_validator("retrain")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger  # only a project that sets it pays for the import
+
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a cron expression of 5 fields (minute hour day month weekday), "
+                             f"e.g. {RETRAIN!r}")
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as e:
+            raise ValueError(f"{value!r} is not a cron expression: {e}") from None
+        return value
+
+
 class ConnectorConfig(BaseModel):
     """A connector's own settings vary by type; the common fields are checked here."""
 
@@ -98,6 +123,7 @@ class ProjectConfig(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     journeys: JourneysConfig = Field(default_factory=JourneysConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     audiences: dict[str, AudienceConfig] = Field(default_factory=dict)
     webhooks: dict[str, WebhookConfig] = Field(default_factory=dict)

@@ -64,6 +64,9 @@ class Event:
 
 EventLike = Union[Event, Mapping[str, Any]]
 SegmentOracle = Callable[[str], bool]
+# `predict(model, horizon_seconds)`: the user's score from a trained model at the context's moment,
+# a probability in [0, 1]; None when the engine has none (no model trained yet, predictions off).
+Predictor = Callable[[str, int], "float | None"]
 
 
 class EvalContext(Protocol):
@@ -79,6 +82,10 @@ class EvalContext(Protocol):
     def named(self, alias: str) -> Event | None: ...
 
     def in_segment(self, name: str) -> bool: ...
+
+    def predict(self, model: str, horizon_seconds: int) -> float | None:
+        """`predicted MODEL in HORIZON`: a probability in [0, 1], or None when there is none."""
+        ...
 
     def events(self, name: str, since: datetime | None = None) -> Sequence[Event]:
         """The user's events of that name with `since < timestamp <= now`, oldest first."""
@@ -176,13 +183,17 @@ class Context:
       compiled segment (anything with `.predicate`) or to a callable `f(ctx)`. With a mapping the
       context evaluates segments itself, memoised per context, and a segment that (through a cycle)
       asks for itself while being evaluated is not a member.
+    - `predict`: what `predicted MODEL in HORIZON` reads, `predict(model, horizon_seconds)` → a
+      probability in [0, 1] or None (the engine's scorer for this user at `now`; it must never
+      look past `now`). Without one, every prediction is None (null), as for a project whose
+      models have not been trained yet.
 
     A Context is a snapshot: build a new one (cheaply, with `replace`) when the moment, the traits or
     the current event change.
     """
 
     __slots__ = ("now", "user_id", "timezone", "event", "_traits", "_named", "_index", "_segments",
-                 "_memo", "_active")
+                 "_memo", "_active", "_predict")
 
     def __init__(
         self,
@@ -195,6 +206,7 @@ class Context:
         named: Mapping[str, EventLike] | None = None,
         event: EventLike | None = None,
         segments: SegmentOracle | Mapping[str, Any] | None = None,
+        predict: Predictor | None = None,
     ):
         if not isinstance(now, datetime) or now.utcoffset() is None:
             raise ValueError(f"`now` must be a timezone-aware datetime, got {now!r}")
@@ -208,12 +220,14 @@ class Context:
         self._segments = segments
         self._memo: dict[str, bool] = {}
         self._active: set[str] = set()
+        self._predict = predict
 
     def replace(self, **changes: Any) -> "Context":
         """A context for another moment, event or profile that shares this one's history index."""
         args = {
             "now": self.now, "user_id": self.user_id, "traits": self._traits, "timezone": self.timezone,
             "history": self._index, "named": self._named, "event": self.event, "segments": self._segments,
+            "predict": self._predict,
         }
         args.update(changes)
         return Context(**args)
@@ -229,6 +243,7 @@ class Context:
         ctx._traits, ctx._index, ctx._segments = self._traits, self._index, self._segments
         ctx._named = named if named is not None else _EMPTY
         ctx._memo, ctx._active = self._memo, self._active
+        ctx._predict = self._predict
         return ctx
 
     # ------------------------------------------------------------------ EvalContext
@@ -238,6 +253,10 @@ class Context:
 
     def named(self, alias: str) -> Event | None:
         return self._named.get(alias)
+
+    def predict(self, model: str, horizon_seconds: int) -> float | None:
+        predictor = self._predict
+        return predictor(model, horizon_seconds) if predictor is not None else None
 
     def events(self, name: str, since: datetime | None = None) -> Sequence[Event]:
         entry = self._index.by_name.get(name)
@@ -279,4 +298,4 @@ def _zone(value: tzinfo | str | None) -> tzinfo:
     return value
 
 
-__all__ = ["Context", "EvalContext", "Event", "EventLike", "HistoryIndex", "SegmentOracle"]
+__all__ = ["Context", "EvalContext", "Event", "EventLike", "HistoryIndex", "Predictor", "SegmentOracle"]

@@ -10,7 +10,8 @@ Name resolution is decided here, statically:
 - inside `where`, a bare name is a special field of the matched event (`functions.EVENT_FIELDS`:
   local_hour, local_weekday, timestamp, event), else its property;
 - elsewhere, a bare name is an event bound with `as` (`viewed`), and `viewed.category` reads it;
-- `user.X` is a trait (`user.id` the user id); `user in segment "S"` asks the context.
+- `user.X` is a trait (`user.id` the user id); `user in segment "S"` asks the context, and so
+  does `predicted MODEL in HORIZON` (`ctx.predict(model, horizon_seconds)`).
 Durations evaluate to seconds and times of day to minutes since midnight. Value semantics (null
 handling, operators) live in `journeys.values`; history functions in `journeys.history`.
 """
@@ -25,7 +26,7 @@ from . import ast as A
 from . import history, values
 from .diagnostics import Span
 from .evaluation import EvalContext, Event
-from .functions import FUNCTIONS, Signature
+from .functions import FUNCTIONS, PREDICTION_HORIZON_DAYS, PREDICTION_MODELS, Signature
 from .unparse import unparse
 
 Fn = Callable[[EvalContext, "Event | None"], Any]
@@ -251,6 +252,19 @@ def _in_segment(node: A.InSegment, in_where: _Scope) -> Fn:
     return lambda ctx, scope: ctx.in_segment(name)
 
 
+def _predicted(node: A.Predicted, in_where: _Scope) -> Fn:
+    """`predicted MODEL in HORIZON`: the context's score (the engine's model), never a constant."""
+    model = node.model.value
+    if model not in PREDICTION_MODELS:
+        raise CompileError(f"unknown model `{model}` (known: {', '.join(PREDICTION_MODELS)})", node.model.span)
+    seconds = window_seconds(node.horizon)
+    low, high = PREDICTION_HORIZON_DAYS
+    if not (low * 86400 <= seconds <= high * 86400) or seconds % 3600:
+        raise CompileError(f"the horizon `{node.horizon}` is not whole days or hours from {low}d to {high}d",
+                           node.horizon.span)
+    return lambda ctx, scope: ctx.predict(model, seconds)
+
+
 # ------------------------------------------------------------------------------- calls
 
 
@@ -321,6 +335,7 @@ def _history_call(node: A.Call, args: tuple, kinds: list[str], scope: _Scope) ->
 _HANDLERS: dict[type, Callable[[Any, _Scope], Fn]] = {
     A.Literal: _literal, A.ListExpr: _list, A.Name: _name, A.Trait: _trait, A.Attr: _attr,
     A.Index: _index, A.Unary: _unary, A.Binary: _binary, A.InSegment: _in_segment, A.Call: _call,
+    A.Predicted: _predicted,
 }
 
 __all__ = ["CompileError", "Compiled", "EventMatcher", "compile_expr", "compile_where", "compile_match",

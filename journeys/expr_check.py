@@ -13,8 +13,10 @@ from functools import lru_cache
 
 from . import ast as A
 from .diagnostics import Diagnostics
-from .functions import ANY, BOOL, DURATION, EVENT, EVENT_FIELDS, FUNCTIONS, LIST, NULL, NUMBER, STRING, TIME, WEEKDAYS
+from .functions import (ANY, BOOL, DURATION, EVENT, EVENT_FIELDS, FUNCTIONS, LIST, NULL, NUMBER, PREDICTION_HORIZON_DAYS,
+                        PREDICTION_MODELS, STRING, TIME, WEEKDAYS)
 from .suggest import closest, did_you_mean
+from .unparse import unparse
 
 UNIT_HINTS = {
     "sec": "s", "secs": "s", "second": "s", "seconds": "s",
@@ -141,7 +143,10 @@ class ExprChecker:
             return EVENT_FIELDS.get(e.name, ANY)
         if e.name in scope.aliases:
             return EVENT
-        if scope.aliases:
+        if e.name == "predicted":
+            help = ("a prediction names its model and horizon: `predicted purchase in 30d`, "
+                    "`predicted churn in 60d` (a probability between 0 and 1)")
+        elif scope.aliases:
             help = did_you_mean(e.name, scope.aliases, otherwise=(
                 f"bare names are event properties only inside `event \"...\" where`; here, read a named "
                 f"event's property, e.g. `{sorted(scope.aliases)[0]}.{e.name}`"))
@@ -173,6 +178,34 @@ class ExprChecker:
         self.segment_ref(e.segment)
         return BOOL
 
+    def _Predicted(self, e: A.Predicted, scope: Scope) -> str:
+        model = e.model.value
+        if model not in PREDICTION_MODELS:
+            hit = closest(model, PREDICTION_MODELS)
+            known = "; ".join(f"`{m}`: {what}" for m, what in PREDICTION_MODELS.items())
+            self.diags.error("J080", f"unknown model `{model}`", e.model.span,
+                             (f"did you mean `{hit}`? " if hit else "") + f"the models are {known}")
+        self.horizon(e.horizon)
+        return NUMBER
+
+    def horizon(self, d: A.Duration) -> None:
+        """A prediction's horizon: a valid duration, whole days or hours, 1d to 3650d."""
+        before = len(self.diags.items)
+        self.duration(d)
+        if len(self.diags.items) > before or d.unit not in A.Duration.UNITS:
+            return  # the unit is already reported
+        low, high = PREDICTION_HORIZON_DAYS
+        seconds = d.seconds
+        if seconds % 3600:
+            self.diags.error("J081", f"a prediction's horizon is whole days or hours, not `{d}`", d.span,
+                             f"write days (`30d`) or hours (`36h`), at least `{low}d`")
+        elif seconds < low * 86400:
+            self.diags.error("J081", f"the horizon `{d}` is too short for a prediction: at least {low}d", d.span,
+                             f"write `{low}d` or longer; the models are trained on what users do over days")
+        elif seconds > high * 86400:
+            self.diags.error("J081", f"the horizon `{d}` is too long for a prediction: at most {high}d (10 years)",
+                             d.span, f"write at most `{high}d`; `365d` is a year")
+
     def _Binary(self, e: A.Binary, scope: Scope) -> str:
         lt = self.expr(e.left, scope)
         rt = self.expr(e.right, scope)
@@ -192,6 +225,7 @@ class ExprChecker:
         return BOOL
 
     def _check_comparison(self, e: A.Binary, lt: str, rt: str, scope: Scope) -> None:
+        self._check_probability(e)
         if scope.in_where:
             for side, other in ((e.left, e.right), (e.right, e.left)):
                 if isinstance(side, A.Name) and side.name == "local_weekday" and isinstance(other, A.Literal):
@@ -206,6 +240,22 @@ class ExprChecker:
             return
         self.diags.error("J034", f"this compares a {lt} with a {rt}: it is never true", e.span,
                          _mismatch_help(lt, rt))
+
+    def _check_probability(self, e: A.Binary) -> None:
+        """A prediction compared with a number outside [0, 1]: a probability never gets there
+        (60 for 60 % is the likely slip)."""
+        for side, other in ((e.left, e.right), (e.right, e.left)):
+            if not isinstance(side, A.Predicted):
+                continue
+            value = _number(other)
+            if value is None or 0 <= value <= 1:
+                continue
+            shown = unparse(side)
+            where = "above 1" if value > 1 else "below 0"
+            help = (f"a probability is between 0 and 1: for {value:g} %, write `{value / 100:g}`"
+                    if 1 < value <= 100 else "a probability is between 0 and 1: compare with a number in that range")
+            self.diags.warning("J084", f"a probability is never {where}: `{shown}` is between 0 and 1, "
+                               f"and this compares it with {value:g}", e.span, help)
 
     def _check_membership(self, e: A.Binary, lt: str, rt: str, scope: Scope) -> None:
         if rt not in (LIST, STRING, ANY):
@@ -265,6 +315,16 @@ class ExprChecker:
             return isinstance(arg, A.Name) or (isinstance(arg, A.Literal) and isinstance(arg.value, str))
         self.expr(arg, scope)
         return kind == "value"
+
+
+def _number(e) -> float | None:
+    """The value of a number literal (or a negated one), else None."""
+    if isinstance(e, A.Unary) and e.op == "-":
+        inner = _number(e.operand)
+        return -inner if inner is not None else None
+    if isinstance(e, A.Literal) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool):
+        return float(e.value)
+    return None
 
 
 _KIND_TEXT = {

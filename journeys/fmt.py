@@ -444,8 +444,7 @@ class _Printer:
         if isinstance(node, A.Goal):
             return [f"goal {r(node.name)} = {e(node.match)} within {self.dur(node.within)}"]
         if isinstance(node, A.Cap):
-            rules = ", ".join(f"{rule.channel.value} {self.cap_count(rule)} per {self.dur(rule.window)}"
-                              for rule in node.rules)
+            rules = ", ".join(self.cap_rule(rule) for rule in node.rules)
             return [f"cap {rules}" + (f" when {e(node.when)}" if node.when is not None else "")]
         if isinstance(node, A.QuietHours):
             return [f"quiet hours {self.raw(node.start)}-{self.raw(node.end)}" + self.tz(node.tz, node)]
@@ -460,6 +459,8 @@ class _Printer:
         if isinstance(node, A.Send):
             head = f"send {node.channel.value} {r(node.template)}"
             tail = f" via {r(node.via)}" if node.via is not None else ""
+            if node.best_time is not None:
+                tail += f" at best time within {self.dur(node.best_time)}"
             return self.with_object(head, " with ", node.data, tail, indent)
         if isinstance(node, A.AudienceChange):
             if node.op == "add":
@@ -472,6 +473,15 @@ class _Printer:
         if isinstance(node, A.ExitStep):
             return ["exit"]
         raise FormatError(f"cannot print a {type(node).__name__}")
+
+    def cap_rule(self, rule: A.CapRule) -> str:
+        """`email 2 per 1d`, or a learned cap `push auto per 7d min 2 max 5` (the builder puts
+        `min` first whatever the order written, so this is the canonical order)."""
+        if not rule.auto:
+            return f"{rule.channel.value} {self.cap_count(rule)} per {self.dur(rule.window)}"
+        bounds = "".join(f" {b.kind} {self.raw(b).split()[-1] if b.span is not None else b.value}"
+                         for b in rule.bounds)
+        return f"{rule.channel.value} auto per {self.dur(rule.window)}{bounds}"
 
     def cap_count(self, rule: A.CapRule) -> str:
         at = self.end(rule.channel)
@@ -588,6 +598,8 @@ class _Printer:
             return f"{self.wrap(node.left, level)} {node.op} {self.wrap(node.right, level + 1)}"
         if isinstance(node, A.InSegment):
             return f"user in segment {self.text_of(node.segment)}"
+        if isinstance(node, A.Predicted):
+            return f"predicted {node.model.value} in {self.dur(node.horizon)}"
         if isinstance(node, A.Call):
             return f"{node.func}(" + ", ".join(self.expr(a) for a in node.args) + ")"
         if isinstance(node, A.EventMatch):

@@ -93,3 +93,30 @@ EVERY_DAYS = {
 CHANNELS = ("email", "push", "sms")  # sendable channels (`send CHANNEL "template"`)
 CAP_CHANNELS = CHANNELS + ("ads", "webhook", "all")  # what a cap can count
 SUPPRESSION_REASONS = ("cap", "quiet hours", "consent", "exit")
+
+# `predicted MODEL in HORIZON`: the models a condition can read, each a probability in [0, 1].
+PREDICTION_MODELS: dict[str, str] = {
+    "purchase": "the probability that the user buys (an `Order Completed`) within the horizon",
+    "churn": "the probability that the user shows no activity at all within the horizon",
+}
+PREDICTION_HORIZON_DAYS = (1, 3650)  # a horizon is a whole number of days or hours in this range
+BEST_TIME_WINDOW_SECONDS = (3600, 7 * 86400)  # `at best time within W`: 1h to 7d
+AUTO_CAP_CHANNELS = CHANNELS  # a learned cap learns from the engagement that follows messages
+AUTO_CAP_LIMIT = 1000  # the largest `max` of a learned cap
+
+
+def prediction_key(model: str, horizon_seconds: int) -> str:
+    """The name of a prediction in a template's `predicted` mapping and in `journeys score`'s
+    columns: `purchase_30d`, `churn_36h` (days when the horizon is whole days, else hours)."""
+    if horizon_seconds % 86400 == 0:
+        return f"{model}_{horizon_seconds // 86400}d"
+    return f"{model}_{horizon_seconds // 3600}h"
+
+
+def parse_prediction_key(key: str) -> tuple[str, int] | None:
+    """`purchase_30d` → ("purchase", 2592000); None when it is not MODEL_<n>d or MODEL_<n>h (the
+    model is not checked here)."""
+    model, _, horizon = key.rpartition("_")
+    if not model or len(horizon) < 2 or horizon[-1] not in "dh" or not horizon[:-1].isdigit():
+        return None
+    return model, int(horizon[:-1]) * (86400 if horizon[-1] == "d" else 3600)

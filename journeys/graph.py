@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar, Mapping
 
-from .config import DEDUPE_DAYS
+from .config import DEDUPE_DAYS, RETRAIN
 from .diagnostics import Span
 from .expr import Compiled, EventMatcher
 from .needs import HistoryNeeds
@@ -173,10 +173,14 @@ class SendNode(Node):
     template: str
     data: tuple[tuple[str, Compiled], ...] = ()
     via: str | None = None
+    # `at best time within W`: W in seconds; the engine holds the message until the moment in the
+    # next W that the user's model says they engage most (then quiet hours apply). None: send now.
+    best_time: int | None = None
 
     def describe(self) -> str:
         via = f" via {quote(self.via)}" if self.via else ""
-        return f"send {self.channel} {quote(self.template)}{via}"
+        best = f" at best time within {format_duration(self.best_time)}" if self.best_time is not None else ""
+        return f"send {self.channel} {quote(self.template)}{via}{best}"
 
 
 @dataclass(frozen=True)
@@ -287,9 +291,29 @@ class Goal:
 
 @dataclass(frozen=True)
 class CapRule:
-    channel: str  # email | push | sms | ads | webhook | all
+    """`count` messages per rolling `seconds`. A learned cap (`push auto per 7d min 2 max 5`) has
+    `auto` true: the engine learns each user's count within [`low`, `high`], the bounds the marketer
+    set; its `count` is `high`, so code that knows nothing of learned caps still holds the bound.
+    A fixed rule has `low == high == count`."""
+
+    channel: str  # email | push | sms | ads | webhook | all (never `all` for a learned cap)
     count: int
     seconds: int  # rolling window
+    auto: bool = False
+    low: int | None = None  # None: `count` (set so after construction)
+    high: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.low is None:
+            object.__setattr__(self, "low", self.count if not self.auto else 1)
+        if self.high is None:
+            object.__setattr__(self, "high", self.count)
+
+    def describe(self) -> str:
+        if self.auto:
+            low = f" min {self.low}" if self.low != 1 else ""
+            return f"{self.channel} auto per {format_duration(self.seconds)}{low} max {self.high}"
+        return f"{self.channel} {self.count} per {format_duration(self.seconds)}"
 
 
 @dataclass(frozen=True)
@@ -362,9 +386,51 @@ class CompiledProject:
     policy: CompiledPolicy
     needs: HistoryNeeds  # the union of every journey's, segment's and the policy's
     dedupe_days: int = DEDUPE_DAYS  # journeys.toml's [ingest] dedupe_days: how long a messageId counts
+    retrain: str = RETRAIN  # journeys.toml's [models] retrain: when the models train (cron, UTC)
+    # (model, horizon seconds) that templates read as `predicted.purchase_30d` (the checker finds
+    # them; the expressions' own are in `needs.predictions`)
+    template_predictions: frozenset[tuple[str, int]] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("journeys", "segments"):
             value = getattr(self, name)
             if not isinstance(value, MappingProxyType):
                 object.__setattr__(self, name, MappingProxyType(dict(value)))
+
+    # ------------------------------------------------------------ what the models must serve
+
+    @property
+    def predictions(self) -> frozenset[tuple[str, int]]:
+        """Every (model, horizon seconds) that a journey, a segment, the policy or a template reads:
+        the scores the engine must train and serve (`journeys.functions.prediction_key` names them)."""
+        return self.needs.predictions | self.template_predictions
+
+    def _cap_rules(self):
+        for cap in self.policy.caps:
+            yield from cap.rules
+        for journey in self.journeys.values():
+            for cap in journey.caps:
+                yield from cap.rules
+
+    @property
+    def auto_caps(self) -> frozenset[tuple[str, int]]:
+        """(channel, window seconds) of every learned cap rule, the policy's and the journeys'."""
+        return frozenset((r.channel, r.seconds) for r in self._cap_rules() if r.auto)
+
+    @property
+    def auto_cap_channels(self) -> frozenset[str]:
+        return frozenset(channel for channel, _ in self.auto_caps)
+
+    @property
+    def best_time_channels(self) -> frozenset[str]:
+        """The channels of every `send ... at best time`."""
+        return frozenset(node.channel for journey in self.journeys.values() for node in journey.nodes.values()
+                         if isinstance(node, SendNode) and node.best_time is not None)
+
+    @property
+    def uses_models(self) -> bool:
+        """Whether anything reads a model: a prediction (in a condition or a template), a send at
+        the best time or a learned cap. The engine keeps per-user features only then (unless told
+        to), so a project without them pays nothing. The templates' `recommended` does not count:
+        the engine serves it from what it keeps anyway, or its popularity fallback."""
+        return bool(self.predictions or self.auto_caps or self.best_time_channels)

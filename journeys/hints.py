@@ -16,6 +16,7 @@ Nothing here runs unless the parser has already failed: a clean file never pays 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -576,12 +577,30 @@ def _if_else(at: _At) -> Fix | None:
                pop=len(at.stack) - opener, resume=stop)
 
 
+# ------------------------------------------------------------------------ J003 predictions
+
+def _predicted_misspelt(at: _At) -> Fix | None:
+    """`predictd purchase in 30d`: a misspelt `predicted` is read as a name, and the model's name
+    after it is where the parser fails."""
+    name = at.shifted(1, "VAR")
+    if name is None or at.tok is None or at.tok.type not in ("NAME", "VAR") or "PREDICTED" not in at.keywords.values():
+        return None
+    if name.value == "predicted" or not difflib.get_close_matches(name.value.lower(), ["predicted"], cutoff=0.75):
+        return None
+    if not re.match(r"\s+in\b", at.rest_of_line(at.end)):
+        return None
+    return Fix("J003", f"unknown word `{name.value}`", name.start_pos, name.end_pos,
+               f"did you mean `predicted`? write {at.corrected(name.start_pos, name.end_pos, 'predicted')}",
+               pop=1, feed=(at.keyword("predicted", name.start_pos, name.end_pos),
+                            at.token("NAME", at.tok.value, at.pos, at.end)))
+
+
 # ------------------------------------------------------------------------ the hints, in order
 
 # The more particular first: `or event` before a missing comma, a duration's pieces before the
 # word in front of it, a missing comma (the most general) last.
 _TOKEN_HINTS = (_or_between_events, _duration_pieces, _am_pm, _unit_alone, _time_range, _word_before_duration,
-                _operators, _entry, _if_else, _holdout, _split_shares, _unquoted, _missing_comma)
+                _operators, _entry, _if_else, _holdout, _split_shares, _predicted_misspelt, _unquoted, _missing_comma)
 _CHARACTER_HINTS = (_operator_characters, _other_quotes)
 
 

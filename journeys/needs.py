@@ -12,6 +12,8 @@ A user's history is unbounded; what conditions can read is not. For every event 
   `entry when first event E`, and unbounded lookups with a `where` filter): keep them all.
 - `live`: events matched as they arrive (entry, exit, goal, wait for): the engine routes them to
   the journey; they need no history of their own.
+- `predictions`: the (model, horizon seconds) pairs that `predicted MODEL in HORIZON` reads: the
+  engine trains and scores those models (they read no stored event of their own here).
 - `properties[name]`: the properties of kept events that conditions can read (`where` filters,
   the property of `sum`/`avg`, `last(event E).category`), so the engine keeps those and drops the
   rest; None when a condition takes a whole event (`with { p: last(event E) }`): keep them all.
@@ -37,13 +39,15 @@ class HistoryNeeds:
     ever: frozenset[str] = frozenset()
     live: frozenset[str] = frozenset()
     properties: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+    predictions: frozenset[tuple[str, int]] = frozenset()
 
     def __or__(self, other: "HistoryNeeds") -> "HistoryNeeds":
         windows = dict(self.windows)
         for name, seconds in other.windows.items():
             windows[name] = max(seconds, windows.get(name, 0))
         return HistoryNeeds(dict(sorted(windows.items())), self.latest | other.latest, self.ever | other.ever,
-                            self.live | other.live, _merge_properties(self.properties, other.properties))
+                            self.live | other.live, _merge_properties(self.properties, other.properties),
+                            self.predictions | other.predictions)
 
     def kept_properties(self, name: str) -> frozenset[str] | None:
         """The properties to keep on a stored event of `name`; None: all of them."""
@@ -82,7 +86,11 @@ def history_read_by(nodes: Iterable[A.Node]) -> HistoryNeeds:
     ever: set[str] = set()
     properties: dict[str, frozenset[str] | None] = {}
     attribute_of: dict[int, str] = {}  # id of a call whose result is read with `.name` → name
+    predictions: set[tuple[str, int]] = set()
     for n in nodes:
+        if isinstance(n, A.Predicted):
+            predictions.add((n.model.value, n.horizon.seconds))
+            continue
         if isinstance(n, A.Attr) and isinstance(n.obj, A.Call):
             attribute_of[id(n.obj)] = n.name
             continue
@@ -116,7 +124,7 @@ def history_read_by(nodes: Iterable[A.Node]) -> HistoryNeeds:
             read.add(attribute_of[id(n)])
         properties = _merge_properties(properties, {name: frozenset(read)})
     return HistoryNeeds(dict(sorted(windows.items())), frozenset(latest), frozenset(ever),
-                        properties=properties)
+                        properties=properties, predictions=frozenset(predictions))
 
 
 def match_properties(match: A.EventMatch) -> frozenset[str]:

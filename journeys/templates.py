@@ -21,7 +21,11 @@ from .diagnostics import Diagnostics, Span
 REQUIRED_FIELDS = {"email": ("subject", "from"), "push": ("title",), "sms": ()}
 
 # Variables every template may use whatever the send provides.
-ALWAYS_PROVIDED = {"user", "event", "current_event", "journey"}
+ALWAYS_PROVIDED = {"user", "event", "current_event", "journey", "recommended", "predicted"}
+# What the engine's models give every message (docs/language.md, "Predictions"): `recommended`
+# (`.products`, dicts with at least `product_id` and `category`, best first; `.categories`, names)
+# and `predicted`, the user's scores by `journeys.functions.prediction_key` (`predicted.purchase_30d`).
+MODEL_PROVIDED = frozenset({"recommended", "predicted"})
 PROVIDED_BY_CHANNEL = {"email": {"unsubscribe_url"}}
 # A journey whose entry names a "... Viewed" event with `as` also gives `last_viewed` (the latest
 # such named event); connectors.render provides it by this same rule.
@@ -47,6 +51,8 @@ class Template:
     lines: list[str] = field(default_factory=list)
     # of OPTIONAL (variables a send may lack), those read outside a guard → (line, col) of the first such read
     unguarded: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # the keys read from `predicted` (`predicted.purchase_30d`, `predicted["churn_60d"]`) → (line, col)
+    predicted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def load_template(path: Path, channel: str, display: str, diags: Diagnostics) -> Template:
@@ -91,7 +97,22 @@ def load_template(path: Path, channel: str, display: str, diags: Diagnostics) ->
             tpl.variables.setdefault(var, _first_use(source, var, first_line))
         for var, line in _unguarded(parsed, OPTIONAL & tpl.variables.keys()).items():
             tpl.unguarded.setdefault(var, (first_line + line - 1, _first_use(source, var, first_line)[1]))
+        if "predicted" in tpl.variables:
+            for key in _keys_read(parsed, "predicted"):
+                tpl.predicted.setdefault(key, _first_use(source, key, first_line))
     return tpl
+
+
+def _keys_read(tree: nodes.Node, name: str) -> list[str]:
+    """The constant keys read from variable `name`: `name.key` and `name["key"]`."""
+    keys = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.name == name:
+            if isinstance(node, nodes.Getattr):
+                keys.append(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                keys.append(node.arg.value)
+    return keys
 
 
 OPTIONAL = frozenset({"event", "current_event"})  # the events some actions do not have

@@ -73,6 +73,8 @@ def unparse(node: A.Node) -> str:
         return f"{_wrap(node.left, level)} {node.op} {_wrap(node.right, level + 1)}"
     if isinstance(node, A.InSegment):
         return f"user in segment {quote(node.segment.value)}"
+    if isinstance(node, A.Predicted):
+        return f"predicted {node.model.value} in {node.horizon}"
     if isinstance(node, A.Call):
         return f"{node.func}(" + ", ".join(unparse(a) for a in node.args) + ")"
     if isinstance(node, A.EventMatch):

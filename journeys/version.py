@@ -11,7 +11,9 @@ with nothing else. What is hashed:
 
 Values are tagged with their type, so `1`, `1.0`, `true` and `"1"` never collide; floats use
 `repr` (the shortest text that round-trips); durations hash as seconds (`60m` and `1h` mean the
-same); whether a split share was written with `%` is spelling, not meaning. The project policy
+same); whether a split share was written with `%` is spelling, not meaning; a field added to the
+tree later is left out while it holds the value that means "as before" (a send without
+`at best time`, a cap rule that is not `auto`). The project policy
 (caps, quiet hours) is not part of a journey's version.
 """
 
@@ -26,6 +28,9 @@ from .needs import SegmentIndex, segment_closure, segment_references
 
 FORMAT = "journeys.version/1"  # bump when the compiler's meaning of the same tree changes
 _SPELLING_ONLY = {(A.SplitArm, "has_percent_sign")}
+# Fields added to the tree after journeys were already running: at these values they mean what the
+# tree meant before the field existed, so they are left out and no running journey changes version.
+_LATER_DEFAULTS = {(A.Send, "best_time"): None, (A.CapRule, "auto"): False, (A.CapRule, "bounds"): ()}
 
 
 def canonical(value: Any) -> Any:
@@ -37,7 +42,11 @@ def canonical(value: Any) -> Any:
         for name in A.child_fields(type(value)):
             if (type(value), name) in _SPELLING_ONLY:
                 continue
-            body[name] = canonical(getattr(value, name))
+            field_value = getattr(value, name)
+            key = (type(value), name)
+            if key in _LATER_DEFAULTS and field_value == _LATER_DEFAULTS[key]:
+                continue
+            body[name] = canonical(field_value)
         return {type(value).__name__: body}
     if value is None:
         return None
