@@ -28,7 +28,8 @@ class Delivery:
       audience or webhook name; `user_id` and `profile` (traits: email, phone, push tokens...).
     - `data`: the evaluated `with {...}` values; `named`: the journey's `as` events (plain dicts);
       `event`: the event that started the run, if any; `current_event`: the event its step ran on,
-      if any; `journey`, `step`: for logs and templates.
+      if any; `journey`, `step`: for logs and templates; `predictions`: the scores the engine
+      took at the decision (templates' `recommended` and `predicted`), None without models.
     """
 
     action_id: str
@@ -42,6 +43,7 @@ class Delivery:
     current_event: Mapping[str, Any] | None = None
     journey: str = ""
     step: str = ""
+    predictions: Mapping[str, Any] | None = None  # `recommended` and `predicted`, scored at the decision
 
 
 # `Delivery.data` key of the identifiers a forget-user removal carries (engine.daemon.erasure): a key no
@@ -106,4 +108,5 @@ def delivery_of(action: Mapping[str, Any], profile: Mapping[str, Any]) -> Delive
     return Delivery(action_id=action["id"], kind=action["kind"], target=action["target"], user_id=action["user"],
                     profile=profile, data=action.get("data") or {}, named=action.get("named") or {},
                     event=action.get("event"), current_event=action.get("current_event"),
-                    journey=action.get("journey", ""), step=action.get("path", ""))
+                    journey=action.get("journey", ""), step=action.get("path", ""),
+                    predictions=action.get("predictions"))

@@ -15,6 +15,11 @@ Jinja2 body, rendered in a sandbox. The front-matter fields are templates too (`
 - the `with {...}` values as top-level variables (they win over everything above);
 - `last_viewed`: the latest bound event whose name ends in "Viewed" (e.g. "Product Viewed"), and
   `product` / `category` taken from it when the send does not give them;
+- `recommended`: `recommended.products` (dicts with `product_id` and `category`, best first) and
+  `recommended.categories`, the user's next best products and categories as the models saw them
+  when the engine decided the message; empty lists when the project predicts nothing yet;
+- `predicted`: the user's scores at that moment, `predicted.purchase_30d`, `predicted.churn_30d`
+  and every horizon the project's journeys read (null before the first training);
 - email only: `unsubscribe_url`, the signed link of `connectors.unsubscribe`.
 
 Nothing renders a hole. A variable that does not exist fails the delivery with a PermanentError
@@ -204,6 +209,9 @@ def context(delivery: Delivery, **extra: Any) -> dict[str, Any]:
                 ctx[key] = source
     for name, value in named.items():
         ctx[name] = _wrap(name, value)
+    predictions = delivery.predictions or {}
+    ctx["recommended"] = _wrap("recommended", predictions.get("recommended") or {"products": [], "categories": []})
+    ctx["predicted"] = _wrap("predicted", predictions.get("predicted") or {})
     for name, value in (delivery.data or {}).items():
         ctx[str(name)] = _wrap(str(name), value)
     ctx.update(extra)  # what the renderer itself provides (unsubscribe_url) cannot be overridden

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHOP = ROOT / "examples" / "shop"
 SAMPLE = SHOP / "events" / "sample.jsonl"
 SHOP_JOURNEYS = ("Browse abandonment", "Checkout abandonment", "First purchase", "Homepage banner", "Monday picks",
-                 "Payment failure", "Retarget by engagement")
+                 "Payment failure", "Retarget by engagement", "Churn win-back")
 
 
 def journeys(*args: str) -> subprocess.CompletedProcess:

@@ -32,7 +32,7 @@ def test_the_sample_log_exercises_every_shop_journey(shop_run):
     r, out = shop_run
     report = json.loads((out / "report.json").read_text())
     names = {"Browse abandonment", "Checkout abandonment", "Monday picks", "Retarget by engagement",
-             "First purchase", "Payment failure", "Homepage banner"}
+             "First purchase", "Payment failure", "Homepage banner", "Churn win-back"}
     assert set(report["journeys"]) == names
     for name, j in report["journeys"].items():
         assert j["entered"] > 0, name

@@ -18,6 +18,7 @@ from .fmt import fmt_command
 from .generate import generate_command
 from .graph import graph_command
 from .migrate import migrate_command
+from .predictions import models_command, score_command
 from .render import render_command
 from .replay import replay_command
 from .serve import serve_command
@@ -30,8 +31,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 # In the order `journeys --help` lists them.
 for name, command in (("check", check_command), ("graph", graph_command), ("explain", explain_command),
                       ("simulate", simulate_command), ("test", test_command), ("generate", generate_command),
-                      ("diff", diff_command), ("fmt", fmt_command), ("render", render_command),
-                      ("serve", serve_command), ("replay", replay_command), ("migrate", migrate_command)):
+                      ("score", score_command), ("models", models_command), ("diff", diff_command),
+                      ("fmt", fmt_command), ("render", render_command), ("serve", serve_command), ("replay", replay_command),
+                      ("migrate", migrate_command)):
     app.command(name)(command)
 
 

@@ -15,6 +15,10 @@ def generate_command(
     start: str = typer.Option("2026-03-02T00:00:00Z", "--start", help="First instant of the window, ISO-8601."),
     days: int = typer.Option(28, "--days", min=1, help="Length of the window in days."),
     out: str = typer.Option("-", "--out", "-o", help='Output file ("-": stdout); gzip when it ends in .gz.'),
+    plant: bool = typer.Option(False, "--plant", help="Identified customers with planted purchase cycles, preferred "
+                               "hours, tastes and fatigue curves (what the models should find)."),
+    truth: str = typer.Option(None, "--truth", help="With the planted population (implies --plant): write its "
+                              "parameters, one JSON object per user, to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on stderr."),
 ) -> None:
     """Write a synthetic e-commerce event log (Segment-spec JSON lines) for dry-runs and benchmarks."""
@@ -26,7 +30,7 @@ def generate_command(
     except ValueError:
         raise usage_error(f"--start: not an ISO-8601 instant: {start!r}")
     began = time.perf_counter()
-    summary = generate(out, events=events, users=users, seed=seed, start=start, days=days)
+    summary = generate(out, events=events, users=users, seed=seed, start=start, days=days, plant=plant, truth=truth)
     if not quiet:
         where = "stdout" if out == "-" else out
         print(f"wrote {summary.events} messages for {summary.users} users ({summary.identified_users} identified) "

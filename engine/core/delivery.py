@@ -18,6 +18,7 @@ from journeys.evaluation import Context
 from journeys.functions import CHANNELS
 from journeys.graph import Cap, CapRule, CompiledJourney, CompiledPolicy, QuietHours, format_duration, format_time
 
+from ..models.modelset import UNTRAINED, ModelSet
 from .state import SendRecord, UserState
 from .timing import quiet_until, zone
 
@@ -55,6 +56,7 @@ class Situation:
     ctx: Context  # for dynamic caps (`when`)
     tz: tzinfo  # the user's timezone
     now: datetime
+    models: ModelSet = UNTRAINED  # learned caps (`cap push auto per 7d max 5`)
 
 
 Step = Callable[[Pending, Situation], "Verdict | None"]
@@ -82,8 +84,11 @@ def caps(action: Pending, s: Situation) -> Verdict | None:
                 if not _counts(rule.channel, action.channel):
                     continue
                 only = s.journey.name if scope == "journey" else None
-                if _sent_in_window(s.state.sends, rule, only, s.now) >= rule.count:
-                    return Verdict("suppressed", "cap", describe_rule(scope, rule, cap))
+                limit = rule.count
+                if rule.auto:  # a learned cap: the user's own, within the marketer's bounds
+                    limit = s.models.cap(s.state.features, rule.channel, rule.seconds, rule.low, rule.high)
+                if _sent_in_window(s.state.sends, rule, only, s.now) >= limit:
+                    return Verdict("suppressed", "cap", describe_rule(scope, rule, cap, limit))
     return None
 
 
@@ -142,8 +147,12 @@ def _zone_of(q: QuietHours, user_tz: tzinfo) -> tzinfo:
     return (zone(q.tz) or user_tz) if q.tz is not None else user_tz
 
 
-def describe_rule(scope: str, rule: CapRule, cap: Cap) -> str:
+def describe_rule(scope: str, rule: CapRule, cap: Cap, limit: int | None = None) -> str:
     when = f" when {cap.when.source}" if cap.when is not None else ""
+    if rule.auto:
+        # the rule as written, so reports count its suppressions together; the user's learned
+        # count is in the trace (the cap models' version) and `journeys score`
+        return f"{scope}: {rule.describe()}{when}"
     return f"{scope}: {rule.channel} {rule.count} per {format_duration(rule.seconds)}{when}"
 
 

@@ -62,7 +62,9 @@ class Action:
     the run, in every action of it (after waits, released from quiet hours, in `on exit`); None
     for a scheduled entry or a segment entry a profile update caused. `current_event`: the event
     the step ran on (the one that started the run, ended a `wait for`, or ended the run); None
-    after a timer; a send held by quiet hours keeps the one it had."""
+    after a timer; a send held by quiet hours keeps the one it had. `predictions`: what templates
+    read as `recommended` and `predicted`, scored when the step decided the message (so the
+    daemon's delivery and the dry-run render the same); None when the project predicts nothing."""
 
     id: str
     time: datetime
@@ -83,13 +85,14 @@ class Action:
     named: Mapping[str, Any] = field(default_factory=dict)
     event: Mapping[str, Any] | None = None  # the event that started the run (templates' `event`)
     current_event: Mapping[str, Any] | None = None  # the event the step ran on (`current_event`)
+    predictions: Mapping[str, Any] | None = None  # templates' `recommended` and `predicted`
 
     @property
     def is_message(self) -> bool:
         return self.kind in ("email", "push", "sms")
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id, "time": iso(self.time), "user": self.user, "journey": self.journey,
             "version": self.version, "entry": self.entry, "path": self.path, "kind": self.kind,
             "channel": self.channel, "target": self.target, "outcome": self.outcome,
@@ -97,6 +100,9 @@ class Action:
             "data": dict(self.data), "named": dict(self.named), "event": self.event,
             "current_event": self.current_event,
         }
+        if self.predictions is not None:  # left out when absent: outputs of projects without models stay as they were
+            out["predictions"] = dict(self.predictions)
+        return out
 
 
 @fast_init
@@ -173,7 +179,24 @@ class Received:
                 "detail": self.detail}
 
 
-Effect = Action | Transition | TraitChange | Conversion | Received
+@dataclass(frozen=True, slots=True)
+class ModelsTrained:
+    """The models were trained as of `time` (engine.models.modelset): `summary` is the version's
+    description (status, evidence and metrics per family), for reports, logs and traces."""
+
+    time: datetime
+    version: str
+    summary: Mapping[str, Any]
+
+    @property
+    def user(self) -> str:
+        return ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "version": self.version, "summary": dict(self.summary)}
+
+
+Effect = Action | Transition | TraitChange | Conversion | Received | ModelsTrained
 
 
 def format_effect(e: Effect) -> str:
@@ -201,4 +224,6 @@ def format_effect(e: Effect) -> str:
     if isinstance(e, TraitChange):
         by = f" by {e.path}" if e.path else ""
         return f"{when}  {e.user}  trait {e.trait} = {e.value!r}{by}"
+    if isinstance(e, ModelsTrained):
+        return f"{when}  models trained: version {e.version}"
     return f"{when}  {e!r}"  # pragma: no cover

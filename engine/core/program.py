@@ -13,9 +13,13 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
-from journeys.config import DEDUPE_DAYS
+from journeys.config import DEDUPE_DAYS, RETRAIN
 from journeys.graph import CompiledJourney, CompiledPolicy, CompiledProject, CompiledSegment, WaitForNode
 from journeys.needs import HistoryNeeds
+
+from ..models.modelset import UNTRAINED, ModelSet
+
+DEFAULT_PREDICTIONS = (("purchase", 30 * 86400), ("churn", 30 * 86400))
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ class Program:
     cap_window: int = 0  # the longest cap window in seconds: how long sends are remembered
     kept_properties: Mapping[str, frozenset[str] | None] = field(default_factory=dict)  # see retention
     dedupe: timedelta = timedelta(days=DEDUPE_DAYS)  # a repeated messageId within this is dropped
+    # predictions: users keep features only when something reads them (or a command asks, like
+    # `journeys score`); `models` is the version in effect, swapped by the runtime on `retrain`
+    features_on: bool = False
+    models: ModelSet = UNTRAINED
+    retrain: str = RETRAIN
+    predictions: tuple[tuple[str, int], ...] = DEFAULT_PREDICTIONS  # (model, horizon s): templates' `predicted`
 
     @classmethod
     def build(cls, project: CompiledProject, older: Iterable[CompiledJourney] = (),
@@ -68,6 +78,9 @@ class Program:
             cap_window=window,
             kept_properties=MappingProxyType({n: project.needs.kept_properties(n) for n in project.needs.events}),
             dedupe=timedelta(days=project.dedupe_days),
+            features_on=project.uses_models,
+            retrain=project.retrain,
+            predictions=tuple(sorted(set(DEFAULT_PREDICTIONS) | set(project.predictions))),
         )
 
     def journey(self, name: str, version: str) -> CompiledJourney | None:

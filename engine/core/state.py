@@ -15,6 +15,8 @@ from typing import Any, Mapping
 from journeys.evaluation import Event, HistoryIndex
 from journeys.fast_init import fast_init
 
+from ..models.features import Features
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -27,7 +29,8 @@ class Instance:
     - `entry`: the entry number (1, 2, ... per user and journey); with `origin` (the user id at
       entry, which identity stitching never rewrites) it makes action ids unique and stable.
     - `path`/`wait`: where the user waits: `wait` (a duration), `until` (a time of day), `for` (an
-      event, since `since`), `held` (a send held by quiet hours). None while running.
+      event, since `since`), `held` (a send held by quiet hours), `best` (a send waiting for the
+      user's best time, `at best time within`). None while running.
     - `wake`: when the wait ends (the timer); None when not waiting.
     - `named`: the events bound with `as`.
     - `arms`: the split arms taken, as (split path, arm slug or "control").
@@ -94,6 +97,8 @@ class UserState:
     - `audiences`: ad audiences the user is in. `segments`: memberships of the segments that
       journeys enter or exit on, as of the last evaluation (entry and exit happen on a change).
     - `aliases`: other ids stitched into this profile (anonymous ids, previous ids).
+    - `features`: what the predictive models read (engine.models.features); None while the
+      project uses no prediction and none is asked for, so those projects pay nothing.
     """
 
     user_id: str
@@ -106,6 +111,7 @@ class UserState:
     audiences: frozenset[str] = frozenset()
     segments: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
     aliases: frozenset[str] = frozenset()
+    features: Features | None = None
 
     @property
     def wake(self) -> datetime | None:

@@ -26,10 +26,12 @@ from typing import Any, Callable, Mapping
 
 from journeys.evaluation import Context, Event
 from journeys.fast_init import fast_init
-from journeys.functions import CHANNELS
+from journeys.functions import CHANNELS, prediction_key
 from journeys.graph import (AudienceNode, BranchNode, CompiledJourney, ExitNode, SendNode, SetTraitNode, SplitNode,
                             WaitForNode, WaitNode, WaitUntilNode, WebhookNode, format_duration)
 
+from ..models.features import merged as merged_features
+from ..models.features import observe, observe_send, seconds
 from .delivery import CONSENT_TRAIT, Pending, Situation, cap_channel, channel_consent_trait, decide
 from .effects import DEFERRED, SENT, SUPPRESSED, Action, Conversion, Effect, TraitChange, Transition, action_id, iso
 from .program import Program
@@ -144,6 +146,7 @@ class _Run:
         self.sends = state.sends
         self.audiences = state.audiences
         self.segments: Mapping[str, bool] = state.segments
+        self.features = state.features
         self.effects: list[Effect] = []
         self.tz = user_zone(self.traits, program)
         self._ctx: Context | None = None
@@ -159,6 +162,8 @@ class _Run:
             self.set_trait("timezone", tz_hint)
         self.consent_event(ev)
         self.record(ev)
+        if self.p.features_on:  # before anything reads a prediction: the event counts at its moment
+            self.features = observe(self.features, ev.event, ev.timestamp, ev.properties)
         self.goals_reached(ev)
         for inst in self.in_flight():
             j = self.journey_of(inst)
@@ -213,6 +218,9 @@ class _Run:
         node = j.nodes[inst.path]  # type: ignore[index]
         if inst.wait == "held":
             self.transition(inst, "resumed", inst.path, "quiet hours are over")
+            self.advance(self.resume(inst), j, inst.path, resume=True)
+        elif inst.wait == "best":
+            self.transition(inst, "resumed", inst.path, "the user's best time has come")
             self.advance(self.resume(inst), j, inst.path, resume=True)
         elif inst.wait == "for":
             assert isinstance(node, WaitForNode)
@@ -272,7 +280,8 @@ class _Run:
     def ctx(self, inst: Instance | None = None, event: Event | None = None) -> Context:
         if self._ctx is None:
             self._ctx = Context(now=self.now, user_id=self.user, traits=self.traits, timezone=self.tz,
-                                history=self.history, segments=self.p.segments)
+                                history=self.history, segments=self.p.segments,
+                                predict=self.predict if self.p.features_on else None)
         if inst is None and event is None:
             return self._ctx
         return self._ctx.with_event(inst.named if inst is not None else None, event)
@@ -311,7 +320,8 @@ class _Run:
             if seg is None:
                 continue
             needs = seg.needs
-            if event_name is not None and event_name not in needs.events and not (needs.windows or needs.latest):
+            if event_name is not None and event_name not in needs.events and not (
+                    needs.windows or needs.latest or needs.predictions):  # a score moves with any event
                 continue
             now_in = self.ctx().in_segment(name)
             if now_in != self.segments.get(name, False):
@@ -483,7 +493,7 @@ class _Run:
             node = j.nodes[path]
             if not resume:
                 self.transition(inst, "step", path, node.describe())
-            resume = False
+            resumed, resume = resume, False  # `resumed`: this step waited already (quiet hours, best time)
             if isinstance(node, WaitNode):
                 self.wait(inst, path, "wait", self.now + timedelta(seconds=node.seconds))
                 return
@@ -503,6 +513,11 @@ class _Run:
             elif isinstance(node, (SendNode, AudienceNode, WebhookNode)):
                 if inst.exiting is None and isinstance(node, SendNode) and self.exit_condition(inst, j):
                     return  # `exit when` is checked again before every send
+                if isinstance(node, SendNode) and node.best_time is not None and not resumed:
+                    moment = self.best_moment(node)
+                    if moment > self.now:  # the user's best time comes later: wait for it, then decide
+                        self.wait(inst, path, "best", moment)
+                        return
                 held = self.act(inst, j, node)
                 if held is not None:
                     self.wait(inst, path, "held", held)
@@ -519,7 +534,7 @@ class _Run:
             inst = self.instances.get(inst.journey, inst)
 
     def wait(self, inst: Instance, path: str, kind: str, until: datetime) -> None:
-        current = (self.current or inst.current) if kind == "held" else None  # a held send keeps its event
+        current = (self.current or inst.current) if kind in ("held", "best") else None  # a held send keeps its event
         self.instances[inst.journey] = replace(inst, path=path, wait=kind, since=self.now, wake=until, current=current)
         self.transition(inst, "waiting", path, f"until {iso(until)}")
 
@@ -570,31 +585,55 @@ class _Run:
         channel = cap_channel(kind)
         if outcome is None:
             verdict = decide(Pending(kind, channel), Situation(self._state_view(), j, self.p.policy, ctx, self.tz,
-                                                               self.now))
+                                                               self.now, self.p.models))
             outcome = (SENT, None, None, None) if verdict is None else (
                 verdict.outcome, verdict.reason, verdict.rule, verdict.until)
         result, reason, rule, until = outcome
+        predictions = self.predictions() if self.p.features_on and kind in CHANNELS else None
         self.effects.append(Action(
             id=action_id(inst.journey, inst.version, inst.origin, inst.entry, node.path),
             time=self.now, user=self.user, journey=inst.journey, version=inst.version, entry=inst.entry,
             path=node.path, kind=kind, channel=channel, target=target, outcome=result, reason=reason, rule=rule,
             until=until, via=via, data=data, named={k: plain(v) for k, v in inst.named.items()},
-            event=plain(inst.start), current_event=plain(self.current or inst.current)))
+            event=plain(inst.start), current_event=plain(self.current or inst.current), predictions=predictions))
         if result == SENT:
             if channel is not None:
                 self.sends = self._trimmed_sends() + (SendRecord(self.now, channel, inst.journey),)
+                if self.p.features_on and kind in CHANNELS:
+                    self.features = observe_send(self.features, kind, self.now)
             if kind == "audience_add":
                 self.audiences = self.audiences | {target}
             elif kind == "audience_remove":
                 self.audiences = self.audiences - {target}
         return until if result == DEFERRED else None
 
+    def predictions(self) -> dict[str, Any]:
+        """What a message's template reads as `recommended` and `predicted`, scored now."""
+        models, now = self.p.models, seconds(self.now)
+        return {"recommended": models.recommended(self.features, now, 10),
+                "predicted": {prediction_key(m, h): models.predict(self.features, now, m, h)
+                              for m, h in self.p.predictions}}
+
+    def best_moment(self, node: SendNode) -> datetime:
+        """When a send `at best time within W` goes out: the start of the user's best hour for the
+        channel within W (engine.models.sendtime), never before now; now without a trained model."""
+        assert node.best_time is not None
+        now = seconds(self.now)
+        at = self.p.models.best_time(self.features, self.tz, node.channel, now, node.best_time)
+        if at <= now:
+            return self.now
+        return self.now + timedelta(seconds=min(at - now, node.best_time))
+
+    def predict(self, model: str, horizon_seconds: int) -> float | None:
+        """`predicted MODEL in HORIZON` (the language's Context calls it)."""
+        return self.p.models.predict(self.features, seconds(self.now), model, horizon_seconds)
+
     def _trimmed_sends(self) -> tuple[SendRecord, ...]:
         since = self.now - timedelta(seconds=self.p.cap_window)
         return tuple(r for r in self.sends if r.time > since)
 
     def _state_view(self) -> UserState:
-        return replace(self.state, traits=self.traits, sends=self.sends)
+        return replace(self.state, traits=self.traits, sends=self.sends, features=self.features)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -617,12 +656,13 @@ class _Run:
     def finish(self) -> tuple[UserState, list[Effect]]:
         s = self.state
         if (not self.effects and self.history is s.history and self.traits is s.traits
-                and self.segments is s.segments and self.goals is s.goals):
+                and self.segments is s.segments and self.goals is s.goals and self.features is s.features):
             return s, []  # nothing happened (instances, entries and sends only change with effects)
         state = UserState(
             user_id=s.user_id, traits=self.traits, history=self.history,
             instances=MappingProxyType(self.instances), entries=self.entries, goals=self.goals,
-            sends=self.sends, audiences=self.audiences, segments=self.segments, aliases=s.aliases)
+            sends=self.sends, audiences=self.audiences, segments=self.segments, aliases=s.aliases,
+            features=self.features)
         return state, self.effects
 
 
@@ -666,6 +706,7 @@ def merge(known: UserState, other: UserState, now: datetime, program: Program) -
         audiences=known.audiences | other.audiences,
         segments=known.segments,
         aliases=known.aliases | other.aliases | {other.user_id},
+        features=merged_features(known.features, other.features),
     )
     held = [d for d in dropped if d.wait == "held" and d.path is not None and d.exiting is None]
     if held:  # a dropped run's send held by quiet hours is recorded, never lost without a word

@@ -29,12 +29,30 @@ without a traceback; the next run tries again. Any other error is a bug: ERROR, 
 These are the wall-clock duties of one daemon; the journeys' own schedules (cron entries in user
 time) are not here: the engine fires them from its store and clock, so the dry-run fires them at
 the same moments (engine.runtime.loop, engine.core.timing).
+
+Models (`Training`, when the project predicts): the daemon trains its models on a schedule,
+APScheduler firing `program.retrain` (cron, UTC).
+
+The dry-run trains inline, inside `Engine.run_due`, at the very moments of the same cron
+expression (engine.runtime.loop); so does `journeys replay`, whose daemon runs on the events' own
+clock. A live daemon cannot stop taking events for a training, so here the expensive part runs on
+the scheduler's thread:
+
+1. on the worker thread (it owns the store): every user's features as of now (`training_rows`);
+2. on the scheduler's thread: `engine.models.modelset.train`, which keeps the last good version of
+   a family whose training fails and says why;
+3. on the worker thread again: the engine scores with the new version from its next step.
+
+A daemon that starts with predictions in use trains once at start (a restart would otherwise wait
+for the next scheduled moment with no version at all), then on the schedule. Each training is
+logged (version, users, each family's status) and counted for /metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
@@ -43,6 +61,9 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
+
+from ..models.features import seconds as epoch_seconds
+from ..models.modelset import train
 
 log = logging.getLogger("journeys.housekeeping")
 
@@ -168,3 +189,74 @@ class Housekeeping:
                 if self._stopping.is_set():
                     future.cancel()
                     raise _Stopping() from None
+
+
+models_log = logging.getLogger("journeys.models")
+
+
+class Training:
+    """The models' training (see the module's docstring, "Models")."""
+
+    def __init__(self, worker: Any):
+        self.worker = worker
+        self.scheduler: Any = None
+        self.trained = 0  # trainings that produced a version
+        self.failed = 0  # trainings that failed as a whole (the running version stays)
+        self.family_failures = 0  # families that kept their last good version
+        self.last_seconds = 0.0  # how long the last training took
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        from apscheduler.triggers.cron import CronTrigger
+
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+        from ..core.timing import aps_crontab  # weekday numbers as cron means them, as the dry-run's
+
+        trigger = CronTrigger.from_crontab(aps_crontab(self.worker.program.retrain), timezone=timezone.utc)
+        self.scheduler.add_job(self.run, trigger, id="train", coalesce=True, max_instances=1,
+                               misfire_grace_time=None)
+        self.scheduler.add_job(self.run, id="train-at-start")  # now, once
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+
+    def run(self) -> None:
+        """One training (never two at once); the running version stays if anything fails."""
+        if not self._lock.acquire(blocking=False):
+            return
+        started = time.monotonic()
+        try:
+            worker = self.worker
+            at = worker.clock.now()
+            rows = worker.submit(lambda: _rows(worker, at)).result()
+            previous = worker.engine.program.models
+            problems: list[str] = []
+            models = train(rows, epoch_seconds(at), previous=previous, log=problems.append)
+            worker.submit(lambda: worker.engine.use_models(models, at)).result()
+            self.trained += 1
+            self.family_failures += len(models.problems)
+            for problem in problems:
+                models_log.error("%s", problem)
+        except Exception:  # noqa: BLE001 - the daemon goes on with the version it has
+            self.failed += 1
+            models_log.exception("models: training failed; scoring goes on with the running version")
+        finally:
+            self.last_seconds = time.monotonic() - started
+            self._lock.release()
+
+
+def _rows(worker: Any, at: Any) -> list:
+    with worker.store.transaction():
+        return worker.engine.training_rows(at)
+
+
+def log_training(models: Any, at: Any) -> None:
+    """What the daemon says of each training (the worker's `Engine.on_trained`): the version and
+    each family's status, with the reason of one that fell back."""
+    described = models.describe()
+    models_log.info("models: version %s trained as of %s on %d users: %s", models.version, described["trained_at"],
+                    models.users, ", ".join(f"{n} {f['status']}" + (f" ({f['reason']})" if f["reason"] else "")
+                                            for n, f in described["models"].items()))

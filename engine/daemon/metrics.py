@@ -221,6 +221,21 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
                [({"journey": name, "version": version},
                  1 if program.journeys.get(name) is not None and program.journeys[name].version == version else 0)
                 for (name, version) in sorted(program.versions)])
+    training = getattr(worker, "training", None)
+    if training is not None:
+        out.family("journeys_model_trainings_total", "counter",
+                   "Model trainings by result (failed: the running version stays).",
+                   [({"result": "ok"}, training.trained), ({"result": "failed"}, training.failed)])
+        out.family("journeys_model_family_failures_total", "counter",
+                   "Model families whose training failed and kept their last good version.",
+                   [({}, training.family_failures)])
+        out.family("journeys_model_training_seconds", "gauge", "How long the last training took.",
+                   [({}, training.last_seconds)])
+        models = worker.engine.program.models
+        if models.trained_at is not None:
+            out.family("journeys_model_trained_timestamp_seconds", "gauge",
+                       "When the models in use were trained (seconds since 1970).",
+                       [({"version": models.version}, models.trained_at)])
     if reloader is not None:
         out.family("journeys_reloads_total", "counter", "Hot reloads by result.",
                    [({"result": "ok"}, reloader.ok), ({"result": "failed"}, reloader.failed)])

@@ -138,8 +138,11 @@ class Reloader:
 
 def swap(engine: Any, program: Any) -> None:
     """Give the engine a new program between transactions (on the worker thread). Scheduled
-    entries are planned again from the next round: their journeys may have changed or gone."""
-    engine.program = program
+    entries are planned again from the next round: their journeys may have changed or gone. The
+    models in effect stay: a new version of the journeys is not new data."""
+    from dataclasses import replace
+
+    engine.program = replace(program, models=engine.program.models)
     engine._schedules = []
     engine._zones_scheduled = set()
     engine._started = False

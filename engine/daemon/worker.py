@@ -197,6 +197,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._caught_up = True  # False once partitions were taken: their missed schedules fire
         self.housekeeping: Any = None  # engine.daemon.housekeeping.Housekeeping, started by start()
+        self.training: Any = None  # engine.daemon.housekeeping.Training, when the project predicts
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the worker thread (the one that owns the store), between rounds; its result
@@ -237,6 +238,11 @@ class Worker:
 
         self.housekeeping = Housekeeping(self.submit, self._upkeep(), transient=transient)  # a lock: retried
         self.housekeeping.start()
+        if self.program.features_on and not self.event_time:
+            from .housekeeping import Training
+
+            self.training = Training(self)
+            self.training.start()
         if not self.deliver:
             return
 
@@ -266,6 +272,8 @@ class Worker:
         """The processor finishes its transaction first, then the deliveries flush their batches."""
         if self.housekeeping is not None:
             self.housekeeping.stop()
+        if self.training is not None:
+            self.training.stop()
         self.stopping.set()
         self.wake.set()
         if self._thread is not None:
@@ -341,7 +349,13 @@ class Worker:
                                           defer=store.defer if is_postgres(self.path) else None)
             from .trail import Trail
             self.trail = Trail(store, self.config.serve.trail_days)  # each user's timeline, for the admin API
-            self.engine = Engine(self.program, store, self.clock, FanOut(self.outbox_sink, self.counts, self.trail))
+            # the models train inline on the events' clock (`journeys replay`), else on the scheduler's
+            # thread (engine.daemon.housekeeping.Training)
+            self.engine = Engine(self.program, store, self.clock, FanOut(self.outbox_sink, self.counts, self.trail),
+                                 train_inline=self.event_time)
+            from .housekeeping import log_training
+
+            self.engine.on_trained = log_training  # the daemon's sinks are for users' effects
         except BaseException:
             self._close_cluster()
             store.close()

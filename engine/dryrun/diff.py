@@ -84,7 +84,8 @@ def _declarations(j: CompiledJourney) -> dict[str, str]:
     out.update({f"exit when {c.source}": "" for c in j.exits.conditions})
     out.update({f'goal "{g.name}"': f"{g.match} within {g.seconds}s" for g in j.goals})
     for n, cap in enumerate(j.caps, 1):
-        out[f"cap {n}"] = ", ".join(f"{r.channel} {r.count} per {r.seconds}s" for r in cap.rules) + (
+        out[f"cap {n}"] = ", ".join(r.describe() if r.auto else f"{r.channel} {r.count} per {r.seconds}s"
+                                         for r in cap.rules) + (
             f" when {cap.when.source}" if cap.when else "")
     if j.quiet_hours is not None:
         q = j.quiet_hours

@@ -578,6 +578,284 @@ def _bodies(events: int, users: int, seed: int, start: datetime, days: int,
     return keys, lines, E, identified_users
 
 
+# ---------------------------------------------------------------------- planted structure (--plant)
+#
+# With `plant=True` every person is an identified customer whose behaviour follows parameters
+# drawn for them and written to the truth file, so that a test can check a model recovers them:
+#
+# - purchase cycle: orders form a renewal process with gamma gaps (shape CYCLE_SHAPE, mean
+#   `cycle_days`); a third or so of the users lapse at `churn_at` (no sessions, no orders after it);
+# - preferred hour: sessions, orders and opens happen around `best_hour_local` (in the hour
+#   [h, h+1) of the user's own zone, spread ±1 h), PLANT_BACKGROUND of them at ordinary hours;
+# - tastes: most sessions look at one favourite category (shares in `tastes`), and within it at one
+#   cluster of CLUSTER_SIZE related products; an order holds 1-3 products of that cluster and the
+#   next session returns to it half of the time, so item-to-item co-occurrence is informative;
+# - fatigue: a campaign sends each subscriber "Push Delivered" / "Email Delivered" between
+#   SEND_HOURS local, at a rate of their own that swings from week to week; a message is opened
+#   (minutes later) with probability p0 * timing(hour) * exp(-k * max(0, n - c)) and unsubscribes
+#   with probability u0 + u1 * max(0, n - c), where n is the number of messages of that channel the
+#   user received in the last 7 days, this one included, and timing is 1 at the preferred hour,
+#   TIMING_FLOOR far from it (so opens, too, gather around the preferred hour). `p_open` is p0
+#   times the mean timing over the send hours; `best_cap` is the weekly cap that maximises
+#   expected opens net of unsubscribes, m * (p_open * exp(-k * max(0, m - c)) -
+#   UNSUBSCRIBE_COST * unsubscribe(m)) over m in 1..MAX_PLANTED_CAP (m messages evenly spread over
+#   7 days each see n = m). Fatigue does not depend on the purchase cycle, so each model's planted
+#   signal can be measured on its own.
+
+CYCLE_SHAPE = 3.0            # gamma shape of the gaps between orders (1 = memoryless, higher = regular)
+CLUSTER_SIZE = 6             # related products (a cluster) within a category
+PLANT_BACKGROUND = 0.12      # share of sessions at an ordinary hour instead of the preferred one
+UNSUBSCRIBE_COST = 20.0      # an unsubscribe costs this many opens (the subscriber's future value)
+MAX_PLANTED_CAP = 15
+PLANT_CHANNELS = (("push", "Push", 0.7), ("email", "Email", 0.9))   # channel, event prefix, share subscribed
+
+
+def planted_best_cap(p0: float, k: float, c: int, u0: float, u1: float, *, cost: float = UNSUBSCRIBE_COST,
+                     high: int = MAX_PLANTED_CAP) -> int:
+    """The weekly cap (1..high) with the most expected opens net of unsubscribes, for the planted
+    curves: argmax of m * (p0*exp(-k*max(0,m-c)) - cost*(u0 + u1*max(0,m-c))); ties to the lower cap."""
+    best, best_value = 1, -math.inf
+    for m in range(1, high + 1):
+        excess = max(0, m - c)
+        value = m * (p0 * math.exp(-k * excess) - cost * (u0 + u1 * excess))
+        if value > best_value + 1e-12:
+            best, best_value = m, value
+    return best
+
+
+SEND_HOURS = (8.0, 21.0)   # the campaign sends between these local hours, uniformly
+TIMING_FLOOR, TIMING_WIDTH = 0.5, 1.5
+
+
+def _timing(hour: float, best_hour: int) -> float:
+    """How much more likely a message delivered at local `hour` is opened than one delivered
+    far from the user's preferred hour: 1 at best_hour + 0.5, TIMING_FLOOR far from it."""
+    d = abs(hour - best_hour - 0.5) % 24.0
+    d = min(d, 24.0 - d)
+    return TIMING_FLOOR + (1.0 - TIMING_FLOOR) * math.exp(-d * d / (2 * TIMING_WIDTH ** 2))
+
+
+def _mean_timing(best_hour: int) -> float:
+    """The mean of `_timing` over the campaign's send hours (what p0 becomes on average)."""
+    lo, hi = SEND_HOURS
+    steps = 260
+    return sum(_timing(lo + (hi - lo) * (i + 0.5) / steps, best_hour) for i in range(steps)) / steps
+
+
+def _poisson(rnd, lam: float) -> int:
+    """A Poisson draw by counting unit-rate exponential arrivals (lam is at most a few dozen here)."""
+    n, acc = 0, -math.log(1.0 - rnd())
+    while acc < lam:
+        n += 1
+        acc -= math.log(1.0 - rnd())
+    return n
+
+
+def _planted_bodies(events: int, users: int, seed: int, start: datetime, days: int, counts: dict[str, int],
+                    truth: list[dict] | None) -> tuple[list[int], list[bytes], int, int]:
+    """The planted population's messages (see the section comment), like `_bodies`; one truth row
+    per user is appended to `truth`. Its own random stream: the ordinary log does not change."""
+    if events < 0 or users < 1 or days < 1:
+        raise ValueError("need events >= 0, users >= 1 and days >= 1")
+    if events + 400 * users > _MASK // 2:
+        raise ValueError(f"too many events for one log: at most about {_MASK // 2:,}")
+    start_ms = int(start.timestamp() * 1000)
+    shop = _shop(start_ms, days)
+    S = start_ms - shop.base
+    E = S + days * DAY
+    rng = random.Random(f"journeys-plant-{seed}")
+    rnd, gauss = rng.random, rng.gauss
+    minutes, seconds, offsets = shop.minutes, shop.seconds, shop.offsets
+    products, prices, view_props, add_props = shop.products, shop.prices, shop.view_props, shop.add_props
+    popular, n_popular = shop.popular, len(shop.popular)
+    hour_table, n_hours = shop.hours, len(shop.hours)
+    by_category = [[i for i in range(N_PRODUCTS) if i % len(CATEGORIES) == c] for c in range(len(CATEGORIES))]
+    clusters = [[ids[j * CLUSTER_SIZE:(j + 1) * CLUSTER_SIZE if j + 1 < len(ids) // CLUSTER_SIZE else None]
+                 for j in range(len(ids) // CLUSTER_SIZE)] for ids in by_category]   # the rest joins the last
+    cat_names = [c[0] for c in CATEGORIES]
+    zone_ctx = [f'"context":{{"timezone":"{z}"}}' for z, _ in ZONES]
+    mid = f"g{seed}-"
+    keys: list[int] = []
+    lines: list[bytes] = []
+    cnt: dict[str, int] = {}
+
+    def emit(t: int, body: str, name: str) -> None:
+        lines.append(f'{{"type":"track","event":"{name}","messageId":"{mid}{len(keys)}",'
+                     f'"timestamp":"{minutes[t // MINUTE]}{seconds[t % MINUTE]}",{body}'.encode())
+        keys.append(t << _SHIFT | len(keys))
+        cnt[name] = cnt.get(name, 0) + 1
+
+    weights = [min(rng.paretovariate(1.6), 30.0) for _ in range(users)]
+    per_w = events / sum(weights)
+    cum_target = 0.0
+    for u in range(users):
+        cum_target += weights[u] * per_w
+        zone = shop.zone_table[int(rnd() * 1000)]
+        row = offsets[zone]
+        ctx = zone_ctx[zone]
+        user_id = f"user_{u + 1:06d}"
+        anon = _uuid(rng)
+        first = FIRST_NAMES[int(rnd() * len(FIRST_NAMES))]
+        last = LAST_NAMES[int(rnd() * len(LAST_NAMES))]
+        traits = _dumps({"email": f"{_ascii(first)}.{_ascii(last)}{u + 1}@example.com", "first_name": first,
+                         "timezone": ZONES[zone][0]})
+        who = f'"userId":"{user_id}","anonymousId":"{anon}",{ctx}}}'
+        who_srv = f'"userId":"{user_id}",{ctx}}}'
+        best_hour = hour_table[int(rnd() * n_hours)]
+        cycle = min(120.0, max(2.0, math.exp(gauss(math.log(14.0), 0.6))))
+        life = -math.log(1.0 - rnd()) * 2.5 * days * DAY
+        churn = S + int(life) if S + life < E else None
+        stop = E if churn is None else churn
+        n_fav = 2 if rnd() < 0.6 else 3
+        favs = rng.sample(range(len(CATEGORIES)), n_fav)
+        taste_w = [rng.gammavariate(1.0, 1.0) + 0.2 for _ in favs]
+        total_w = sum(taste_w)
+        taste_w = [w / total_w for w in taste_w]
+
+        def local_to_utc(local: int, row: list[int] = row) -> int:
+            return local - row[(local - row[local // HOUR]) // HOUR]
+
+        def session_time(day: int, best_hour: int = best_hour) -> int:
+            """A session start on local day `day`: around the preferred hour, now and then not."""
+            if rnd() < PLANT_BACKGROUND:
+                hour = hour_table[int(rnd() * n_hours)] + rnd()
+            else:
+                hour = min(23.99, max(0.0, best_hour + 0.5 + gauss(0.0, 0.6)))
+            return local_to_utc(S + day * DAY + int(hour * HOUR))
+
+        # ---- sessions: one per order of the purchase cycle, plus browsing from the event budget
+        sessions: list[tuple[int, bool]] = []
+        t_order = S + rnd() * cycle * DAY
+        while t_order < stop:
+            t = session_time(int((t_order - S) // DAY))
+            if S <= t < stop:
+                sessions.append((t, True))
+            t_order += rng.gammavariate(CYCLE_SHAPE, cycle / CYCLE_SHAPE) * DAY
+        active_days = max(1, (stop - S) // DAY)
+        # ---- campaigns, per channel
+        fatigue: dict[str, dict] = {}
+        caps: dict[str, int] = {}
+        for channel, prefix, share in PLANT_CHANNELS:
+            subscribed = rnd() < share
+            rate = 1.0 + 11.0 * rnd()
+            p0 = (0.3 + 0.5 * rnd()) if channel == "push" else (0.25 + 0.45 * rnd())
+            k = 0.25 + 0.55 * rnd()
+            c = 1 + int(rnd() * 10)
+            u0 = 0.0005 + 0.0015 * rnd()
+            u1 = 0.002 + 0.008 * rnd()
+            p0, k, u0, u1 = round(p0, 4), round(k, 4), round(u0, 5), round(u1, 5)
+            p_open = round(p0 * _mean_timing(best_hour), 4)
+            cap = planted_best_cap(p_open, k, c, u0, u1)
+            caps[channel] = cap
+            fatigue[channel] = {"subscribed": subscribed, "rate_per_week": round(rate, 3), "p0": p0, "p_open": p_open,
+                                "k": k, "c": c, "u0": u0, "u1": u1, "best_cap": cap, "unsubscribed_at": None}
+            if not subscribed:
+                continue
+            open_delay = (10 if channel == "push" else 45) * MINUTE   # mean minutes from delivery to open
+            sends: list[int] = []
+            for week in range((days + 6) // 7):
+                for _ in range(_poisson(rnd, rate * math.exp(gauss(0.0, 0.8) - 0.32))):
+                    day = week * 7 + int(rnd() * 7)
+                    hour = int((SEND_HOURS[0] + (SEND_HOURS[1] - SEND_HOURS[0]) * rnd()) * HOUR)
+                    if day >= days:  # the last week runs past the window (and the zone tables)
+                        continue
+                    t = local_to_utc(S + day * DAY + hour)
+                    if S <= t < E:
+                        sends.append(t)
+            sends.sort()
+            recent: list[int] = []
+            for i, t in enumerate(sends):
+                recent = [x for x in recent if x > t - 7 * DAY]
+                recent.append(t)
+                n = len(recent)
+                ctype = CAMPAIGN_TYPES[shop.campaign_table[int(rnd() * 100)]]
+                props = f'"properties":{{"campaign_type":"{ctype}","campaign_id":"cmp-{ctype}-{channel}-{i}"}},{who_srv}'
+                emit(t, props, f"{prefix} Delivered")
+                excess = max(0, n - c)
+                t_after = t + 30_000 + int(rnd() * 120_000)
+                if rnd() < p0 * math.exp(-k * excess) * _timing(((t + row[t // HOUR]) % DAY) / HOUR, best_hour):
+                    t_open = t + 30_000 + int(-math.log(1.0 - rnd()) * open_delay)
+                    emit(t_open, props, f"{prefix} Opened")
+                    t_after = t_open + 5000
+                    if channel == "email" and rnd() < 0.3:
+                        emit(t_after, props, "Email Clicked")
+                if rnd() < u0 + u1 * excess:
+                    t_unsub = t_after + 10_000 + int(rnd() * 600_000)
+                    emit(t_unsub, f'"properties":{{"channel":"{channel}","campaign_id":"cmp-{ctype}-{channel}-{i}"}},{who_srv}',
+                         "Unsubscribed")
+                    fatigue[channel]["unsubscribed_at"] = _iso_ms(shop.base + t_unsub)
+                    break
+        # browsing: this user's share of the event budget, what the orders and campaigns used
+        # counted against it (about 5 messages a session); at least one visit every ten days
+        budget = cum_target - len(keys) - 8 * len(sessions)
+        n_browse = max(int(budget / 5.0), int(active_days / 10) + 1)
+        for _ in range(n_browse):
+            t = session_time(int(rnd() * active_days))
+            if S <= t < stop:
+                sessions.append((t, False))
+        sessions.sort()
+        # ---- the sessions in time order: identify first, then views, adds and orders of the focus
+        t_ident = sessions[0][0] - 1000 if sessions else S + int(rnd() * DAY)
+        lines.append(f'{{"type":"identify","messageId":"{mid}{len(keys)}","timestamp":"{minutes[t_ident // MINUTE]}'
+                     f'{seconds[t_ident % MINUTE]}","traits":{traits},{who}'.encode())
+        keys.append(t_ident << _SHIFT | len(keys))
+        cnt["identify"] = cnt.get("identify", 0) + 1
+        focus: list[int] | None = None
+        for t, buys in sessions:
+            if focus is None or rnd() >= 0.5:
+                r, cat = rnd(), favs[-1]
+                if r < 0.85:
+                    for ci, w in zip(favs, taste_w):
+                        r -= 0.85 * w
+                        if r < 0:
+                            cat = ci
+                            break
+                else:
+                    cat = int(rnd() * len(CATEGORIES))
+                focus = clusters[cat][int(rnd() * len(clusters[cat]))]
+            path = f"/c/{products[focus[0]][2]}"
+            lines.append(f'{{"type":"page","messageId":"{mid}{len(keys)}","timestamp":"{minutes[t // MINUTE]}{seconds[t % MINUTE]}",'
+                         f'"name":"Catalog","properties":{{"category":"catalog","path":"{path}"}},{who}'.encode())
+            keys.append(t << _SHIFT | len(keys))
+            cnt["page"] = cnt.get("page", 0) + 1
+            for _ in range(1 + min(9, int(-math.log(1.0 - rnd()) * 2.0))):
+                t += 8000 + int(rnd() * 90000)
+                prod = focus[int(rnd() * len(focus))] if rnd() < 0.75 else popular[int(rnd() * n_popular)]
+                emit(t, f'"properties":{view_props[prod]},{who}', "Product Viewed")
+            if buys:
+                basket = rng.sample(focus, 1 + (rnd() < 0.45) + (rnd() < 0.2))
+                for prod in basket:
+                    t += 5000 + int(rnd() * 40000)
+                    emit(t, f'"properties":{add_props[prod]},{who}', "Product Added")
+                revenue = round(sum(prices[p] for p in basket), 2)
+                t += 30000 + int(rnd() * 120000)
+                emit(t, f'"properties":{{"revenue":{revenue},"cart_id":"c{seed}-{len(keys)}","products":{len(basket)}}},{who}',
+                     "Checkout Started")
+                t += 20000 + int(rnd() * 90000)
+                items = _dumps([{"product_id": products[p][0], "name": products[p][1], "category": products[p][2],
+                                 "price": prices[p], "quantity": 1} for p in basket])
+                emit(t, f'"properties":{{"order_id":"o{seed}-{len(keys)}","revenue":{revenue},"coupon":null,'
+                        f'"products":{items}}},{who}', "Order Completed")
+            elif rnd() < 0.2:
+                t += 5000 + int(rnd() * 40000)
+                emit(t, f'"properties":{add_props[focus[int(rnd() * len(focus))]]},{who}', "Product Added")
+        if truth is not None:
+            truth.append({
+                "user_id": user_id, "timezone": ZONES[zone][0], "best_hour_local": best_hour,
+                "cycle_days": round(cycle, 3), "cycle_shape": CYCLE_SHAPE,
+                "churn_at": None if churn is None else _iso_ms(shop.base + churn),
+                "tastes": {cat_names[ci]: round(w, 4) for ci, w in sorted(zip(favs, taste_w), key=lambda x: -x[1])},
+                "fatigue": fatigue, "best_cap": caps,
+            })
+    counts.update(cnt)
+    return keys, lines, E, users
+
+
+def _iso_ms(ms: int) -> str:
+    """Milliseconds since 1970 as the log's timestamp format, "2026-03-02T10:00:00.000Z"."""
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
 def _kind(line: bytes) -> str:
     """"Product Viewed" for a track line, else its type ("page", "identify", "alias")."""
     obj = orjson.loads(line)
@@ -586,15 +864,21 @@ def _kind(line: bytes) -> str:
 
 def iter_chunks(*, events: int = DEFAULT_EVENTS, users: int = DEFAULT_USERS, seed: int = 1,
                 start: str | datetime = DEFAULT_START, days: int = DEFAULT_DAYS,
-                summary: Summary | None = None) -> Iterator[bytes]:
+                summary: Summary | None = None, plant: bool = False,
+                truth: list[dict] | None = None) -> Iterator[bytes]:
     """The JSONL log as UTF-8 chunks of many lines (each chunk ends with a newline).
 
     Everything is generated before the first chunk (the log is sorted by timestamp; equal
     timestamps keep generation order). Messages past the end of the window are cut, as a log read
-    at that moment would be. Pass a `Summary` to have it filled in."""
+    at that moment would be. Pass a `Summary` to have it filled in. `plant=True` writes the planted
+    population instead (see "planted structure"), its parameters appended to `truth`, one dict
+    per user, when given."""
     start_dt = parse_start(start)
     counts: dict[str, int] = {}
-    keys, lines, end, identified = _bodies(events, users, seed, start_dt, days, counts)
+    if plant or truth is not None:
+        keys, lines, end, identified = _planted_bodies(events, users, seed, start_dt, days, counts, truth)
+    else:
+        keys, lines, end, identified = _bodies(events, users, seed, start_dt, days, counts)
     keys.sort()
     cut = bisect.bisect_left(keys, end << _SHIFT)
     if cut < len(keys):
@@ -614,11 +898,17 @@ def iter_chunks(*, events: int = DEFAULT_EVENTS, users: int = DEFAULT_USERS, see
 
 
 def generate(out: str | Path | IO[bytes] = "-", *, events: int = DEFAULT_EVENTS, users: int = DEFAULT_USERS,
-             seed: int = 1, start: str | datetime = DEFAULT_START, days: int = DEFAULT_DAYS) -> Summary:
+             seed: int = 1, start: str | datetime = DEFAULT_START, days: int = DEFAULT_DAYS,
+             plant: bool = False, truth: str | Path | None = None) -> Summary:
     """Write a synthetic log to `out`: a path ("-" for stdout; gzip when it ends in .gz) or a binary
-    file object. Returns what was written."""
+    file object. Returns what was written. `plant` (implied by `truth`) writes the planted
+    population; `truth` is a path for its parameters, one JSON object per user, by user id."""
     summary = Summary(0, users)
-    chunks = iter_chunks(events=events, users=users, seed=seed, start=start, days=days, summary=summary)
+    rows: list[dict] | None = [] if truth is not None else None
+    chunks = iter_chunks(events=events, users=users, seed=seed, start=start, days=days, summary=summary,
+                         plant=plant, truth=rows)
+    if rows is not None:
+        chunks = _then_write_truth(chunks, rows, Path(truth))
     if not isinstance(out, (str, Path)):
         for chunk in chunks:
             out.write(chunk)
@@ -642,6 +932,14 @@ def generate(out: str | Path | IO[bytes] = "-", *, events: int = DEFAULT_EVENTS,
     return summary
 
 
+def _then_write_truth(chunks: Iterator[bytes], rows: list[dict], path: Path) -> Iterator[bytes]:
+    """The chunks, then the truth file written (its rows exist once generation has run)."""
+    yield from chunks
+    with open(path, "wb") as f:
+        for row in rows:
+            f.write(orjson.dumps(row, option=orjson.OPT_SORT_KEYS) + b"\n")
+
+
 def build_parser(prog: str = "journeys generate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Write a synthetic e-commerce event log (Segment-spec JSONL).")
     p.add_argument("--events", type=int, default=DEFAULT_EVENTS, help=f"about this many messages (default {DEFAULT_EVENTS})")
@@ -650,6 +948,10 @@ def build_parser(prog: str = "journeys generate") -> argparse.ArgumentParser:
     p.add_argument("--start", default=DEFAULT_START, help=f"first instant of the window, ISO-8601 (default {DEFAULT_START})")
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"length of the window in days (default {DEFAULT_DAYS})")
     p.add_argument("--out", "-o", default="-", help='output file; "-" for stdout (default); gzip when it ends in .gz')
+    p.add_argument("--plant", action="store_true",
+                   help="identified customers with planted purchase cycles, preferred hours, tastes and fatigue")
+    p.add_argument("--truth", default=None, metavar="FILE",
+                   help="with the planted population (implies --plant): write its parameters, JSON lines per user")
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
     return p
 
@@ -667,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--start: not an ISO-8601 instant: {args.start!r}")
     began = time.perf_counter()
     summary = generate(args.out, events=args.events, users=args.users, seed=args.seed,
-                       start=args.start, days=args.days)
+                       start=args.start, days=args.days, plant=args.plant, truth=args.truth)
     elapsed = time.perf_counter() - began
     if not args.quiet:
         where = "stdout" if args.out == "-" else args.out

@@ -872,6 +872,7 @@ def render_report(report_json: Mapping[str, Any], program: Any = None) -> str:
                     "<div><h3>Delivery</h3>" + _facts(j) + "</div></div>")
         body += _splits(j, compiled)
         body.append("</section>")
+    body += models_section(report_json.get("models") or [])
     return _page(title, body)
 
 
@@ -890,3 +891,56 @@ def render_journey(journey: CompiledJourney) -> str:
 def _duration(seconds: int) -> str:
     from journeys.graph import format_duration
     return format_duration(seconds)
+
+
+# ---------------------------------------------------------------------------------- the models' trainings
+# (here rather than in models_report, which draws `journeys models` with this module's helpers: one way)
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, (bool, int)):
+        return _n(v)
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if math.isfinite(v) else "—"
+    return _e(v)
+
+
+def models_section(trainings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The "Models" section of the dry-run report: every training of the run (`ModelsTrained.to_json`)."""
+    if not trainings:
+        return []
+    families = sorted({f for t in trainings for key in ("models", "problems")
+                       for f in ((t.get("summary") or {}).get(key) or {})})
+    rows = []
+    for t in trainings:
+        s = t.get("summary") or {}
+        models = s.get("models") or {}
+        cells = [_e(t.get("time")), f"<code>{_e(t.get('version'))}</code>", _n(s.get("users", 0))]
+        for f in families:
+            m = models.get(f)
+            status = "—" if m is None else m.get("status")
+            failed = f in (s.get("problems") or {})
+            cells.append(f'<span class="{"up" if status == "ok" else "down" if m else "none"}">{_e(status)}</span>'
+                         + (' <span class="down" title="training failed">⚠ failed</span>' if failed else ""))
+        rows.append(cells)
+    out = ["<h2>Models</h2>",
+           (f'<p class="sub">The models trained {len(trainings):,} time{"s" if len(trainings) != 1 else ""} during '
+            "the run, each as of its moment from the features that held nothing later.</p>"),
+           _table(["trained as of", "version", "users"] + [_e(f) for f in families], rows, numeric=(2,))]
+    for t in trainings:
+        s = t.get("summary") or {}
+        detail = []
+        for name, m in sorted((s.get("models") or {}).items()):
+            metrics = "<br>".join(f"{_e(k)}: {_num(v)}" for k, v in sorted((m.get("metrics") or {}).items()))
+            detail.append((f"<b>{_e(name)}</b>", _e(m.get("status")), _e(m.get("reason") or "—"),
+                           _n(m.get("evidence")), metrics or '<span class="none">—</span>'))
+        for name, problem in sorted((s.get("problems") or {}).items()):
+            detail.append((f"<b>{_e(name)}</b>", '<span class="down">training failed</span>', _e(problem), "—",
+                           "kept the last good version"))
+        window = s.get("window")
+        out.append(f"<details><summary>{_e(t.get('time'))} · <code>{_e(t.get('version'))}</code></summary>"
+                   + (f'<p class="sub">data window {_e(window[0])} … {_e(window[1])}</p>' if window else "")
+                   + _table(("model", "status", "reason", "evidence", "metrics"), detail, numeric=(3,)) + "</details>")
+    return out

@@ -22,8 +22,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..core.effects import (DEFERRED, FAILED, SENT, SUPPRESSED, UPDATED, Action, Conversion, Effect, Received, Transition,
-                            reported_outcome)
+from ..core.effects import (DEFERRED, FAILED, SENT, SUPPRESSED, UPDATED, Action, Conversion, Effect, ModelsTrained,
+                            Received, Transition, reported_outcome)
 from ..core.program import Program
 from ..core.state import UserState
 
@@ -115,8 +115,9 @@ class Report:
         self.users: set[str] = set()
         self.sends_per_day: dict[str, Counter] = defaultdict(Counter)
         self.audience_updates_per_day: dict[str, Counter] = defaultdict(Counter)
+        self.models: list[dict[str, Any]] = []  # each training of the models (ModelsTrained.to_json)
         self._handlers = {Transition: self._transition, Action: self._action, Conversion: self._conversion,
-                          Received: self._received}  # by exact type: the hot path of a long run
+                          Received: self._received, ModelsTrained: self._trained}  # by exact type: the hot path
 
     def emit(self, effects: Sequence[Effect]) -> None:
         handlers = self._handlers
@@ -130,6 +131,9 @@ class Report:
         c.conversions[e.goal] += 1
         for split, arm in e.arms:
             c.arm_conversions[(split, arm, e.goal)] += 1
+
+    def _trained(self, e: ModelsTrained) -> None:
+        self.models.append(e.to_json())
 
     def _received(self, e: Received) -> None:
         self.inputs[e.kind] += 1
@@ -194,6 +198,7 @@ class Report:
             "journeys": {name: c.to_json(goals.get(name, [])) for name, c in self.journeys.items()},
             "sends_per_day": _by_day(self.sends_per_day),
             "audience_updates_per_day": _by_day(self.audience_updates_per_day),
+            **({"models": self.models} if self.models else {}),  # a project that predicts nothing: as before
         }
 
 

@@ -22,6 +22,7 @@ from journeys.checker import load_checked
 from ..core.effects import Action, Effect
 from ..core.messages import Message
 from ..core.program import Program
+from ..models.modelset import UNTRAINED, ModelSet
 from ..runtime.clock import VirtualClock
 from ..runtime.loop import Engine, handle_all
 from ..runtime.sinks import FanOut, Sink
@@ -124,6 +125,7 @@ class DryRun:
     first: datetime | None = None
     until: datetime | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    models: ModelSet = UNTRAINED  # the version in effect at the end (the latest trained)
 
 
 def simulate(program: Program, messages: Iterable[Message], *, until: datetime | None = None,
@@ -141,7 +143,7 @@ def simulate(program: Program, messages: Iterable[Message], *, until: datetime |
     head = next(stream, None)
     first = head.timestamp if head is not None else until
     if first is None:
-        return DryRun(report, store)
+        return DryRun(report, store, models=program.models)
     end = until
     if end is None and isinstance(messages, Sequence):
         end = messages[-1].timestamp  # a list out of order keeps its old meaning: up to the last one
@@ -164,7 +166,7 @@ def simulate(program: Program, messages: Iterable[Message], *, until: datetime |
         end = last  # the last message's time (a SortedLog's .last)
     handle_all(engine, [], end)  # the timers due by the end
     report.finish(_states(store))
-    return DryRun(report, store, count, first, end)
+    return DryRun(report, store, count, first, end, models=engine.program.models)
 
 
 def dry_run_actions(program: Any, messages: Sequence[Any], until: datetime | None) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ def render_summary(report: Mapping[str, Any], console: Console) -> None:
             str(_sum(j["sent"])), str(_sum(j["audience_updates"])), str(_sum(j["suppressed"])),
             str(_sum(j["deferred_by_quiet_hours"])), ", ".join(f"{g} {n}" for g, n in j["conversions"].items()) or "-")
     console.print(table)
+    _models(report.get("models") or [], console)
 
     steps = Table(title="Steps reached, and why runs ended early", title_justify="left")
     for col in ("journey", "step path or exit reason", "count"):
@@ -86,3 +87,26 @@ def render_summary(report: Mapping[str, Any], console: Console) -> None:
         console.print(splits)
 
 
+def _models(trainings: list[Mapping[str, Any]], console: Console) -> None:
+    """One table of the models' trainings: when, on how many users, each family's status (why the
+    latest fell back, or left a channel unlearned, under the table)."""
+    if not trainings:
+        return
+    families = sorted({n for t in trainings for n in t["summary"]["models"]})
+    table = Table(title="Models trained (as of each moment, on what came before it)", title_justify="left")
+    for col in ("as of", "users", *families):
+        table.add_column(col, justify="right" if col == "users" else "left")
+    for t in trainings:
+        summary = t["summary"]
+        cells = []
+        for name in families:
+            family = summary["models"].get(name)
+            status = "-" if family is None else family["status"]
+            if name in summary.get("problems", {}):
+                status += " (kept the last good version)"
+            cells.append(status)
+        table.add_row(t["time"], str(summary["users"]), *cells)
+    console.print(table)
+    for name, family in sorted(trainings[-1]["summary"]["models"].items()):
+        if family["reason"]:
+            console.print(f"  {name} (latest): {family['reason']}", highlight=False)

@@ -14,18 +14,21 @@ fires timers as real time passes).
 from __future__ import annotations
 
 import heapq
+from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, Callable, Iterable, Mapping
 
 from journeys.evaluation import Event
 
-from ..core.effects import Action, Effect, Received
+from ..core.effects import Action, Effect, ModelsTrained, Received
 from ..core.messages import Message
 from ..core.program import Program
 from ..core.state import UserState, new_user
 from ..core.step import Identify, Input, Scheduled, Track, Wake, merge, step, user_zone
 from ..core.timing import next_fire
+from ..models.features import seconds
+from ..models.modelset import ModelSet, train
 from ..store.base import Store
 from .clock import Clock
 from .sinks import Sink
@@ -39,8 +42,15 @@ def zone_name(state: UserState, program: Program) -> str:
 
 
 class Engine:
-    def __init__(self, program: Program, store: Store, clock: Clock, sink: Sink):
+    """`train_inline`: the models retrain inside `run_due` at each moment of `program.retrain`, as
+    one more thing due (the dry-run, `journeys replay`, `journeys score`); the daemon trains in the
+    background instead (engine.daemon.housekeeping.Training) and hands versions to `use_models`."""
+
+    def __init__(self, program: Program, store: Store, clock: Clock, sink: Sink, train_inline: bool = True):
         self.program, self.store, self.clock, self.sink = program, store, clock, sink
+        self.train_inline = train_inline
+        self.on_trained: Callable[[ModelSet, datetime], None] | None = None
+        self._next_train: datetime | None = None
         self._schedules: list[tuple[datetime, int, str, str | None]] = []  # (fire, position, journey, zone)
         self._zones_scheduled: set[str] = set()
         self._started = False
@@ -142,7 +152,8 @@ class Engine:
         """Is a timer or a scheduled entry due by `until`? (No write: a daemon asks before it
         opens a transaction for them, which most of its rounds then need not.)"""
         self._start()
-        return self.store.next_timer(until) is not None or bool(self._schedules and self._schedules[0][0] <= until)
+        return (self.store.next_timer(until) is not None or bool(self._schedules and self._schedules[0][0] <= until)
+                or (self._next_train is not None and self._next_train <= until))
 
     def run_due(self, until: datetime, limit: int | None = None) -> bool:
         """Fire every timer and scheduled entry due at or before `until`, each at its moment.
@@ -155,6 +166,15 @@ class Engine:
             if limit is not None and fired >= limit:
                 return True
             fired += 1
+            if self._next_train is not None and self._next_train <= until:
+                due = [t for t in (self.store.next_timer(until), self._schedules[0] if self._schedules else None)
+                       if t is not None and t[0] < self._next_train]
+                if not due:  # the models train before anything else due at their moment
+                    at = self._next_train
+                    self.clock.advance(at)
+                    self.train_models(at)
+                    self._next_train = next_fire(self.program.retrain, "UTC", at)
+                    continue
             timer = self.store.next_timer(until)
             sched = self._schedules[0] if self._schedules and self._schedules[0][0] <= until else None
             if timer is None and sched is None:
@@ -200,6 +220,8 @@ class Engine:
             return
         self._started = True
         now = self.clock.now() - timedelta(microseconds=1)
+        if self.program.features_on and self.train_inline:
+            self._next_train = next_fire(self.program.retrain, "UTC", now)
         for pos, j in enumerate(self.program.scheduled):
             if j.entry.schedule is not None and j.entry.schedule.tz is not None:
                 self._push_schedule(pos, j.name, None, now)
@@ -233,6 +255,37 @@ class Engine:
             users = self.store.users() if zone is None else self.store.users_in_zone(zone)
         for uid in list(users):
             self._run(uid, Scheduled(name), now, [Received(now, uid, "schedule", name)], only_if_effects=True)
+
+    # ------------------------------------------------------------------ models
+
+    def training_rows(self, at: datetime) -> list[tuple[str, Any, Any]]:
+        """Every user's features as they stood at `at` (nothing later, whatever the store holds),
+        with the user's zone: what the models train on."""
+        t = seconds(at)
+        rows = []
+        for uid in sorted(self.store.users()):
+            state = self.store.load(uid)
+            if state is None or state.features is None:
+                continue
+            f = state.features.as_of(t)
+            if f is not None:
+                rows.append((uid, f, user_zone(state.traits, self.program)))
+        return rows
+
+    def train_models(self, at: datetime) -> ModelSet:
+        """Train every model as of `at` from the store and score with the new version from now on."""
+        models = train(self.training_rows(at), seconds(at), previous=self.program.models)
+        self.use_models(models, at)
+        return models
+
+    def use_models(self, models: ModelSet, at: datetime) -> None:
+        """Score with `models` from the next step on, and say so: to `on_trained` when set (the
+        daemon logs a training, engine.daemon.housekeeping), else to the sink (the dry-run's report)."""
+        self.program = replace(self.program, models=models)
+        if self.on_trained is not None:
+            self.on_trained(models, at)
+        else:
+            self.sink.emit([ModelsTrained(at, models.version, models.describe())])
 
     # ------------------------------------------------------------------ one step
 

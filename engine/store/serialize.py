@@ -18,7 +18,8 @@ walking of arbitrary values):
      "e": {journey: [count, latest entry time]},
      "g": [[journey, version, entry, origin, goal, entered_at, deadline, [[path, arm]...], named]...],
      "s": [[time, channel, journey]...],
-     "a": [audiences...], "seg": {segment: bool}, "al": [aliases...]}
+     "a": [audiences...], "seg": {segment: bool}, "al": [aliases...],
+     "f": [features...]}                       the models' timelines (engine.models.features.to_plain)
 
 Empty fields are left out, and so is an `origin` equal to the user id (null). Datetimes are
 integers: microseconds since 1970-01-01 UTC, exact both ways for the aware UTC datetimes the
@@ -56,6 +57,8 @@ from journeys.evaluation import Event, HistoryIndex
 
 from ..core.effects import Action
 from ..core.state import Instance, PendingGoal, SendRecord, UserState
+from ..models.features import from_plain as features_from_plain
+from ..models.features import to_plain as features_to_plain
 
 FORMAT_VERSION = 4  # 2: pending goals keep the run's named events; 3: times as integers, origin elided;
 #                    4: MessagePack instead of JSON text
@@ -144,6 +147,8 @@ def state_to_bytes(state: UserState) -> bytes:
         d["seg"] = state.segments
     if state.aliases:
         d["al"] = sorted(state.aliases)
+    if state.features is not None:
+        d["f"] = features_to_plain(state.features)
     return _pack(d, default=_default, option=_PASSTHROUGH)
 
 
@@ -215,7 +220,10 @@ def state_from_bytes(data: bytes | str) -> UserState:
     segments = _proxy(raw) if raw else _EMPTY
     raw = get("al")
     aliases = frozenset(raw) if raw else frozenset()
-    return UserState(d["u"], traits, history, instances, entries, goals, sends, audiences, segments, aliases)
+    raw = get("f")
+    features = features_from_plain(raw) if raw else None
+    return UserState(d["u"], traits, history, instances, entries, goals, sends, audiences, segments, aliases,
+                     features)
 
 
 # ----------------------------------------------------------------------------------- actions
@@ -248,4 +256,5 @@ def action_from_row(row: Mapping[str, Any]) -> Action:
         id=d["id"], time=_fromiso(d["time"]), user=d["user"], journey=d["journey"], version=d["version"],
         entry=d["entry"], path=d["path"], kind=d["kind"], channel=d["channel"], target=d["target"],
         outcome=d["outcome"], reason=d["reason"], rule=d["rule"], until=_time(d["until"]), via=d["via"],
-        data=d["data"], named=d["named"], event=d.get("event"), current_event=d.get("current_event"))
+        data=d["data"], named=d["named"], event=d.get("event"), current_event=d.get("current_event"),
+        predictions=d.get("predictions"))
