@@ -7,6 +7,7 @@ import logging
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import orjson
 import pytest
 
 from engine.daemon.housekeeping import Training
@@ -41,6 +42,15 @@ def test_the_daemon_trains_at_start_and_reports_it_in_metrics_and_logs(tmp_path,
     assert "models: version" in log and "trained as of" in log
     assert "purchase fallback (too little data" in log  # an empty store: the reason is in the log
     assert d.stop() == 0
+    (version,) = [line.split("models: version ")[1].split()[0] for line in log.splitlines() if "models: version" in line]
+
+    # a restart scores with the version the store kept, and trains again only at the next moment
+    again = daemons(root, None)
+    m = metrics(again)
+    eventually(lambda: f"models: version {version} (trained as of" in again.log.read_text().split(log)[-1], timeout=30)
+    assert value(metrics(again), "journeys_model_trainings_total", result="ok") == 0
+    assert value(m, "journeys_model_trained_timestamp_seconds", version=version) > 0
+    assert again.stop() == 0
 
 
 def test_a_project_without_predictions_trains_nothing(tmp_path, daemons):
@@ -92,3 +102,28 @@ def test_a_training_that_fails_leaves_the_running_version_and_counts_it(caplog):
     assert (training.trained, training.failed) == (0, 1)
     assert Worker.engine.program.models is running
     assert "training failed; scoring goes on with the running version" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_stores_keep_the_latest_trained_versions(kind, tmp_path, request):
+    from engine.store.base import KEPT_MODELS
+    from engine.store.open import migrate_store, open_store
+
+    url = f"sqlite:///{tmp_path / 'm.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    if kind == "postgres":
+        migrate_store(url)
+    store = open_store(url)
+    try:
+        assert store.latest_models() is None
+        models = train(_users(), 1773000000)
+        base = datetime(2026, 3, 2, tzinfo=timezone.utc)
+        with store.transaction():
+            for week in range(KEPT_MODELS + 2):
+                store.save_models(f"v{week:02d}", base.replace(day=2 + week), f"body {week}".encode())
+            store.save_models(models.version, base.replace(day=28), orjson.dumps(models.to_plain()))
+        back = modelset.ModelSet.from_plain(orjson.loads(store.latest_models()))
+        assert back.version == models.version and back.to_plain() == models.to_plain()
+        (count,) = store.conn.execute("SELECT count(*) FROM models").fetchone()
+        assert count == KEPT_MODELS
+    finally:
+        store.close()

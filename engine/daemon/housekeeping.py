@@ -54,16 +54,18 @@ import logging
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
+import orjson
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from ..models.features import seconds as epoch_seconds
-from ..models.modelset import train
+from ..models.modelset import ModelSet, train
 
 log = logging.getLogger("journeys.housekeeping")
 
@@ -215,8 +217,19 @@ class Training:
         trigger = CronTrigger.from_crontab(aps_crontab(self.worker.program.retrain), timezone=timezone.utc)
         self.scheduler.add_job(self.run, trigger, id="train", coalesce=True, max_instances=1,
                                misfire_grace_time=None)
-        self.scheduler.add_job(self.run, id="train-at-start")  # now, once
+        if self._missed(trigger):
+            self.scheduler.add_job(self.run, id="train-at-start")  # now, once
         self.scheduler.start()
+
+    def _missed(self, trigger: Any) -> bool:
+        """Is a training due at start: no version kept in the store, or the schedule passed a
+        moment since the kept one was trained (the daemon was down then)?"""
+        trained = self.worker.engine.program.models.trained_at
+        if trained is None:
+            return True
+        since = datetime.fromtimestamp(trained, timezone.utc)
+        due = trigger.get_next_fire_time(None, since + timedelta(seconds=1))
+        return due is not None and due <= self.worker.clock.now()
 
     def stop(self) -> None:
         if self.scheduler is not None:
@@ -236,6 +249,7 @@ class Training:
             problems: list[str] = []
             models = train(rows, epoch_seconds(at), previous=previous, log=problems.append)
             worker.submit(lambda: worker.engine.use_models(models, at)).result()
+            worker.submit(lambda: _keep(worker, models, at)).result()
             self.trained += 1
             self.family_failures += len(models.problems)
             for problem in problems:
@@ -246,6 +260,28 @@ class Training:
         finally:
             self.last_seconds = time.monotonic() - started
             self._lock.release()
+
+
+def _keep(worker: Any, models: Any, at: datetime) -> None:
+    """The version into the store, so that a restart scores with it at once."""
+    with worker.store.transaction():
+        worker.store.save_models(models.version, at, orjson.dumps(models.to_plain()))
+
+
+def load_models(worker: Any) -> None:
+    """At start: the latest version the store kept, if any (one that cannot be read is logged and
+    left: the daemon trains instead)."""
+    body = worker.store.latest_models()
+    if body is None:
+        return
+    try:
+        models = ModelSet.from_plain(orjson.loads(body))
+    except Exception:  # noqa: BLE001 - a version from another Journeys: train a new one
+        models_log.exception("models: the version kept in the store cannot be read; training a new one")
+        return
+    worker.engine.program = replace(worker.engine.program, models=models)
+    models_log.info("models: version %s (trained as of %s) loaded from the store", models.version,
+                    models.describe()["trained_at"])
 
 
 def _rows(worker: Any, at: Any) -> list:

@@ -356,6 +356,10 @@ class Worker:
             from .housekeeping import log_training
 
             self.engine.on_trained = log_training  # the daemon's sinks are for users' effects
+            if self.program.features_on and not self.event_time:
+                from .housekeeping import load_models
+
+                load_models(self)  # the latest version kept: scores at once, before any training
         except BaseException:
             self._close_cluster()
             store.close()

@@ -67,9 +67,20 @@ class Store(Protocol):
         """Append to the action log; an id already logged is replaced (the latest decision)."""
         ...
 
+    def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
+        """Keep a trained version of the models (`ModelSet.to_plain` as JSON), the latest few."""
+        ...
+
+    def latest_models(self) -> bytes | None:
+        """The latest version kept by `save_models`, None when there is none."""
+        ...
+
     def transaction(self) -> AbstractContextManager:
         """Everything written inside commits together, or nothing does (group commit)."""
         ...
+
+
+KEPT_MODELS = 10  # trained versions of the models a store keeps (the daemon reads the latest at start)
 
 
 class MemoryStore:
@@ -144,6 +155,12 @@ class MemoryStore:
     def record(self, actions: Sequence[Action]) -> None:
         for a in actions:
             self.actions[a.id] = a if self.keep_actions else None  # type: ignore[assignment]
+
+    def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
+        self.models = body
+
+    def latest_models(self) -> bytes | None:
+        return getattr(self, "models", None)
 
     def transaction(self) -> AbstractContextManager:
         return nullcontext()  # nothing to commit: the dry-run's state lives and dies with the run

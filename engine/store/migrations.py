@@ -136,6 +136,12 @@ _V7 = (
     "ALTER TABLE forgotten ADD COLUMN keyed boolean NOT NULL DEFAULT false",
 )
 
+# The models' trained versions (engine.daemon.housekeeping.Training): a daemon that restarts scores
+# with the latest at once instead of waiting for a training.
+_V8 = (
+    "CREATE TABLE models (version text PRIMARY KEY, trained_at timestamptz NOT NULL, body bytea NOT NULL)",
+)
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "profiles, identities, messages, actions, instances and the outbox", _V1),
     Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
@@ -144,6 +150,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(5, "the dedupe window and retention: when each messageId was taken; time indexes", _V5),
     Migration(6, "the outbox's open entries indexed by connector, for claims per connector", _V6),
     Migration(7, "keyed tombstones: forgotten users' ids as keyed hashes, the erasure key", _V7),
+    Migration(8, "the models' trained versions", _V8),
 )
 
 

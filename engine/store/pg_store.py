@@ -52,7 +52,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..core.effects import Action
 from ..core.state import UserState
-from .base import StoreError
+from .base import KEPT_MODELS, StoreError
 from .migrations import PARTITIONS, migrate
 from .serialize import action_to_row, state_from_bytes, state_to_bytes
 from .urls import parse_url, redact
@@ -386,6 +386,16 @@ class PostgresStore:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT zone FROM profiles")}
 
     # ------------------------------------------------------------------ action log
+
+    def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
+        self.conn.execute("INSERT INTO models (version, trained_at, body) VALUES (%s, %s, %s) "
+                          "ON CONFLICT (version) DO UPDATE SET body = excluded.body", (version, trained_at, body))
+        self.conn.execute("DELETE FROM models WHERE version NOT IN (SELECT version FROM models "
+                          "ORDER BY trained_at DESC, version DESC LIMIT %s)", (KEPT_MODELS,))
+
+    def latest_models(self) -> bytes | None:
+        row = self.conn.execute("SELECT body FROM models ORDER BY trained_at DESC, version DESC LIMIT 1").fetchone()
+        return None if row is None else bytes(row[0])
 
     def record(self, actions: Sequence[Action]) -> None:
         rows = [action_to_row(a) for a in actions]

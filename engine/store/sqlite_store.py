@@ -56,6 +56,7 @@ import sqlite_utils
 
 from ..core.effects import Action
 from ..core.state import UserState
+from .base import KEPT_MODELS
 from .serialize import action_to_row, state_from_bytes, state_to_bytes, utc_text
 from .sql import begin_immediate
 from .timer_window import TimerWindow
@@ -136,6 +137,8 @@ class SqliteStore:
             db["profiles"].create_index(["zone", "user_id"], if_not_exists=True)
             db["identities"].create({"alias": str, "user_id": str}, pk="alias", if_not_exists=True)
             db["messages"].create({"message_id": str, "seen_at": int}, pk="message_id", if_not_exists=True)
+            # the models' trained versions (engine.daemon.housekeeping.Training): a restart scores at once
+            db["models"].create({"version": str, "trained_at": str, "body": bytes}, pk="version", if_not_exists=True)
             if "seen_at" not in db["messages"].columns_dict:  # a file from before the dedupe window
                 db["messages"].add_column("seen_at", int)
             db["actions"].create(
@@ -279,6 +282,16 @@ class SqliteStore:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT zone FROM profiles")}
 
     # ------------------------------------------------------------------ action log
+
+    def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO models (version, trained_at, body) VALUES (?, ?, ?)",
+                          (version, utc_text(trained_at), body))
+        self.conn.execute("DELETE FROM models WHERE version NOT IN (SELECT version FROM models "
+                          "ORDER BY trained_at DESC, version DESC LIMIT ?)", (KEPT_MODELS,))
+
+    def latest_models(self) -> bytes | None:
+        row = self.conn.execute("SELECT body FROM models ORDER BY trained_at DESC, version DESC LIMIT 1").fetchone()
+        return None if row is None else bytes(row[0])
 
     def record(self, actions: Sequence[Action]) -> None:
         rows = [action_to_row(a) for a in actions]
