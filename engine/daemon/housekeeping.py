@@ -199,14 +199,16 @@ models_log = logging.getLogger("journeys.models")
 class Training:
     """The models' training (see the module's docstring, "Models")."""
 
-    def __init__(self, worker: Any):
+    def __init__(self, worker: Any, transient: Callable[[BaseException], bool] = lambda exc: False):
         self.worker = worker
+        self.transient = transient  # "try again" from the store (a lock): retried, then a warning
         self.scheduler: Any = None
         self.trained = 0  # trainings that produced a version
         self.failed = 0  # trainings that failed as a whole (the running version stays)
         self.family_failures = 0  # families that kept their last good version
         self.last_seconds = 0.0  # how long the last training took
         self._lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> None:
         from apscheduler.triggers.cron import CronTrigger
@@ -232,6 +234,9 @@ class Training:
         return due is not None and due <= self.worker.clock.now()
 
     def stop(self) -> None:
+        """No more trainings; one under way is abandoned when it next needs the worker (a daemon
+        that stops does not wait for a fit)."""
+        self._stopped = True
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
@@ -241,25 +246,49 @@ class Training:
         if not self._lock.acquire(blocking=False):
             return
         started = time.monotonic()
+        worker = self.worker
         try:
-            worker = self.worker
             at = worker.clock.now()
-            rows = worker.submit(lambda: _rows(worker, at)).result()
+            rows = self._on_worker(lambda: _rows(worker, at))
             previous = worker.engine.program.models
             problems: list[str] = []
             models = train(rows, epoch_seconds(at), previous=previous, log=problems.append)
             worker.submit(lambda: worker.engine.use_models(models, at)).result()
-            worker.submit(lambda: _keep(worker, models, at)).result()
             self.trained += 1
             self.family_failures += len(models.problems)
             for problem in problems:
                 models_log.error("%s", problem)
-        except Exception:  # noqa: BLE001 - the daemon goes on with the version it has
+        except Exception as exc:  # noqa: BLE001 - the daemon goes on with the version it has
+            if self._stopped:  # the worker stopped under it: nothing failed
+                models_log.info("models: training abandoned: the daemon is stopping")
+                return
             self.failed += 1
-            models_log.exception("models: training failed; scoring goes on with the running version")
+            if self.transient(exc):  # the store stayed locked through every try: normal under load
+                models_log.warning("models: the store stayed busy (%s: %s); the running version stays, the next "
+                                   "training is at the next scheduled moment", type(exc).__name__, exc)
+            else:
+                models_log.exception("models: training failed; scoring goes on with the running version")
+        else:
+            try:
+                self._on_worker(lambda: _keep(worker, models, at))
+            except Exception as exc:  # noqa: BLE001 - the version is in use; only a restart would miss it
+                if not self._stopped:
+                    models_log.warning("models: version %s is in use but could not be kept in the store (%s: %s)",
+                                       models.version, type(exc).__name__, exc)
         finally:
             self.last_seconds = time.monotonic() - started
             self._lock.release()
+
+    def _on_worker(self, fn: Callable[[], Any]) -> Any:
+        """`fn` on the worker thread (it owns the store), tried again after each of RETRY_DELAYS
+        while the store says "try again" (SQLite's write lock held by the ingest, a deadlock)."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return self.worker.submit(fn).result()
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                if delay is None or not self.transient(exc):
+                    raise
+                time.sleep(delay)
 
 
 def _keep(worker: Any, models: Any, at: datetime) -> None:

@@ -241,7 +241,7 @@ class Worker:
         if self.program.features_on and not self.event_time:
             from .housekeeping import Training
 
-            self.training = Training(self)
+            self.training = Training(self, transient=transient)
             self.training.start()
         if not self.deliver:
             return
