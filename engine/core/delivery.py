@@ -88,7 +88,7 @@ def caps(action: Pending, s: Situation) -> Verdict | None:
                 if rule.auto:  # a learned cap: the user's own, within the marketer's bounds
                     limit = s.models.cap(s.state.features, rule.channel, rule.seconds, rule.low, rule.high)
                 if _sent_in_window(s.state.sends, rule, only, s.now) >= limit:
-                    return Verdict("suppressed", "cap", describe_rule(scope, rule, cap, limit))
+                    return Verdict("suppressed", "cap", describe_rule(scope, rule, cap))
     return None
 
 
@@ -147,7 +147,7 @@ def _zone_of(q: QuietHours, user_tz: tzinfo) -> tzinfo:
     return (zone(q.tz) or user_tz) if q.tz is not None else user_tz
 
 
-def describe_rule(scope: str, rule: CapRule, cap: Cap, limit: int | None = None) -> str:
+def describe_rule(scope: str, rule: CapRule, cap: Cap) -> str:
     when = f" when {cap.when.source}" if cap.when is not None else ""
     if rule.auto:
         # the rule as written, so reports count its suppressions together; the user's learned

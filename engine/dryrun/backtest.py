@@ -31,7 +31,6 @@ gives the same dict.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -41,11 +40,9 @@ from journeys.graph import format_duration
 
 from ..core.messages import Message
 from ..core.program import Program
-from ..core.step import user_zone
 from ..models.features import Features, seconds
-from ..runtime.clock import VirtualClock
-from ..runtime.loop import Engine, handle_all, run_until
-from ..store.base import MemoryStore
+from ..runtime.loop import run_until
+from .scores import run_with_features
 
 DAY = 86400
 CUTOFF_SHARE = 0.75  # the default cutoff: this share of the log's span, floored to a day boundary
@@ -57,19 +54,15 @@ NOT_EVALUATED = "not evaluated"
 Row = tuple[str, Features, Any]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # the clock of a run of an empty log (nothing happens)
+
+
 class BacktestError(ValueError):
     """The cutoff asked for cannot split this log (`option` names the command-line option)."""
 
     def __init__(self, option: str, message: str):
         super().__init__(f"{option}: {message}")
         self.option = option
-
-
-class _Nothing:
-    """A sink that keeps nothing: the backtest needs the users' features, not the effects."""
-
-    def emit(self, effects) -> None:
-        pass
 
 
 # ------------------------------------------------------------------------------- the run
@@ -82,7 +75,6 @@ def run_features(program: Program, messages: Iterable[Message]) -> tuple[list[Ro
     predictions (then they steer the journeys, whose sends the features record); otherwise no
     journey depends on them and the run skips the trainings."""
     uses_models = program.features_on
-    program = replace(program, features_on=True)
     extent = {"messages": 0, "first": None, "last": None}
 
     def counted(stream: Iterable[Message]):
@@ -94,25 +86,11 @@ def run_features(program: Program, messages: Iterable[Message]) -> tuple[list[Ro
                 extent["last"] = m.timestamp
             yield m
 
-    stream = iter(counted(messages))
-    first = next(stream, None)
-    rows: list[Row] = []
-    if first is None:
-        return rows, extent
-    store = MemoryStore(keep_actions=False)
-    engine = Engine(program, store, VirtualClock(first.timestamp), _Nothing(), train_inline=uses_models)
-    handle_all(engine, _chain(first, stream), None)
+    engine = run_with_features(program, counted(messages), start=_EPOCH, train_inline=uses_models)
+    if extent["last"] is None:
+        return [], extent
     run_until(engine, extent["last"])
-    for uid in sorted(store.users()):
-        state = store.load(uid)
-        if state is not None and state.features is not None:
-            rows.append((uid, state.features, user_zone(state.traits, program)))
-    return rows, extent
-
-
-def _chain(first: Message, rest: Iterable[Message]):
-    yield first
-    yield from rest
+    return engine.training_rows(extent["last"]), extent
 
 
 def choose_split(first: int, last: int, cutoff: int | None, horizon: int) -> tuple[int, int, list[str]]:

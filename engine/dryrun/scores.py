@@ -30,18 +30,12 @@ from ..models.features import seconds
 from ..models.modelset import ModelSet
 from ..runtime.clock import VirtualClock
 from ..runtime.loop import Engine, handle_all, run_until
+from ..runtime.sinks import Discard
 from ..store.base import MemoryStore
 
 DAY = 86400
 SEND_CHANNELS = ("email", "push")
 DEFAULT_CAP = (7 * DAY, 1, 10)  # window, min, max: the caps scored when the project learns none
-
-
-class _Nothing:
-    """A sink that keeps nothing: scoring needs the states, not the effects."""
-
-    def emit(self, effects) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -72,16 +66,27 @@ def learned_caps(program: Program) -> list[tuple[str, int, int, int]]:
     return [(c, w, lo, hi) for (c, w), (lo, hi) in sorted(found.items())]
 
 
-def score(program: Program, messages: Iterable[Message], as_of: datetime, horizons: Sequence[int]) -> Scores:
-    """Scores of every user as of `as_of`, from the messages before it (`horizons` in seconds)."""
-    program = replace(program, features_on=True)
-    stream = (m for m in messages if m.timestamp < as_of)
-    store = MemoryStore(keep_actions=False)
+def run_with_features(program: Program, messages: Iterable[Message], start: datetime | None = None,
+                      train_inline: bool = True) -> Engine:
+    """`messages` (in time order) through an engine that keeps every user's features, in memory,
+    effects discarded; the clock starts at the first message (else at `start`). The caller fires
+    what is due after the last message (`run_until`)."""
+    stream = iter(messages)
     first = next(stream, None)
-    engine = Engine(program, store, VirtualClock(as_of if first is None else first.timestamp), _Nothing())
+    at = first.timestamp if first is not None else start
+    assert at is not None, "no message and no start"
+    engine = Engine(replace(program, features_on=True), MemoryStore(keep_actions=False), VirtualClock(at), Discard(),
+                    train_inline=train_inline)
     if first is not None:
         handle_all(engine, chain((first,), stream), None)
-        run_until(engine, as_of - timedelta(microseconds=1))
+    return engine
+
+
+def score(program: Program, messages: Iterable[Message], as_of: datetime, horizons: Sequence[int]) -> Scores:
+    """Scores of every user as of `as_of`, from the messages before it (`horizons` in seconds)."""
+    engine = run_with_features(program, (m for m in messages if m.timestamp < as_of), start=as_of)
+    run_until(engine, as_of - timedelta(microseconds=1))
+    program, store = engine.program, engine.store
     with store.transaction():
         models = engine.train_models(as_of)
     now = seconds(as_of)

@@ -16,6 +16,14 @@ class Sink(Protocol):
     def emit(self, effects: Sequence[Effect]) -> None: ...
 
 
+class Discard:
+    """Keeps nothing: for runs that want the users' states, not the effects (`journeys score`,
+    `journeys models`)."""
+
+    def emit(self, effects: Sequence[Effect]) -> None:
+        pass
+
+
 class Recorder:
     """Keeps every effect in order, for tests and the dry-run's traces."""
 
