@@ -110,7 +110,7 @@ def fill(store, outbox, connector: str, n: int, every: int = 1, offset: int = 0)
 def one_run(kind: str, pg: str, backlog: int, rounds: int) -> dict[str, float]:
     """Median seconds per claim round of each phase, on a fresh store."""
     from connectors.recording import RecordingConnector
-    from engine.daemon.dispatch import Dispatcher
+    from engine.daemon.deliveries.dispatch import Dispatcher
 
     with tempfile.TemporaryDirectory() as tmp:
         store, outbox, cleanup = open_store(kind, pg, Path(tmp))

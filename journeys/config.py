@@ -55,7 +55,7 @@ class ServeConfig(_Strict):
     # days the growing logs are kept (engine.store.retention): the action log, settled outbox entries
     actions_days: int = Field(default=90, ge=1)
     outbox_days: int = Field(default=30, ge=1)
-    # where the deliveries run (engine.daemon.delivery_process): a process of their own, on another core,
+    # where the deliveries run (engine.daemon.deliveries.process): a process of their own, on another core,
     # or a thread of the daemon's process (one core for everything; same deliveries)
     deliveries: Literal["process", "thread"] = "process"
 

@@ -21,7 +21,7 @@ from connectors.identifiers import sha256_hex
 from engine.store import sql
 from engine.runtime.clock import VirtualClock
 from engine.daemon.api import dead_letters, event_filter, failed_messages, forget, journey_counts, user_view
-from engine.daemon.dispatch import OutboxSink, Routes
+from engine.daemon.deliveries.dispatch import OutboxSink, Routes
 from engine.core.effects import Received
 from engine.daemon.erasure import scrub
 from engine.store.outbox import DEAD, DELIVERED, FAILED, Entry

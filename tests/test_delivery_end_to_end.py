@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from engine.runtime.clock import VirtualClock
-from engine.daemon.dispatch import Dispatcher, OutboxSink, Routes
+from engine.daemon.deliveries.dispatch import Dispatcher, OutboxSink, Routes
 from engine.core.messages import Message
 from engine.store.outbox import DELIVERED, SqliteOutbox
 from engine.runtime.loop import Engine, handle_all

@@ -16,7 +16,7 @@ import pytest
 from connectors.registry import RetryPolicy
 from connectors.webhook import WebhookConnector
 from engine.core.effects import Action
-from engine.daemon.dispatch import Dispatcher, OutboxSink, Routes
+from engine.daemon.deliveries.dispatch import Dispatcher, OutboxSink, Routes
 from engine.store.outbox import DEAD, DELIVERED, MemoryOutbox
 from journeys.config import WebhookConfig
 

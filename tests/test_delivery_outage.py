@@ -21,7 +21,7 @@ from connectors.errors import ConfigurationError
 from connectors.registry import RetryPolicy, retry_policy
 from connectors.webhook import WebhookConnector
 from engine.core.effects import Action
-from engine.daemon.dispatch import Dispatcher, OutboxSink, Routes
+from engine.daemon.deliveries.dispatch import Dispatcher, OutboxSink, Routes
 from engine.store.outbox import DEAD, DELIVERED, FAILED, PENDING, MemoryOutbox
 from journeys.config import WebhookConfig
 
@@ -232,7 +232,7 @@ def test_retry_after_is_honoured_up_to_the_deadline_by_entries_and_by_the_circui
 def test_an_open_circuit_lets_the_delivery_loop_sleep(tmp_path, provider, request, kind):
     """The daemon's loop on a real store: the open connector's entries are due, but it may not
     take them, so it sleeps until the next probe instead of going round and round."""
-    from engine.daemon.delivery_loop import DeliveryLoop
+    from engine.daemon.deliveries.loop import DeliveryLoop
     from engine.runtime.clock import SystemClock
     from engine.store.open import open_store
     from engine.store.outbox import SqliteOutbox

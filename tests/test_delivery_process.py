@@ -1,4 +1,4 @@
-"""The deliveries' own process (engine.daemon.delivery_process): it dies with the daemon, and when it
+"""The deliveries' own process (engine.daemon.deliveries.process): it dies with the daemon, and when it
 dies alone the daemon starts another that delivers what was left, once."""
 
 from __future__ import annotations

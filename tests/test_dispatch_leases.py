@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from connectors.base import Result
 from connectors.recording import RecordingConnector
-from engine.daemon.dispatch import OutboxSink
+from engine.daemon.deliveries.dispatch import OutboxSink
 from engine.store.outbox import DELIVERED, PENDING, SENDING, SqliteOutbox
 from engine.store.sqlite_store import SqliteStore
 

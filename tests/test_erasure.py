@@ -430,7 +430,7 @@ def test_the_sqlite_file_keeps_no_byte_of_a_forgotten_user(tmp_path):
 
     from engine.core.program import Program
     from engine.daemon.api import event_filter
-    from engine.daemon.dispatch import OutboxSink, Routes
+    from engine.daemon.deliveries.dispatch import OutboxSink, Routes
     from engine.daemon.erasure import compact, forget, scrub
     from engine.daemon.trail import Trail
     from engine.runtime.clock import VirtualClock

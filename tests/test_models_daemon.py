@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from engine.daemon.housekeeping import Training
+from engine.daemon.training import Training
 from engine.models import modelset
 from engine.models.features import observe
 from engine.models.modelset import UNTRAINED, Family, train
@@ -92,6 +92,7 @@ def test_a_training_that_fails_leaves_the_running_version_and_counts_it(caplog):
     class Worker:
         clock = SimpleNamespace(now=lambda: datetime(2026, 3, 16, 3, tzinfo=timezone.utc))
         engine = SimpleNamespace(program=SimpleNamespace(models=running))
+        program = SimpleNamespace(retrain="0 3 * * mon")
 
         def submit(self, fn):
             raise RuntimeError("the worker is not running")

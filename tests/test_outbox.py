@@ -12,7 +12,7 @@ from connectors.base import Result
 from connectors.errors import InvalidRecipient, PermanentError, RetryableError
 from connectors.recording import RecordingConnector
 from connectors.registry import RetryPolicy
-from engine.daemon.dispatch import Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
+from engine.daemon.deliveries.dispatch import Dispatcher, OutboxSink, Routes, TokenBucket, route, RoutingError
 from engine.core.effects import Action
 from engine.store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, MemoryOutbox, SqliteOutbox
 from engine.store.pg_outbox import PostgresOutbox
@@ -213,7 +213,7 @@ def test_dead_devices_of_a_partly_delivered_push_are_reported(outbox):
 
 
 def test_a_dead_push_token_leaves_the_profile_through_the_engine(make):
-    from engine.daemon.dispatch import forget_address
+    from engine.daemon.deliveries.dispatch import forget_address
 
     h = make('journey "J" { entry when event "A"  send push "hello" }')
     h.feed([("2026-03-02 10:00", "u1", "identify", {"push_tokens": ["t-live", "t-dead"], "push_token": "t-dead",

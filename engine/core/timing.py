@@ -151,3 +151,20 @@ def next_fire(cron: str, tz_name: str, after: datetime) -> datetime | None:
         if moment > after:
             return moment
         cursor = wall + timedelta(minutes=1)
+
+
+def previous_fire(cron: str, tz_name: str, at: datetime) -> datetime | None:
+    """The last fire time of `cron` in `tz_name` at or before `at`, as UTC (None when there is
+    none within 800 days): the moment a training or a firing that runs late stands for.
+
+    Found with `next_fire` itself, so that both agree on every moment: a window behind `at` that
+    doubles until it holds a fire, then walked forward to the last fire in it."""
+    window = timedelta(minutes=2)
+    while window <= timedelta(days=800):
+        fire = next_fire(cron, tz_name, at - window)
+        if fire is not None and fire <= at:
+            while (later := next_fire(cron, tz_name, fire)) is not None and later <= at:
+                fire = later
+            return fire
+        window *= 2
+    return None

@@ -28,44 +28,23 @@ without a traceback; the next run tries again. Any other error is a bug: ERROR, 
 
 These are the wall-clock duties of one daemon; the journeys' own schedules (cron entries in user
 time) are not here: the engine fires them from its store and clock, so the dry-run fires them at
-the same moments (engine.runtime.loop, engine.core.timing).
-
-Models (`Training`, when the project predicts): the daemon trains its models on a schedule,
-APScheduler firing `program.retrain` (cron, UTC).
-
-The dry-run trains inline, inside `Engine.run_due`, at the very moments of the same cron
-expression (engine.runtime.loop); so does `journeys replay`, whose daemon runs on the events' own
-clock. A live daemon cannot stop taking events for a training, so here the expensive part runs on
-the scheduler's thread:
-
-1. on the worker thread (it owns the store): every user's features as of now (`training_rows`);
-2. on the scheduler's thread: `engine.models.modelset.train`, which keeps the last good version of
-   a family whose training fails and says why;
-3. on the worker thread again: the engine scores with the new version from its next step.
-
-A daemon that starts with predictions in use trains once at start (a restart would otherwise wait
-for the next scheduled moment with no version at all), then on the schedule. Each training is
-logged (version, users, each family's status) and counted for /metrics.
+the same moments (engine.runtime.loop, engine.core.timing). The models' training, on a schedule
+of its own, is engine.daemon.training.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
-import orjson
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from ..models.features import seconds as epoch_seconds
-from ..models.modelset import ModelSet, train
 
 log = logging.getLogger("journeys.housekeeping")
 
@@ -191,137 +170,3 @@ class Housekeeping:
                 if self._stopping.is_set():
                     future.cancel()
                     raise _Stopping() from None
-
-
-models_log = logging.getLogger("journeys.models")
-
-
-class Training:
-    """The models' training (see the module's docstring, "Models")."""
-
-    def __init__(self, worker: Any, transient: Callable[[BaseException], bool] = lambda exc: False):
-        self.worker = worker
-        self.transient = transient  # "try again" from the store (a lock): retried, then a warning
-        self.scheduler: Any = None
-        self.trained = 0  # trainings that produced a version
-        self.failed = 0  # trainings that failed as a whole (the running version stays)
-        self.family_failures = 0  # families that kept their last good version
-        self.last_seconds = 0.0  # how long the last training took
-        self._lock = threading.Lock()
-        self._stopped = False
-
-    def start(self) -> None:
-        from apscheduler.triggers.cron import CronTrigger
-
-        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
-        from ..core.timing import aps_crontab  # weekday numbers as cron means them, as the dry-run's
-
-        trigger = CronTrigger.from_crontab(aps_crontab(self.worker.program.retrain), timezone=timezone.utc)
-        self.scheduler.add_job(self.run, trigger, id="train", coalesce=True, max_instances=1,
-                               misfire_grace_time=None)
-        if self._missed(trigger):
-            self.scheduler.add_job(self.run, id="train-at-start")  # now, once
-        self.scheduler.start()
-
-    def _missed(self, trigger: Any) -> bool:
-        """Is a training due at start: no version kept in the store, or the schedule passed a
-        moment since the kept one was trained (the daemon was down then)?"""
-        trained = self.worker.engine.program.models.trained_at
-        if trained is None:
-            return True
-        since = datetime.fromtimestamp(trained, timezone.utc)
-        due = trigger.get_next_fire_time(None, since + timedelta(seconds=1))
-        return due is not None and due <= self.worker.clock.now()
-
-    def stop(self) -> None:
-        """No more trainings; one under way is abandoned when it next needs the worker (a daemon
-        that stops does not wait for a fit)."""
-        self._stopped = True
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
-
-    def run(self) -> None:
-        """One training (never two at once); the running version stays if anything fails."""
-        if not self._lock.acquire(blocking=False):
-            return
-        started = time.monotonic()
-        worker = self.worker
-        try:
-            at = worker.clock.now()
-            rows = self._on_worker(lambda: _rows(worker, at))
-            previous = worker.engine.program.models
-            problems: list[str] = []
-            models = train(rows, epoch_seconds(at), previous=previous, log=problems.append)
-            worker.submit(lambda: worker.engine.use_models(models, at)).result()
-            self.trained += 1
-            self.family_failures += len(models.problems)
-            for problem in problems:
-                models_log.error("%s", problem)
-        except Exception as exc:  # noqa: BLE001 - the daemon goes on with the version it has
-            if self._stopped:  # the worker stopped under it: nothing failed
-                models_log.info("models: training abandoned: the daemon is stopping")
-                return
-            self.failed += 1
-            if self.transient(exc):  # the store stayed locked through every try: normal under load
-                models_log.warning("models: the store stayed busy (%s: %s); the running version stays, the next "
-                                   "training is at the next scheduled moment", type(exc).__name__, exc)
-            else:
-                models_log.exception("models: training failed; scoring goes on with the running version")
-        else:
-            try:
-                self._on_worker(lambda: _keep(worker, models, at))
-            except Exception as exc:  # noqa: BLE001 - the version is in use; only a restart would miss it
-                if not self._stopped:
-                    models_log.warning("models: version %s is in use but could not be kept in the store (%s: %s)",
-                                       models.version, type(exc).__name__, exc)
-        finally:
-            self.last_seconds = time.monotonic() - started
-            self._lock.release()
-
-    def _on_worker(self, fn: Callable[[], Any]) -> Any:
-        """`fn` on the worker thread (it owns the store), tried again after each of RETRY_DELAYS
-        while the store says "try again" (SQLite's write lock held by the ingest, a deadlock)."""
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                return self.worker.submit(fn).result()
-            except Exception as exc:  # noqa: BLE001 - sorted below
-                if delay is None or not self.transient(exc):
-                    raise
-                time.sleep(delay)
-
-
-def _keep(worker: Any, models: Any, at: datetime) -> None:
-    """The version into the store, so that a restart scores with it at once."""
-    with worker.store.transaction():
-        worker.store.save_models(models.version, at, orjson.dumps(models.to_plain()))
-
-
-def load_models(worker: Any) -> None:
-    """At start: the latest version the store kept, if any (one that cannot be read is logged and
-    left: the daemon trains instead)."""
-    body = worker.store.latest_models()
-    if body is None:
-        return
-    try:
-        models = ModelSet.from_plain(orjson.loads(body))
-    except Exception:  # noqa: BLE001 - a version from another Journeys: train a new one
-        models_log.exception("models: the version kept in the store cannot be read; training a new one")
-        return
-    worker.engine.program = replace(worker.engine.program, models=models)
-    models_log.info("models: version %s (trained as of %s) loaded from the store", models.version,
-                    models.describe()["trained_at"])
-
-
-def _rows(worker: Any, at: Any) -> list:
-    with worker.store.transaction():
-        return worker.engine.training_rows(at)
-
-
-def log_training(models: Any, at: Any) -> None:
-    """What the daemon says of each training (the worker's `Engine.on_trained`): the version and
-    each family's status, with the reason of one that fell back."""
-    described = models.describe()
-    models_log.info("models: version %s trained as of %s on %d users: %s", models.version, described["trained_at"],
-                    models.users, ", ".join(f"{n} {f['status']}" + (f" ({f['reason']})" if f["reason"] else "")
-                                            for n, f in described["models"].items()))

@@ -1,7 +1,7 @@
 """The daemon's logs: JSON lines for a log shipper, or plain text for a terminal.
 
 Set up by `journeys serve` (engine.cli.serve) and again in the delivery process it starts
-(engine.daemon.delivery_process), so that both write the same lines to the same stream.
+(engine.daemon.deliveries.process), so that both write the same lines to the same stream.
 """
 
 from __future__ import annotations

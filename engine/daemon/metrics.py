@@ -135,7 +135,7 @@ def _store_figures(path: str) -> dict[str, Any]:
 
 
 OUTBOX_STATES = ("pending", "delivered", "failed", "dead")
-# each connector's circuit (engine.daemon.dispatch.Circuit), as its delivery loop sees it
+# each connector's circuit (engine.daemon.deliveries.dispatch.Circuit), as its delivery loop sees it
 CIRCUIT_FAMILIES = (
     ("journeys_connector_circuit_open", "open",
      ("1 while the connector's circuit is open (its provider keeps failing: its deliveries wait, one probe at a "
@@ -224,8 +224,10 @@ def render_metrics(worker: Any, reloader: Reloader | None) -> str:
     training = getattr(worker, "training", None)
     if training is not None:
         out.family("journeys_model_trainings_total", "counter",
-                   "Model trainings by result (failed: the running version stays).",
-                   [({"result": "ok"}, training.trained), ({"result": "failed"}, training.failed)])
+                   "Model trainings by result (failed: the running version stays; adopted: the version "
+                   "another worker of the cluster trained for the moment, taken from the store).",
+                   [({"result": "ok"}, training.trained), ({"result": "failed"}, training.failed),
+                    ({"result": "adopted"}, training.adopted)])
         out.family("journeys_model_family_failures_total", "counter",
                    "Model families whose training failed and kept their last good version.",
                    [({}, training.family_failures)])

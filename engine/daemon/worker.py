@@ -2,7 +2,7 @@
 
     uvicorn (main thread, asyncio)     the worker thread (owns the store)    the delivery thread
     ──────────────────────────────     ───────────────────────────────────   ────────────────────────
-    POST /v1/...  → group commit → inbox ─► wake ─► timers due → run_due      (engine.daemon.delivery_loop)
+    POST /v1/...  → group commit → inbox ─► wake ─► timers due → run_due      (engine.daemon.deliveries.loop)
     GET /healthz, /readyz, /metrics         inbox messages → engine.take ─► poke ─► outbox due →
     /u/..., /v1/profile, /admin/... ─► submit (jobs between rounds)                 connectors
 
@@ -190,14 +190,14 @@ class Worker:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         # the processor drops a message whose flag is False (a forgotten user's)
         self.keep: Callable[[Sequence[Any]], list[bool]] = lambda messages: [True] * len(messages)
-        self.deliveries: Any = None  # the engine.daemon.delivery_loop.DeliveryLoop, started by start()
+        self.deliveries: Any = None  # the engine.daemon.deliveries.loop.DeliveryLoop, started by start()
         self.partitions: Any = None  # PostgreSQL: this worker's leases (engine.daemon.partitions.Partitions)
         self.listener: Any = None  # PostgreSQL: LISTEN for other workers' ingest commits
         self._file_lock: Any = None  # SQLite: hold_alone's lock, held while the process lives
         self._next_heartbeat = 0.0
         self._caught_up = True  # False once partitions were taken: their missed schedules fire
         self.housekeeping: Any = None  # engine.daemon.housekeeping.Housekeeping, started by start()
-        self.training: Any = None  # engine.daemon.housekeeping.Training, when the project predicts
+        self.training: Any = None  # engine.daemon.training.Training, when the project predicts
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the worker thread (the one that owns the store), between rounds; its result
@@ -227,7 +227,7 @@ class Worker:
 
     def start(self) -> None:
         """Open the store (creating its tables) on the worker thread, then start the deliveries."""
-        from .delivery_loop import DeliveryLoop
+        from .deliveries.loop import DeliveryLoop
 
         self._thread = threading.Thread(target=self._main, name="journeys-worker", daemon=True)
         self._thread.start()
@@ -239,7 +239,7 @@ class Worker:
         self.housekeeping = Housekeeping(self.submit, self._upkeep(), transient=transient)  # a lock: retried
         self.housekeeping.start()
         if self.program.features_on and not self.event_time:
-            from .housekeeping import Training
+            from .training import Training
 
             self.training = Training(self, transient=transient)
             self.training.start()
@@ -250,7 +250,7 @@ class Worker:
             self.submit(lambda: self.forget_address(uid, connector, dead))
 
         if self.config.serve.deliveries == "process" and isinstance(self.clock.clock, SystemClock):
-            from .delivery_process import DeliveryProcess
+            from .deliveries.process import DeliveryProcess
 
             self.deliveries = DeliveryProcess(self.root, self.config, self.path, on_stale=on_stale,
                                               environ=self.environ)
@@ -262,7 +262,7 @@ class Worker:
         except BaseException:
             self.stop()
             raise
-        from .dispatch import lease_seconds
+        from .deliveries.dispatch import lease_seconds
 
         # from now on new entries are written leased to these deliveries and handed over after
         # each commit (OutboxSink.handoff): no claim transaction on the way to the provider
@@ -322,7 +322,7 @@ class Worker:
         from ..runtime.sinks import FanOut
         from ..store.open import open_store
         from ..store.urls import is_postgres
-        from .dispatch import OutboxSink, Routes
+        from .deliveries.dispatch import OutboxSink, Routes
 
         if not is_postgres(self.path) and self.path != ":memory:":
             self._file_lock = hold_alone(self.path)
@@ -350,14 +350,14 @@ class Worker:
             from .trail import Trail
             self.trail = Trail(store, self.config.serve.trail_days)  # each user's timeline, for the admin API
             # the models train inline on the events' clock (`journeys replay`), else on the scheduler's
-            # thread (engine.daemon.housekeeping.Training)
+            # thread (engine.daemon.training.Training)
             self.engine = Engine(self.program, store, self.clock, FanOut(self.outbox_sink, self.counts, self.trail),
                                  train_inline=self.event_time)
-            from .housekeeping import log_training
+            from .training import log_training
 
             self.engine.on_trained = log_training  # the daemon's sinks are for users' effects
             if self.program.features_on and not self.event_time:
-                from .housekeeping import load_models
+                from .training import load_models
 
                 load_models(self)  # the latest version kept: scores at once, before any training
         except BaseException:
@@ -391,7 +391,7 @@ class Worker:
 
     def retry_dead(self, entry_id: str) -> bool:
         """An operator's retry of a dead or failed outbox entry (on the worker thread)."""
-        from .dispatch import retry_dead
+        from .deliveries.dispatch import retry_dead
 
         with self.store.transaction():
             done = retry_dead(self.outbox, entry_id, self.clock.now())
@@ -401,7 +401,7 @@ class Worker:
 
     def forget_address(self, uid: str, connector: str, dead: str) -> None:
         """A provider said a push token or address is gone: the engine removes it from the profile."""
-        from .dispatch import forget_address
+        from .deliveries.dispatch import forget_address
 
         store = self.store
         state = store.load(store.resolve(uid) or uid)
@@ -476,7 +476,7 @@ class Worker:
         self.program = program
         config = self.reloader.config
         if config is not None and config != self.config:  # journeys.toml changed: routes and connectors
-            from .dispatch import Routes
+            from .deliveries.dispatch import Routes
 
             self.config = config
             self.outbox_sink.routes = Routes.from_config(config)

@@ -44,7 +44,7 @@ def zone_name(state: UserState, program: Program) -> str:
 class Engine:
     """`train_inline`: the models retrain inside `run_due` at each moment of `program.retrain`, as
     one more thing due (the dry-run, `journeys replay`, `journeys score`); the daemon trains in the
-    background instead (engine.daemon.housekeeping.Training) and hands versions to `use_models`."""
+    background instead (engine.daemon.training.Training) and hands versions to `use_models`."""
 
     def __init__(self, program: Program, store: Store, clock: Clock, sink: Sink, train_inline: bool = True):
         self.program, self.store, self.clock, self.sink = program, store, clock, sink

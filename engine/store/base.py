@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable, Protocol, Sequence
 
 from ..core.effects import Action
@@ -75,12 +75,23 @@ class Store(Protocol):
         """The latest version kept by `save_models`, None when there is none."""
         ...
 
+    def models_at(self, trained_at: datetime) -> bytes | None:
+        """The version kept for exactly the moment `trained_at`, None when there is none."""
+        ...
+
+    def claim_training(self, moment: datetime, owner: str, now: datetime, until: datetime) -> bool:
+        """Take the training of `moment` for `owner` until `until`: True when it is ours now (new,
+        already ours, or its previous holder's claim expired before `now`). Several workers on one
+        store train each moment once: the others wait for its version (`models_at`)."""
+        ...
+
     def transaction(self) -> AbstractContextManager:
         """Everything written inside commits together, or nothing does (group commit)."""
         ...
 
 
 KEPT_MODELS = 10  # trained versions of the models a store keeps (the daemon reads the latest at start)
+CLAIMS_KEPT = timedelta(days=7)  # a training's claim is deleted this long after it expired
 
 
 class MemoryStore:
@@ -158,9 +169,16 @@ class MemoryStore:
 
     def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
         self.models = body
+        self.models_by_moment = {trained_at: body}
 
     def latest_models(self) -> bytes | None:
         return getattr(self, "models", None)
+
+    def models_at(self, trained_at: datetime) -> bytes | None:
+        return getattr(self, "models_by_moment", {}).get(trained_at)
+
+    def claim_training(self, moment: datetime, owner: str, now: datetime, until: datetime) -> bool:
+        return True  # one process: nobody to share the training with
 
     def transaction(self) -> AbstractContextManager:
         return nullcontext()  # nothing to commit: the dry-run's state lives and dies with the run

@@ -136,10 +136,16 @@ _V7 = (
     "ALTER TABLE forgotten ADD COLUMN keyed boolean NOT NULL DEFAULT false",
 )
 
-# The models' trained versions (engine.daemon.housekeeping.Training): a daemon that restarts scores
+# The models' trained versions (engine.daemon.training.Training): a daemon that restarts scores
 # with the latest at once instead of waiting for a training.
 _V8 = (
     "CREATE TABLE models (version text PRIMARY KEY, trained_at timestamptz NOT NULL, body bytea NOT NULL)",
+)
+
+# Who trains which moment of the schedule (`PostgresStore.claim_training`): several workers on one
+# database train each moment once, the others take the version it left in `models`.
+_V9 = (
+    "CREATE TABLE model_claims (moment timestamptz PRIMARY KEY, owner text NOT NULL, expires timestamptz NOT NULL)",
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -151,6 +157,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(6, "the outbox's open entries indexed by connector, for claims per connector", _V6),
     Migration(7, "keyed tombstones: forgotten users' ids as keyed hashes, the erasure key", _V7),
     Migration(8, "the models' trained versions", _V8),
+    Migration(9, "who trains which moment of the models' schedule", _V9),
 )
 
 

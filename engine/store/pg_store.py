@@ -52,7 +52,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..core.effects import Action
 from ..core.state import UserState
-from .base import KEPT_MODELS, StoreError
+from . import sql as side
+from .base import CLAIMS_KEPT, KEPT_MODELS, StoreError
 from .migrations import PARTITIONS, migrate
 from .serialize import action_to_row, state_from_bytes, state_to_bytes
 from .urls import parse_url, redact
@@ -388,14 +389,16 @@ class PostgresStore:
     # ------------------------------------------------------------------ action log
 
     def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
-        self.conn.execute("INSERT INTO models (version, trained_at, body) VALUES (%s, %s, %s) "
-                          "ON CONFLICT (version) DO UPDATE SET body = excluded.body", (version, trained_at, body))
-        self.conn.execute("DELETE FROM models WHERE version NOT IN (SELECT version FROM models "
-                          "ORDER BY trained_at DESC, version DESC LIMIT %s)", (KEPT_MODELS,))
+        side.save_models(self.conn, version, trained_at, body, KEPT_MODELS)
 
     def latest_models(self) -> bytes | None:
-        row = self.conn.execute("SELECT body FROM models ORDER BY trained_at DESC, version DESC LIMIT 1").fetchone()
-        return None if row is None else bytes(row[0])
+        return side.latest_models(self.conn)
+
+    def models_at(self, trained_at: datetime) -> bytes | None:
+        return side.models_at(self.conn, trained_at)
+
+    def claim_training(self, moment: datetime, owner: str, now: datetime, until: datetime) -> bool:
+        return side.claim_training(self.conn, moment, owner, now, until, CLAIMS_KEPT)
 
     def record(self, actions: Sequence[Action]) -> None:
         rows = [action_to_row(a) for a in actions]

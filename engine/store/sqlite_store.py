@@ -56,7 +56,8 @@ import sqlite_utils
 
 from ..core.effects import Action
 from ..core.state import UserState
-from .base import KEPT_MODELS
+from . import sql as side
+from .base import CLAIMS_KEPT, KEPT_MODELS
 from .serialize import action_to_row, state_from_bytes, state_to_bytes, utc_text
 from .sql import begin_immediate
 from .timer_window import TimerWindow
@@ -137,8 +138,10 @@ class SqliteStore:
             db["profiles"].create_index(["zone", "user_id"], if_not_exists=True)
             db["identities"].create({"alias": str, "user_id": str}, pk="alias", if_not_exists=True)
             db["messages"].create({"message_id": str, "seen_at": int}, pk="message_id", if_not_exists=True)
-            # the models' trained versions (engine.daemon.housekeeping.Training): a restart scores at once
+            # the models' trained versions (engine.daemon.training.Training): a restart scores at once
             db["models"].create({"version": str, "trained_at": str, "body": bytes}, pk="version", if_not_exists=True)
+            # who trains which moment (`claim_training`): one process here, but the same code as PostgreSQL's
+            db["model_claims"].create({"moment": str, "owner": str, "expires": str}, pk="moment", if_not_exists=True)
             if "seen_at" not in db["messages"].columns_dict:  # a file from before the dedupe window
                 db["messages"].add_column("seen_at", int)
             db["actions"].create(
@@ -284,14 +287,16 @@ class SqliteStore:
     # ------------------------------------------------------------------ action log
 
     def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO models (version, trained_at, body) VALUES (?, ?, ?)",
-                          (version, utc_text(trained_at), body))
-        self.conn.execute("DELETE FROM models WHERE version NOT IN (SELECT version FROM models "
-                          "ORDER BY trained_at DESC, version DESC LIMIT ?)", (KEPT_MODELS,))
+        side.save_models(self.conn, version, trained_at, body, KEPT_MODELS)
 
     def latest_models(self) -> bytes | None:
-        row = self.conn.execute("SELECT body FROM models ORDER BY trained_at DESC, version DESC LIMIT 1").fetchone()
-        return None if row is None else bytes(row[0])
+        return side.latest_models(self.conn)
+
+    def models_at(self, trained_at: datetime) -> bytes | None:
+        return side.models_at(self.conn, trained_at)
+
+    def claim_training(self, moment: datetime, owner: str, now: datetime, until: datetime) -> bool:
+        return side.claim_training(self.conn, moment, owner, now, until, CLAIMS_KEPT)
 
     def record(self, actions: Sequence[Action]) -> None:
         rows = [action_to_row(a) for a in actions]

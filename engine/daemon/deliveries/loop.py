@@ -17,7 +17,7 @@ connectors' batches are flushed and closed, the new ones built; the connectors' 
 over), the profile updates a delivery asks for (a dead push token), which go to the processor
 (`on_stale`), because only the engine changes profiles, and `circuits()` for /metrics.
 
-A connector whose circuit is open (`engine.daemon.dispatch.Circuit`) has its entries left out of
+A connector whose circuit is open (`engine.daemon.deliveries.dispatch.Circuit`) has its entries left out of
 the loop's look at what is due next: the loop sleeps until its next probe, not in a busy loop
 over entries it may not take.
 """
@@ -96,18 +96,18 @@ class DeliveryLoop:
         return dispatcher.circuit_view() if dispatcher is not None else {}
 
     def _main(self) -> None:
-        from ..store.open import open_store
-        from ..store.urls import is_postgres
+        from ...store.open import open_store
+        from ...store.urls import is_postgres
 
         released = 0
         try:
             self.store = open_store(self.path)
             if is_postgres(self.path):  # shared with other workers: claim with SKIP LOCKED, leases expire
-                from ..store.pg_outbox import PostgresOutbox
+                from ...store.pg_outbox import PostgresOutbox
 
                 self.outbox = PostgresOutbox(self.store.conn, claim=True)
             else:
-                from ..store.outbox import SqliteOutbox
+                from ...store.outbox import SqliteOutbox
 
                 with self.store.transaction():
                     self.outbox = SqliteOutbox(self.store.conn)
@@ -245,8 +245,8 @@ class DeliveryLoop:
         None when there is none. The entries an open circuit holds back are left out (the loop
         would wake at once for what it may not take): when the earliest is one, each other
         connector's earliest is read instead, one index seek each."""
-        from ..store import sql
-        from ..store.outbox import OPEN, _from_t
+        from ...store import sql
+        from ...store.outbox import OPEN, _from_t
 
         conn, dispatcher = self.store.conn, self.dispatcher
         first = sql.execute(conn, f"SELECT connector, next_at FROM outbox WHERE {OPEN} ORDER BY next_at, id LIMIT 1"

@@ -42,8 +42,8 @@ from connectors.base import Delivery, Result, delivery_of
 from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
 from connectors.registry import RetryPolicy, Routes, RoutingError, route  # noqa: F401 - the routing, shared with connectors.preflight
 
-from ..core.effects import SENT, Action, Effect
-from ..store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
+from ...core.effects import SENT, Action, Effect
+from ...store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
 
 log = logging.getLogger("journeys.delivery")
 

@@ -4,7 +4,7 @@ Why a process: the engine, the ingest and the deliveries are Python threads shar
 interpreter lock. Measured on the latency benchmark, the delivery loop and the connectors' HTTP
 calls took about half of the daemon's CPU, so at a few hundred events a second the worker waited
 for the lock behind the webhook calls and the latency's tail grew. In a child process the same
-`engine.daemon.delivery_loop.DeliveryLoop` runs on another core with its own store connection; nothing
+`engine.daemon.deliveries.loop.DeliveryLoop` runs on another core with its own store connection; nothing
 about what is delivered changes (the outbox, its leases and its transactions are the same, and
 `[serve] deliveries = "thread"` runs the very same loop in the daemon's process).
 
@@ -222,9 +222,9 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when deliveries stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from ..runtime.clock import SystemClock
-    from .delivery_loop import DeliveryLoop
-    from .logs import LogFormat, setup_logging
+    from ...runtime.clock import SystemClock
+    from .loop import DeliveryLoop
+    from ..logs import LogFormat, setup_logging
 
     setup_logging(LogFormat(log_kind))
     lock = threading.Lock()
