@@ -539,6 +539,18 @@ class TestIdentify(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class TestPrediction(Node):
+    """`given user "u" predicted churn in 60d = 0.9`: for the whole scenario, the user's score from
+    that model and horizon is this one (None: `= null`, no score yet), whatever the models would
+    say of a handful of scenario events. Journeys that branch on a prediction become testable."""
+
+    user: Text
+    prediction: Predicted
+    value: float | None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class ExpectTime(Node):
     at: Timestamp
     within: Duration | None = None

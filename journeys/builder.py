@@ -404,6 +404,12 @@ class AstBuilder:
         user, traits = children
         return A.TestIdentify(None, self.text(user), tuple(traits or ()), span=self.span())
 
+    def test_given(self, children):
+        user, model, horizon, value = children
+        predicted = A.Predicted(self.text(model), self.dur(horizon), span=self.span())
+        score = None if value.type == "NULL_SCORE" else float(value.value)
+        return A.TestPrediction(self.text(user), predicted, score, span=self.span())
+
     def expect_send(self, children):
         channel, template, user, suppressed = children
         return A.ExpectSend(self.text(channel), self.text(template), self.text(user), False, suppressed,

@@ -83,7 +83,7 @@ Pass the value with `with { product: viewed.name }`, or give it a default:
     Code("J038", "invalid percentage", "A split share is written with a `%` sign and must be more than 0: `45% \"discount\" { ... }`."),
     Code("J039", "reenter needs a duration", "`reenter after` needs a duration (`reenter after 7d`); `reenter never` and `reenter always` take none."),
     Code("J040", "invalid journeys.toml", "journeys.toml is not valid TOML, or a field has the wrong type or an unknown name. Secrets never go in the file: name the environment variable that holds them with a `*_env` field."),
-    Code("J041", "invalid scenario", "A scenario statement is incomplete: an event without `at TIME`, an `at TIME` that times nothing, an unknown suppression reason, or an invalid date or offset."),
+    Code("J041", "invalid scenario", "A scenario statement is incomplete: an event without `at TIME`, an `at TIME` that times nothing, an unknown suppression reason, an invalid date or offset, or a pinned prediction (`given user "u" predicted churn in 60d = 0.9`) outside 0 to 1."),
     Code("J042", "unknown journey", "A scenario expects a user in a journey that no file declares."),
     Code("J043", "unknown duration unit", "Durations use the units s, m, h, d and w. There are no months or years: their length varies."),
     Code("J044", "name without letters or digits", "Journey and split arm names become step paths (`browse_abandonment/1/discount/1`), made of their ASCII letters and digits; a name with none of them cannot make a path."),

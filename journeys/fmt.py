@@ -549,6 +549,10 @@ class _Printer:
             at = f"at {self.stamp(node.at)} " if node.at is not None else ""
             return self.with_object(f"{at}identify user {r(node.user)}", " ", node.traits, "", indent,
                                     required=True)
+        if isinstance(node, A.TestPrediction):
+            value = "null" if node.value is None else format(node.value, ".6f").rstrip("0").rstrip(".")
+            return [f"given user {r(node.user)} predicted {node.prediction.model.value} in "
+                    f"{self.dur(node.prediction.horizon)} = {value}"]
         if isinstance(node, A.ExpectSend):
             if node.negated:
                 tpl = f" {r(node.template)}" if node.template is not None else ""

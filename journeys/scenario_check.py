@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from . import ast as A
 from .diagnostics import Diagnostics
+from .expr_check import ExprChecker, Scope
 from .functions import CHANNELS, SUPPRESSION_REASONS
 from .suggest import did_you_mean
 
@@ -33,6 +34,11 @@ def _statement(st, project: "Project", journeys: set[str], audiences: set[str], 
             diags.error("J041", "this event has no time", st.span, "start it with `at 2026-03-02 10:00`")
         else:
             timestamp(st.at, diags)
+    elif isinstance(st, A.TestPrediction):
+        ExprChecker(diags, set()).expr(st.prediction, Scope())  # the model and horizon, as in a journey
+        if st.value is not None and not 0.0 <= st.value <= 1.0:
+            diags.error("J041", f"a prediction is a probability between 0 and 1, not {st.value:g}", st.span,
+                        "write a value from 0 to 1 (`0.85`), or `null` for \"no score yet\"")
     elif isinstance(st, A.ExpectTime):
         diags.error("J041", "this `at` times nothing", st.span,
                     "put it before an event (`at ... event \"X\" user \"u\"`) or after an expectation")

@@ -373,3 +373,74 @@ def test_the_predictions_section_of_the_docs_checks_clean(make_project, monkeypa
     compiled = _clean(make_project, monkeypatch, journey, templates=templates, allow=("J061",))
     assert compiled.predictions == {("churn", 60 * 86400), ("purchase", 30 * 86400)}
     assert compiled.auto_cap_channels == {"push"} and compiled.best_time_channels == {"email"}
+
+
+# ---------------------------------------------------------------------------------- pinned scores in scenarios
+
+PINNING = 'journey "Win back" {\n  entry when event "Order Completed"\n  if predicted churn in 60d >= 0.7 {\n' \
+          '    send email "welcome"\n  }\n}\n'
+
+
+def _scenario(body: str) -> str:
+    return 'test "pinned" {\n' + "".join(f"  {line}\n" for line in body.strip().split("\n")) + "}\n"
+
+
+def _run(make_project, monkeypatch, body: str):
+    from engine.core.program import Program
+    from engine.dryrun.scenarios import run_scenario
+
+    root = make_project({"case.journey": PINNING, "tests/case.test": _scenario(body)})
+    monkeypatch.chdir(root)
+    project = load_project(root)
+    diags, compiled = check_and_compile(project)
+    assert not [d for d in diags if d.severity == "error"], [(d.code, str(d.span), d.message) for d in diags]
+    (scenario,) = [s for f in project.test_files for s in f.items]
+    return run_scenario(Program.build(compiled), scenario, "tests/case.test")
+
+
+ORDER = 'at 2026-03-02 12:00 event "Order Completed" user "u1" { revenue: 40 }'
+
+
+@pytest.mark.parametrize("pin,sent", [("0.9", True), ("0.7", True), ("0.69", False), ("null", False), (None, False)])
+def test_a_scenario_pins_a_users_score_and_the_journey_branches_on_it(make_project, monkeypatch, pin, sent):
+    given = f'given user "u1" predicted churn in 60d = {pin}\n' if pin is not None else ""
+    outcome = _run(make_project, monkeypatch, f'user "u1" {{ email: "u1@example.com" }}\n{given}{ORDER}\n'
+                                              'expect email "welcome" to "u1" at 2026-03-02 12:00')
+    assert outcome.passed is sent, outcome.failures
+
+
+def test_a_pin_holds_for_its_user_model_and_horizon_only(make_project, monkeypatch):
+    outcome = _run(make_project, monkeypatch, '\n'.join([
+        'user "u1" { email: "u1@example.com" }', 'user "u2" { email: "u2@example.com" }',
+        'given user "u2" predicted churn in 60d = 0.9',  # another user
+        'given user "u1" predicted churn in 30d = 0.9',  # another horizon
+        'given user "u1" predicted purchase in 60d = 0.9',  # another model
+        ORDER, 'expect no email "welcome" to "u1"']))
+    assert outcome.passed, outcome.failures
+
+
+def test_given_prints_canonically_and_round_trips():
+    source = _scenario('given   user "u1" predicted churn in 60d =  0.90\ngiven user "u2" predicted purchase in 2w = null')
+    formatted = format_text(source, "tests/case.test").output
+    assert 'given user "u1" predicted churn in 60d = 0.9\n' in formatted
+    assert 'given user "u2" predicted purchase in 2w = null\n' in formatted
+    assert format_text(formatted, "tests/case.test").output == formatted
+    (st, nothing) = parse_text(formatted, "tests/case.test").file.items[0].statements
+    assert (st.user.value, st.prediction.model.value, st.prediction.horizon.seconds, st.value) == (
+        "u1", "churn", 60 * 86400, 0.9)
+    assert nothing.value is None
+
+
+@pytest.mark.parametrize("given,code,col,text", [
+    ('given user "u1" predicted churm in 60d = 0.9', "J080", 29, "did you mean `churn`?"),
+    ('given user "u1" predicted churn in 2h = 0.9', "J081", 38, "at least"),
+    ('given user "u1" predicted churn in 60d = 1.5', "J041", 3, "between 0 and 1"),
+])
+def test_a_bad_pin_is_a_diagnostic_at_its_place(make_project, monkeypatch, given, code, col, text):
+    root = make_project({"case.journey": PINNING, "tests/case.test": _scenario(given)})
+    monkeypatch.chdir(root)
+    diags = [d for d in check_project(load_project(root)).sorted() if d.code == code]
+    assert diags, code
+    d = diags[0]
+    assert (d.span.file, d.span.line, d.span.col) == ("tests/case.test", 2, col), (d.span, d.message)
+    assert text in f"{d.message}\n{d.help}"

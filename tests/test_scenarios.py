@@ -114,9 +114,9 @@ def test_the_shop_scenarios_pass_from_the_command_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "engine.cli", "test", str(SHOP), "--junit", str(tmp_path / "j.xml")],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.strip().splitlines()[-1].startswith("31 passed, 0 failed")
+    assert r.stdout.strip().splitlines()[-1].startswith("36 passed, 0 failed")
     suite = ET.parse(tmp_path / "j.xml").getroot()
-    assert suite.get("tests") == "31" and suite.get("failures") == "0"
+    assert suite.get("tests") == "36" and suite.get("failures") == "0"
 
 
 def test_a_failing_scenario_fails_the_command_with_a_trace_and_junit(tmp_path):

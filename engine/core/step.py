@@ -611,7 +611,7 @@ class _Run:
         """What a message's template reads as `recommended` and `predicted`, scored now."""
         models, now = self.p.models, seconds(self.now)
         return {"recommended": models.recommended(self.features, now, 10),
-                "predicted": {prediction_key(m, h): models.predict(self.features, now, m, h)
+                "predicted": {prediction_key(m, h): models.predict(self.features, now, m, h, self.user)
                               for m, h in self.p.predictions}}
 
     def best_moment(self, node: SendNode) -> datetime:
@@ -626,7 +626,7 @@ class _Run:
 
     def predict(self, model: str, horizon_seconds: int) -> float | None:
         """`predicted MODEL in HORIZON` (the language's Context calls it)."""
-        return self.p.models.predict(self.features, seconds(self.now), model, horizon_seconds)
+        return self.p.models.predict(self.features, seconds(self.now), model, horizon_seconds, self.user)
 
     def _trimmed_sends(self) -> tuple[SendRecord, ...]:
         since = self.now - timedelta(seconds=self.p.cap_window)

@@ -15,7 +15,7 @@ compares outcomes (docs/language.md, "How a scenario runs"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
@@ -26,7 +26,7 @@ from journeys.expr import compile_expr
 from journeys.scenario_check import timestamp
 from journeys.values import BINARY
 
-from ..core.effects import DEFERRED, SENT, SUPPRESSED, Action, iso
+from ..core.effects import DEFERRED, SENT, SUPPRESSED, Action, ModelsTrained, iso
 from ..core.messages import Message
 from ..core.program import Program
 from ..core.state import UserState
@@ -105,6 +105,28 @@ def _inputs(scenario: A.Scenario) -> tuple[list[Message], list[_Check]]:
     return first + [m for _, _, m in timed], checks
 
 
+class _Pinned:
+    """The project's models with a scenario's pinned scores (`given user "u" predicted churn in
+    60d = 0.9`) in front: every other score, and every other model's answer, is the models' own."""
+
+    def __init__(self, models: Any, pins: dict[tuple[str, str, int], float | None]):
+        self._models, self._pins = models, pins
+
+    def predict(self, f: Any, now: int, model: str, horizon_seconds: int, user: str | None = None) -> float | None:
+        key = (user or "", model, horizon_seconds)
+        if key in self._pins:
+            return self._pins[key]
+        return self._models.predict(f, now, model, horizon_seconds, user)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._models, name)
+
+
+def _pins(scenario: A.Scenario) -> dict[tuple[str, str, int], float | None]:
+    return {(st.user.value, st.prediction.model.value, st.prediction.horizon.seconds): st.value
+            for st in scenario.statements if isinstance(st, A.TestPrediction)}
+
+
 def run_scenario(program: Program, scenario: A.Scenario, file: str) -> Outcome:
     messages, checks = _inputs(scenario)
     outcome = Outcome(scenario.name.value, file, scenario.span.line if scenario.span else 0)
@@ -112,7 +134,15 @@ def run_scenario(program: Program, scenario: A.Scenario, file: str) -> Outcome:
         return outcome
     start = messages[0].timestamp if messages else min(c.at for c in checks if c.at is not None)
     store, recorder = MemoryStore(), Recorder()
+    pins = _pins(scenario)
+    if pins:
+        program = replace(program, models=_Pinned(program.models, pins))
     engine = Engine(program, store, VirtualClock(start), recorder)
+    if pins:  # each training's version goes in behind the pins, and is reported as the engine would
+        def keep_pins(models: Any, at: datetime) -> None:
+            engine.program = replace(engine.program, models=_Pinned(models, pins))
+            recorder.emit([ModelsTrained(at, models.version, models.describe())])
+        engine.on_trained = keep_pins
     snapshots: dict[tuple[datetime, str], UserState | None] = {}
     pending = sorted({c.at for c in checks if c.at is not None})
     done = 0

@@ -73,9 +73,12 @@ class ModelSet:
 
     # ------------------------------------------------------------------ scores
 
-    def predict(self, f: Features | None, now: int, model: str, horizon_seconds: int) -> float | None:
+    def predict(self, f: Features | None, now: int, model: str, horizon_seconds: int,
+                user: str | None = None) -> float | None:
         """`predicted purchase in 30d` (probability of a purchase within the horizon) and
-        `predicted churn in 60d` (probability of no activity within it)."""
+        `predicted churn in 60d` (probability of no activity within it). `user` names who is
+        scored: the models read only the features, but a scenario's pinned scores key on it
+        (engine.dryrun.scenarios)."""
         family = {"purchase": "purchase", "churn": "activity"}.get(model)
         m = self.models.get(family) if family is not None else None
         if m is None or m.evidence < MIN_POPULATION:  # no model, or too few examples for even a population rate
