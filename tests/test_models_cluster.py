@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from engine.core.state import UserState
+from engine.daemon import training as training_module
 from engine.daemon.training import Training
 from engine.models.features import observe
 from engine.models.modelset import UNTRAINED
@@ -48,10 +50,10 @@ class _Engine:
         self.features = {f"u{i}": observe(before, "Order Completed", MONDAY_3AM + timedelta(hours=5), {"revenue": 9})
                          for i in range(40)}
 
-    def training_rows(self, at):
+    def training_rows(self, at, users):
         self.rows_at.append(at)
         t = int(at.timestamp())
-        return [(u, f.as_of(t), timezone.utc) for u, f in sorted(self.features.items())]
+        return [(u, self.features[u].as_of(t), timezone.utc) for u in sorted(users)]
 
     def use_models(self, models, at):
         self.program = replace(self.program, models=models)
@@ -65,8 +67,11 @@ class _Worker:
         self.store = self.pool.submit(open_store, url).result()
         self.clock, self.engine = clock, _Engine()
         self.program = self.engine.program
+        self.jobs = 0
+        self.do(lambda store: [store.save(UserState(u), "UTC") for u in self.engine.features])
 
     def submit(self, fn):
+        self.jobs += 1
         return self.pool.submit(fn)
 
     def do(self, fn):
@@ -120,7 +125,7 @@ def test_a_training_stands_for_the_schedules_last_moment_not_the_clock(tmp_path)
         training = Training(worker)
         training.run()
         assert (training.trained, training.adopted, training.failed) == (1, 0, 0)
-        assert worker.engine.rows_at == [MONDAY_3AM]  # features as they stood at Monday 03:00
+        assert worker.engine.rows_at == [MONDAY_3AM]  # features as they stood at Monday 03:00 (one chunk)
         assert worker.engine.program.models.trained_at == int(MONDAY_3AM.timestamp())
         assert worker.do(lambda store: store.models_at(MONDAY_3AM)) is not None
         training.run()  # the moment's version is in use: nothing to do
@@ -144,7 +149,7 @@ def test_two_workers_on_one_store_train_a_moment_once_and_score_with_the_same_ve
         versions = {w.engine.program.models.version for w in workers}
         assert len(versions) == 1 and None not in versions
         assert all(w.engine.program.models.trained_at == int(MONDAY_3AM.timestamp()) for w in workers)
-        assert sum(len(w.engine.rows_at) for w in workers) == 1  # one worker read the features
+        assert sum(len(w.engine.rows_at) for w in workers) == 1  # one worker read the features (one chunk)
     finally:
         for w in workers:
             w.close()
@@ -182,3 +187,19 @@ def test_a_worker_waiting_for_another_stops_when_the_daemon_stops(tmp_path):
         assert worker.engine.program.models is UNTRAINED
     finally:
         worker.close()
+
+
+def test_the_features_are_read_a_chunk_at_a_time_and_train_the_same_version(tmp_path, monkeypatch):
+    whole = _Worker(f"sqlite:///{tmp_path / 'whole.db'}", _Clock(WEDNESDAY))
+    chunked = _Worker(f"sqlite:///{tmp_path / 'chunked.db'}", _Clock(WEDNESDAY))
+    try:
+        Training(whole).run()
+        monkeypatch.setattr(training_module, "ROWS_CHUNK", 7)
+        before = chunked.jobs
+        Training(chunked).run()
+        assert chunked.engine.rows_at == [MONDAY_3AM] * 6  # 40 users, 7 a turn: the worker's other jobs go between
+        assert chunked.jobs - before >= 6 + 3
+        assert chunked.engine.program.models.version == whole.engine.program.models.version
+    finally:
+        whole.close()
+        chunked.close()

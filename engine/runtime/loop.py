@@ -258,12 +258,13 @@ class Engine:
 
     # ------------------------------------------------------------------ models
 
-    def training_rows(self, at: datetime) -> list[tuple[str, Any, Any]]:
-        """Every user's features as they stood at `at` (nothing later, whatever the store holds),
-        with the user's zone: what the models train on."""
+    def training_rows(self, at: datetime, users: Iterable[str] | None = None) -> list[tuple[str, Any, Any]]:
+        """Every user's features (or those of `users`: the daemon reads a chunk at a time) as they
+        stood at `at` (nothing later, whatever the store holds), with the user's zone: what the
+        models train on."""
         t = seconds(at)
         rows = []
-        for uid in sorted(self.store.users()):
+        for uid in sorted(self.store.users() if users is None else users):
             state = self.store.load(uid)
             if state is None or state.features is None:
                 continue
