@@ -217,9 +217,13 @@ def _email(report: _Report, config: ProjectConfig, environ: Mapping[str, str], n
         report.error("J048", f"emails need an unsubscribe link, and {unsubscribe.SECRET_ENV}, which signs it, is not set"
                      if not secret else f"{unsubscribe.SECRET_ENV} is too short: the unsubscribe secret must be at "
                      f"least {unsubscribe.MIN_SECRET_BYTES} bytes long", ("connectors", name),
-                     f"set {unsubscribe.SECRET_ENV} where the daemon runs to a long random string, made once with "
-                     "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"` and kept: another one breaks "
-                     "the links already sent", use)
+                     f"set {unsubscribe.SECRET_ENV} where the daemon runs to a long random string, made with "
+                     "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`; to replace it later, keep the "
+                     f"old one in {unsubscribe.PREVIOUS_ENV} so the links already sent keep working", use)
+    if any(len(s.encode("utf-8")) < unsubscribe.MIN_SECRET_BYTES for s in unsubscribe.previous_secrets(environ)):
+        report.error("J048", f"{unsubscribe.PREVIOUS_ENV} holds a secret shorter than {unsubscribe.MIN_SECRET_BYTES} "
+                     "bytes", ("connectors", name), f"list the earlier values of {unsubscribe.SECRET_ENV}, newest "
+                     "first, separated by commas or spaces", use)
 
 
 def _built(report: _Report, table: tuple[str, str], kind: str, settings: Mapping[str, Any], connector: Any,

@@ -106,8 +106,9 @@ An SMTP connector needs its `host`, a webhook an http(s) `url`, an ad connector 
 token settings and an id for every audience the journeys sync to it (docs/connectors.md)."""),
     Code("J048", "secret not usable", """A secret a channel the journeys send through needs is not set in this
 environment, or is set to something that cannot work: emails need JOURNEYS_UNSUBSCRIBE_SECRET (at
-least 16 bytes: `python -c "import secrets; print(secrets.token_urlsafe(32))"`), which signs their
-unsubscribe links; an FCM `credentials_env` names the service account JSON or a file holding it; a
+least 16 bytes: `python -c "import secrets; print(secrets.token_urlsafe(32))"`), which seals their
+unsubscribe links, and so does each older secret JOURNEYS_UNSUBSCRIBE_PREVIOUS_SECRETS lists during a
+rotation; an FCM `credentials_env` names the service account JSON or a file holding it; a
 Web Push `vapid_private_key_env` holds a P-256 private key. Found by `journeys check --env` and by
 `journeys serve`, which does not start until it is fixed."""),
     Code("J050", "branch can never run", """Warning. The `wait for` waits for the event that the journey's `exit when` rule also listens

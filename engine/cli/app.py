@@ -37,6 +37,23 @@ for name, command in (("check", check_command), ("graph", graph_command), ("expl
     app.command(name)(command)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"journeys {version('journeys')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("journeys (not installed: no version)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                              help="Print the version of Journeys and exit.")) -> None:
+    """Journeys: customer journeys as code."""
+
+
 def main() -> None:
     # Everything imported so far lives until the process exits. Freezing it keeps the cyclic
     # garbage collector from traversing those objects again at every full collection while a

@@ -28,8 +28,11 @@ def serve_command(
     port: int = typer.Option(8080, "--port", help="The TCP port of the ingest and the health checks."),
     store: Optional[str] = typer.Option(None, "--store", help="The store: sqlite:///path.db, or postgresql://user@host/db?schema=name "
                                         "(several workers may share it); default: journeys.toml [store] url, relative to the project."),
-    log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format", help="json: one JSON object per line "
-                                         "(for log shippers); text: for people; auto: json unless stderr is a terminal."),
+    log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format", envvar="JOURNEYS_LOG_FORMAT",
+                                         help="json: one JSON object per line (for log shippers; the same fields as "
+                                         "text, and the structured ones of a line); text: for people; auto: json "
+                                         "unless stderr is a terminal. Our INFO lines (the startup banner, reloads) "
+                                         "show; libraries' (APScheduler, httpx) from WARNING."),
 ) -> None:
     """Run the daemon: the Segment-compatible ingest, the journeys, timers and deliveries. Stops on SIGTERM."""
     from rich.console import Console

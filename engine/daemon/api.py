@@ -4,7 +4,8 @@ All of them read and write the store on the worker thread (`Worker.submit`): the
 connection belongs to it, and serialising with the processor means an admin action never races
 an event of the same user.
 
-- `GET /u/{token}`, `POST /u/{token}`: the signed unsubscribe link (`connectors.unsubscribe`).
+- `GET /u/{token}`, `POST /u/{token}`: the unsubscribe link, an opaque token (`connectors.unsubscribe`:
+  AES-SIV, several secrets for a rotation, and links of the earlier format while they are on).
   GET changes nothing: mail security scanners and link previews follow every link in a message,
   and would unsubscribe people who never asked. It answers a small page whose "Unsubscribe" button
   POSTs `List-Unsubscribe=One-Click` to the same URL, the very request RFC 8058 One-Click mail
@@ -284,7 +285,7 @@ def _matches(given: str | None, keys: list[bytes]) -> bool:
 def add_routes(app: Any, worker: Any) -> None:
     """Add the unsubscribe, profile and admin routes to the daemon's app (see the module docstring)."""
     from connectors.errors import ConfigurationError
-    from connectors.unsubscribe import SECRET_ENV, verify
+    from connectors.unsubscribe import Keys
     from journeys.functions import CHANNELS
 
     from ..core.delivery import CONSENT_TRAIT, channel_consent_trait
@@ -307,11 +308,13 @@ def add_routes(app: Any, worker: Any) -> None:
 
     # ------------------------------------------------------------------ unsubscribe
 
+    try:
+        links: Keys | None = Keys.from_env(env)
+    except ConfigurationError:
+        links = None  # no secret, or a bad one: no link can be valid
+
     def verified(token: str) -> tuple[str, str] | None:
-        try:
-            return verify(token, env.get(SECRET_ENV, ""))
-        except ConfigurationError:
-            return None  # no secret: no link can be valid
+        return None if links is None else links.verify(token)
 
     def what(channel: str) -> str:
         return f"{channel} messages" if channel in CHANNELS else "messages"

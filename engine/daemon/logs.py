@@ -2,6 +2,14 @@
 
 Set up by `journeys serve` (engine.cli.serve) and again in the delivery process it starts
 (engine.daemon.deliveries.process), so that both write the same lines to the same stream.
+
+Levels: the daemon's own loggers (`journeys.*`) at INFO: the startup banner (address, store,
+journeys loaded), every reload, retention rounds; what goes wrong at WARNING and above. The
+libraries' loggers (`QUIET`) at WARNING: APScheduler writes a line each time it adds or runs a job,
+which was most of a short run's log. Both formats carry the same fields: time, level, logger and
+message, which holds everything a person reads; a JSON line adds the `extra` fields a call passes
+(the banner's `address`, `store`, `journeys`; a reload's `journeys` and `changed`) as keys of their
+own, for a log shipper to index.
 """
 
 from __future__ import annotations
@@ -9,6 +17,10 @@ from __future__ import annotations
 import enum
 import logging
 import sys
+
+# Libraries whose INFO lines are noise in the daemon's log: a line per scheduled job (APScheduler),
+# per provider call (httpx, httpcore: the outbox and /metrics say it better).
+QUIET = ("apscheduler", "httpx", "httpcore")
 
 
 class LogFormat(str, enum.Enum):
@@ -32,5 +44,5 @@ def setup_logging(log_format: LogFormat, stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for chatty in ("httpx", "httpcore"):  # a line per provider call: the outbox and /metrics say it better
+    for chatty in QUIET:
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -4,7 +4,8 @@ Reload: the worker thread asks `Reloader.due()` once per round (at most every MA
 true after a SIGHUP, or when the mtimes of journeys/**/*.journey, templates/** or journeys.toml
 changed (looked at every JOURNEYS_RELOAD_POLL seconds, default 1; 0 turns the watching off).
 It then recompiles with `load_checked`. On errors the running program stays, and the diagnostics
-(one line each: file:line:col code message) go to the log and to /readyz (`reload_errors`). On
+(one line each: file:line:col code message) go to the log, at ERROR, and to /readyz (`reload_errors`);
+a reload that works is logged at INFO, with the journeys and the versions that changed. On
 success the new program keeps every version the old one could reach, so a user in flight
 finishes the version they entered (the engine looks journeys up by (name, version)), while new
 entries take the new version; the swap happens on the worker thread between transactions. Scheduled entries are planned again from the new program.
@@ -122,7 +123,8 @@ class Reloader:
             elif was.version != j.version:
                 changed.append(f"{name} {was.version} -> {j.version}")
         changed += [f"{name} (removed)" for name in old.journeys if name not in new.journeys]
-        log.warning("reloaded: %d journeys, versions changed: %s", len(new.journeys), ", ".join(changed) or "none")
+        log.info("reloaded: %d journeys, versions changed: %s", len(new.journeys), ", ".join(changed) or "none",
+                 extra={"journeys": sorted(new.journeys), "changed": changed})
         self.errors = []
         self.config = loaded.config
         self.ok += 1

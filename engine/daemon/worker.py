@@ -43,7 +43,6 @@ import signal
 import sqlite3
 import threading
 import time
-from collections import Counter
 from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -54,6 +53,7 @@ from ..core.step import PARKED
 from ..runtime.clock import Clock, SystemClock
 from ..store.base import StoreError
 from ..store.inbox import PRUNE_CHUNK
+from .metrics import Tally
 
 log = logging.getLogger("journeys.daemon")
 
@@ -82,15 +82,11 @@ def transient(exc: BaseException) -> bool:
 _FAR = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
-class Counts:
+class Counts(Tally):
     """The metrics sink: counts effects by kind (messages received, actions by kind and outcome, an
     audience change that passed as `updated`, not `sent`, runs parked per journey, each also logged
     as a warning). Written by the worker, read by /readyz
     and /metrics: a lock keeps the snapshot whole."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
 
     def emit(self, effects: Sequence[Effect]) -> None:
         with self._lock:
@@ -104,14 +100,6 @@ class Counts:
                     # no user id in the log (an erasure cannot reach it): the user's trail has it
                     log.warning("journey %r parked a user's run: %s (GET /admin/users/{id}/trace)", e.journey,
                                 e.detail)
-
-    def add(self, key: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[key] += n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(sorted(self._counts.items()))
 
 
 class AlreadyServed(StoreError):
@@ -696,6 +684,16 @@ def add_health(app: Any, worker: Worker) -> None:
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
 
 
+def banner(worker: Any, address: str, path: str) -> None:
+    """The startup line, at INFO: where the daemon listens, its store (without a password) and the
+    journeys it loaded; a JSON log has them as fields of their own too (engine.daemon.logs)."""
+    from ..store.urls import redact
+
+    store, names = redact(path), sorted(worker.program.journeys)
+    log.info("journeys serve: %s, store %s, %d journeys: %s", address, store, len(names), ", ".join(names) or "none",
+             extra={"address": address, "store": store, "journeys": names})
+
+
 def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable[str], *,
           host: str = "127.0.0.1", port: int = 8080, environ: dict[str, str] | None = None,
           log_level: str = "warning") -> int:
@@ -714,9 +712,9 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
         app = create_app(config, path, write_keys)
         _signal_ingest(app, worker.wake, None if worker.partitions is None else (lambda: worker.partitions.owned))
         add_health(app, worker)
-        add_metrics(app, worker, worker.reloader)
+        served = add_metrics(app, worker, worker.reloader)  # the app, its requests counted for /metrics
         add_routes(app, worker)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None,
+        server = uvicorn.Server(uvicorn.Config(served, host=host, port=port, log_level=log_level, log_config=None,
                                                lifespan="on", timeout_graceful_shutdown=10))  # our log format
 
         def stop(signum: int, frame: Any) -> None:
@@ -732,7 +730,7 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
             worker.wake.set()
 
         signal.signal(signal.SIGHUP, reload)
-        log.warning("journeys serve: http://%s:%d, store %s", host, port, path)
+        banner(worker, f"http://{host}:{port}", path)
         server.run()
         if not server.started:
             return 1  # could not bind, or the lifespan failed (uvicorn logged why)

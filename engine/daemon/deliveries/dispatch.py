@@ -253,18 +253,21 @@ class Dispatcher:
                  limits: Mapping[str, TokenBucket] | None = None, on_stale: StaleHandler | None = None,
                  workers: int = 1, concurrency: Mapping[str, int] | None = None,
                  transaction: Callable[[], AbstractContextManager] = nullcontext, lease: float = LEASE,
-                 circuits: Circuits | None = None):
+                 circuits: Circuits | None = None, tally: Any = None):
         """`transaction`: the outbox's, so a round's claims and outcomes are each one commit (never
         held open across a provider's call). `workers=1`: attempts run on the caller's thread,
         one at a time (deterministic tests). `policies`: each connector's retries and circuit (a
         connector not named has the defaults); `rng`: the backoff's jitter. `circuits`: those of
-        the dispatcher this one replaces (a reload), so a provider that is down stays so."""
+        the dispatcher this one replaces (a reload), so a provider that is down stays so. `tally`: an
+        engine.daemon.metrics.Tally counting each attempt by connector and outcome (/metrics), kept
+        by the delivery loop across reloads."""
         self.outbox, self.connectors, self.profiles = outbox, connectors, profiles
         self.transaction = transaction
         self.policies = dict(policies or {})
         self.rng = rng or random.Random()
         self._backoffs: dict[str, Backoff] = {}
         self.circuits = circuits or Circuits()
+        self.tally = tally
         self.limits = dict(limits or {})
         self.on_stale = on_stale
         self.workers = workers
@@ -611,6 +614,10 @@ class Dispatcher:
         settled = self._failed(entry, outcome, now) if isinstance(outcome, DeliveryError) else \
             self._succeeded(entry, outcome)
         self._tell_circuit(entry, outcome, now)
+        if self.tally is not None and settled.attempts > entry.attempts:  # not one queued for a batch
+            self.tally.add(("attempt", entry.connector, ATTEMPTED.get(settled.state, settled.state)))
+            if entry.attempts:
+                self.tally.add(("retry", entry.connector))
         return settled
 
     def _succeeded(self, entry: Entry, result: Result) -> Entry:
@@ -648,6 +655,9 @@ class Dispatcher:
             self.on_stale(entry.user_id, entry.connector, err.stale)
         log.warning("%s: failed for good: %s", entry.id, answer)
         return entry.evolve(state=FAILED, attempts=attempts, last_error=answer)
+
+
+ATTEMPTED = {PENDING: "retrying"}  # an attempt's outcome for /metrics: the state it left, a retry to come named so
 
 
 def _answer(err: DeliveryError) -> str:

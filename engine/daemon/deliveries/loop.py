@@ -15,7 +15,7 @@ readers go on; writers wait for each other up to the connection's busy timeout.
 What crosses threads: `poke()` (an Event), `reconfigure(config)` (taken between rounds: the old
 connectors' batches are flushed and closed, the new ones built; the connectors' circuits carry
 over), the profile updates a delivery asks for (a dead push token), which go to the processor
-(`on_stale`), because only the engine changes profiles, and `circuits()` for /metrics.
+(`on_stale`), because only the engine changes profiles, and `circuits()` and `tally()` for /metrics.
 
 A connector whose circuit is open (`engine.daemon.deliveries.dispatch.Circuit`) has its entries left out of
 the loop's look at what is due next: the loop sleeps until its next probe, not in a busy loop
@@ -55,6 +55,9 @@ class DeliveryLoop:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.dispatcher: Any = None
+        from ..metrics import Tally
+
+        self._tally = Tally()  # attempts by connector and outcome (/metrics): the dispatchers come and go
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -94,6 +97,10 @@ class DeliveryLoop:
         """Each connector's circuit (`Dispatcher.circuit_view`), from any thread."""
         dispatcher = self.dispatcher
         return dispatcher.circuit_view() if dispatcher is not None else {}
+
+    def tally(self) -> dict[Any, int]:
+        """The attempts made since the loop started, by connector and outcome (`Dispatcher.tally`), from any thread."""
+        return self._tally.snapshot()
 
     def _main(self) -> None:
         from ...store.open import open_store
@@ -150,7 +157,7 @@ class DeliveryLoop:
             limits={n: TokenBucket(rate, burst) for n, (rate, burst) in buckets.items()},
             concurrency=concurrency, workers=max(4, sum(concurrency.values()) if concurrency else 4),
             lease=lease_seconds(self.environ or None), policies=policies,
-            circuits=self.dispatcher.circuits if self.dispatcher is not None else None)
+            circuits=self.dispatcher.circuits if self.dispatcher is not None else None, tally=self._tally)
 
     def _close_dispatcher(self) -> None:
         dispatcher = self.dispatcher
@@ -181,7 +188,7 @@ class DeliveryLoop:
             return
         self._close_dispatcher()
         self.dispatcher, self.config = fresh, config
-        log.warning("connectors rebuilt: %s", ", ".join(sorted(fresh.connectors)) or "none")
+        log.info("connectors rebuilt: %s", ", ".join(sorted(fresh.connectors)) or "none")
 
     # ------------------------------------------------------------------ the loop
 

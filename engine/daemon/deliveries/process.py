@@ -15,7 +15,9 @@ heartbeat, poke, hand, reconfigure) and speaks to the child over a pipe:
                       ("config", ProjectConfig), ("stop", timeout)
     child → daemon    ("ready",) | ("error", exception), ("beat", seconds since the loop's last round,
                       loop alive), ("stale", user, connector, address), ("circuits", each connector's
-                      circuit, when it changed: for /metrics), ("stopped",)
+                      circuit, when it changed: for /metrics), ("tally", the attempts made so far, by
+                      connector and outcome, when they changed and once more before it stops: for
+                      /metrics), ("stopped",)
 
 Failure: the child dies with the daemon (PR_SET_PDEATHSIG: after a kill -9 of the daemon no
 orphan keeps delivering while the restarted daemon releases its leases); if the child dies alone,
@@ -32,6 +34,7 @@ import pickle
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +59,9 @@ class DeliveryProcess:
         self._stopped = threading.Event()
         self._unsent: list[str] = []  # handed while no child ran (its successor's start released older leases)
         self._circuits: dict[str, dict[str, float]] = {}  # as the child last said
+        # the attempts of the children that died (counters never go back) and the running child's,
+        # as it last said: one tuple replaced whole by the reader, for the HTTP threads to read
+        self._attempts: tuple[dict[Any, int], dict[Any, int]] = ({}, {})
 
     # ------------------------------------------------------------------ the worker's interface
 
@@ -105,6 +111,14 @@ class DeliveryProcess:
         """Each connector's circuit, as the child last said (`DeliveryLoop.circuits`)."""
         return self._circuits
 
+    def tally(self) -> dict[Any, int]:
+        """The attempts since the daemon started, by connector and outcome (`DeliveryLoop.tally`):
+        the child's last figures on top of those its dead predecessors last sent."""
+        before, last = self._attempts
+        out = Counter(before)
+        out.update(last)
+        return dict(out)
+
     # ------------------------------------------------------------------ the pipe
 
     def _send(self, message: Any) -> bool:
@@ -151,6 +165,7 @@ class DeliveryProcess:
                 message = None
             if message is None or message[0] == "stopped":
                 self._alive = False
+                self._attempts = (self.tally(), {})  # a new child counts from 0
                 if self._stopping.is_set():
                     self._stopped.set()
                     return
@@ -170,6 +185,8 @@ class DeliveryProcess:
                     log.exception("a stale address could not be handed to the worker")
             elif kind == "circuits":
                 self._circuits = message[1]
+            elif kind == "tally":
+                self._attempts = (self._attempts[0], message[1])
 
     def _restart(self) -> None:
         with self._send_lock:
@@ -246,6 +263,7 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
     send(("ready",))
     next_beat = 0.0
     circuits: dict[str, dict[str, float]] = {}
+    tally: dict[Any, int] = {}
     while True:
         now = time.monotonic()
         if now >= next_beat:
@@ -255,6 +273,10 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
             if view != circuits:
                 circuits = view
                 send(("circuits", circuits))
+            now_tally = loop.tally()
+            if now_tally != tally:
+                tally = now_tally
+                send(("tally", tally))
         if not conn.poll(max(0.0, next_beat - time.monotonic())):
             continue
         try:
@@ -272,5 +294,6 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
             loop.reconfigure(message[1])
         elif message[0] == "stop":
             loop.stop(message[1])
+            send(("tally", loop.tally()))  # the attempts settled while stopping
             send(("stopped",))
             return
