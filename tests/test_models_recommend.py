@@ -115,3 +115,44 @@ def test_movielens_real_log():
     assert r["users"] >= 50
     assert r["model"]["ndcg_at_5"] >= r["most_popular"]["ndcg_at_5"] - 0.005
     assert r["model"]["ndcg_at_5"] > r["most_viewed"]["ndcg_at_5"]
+
+
+def _grocery(n_users: int, seed: int = 11):
+    """Users who reorder their own staples every week or so (plus a product of the catalog now and
+    then): what they bought last week is what they buy next."""
+    import random
+    rnd = random.Random(seed)
+    catalog = [f"g{i}" for i in range(300)]
+    users = []
+    for u in range(n_users):
+        staples = rnd.sample(catalog, 4)
+        f = None
+        t = items.START + rnd.randrange(10 * DAY)
+        while t < CUT + 30 * DAY:
+            basket = [p for p in staples if rnd.random() < 0.7] + [rnd.choice(catalog)]
+            f = observe(f, "Order Completed", datetime.fromtimestamp(t, timezone.utc),
+                        {"products": [{"product_id": p, "category": "food"} for p in basket]})
+            t += rnd.randrange(5 * DAY, 10 * DAY)
+        users.append((f"u{u}", f, None))
+    return users
+
+
+def test_reorders_are_learned_on_the_internal_split():
+    grocery = _grocery(300)
+    model = fit_recommender([(u, f.as_of(CUT), z) for u, f, z in grocery], CUT)
+    assert model.status == "ok" and model.repeat and model.self_weight > 0
+    r = evaluate_recommender(grocery, CUT, horizon_days=10)
+    assert r["model"]["hit_rate_at_5"] > r["most_viewed"]["hit_rate_at_5"] + 0.2  # it excludes what was just bought
+    assert r["model"]["hit_rate_at_5"] >= r["most_bought"]["hit_rate_at_5"] - 0.02
+    _, f, _ = grocery[0]
+    recent = {p for t, kind, p, _ in f.as_of(CUT).items if CUT - t <= JUST_BOUGHT}
+    assert set(model.products(f.as_of(CUT), CUT)) & recent  # just bought, and back
+    again = Recommender.from_plain(json.loads(json.dumps(model.to_plain())))
+    assert again.repeat and again.products(f.as_of(CUT), CUT) == model.products(f.as_of(CUT), CUT)
+    plain = model.to_plain()
+    del plain["weights"]["repeat"]  # stored before `repeat` existed: just bought left out, as then
+    assert not Recommender.from_plain(plain).repeat
+
+
+def test_shop_leaves_just_bought_out(model):
+    assert not model.repeat

@@ -264,12 +264,15 @@ def _user_mode(f: Features | None, zone: tzinfo | None, channel: str, now: int, 
 
 
 def evaluate_sendtime(users: Sequence[tuple[str, Features | None, Any]], cutoff: int, *, channel: str | None = None,
-                      horizon_days: float = 14.0, **settings: Any) -> dict[str, Any]:
+                      horizon_days: float = 14.0, truth: Mapping[str, int] | None = None, pairs: bool = False,
+                      **settings: Any) -> dict[str, Any]:
     """Time-split backtest: fit as of `cutoff`; for each user active within `horizon_days` after it,
     a hit when the predicted local hour is within ±1 h (circularly) of the local hour of their next
     engagement of `channel` (else their next session start) — the model beside "global mode hour"
     (the population's, as of the cutoff, unsmoothed) and "user's mode hour" (as of the cutoff).
-    `channel` defaults to the channel with the most engagements (ACTIVITY when there are none)."""
+    `channel` defaults to the channel with the most engagements (ACTIVITY when there are none).
+    `truth` (user → time of their next engagement, e.g. from the raw log) replaces the times read from
+    the features; `pairs` adds, per judged user (in `users` order), whether each predictor hit."""
     if channel is None:
         counts: dict[str, int] = {}
         for _, f, _ in users:
@@ -289,20 +292,33 @@ def evaluate_sendtime(users: Sequence[tuple[str, Features | None, Any]], cutoff:
     global_mode = int(np.argmax(pooled)) if pooled.any() else FALLBACK_HOUR
     hits = {"model": 0, "global_mode": 0, "user_mode": 0}
     n, score_seconds = 0, 0.0
+    judged: dict[str, list] = {"users": [], "history": [], "model": [], "global_mode": [], "user_mode": []}
     for (u, f, z), (_, past, _) in zip(users, earlier):
-        truth = _next_hour(f, z, channel, cutoff, end)
         if truth is None:
+            hour_true = _next_hour(f, z, channel, cutoff, end)
+        else:
+            hour_true = local_hour(truth[u], z) if u in truth else None
+        if hour_true is None:
             continue
         n += 1
         started = time.perf_counter()
         hour = model.best_hour(past, z, channel, cutoff)
         score_seconds += time.perf_counter() - started
-        hits["model"] += circular_distance(hour, truth) <= 1
-        hits["global_mode"] += circular_distance(global_mode, truth) <= 1
-        hits["user_mode"] += circular_distance(_user_mode(past, z, channel, cutoff, global_mode), truth) <= 1
+        got = {"model": circular_distance(hour, hour_true) <= 1,
+               "global_mode": circular_distance(global_mode, hour_true) <= 1,
+               "user_mode": circular_distance(_user_mode(past, z, channel, cutoff, global_mode), hour_true) <= 1}
+        for name, hit in got.items():
+            hits[name] += hit
+        if pairs:
+            judged["users"].append(u)
+            judged["history"].append(past is not None and (bool(past.sessions) or bool(past.engagements.get(channel))))
+            for name, hit in got.items():
+                judged[name].append(hit)
     out: dict[str, Any] = {"users": n, "channel": channel, "cutoff": cutoff, "status": model.status,
                            "prior_strength": model.prior_strength, "session_weight": model.session_weight,
                            "fit_seconds": round(fit_seconds, 3), "score_us": round(score_seconds / max(n, 1) * 1e6, 1)}
     for name, h in hits.items():
         out[name] = {"hit_rate_1h": round(h / max(n, 1), 4)}
+    if pairs:
+        out["pairs"] = judged
     return out
