@@ -337,6 +337,8 @@ def table(results: dict[str, Any]) -> str:
                     lines.append(f"  {name:<14}{m[f'hit_rate_at_{k}']:>12.4f}{m[f'ndcg_at_{k}']:>10.4f}"
                                  f"{m[f'history_hit_rate_at_{k}']:>18.4f}{m[f'history_ndcg_at_{k}']:>8.4f}"
                                  f"{c['hit_rate_at_3']:>17.4f}{c['ndcg_at_3']:>8.4f}")
+                weights = r["weights"] if isinstance(r["weights"], list) else [json.dumps(r["weights"])]
+                lines.append(f"  weights chosen: {'; '.join(weights)}")
             else:
                 lines += [f"{population} · best send time (channel {r['channel']}, {r['users']} users, fit "
                           f"{r['fit_seconds']} s, {r['score_us']} µs/score, κ {r['prior_strength']}, "
@@ -359,7 +361,10 @@ def table(results: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     names = [a for a in sys.argv[1:] if not a.startswith("--")]
-    results = real_logs(movielens_dir(), tuple(names)) if names else run()
+    if names == ["shop"]:  # the planted shop alone
+        results = {"shop": {"products": evaluate_recommender(shop_population(2000), START + 90 * DAY)}}
+    else:
+        results = real_logs(movielens_dir(), tuple(names)) if names else run()
     print(table(results))
     if "--json" in sys.argv:
         print(json.dumps(results, indent=1))

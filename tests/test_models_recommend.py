@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.models.features import observe
-from engine.models.recommend import JUST_BOUGHT, Recommender, evaluate_recommender, fit_recommender
+from engine.models.recommend import (FALLBACK_USER_LIFE, FALLBACK_WEIGHTS, JUST_BOUGHT, Recommender, evaluate_recommender,
+                                     fit_recommender)
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("_predict_items", ROOT / "benchmarks" / "_predict_items.py")
@@ -156,3 +157,28 @@ def test_reorders_are_learned_on_the_internal_split():
 
 def test_shop_leaves_just_bought_out(model):
     assert not model.repeat
+
+
+def test_no_history_on_the_internal_split_uses_the_fallback_weights():
+    # one old user makes the log 100 days old (a 30-day internal split); the 40 users who buy in it have
+    # nothing before it, so every candidate ranks the same and none may win by being first in the grid
+    old = ("old", _user([(100, "Order Completed", {"products": [{"product_id": "x"}, {"product_id": "y"}]})]),
+           None)
+    new = [(f"u{i}", _user([(10, "Order Completed", {"products": [{"product_id": f"p{i % 4}"},
+                                                                             {"product_id": f"p{i % 4 + 1}"}]})]), None)
+           for i in range(40)]
+    m = fit_recommender([old] + new, CUT)
+    assert m.status == "ok" and not m.metrics
+    assert (m.self_weight, m.popular_weight) == FALLBACK_WEIGHTS and not m.repeat
+    assert m.user_half_life_days == FALLBACK_USER_LIFE
+
+
+def test_a_young_log_keeps_history_before_its_internal_split():
+    # the log is 20 days old: the internal split takes its last 10 days, not all 30 of validation_days
+    users = [(f"u{i}", _user([(20 - i / 1000, "Order Completed", {"products": [{"product_id": f"p{i % 5}"}]}),
+                               (3, "Order Completed", {"products": [{"product_id": f"p{i % 5}"},
+                                                                              {"product_id": f"q{i % 3}"}]})]), None)
+             for i in range(60)]
+    m = fit_recommender(users, CUT)
+    assert m.status == "ok" and m.metrics["validation_users"] == 60
+    assert m.repeat and m.self_weight > 0  # each user bought their product again: learnt

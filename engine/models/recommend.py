@@ -10,14 +10,18 @@ matrix (alpha 0.5: cosine).
 
 How a user is scored (`Recommender.products`):
 - each of the user's items weighs KIND_WEIGHT[kind] (purchase 3 > add 2 > view 1) times a recency
-  decay (half-life `user_half_life_days`), and passes that weight times the similarity to its
+  decay (half-life `user_half_life_days`, chosen on the internal split unless set), and passes that weight times the similarity to its
   neighbours; the sum is scaled so the best candidate has 1;
 - the user's own items either get a bonus (`self_weight` times their weight scaled to a best of 1:
   re-viewed items are often bought, in a shop) or are excluded (`self_weight` < 0: nobody rates a
-  film twice); popularity adds `popular_weight` times its score (best product 1). These two weights,
-  and the popularity's half-life (14 or 90 days), are chosen at training time on an internal time
-  split (the last `validation_days` before as_of) from a small grid, by NDCG@5: the model adapts to
-  the log (a fast-moving catalog wants recent popularity, a shop wants the viewed items back);
+  film twice) or put ahead of everything else (OWN_FIRST: the user's own items, then the rest);
+  popularity adds `popular_weight` times its score (best product 1). These two weights, the
+  popularity's half-life (14 or 90 days) and the user's own items' half-life (30 days: by recency; 365:
+  by how often they were bought, the latest first among equals) are chosen at training time on an
+  internal time split (the last `validation_days` before as_of, at most half the log's age, so a young
+  log keeps history before it) from a small grid, by NDCG@5: the model adapts to the log (a
+  fast-moving catalog wants recent popularity, a shop wants the viewed items back, a grocery the
+  user's most bought); a split where no judged user has history decides nothing (FALLBACK_WEIGHTS);
 - products the user **just bought** — purchased within JUST_BOUGHT (30 days) before `now` — are left
   out (they come last, only if the catalog has no other way to reach k), unless the internal split
   finds that users buy again what they just bought (`repeat`: a grocery's reorders), in which case
@@ -48,12 +52,18 @@ DAY = 86400
 JUST_BOUGHT = 30 * DAY  # products purchased this recently are not recommended
 KIND_WEIGHT = {PURCHASE: 3.0, ADD: 2.0, VIEW: 1.0}
 DEFAULTS: Mapping[str, float] = MappingProxyType({
-    "neighbours": 50, "popular": 200, "max_products": 10000, "half_life_days": 90.0, "user_half_life_days": 30.0,
+    "neighbours": 50, "popular": 200, "max_products": 10000, "half_life_days": 90.0, "user_half_life_days": 0.0,
     "validation_days": 30.0, "horizon_days": 30.0, "min_users": 20, "validation_users": 500, "alpha": 0.5, "popular_half_life_days": 0.0,
 })
-# (self_weight, popular_weight) tried on the internal split; self_weight < 0 excludes seen items
-WEIGHT_GRID = tuple((sw, pw) for sw in (-1.0, 0.0, 0.5, 2.0, 8.0) for pw in (0.0, 0.1, 0.3, 1.0, 3.0))
+# (self_weight, popular_weight) tried on the internal split; self_weight < 0 excludes seen items, OWN_FIRST
+# puts the user's own items ahead of everything else (what they bought most, then neighbours and popularity)
+OWN_FIRST = 1000.0
+WEIGHT_GRID = tuple((sw, pw) for sw in (-1.0, 0.0, 0.5, 2.0, 8.0, OWN_FIRST) for pw in (0.0, 0.1, 0.3, 1.0, 3.0))
 FALLBACK_WEIGHTS = (0.0, 0.1)
+FALLBACK_USER_LIFE = 30.0
+# half-lives (days) of the user's own items tried: the short one ranks them by recency, the long one by how often
+# the user bought them (the latest first among equals: a reorder log)
+USER_LIVES = (30.0, 365.0)
 # leave out what the user just bought, or let it come back (repeat purchases: groceries, consumables)
 REPEAT_CHOICES = (False, True)
 POPULAR_LIVES = (14.0, 90.0)  # popularity half-lives tried (days): fast-moving catalogs want the short one
@@ -285,6 +295,17 @@ def _mix(near: Mapping[str, float], own: Mapping[str, float], popular: Sequence[
     return scores
 
 
+def _reachable(near: Mapping[str, float], own: Mapping[str, float], popular: set[str], k: int) -> dict[str, float]:
+    """The neighbour evidence that can still reach a top k under any weights (what the grid search scores):
+    a product neither popular nor the user's own scores its neighbour evidence alone, so only the best
+    k + len(own) of those (ties kept) can make the top k — the own items may be left out, the rest only gain."""
+    m = k + len(own)
+    if len(near) <= m:
+        return dict(near)
+    floor = heapq.nlargest(m, near.values())[-1]
+    return {p: v for p, v in near.items() if v >= floor or p in popular or p in own}
+
+
 def _padded(top: list[str], fallback: Iterable[str], k: int, last: set[str], avoid: Iterable[str]) -> list[str]:
     """`top` filled up to k from `fallback`, skipping `last` and `avoid` unless nothing else is left."""
     out = list(top)
@@ -310,53 +331,70 @@ def _settings(settings: Mapping[str, Any]) -> dict[str, float]:
     return {**DEFAULTS, **settings}
 
 
+def _validation_seconds(users: Sequence[tuple[str, Features | None, Any]], as_of: int, days: float) -> int:
+    """The internal split's length: the last `days` before as_of, but at most half of the log seen so far
+    (a young log's split must leave history before it to learn from)."""
+    first = min((f.first for _, f, _ in users if f is not None and f.first <= as_of), default=as_of)
+    return min(int(days * DAY), max((as_of - first) // 2, DAY))
+
+
 def fit_recommender(users: Sequence[tuple[str, Features | None, Any]], as_of: int, **settings: Any) -> Recommender:
     """Learn the neighbour tables as of `as_of`, choosing the scoring weights on an internal time
-    split (train as of as_of - validation_days, judge on the purchases — or, if too few users
-    purchased, the interactions — of the days after)."""
+    split (train as of as_of - validation_days, or half the log's age if shorter, judge on the purchases —
+    or, if too few users purchased, the interactions — of the days after)."""
     s = _settings(settings)
-    cut = as_of - int(s["validation_days"] * DAY)
-    weights, metrics, repeat = FALLBACK_WEIGHTS, {}, False
+    cut = as_of - _validation_seconds(users, as_of, s["validation_days"])
+    weights, metrics, repeat, user_life = FALLBACK_WEIGHTS, {}, False, float(s["user_half_life_days"] or FALLBACK_USER_LIFE)
     earlier = [(u, f.as_of(cut) if f is not None else None, z) for u, f, z in users]
     truth = _targets(users, cut, as_of, int(s["min_users"]))[0]
-    if len(truth) >= int(s["min_users"]):
-        best: dict[bool, Any] = {}
+    judged = _sample(earlier, truth, int(s["validation_users"])) if len(truth) >= int(s["min_users"]) else []
+    # weights are only learnt from users with items before the split: without any, every candidate
+    # ranks the same (popular products) and the first of the grid would win by accident
+    if any(f is not None and f.items for _, f, _ in judged):
+        best: dict[tuple[bool, bool], Any] = {}
         lives = (s["popular_half_life_days"],) if s["popular_half_life_days"] else POPULAR_LIVES
-        judged = _sample(earlier, truth, int(s["validation_users"]))
+        user_lives = (s["user_half_life_days"],) if s["user_half_life_days"] else USER_LIVES
         wanted = [truth[u] for u, _, _ in judged]
         for life in lives:
             val = _learn(earlier, cut, {**s, "popular_half_life_days": life})
             popular = [p for p, _ in val.popular]
+            in_popular = set(popular)
             phit, pndcg = _judge(_most_popular(popular), judged, truth, cut, 5)
-            probe = Recommender("ok", None, 0, {}, val, 0.0, 0.0, float(s["user_half_life_days"]), cut, s)
-            parts = []
-            for _, f, _ in judged:
-                mine, just, _ = probe._user_weights(f, cut)
-                parts.append((*probe._components(mine), just, mine))
-            for again in REPEAT_CHOICES:
-                for sw, pw in WEIGHT_GRID:
-                    if again and sw < 0:
-                        continue  # the user's own items are left out anyway
-                    lists = []
-                    for near, own, just, mine in parts:
-                        just = set() if again else just
-                        sc = _mix(near, own, val.popular, just, sw, pw)
-                        top = heapq.nsmallest(5, sc, key=lambda p: (-sc[p], p))
-                        lists.append(_padded(top, popular, 5, just, mine if sw < 0 else ()))
-                    per_user = _ndcg_per_user(lists, wanted, 5)
-                    key = (float(per_user.mean()), _hit_rate(lists, wanted, 5))
-                    if best.get(again) is None or key > best[again][0]:
-                        best[again] = (key, (sw, pw), life, (phit, pndcg), again, per_user)
-        chosen = best[False]
-        if best.get(True) is not None and best[True][0] > chosen[0]:
-            # letting just-bought products come back must win beyond the noise of the split (one
-            # standard error of the paired per-user difference): wrongly re-offering a purchase is
-            # the costlier mistake, and a small split's best is often luck
-            diff = best[True][5] - chosen[5]
-            if diff.mean() > diff.std(ddof=1) / math.sqrt(len(diff)):
-                chosen = best[True]
+            for ulife in user_lives:
+                probe = Recommender("ok", None, 0, {}, val, 0.0, 0.0, float(ulife), cut, s)
+                parts = []
+                for _, f, _ in judged:
+                    mine, just, _ = probe._user_weights(f, cut)
+                    near, own = probe._components(mine)
+                    parts.append((_reachable(near, own, in_popular, 5), own, just, mine))
+                for again in REPEAT_CHOICES:
+                    for sw, pw in WEIGHT_GRID:
+                        if again and sw < 0:
+                            continue  # the user's own items are left out anyway
+                        lists = []
+                        for near, own, just, mine in parts:
+                            just = set() if again else just
+                            sc = _mix(near, own, val.popular, just, sw, pw)
+                            top = heapq.nsmallest(5, sc, key=lambda p: (-sc[p], p))
+                            lists.append(_padded(top, popular, 5, just, mine if sw < 0 else ()))
+                        per_user = _ndcg_per_user(lists, wanted, 5)
+                        key = (float(per_user.mean()), _hit_rate(lists, wanted, 5))
+                        group = (again, sw == OWN_FIRST or ulife != user_lives[0])
+                        if best.get(group) is None or key > best[group][0]:
+                            best[group] = (key, (sw, pw), life, (phit, pndcg), again, per_user, ulife)
+        # the plain candidates' best stands unless a further kind of candidate — just-bought products
+        # coming back, the user's own items first or by frequency — wins beyond the noise of the split
+        # (one standard error of the paired per-user difference): a grid four times wider finds a
+        # lucky best on a small split, and wrongly re-offering a purchase is the costlier mistake
+        chosen = best[(False, False)]
+        for group in ((False, True), (True, False), (True, True)):
+            rival = best.get(group)
+            if rival is not None and rival[0] > chosen[0]:
+                diff = rival[5] - chosen[5]
+                if diff.mean() > diff.std(ddof=1) / math.sqrt(len(diff)):
+                    chosen = rival
         best = chosen
-        weights, repeat = best[1], best[4]
+        weights, repeat, user_life = best[1], best[4], float(best[6])
         s["popular_half_life_days"] = best[2]
         metrics = {"validation_users": float(len(truth)), "hit_rate_at_5": best[0][1], "ndcg_at_5": best[0][0],
                    "popular_hit_rate_at_5": best[3][0], "popular_ndcg_at_5": best[3][1]}
@@ -369,7 +407,7 @@ def fit_recommender(users: Sequence[tuple[str, Features | None, Any]], as_of: in
     else:
         status, reason = "ok", None
     return Recommender(status, reason, tables.interactions, MappingProxyType(metrics), tables, weights[0], weights[1],
-                       float(s["user_half_life_days"]), as_of, MappingProxyType(s), repeat and status == "ok")
+                       user_life, as_of, MappingProxyType(s), repeat and status == "ok")
 
 
 # ---------------------------------------------------------------------------- time-split evaluation
@@ -514,7 +552,7 @@ def evaluate_recommender(users: Sequence[tuple[str, Features | None, Any]], cuto
     out: dict[str, Any] = {"users": len(truth), "target": target, "cutoff": cutoff, "k": k,
                            "fit_seconds": round(fit_seconds, 3), "status": model.status,
                            "weights": {"self": model.self_weight, "popular": model.popular_weight,
-                                       "repeat": model.repeat}}
+                                       "repeat": model.repeat, "user_life": model.user_half_life_days}}
     known = {u for u, f, _ in earlier if f is not None and f.items}
     with_history = {u: v for u, v in truth.items() if u in known}
     out["users_with_history"] = len(with_history)
