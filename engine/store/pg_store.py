@@ -53,7 +53,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..core.effects import Action
 from ..core.state import UserState
 from . import sql as side
-from .base import CLAIMS_KEPT, KEPT_MODELS, StoreError
+from .base import StoreError
 from .migrations import PARTITIONS, migrate
 from .serialize import action_to_row, state_from_bytes, state_to_bytes
 from .urls import parse_url, redact
@@ -147,7 +147,7 @@ def connect(url: str):
 # ----------------------------------------------------------------------------------- the store
 
 
-class PostgresStore:
+class PostgresStore(side.ModelVersions):
     """The `Store` protocol on PostgreSQL (see the module docstring for the schema and transactions)."""
 
     def __init__(self, url: str):
@@ -387,18 +387,6 @@ class PostgresStore:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT zone FROM profiles")}
 
     # ------------------------------------------------------------------ action log
-
-    def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
-        side.save_models(self.conn, version, trained_at, body, KEPT_MODELS)
-
-    def latest_models(self) -> bytes | None:
-        return side.latest_models(self.conn)
-
-    def models_at(self, trained_at: datetime) -> bytes | None:
-        return side.models_at(self.conn, trained_at)
-
-    def claim_training(self, moment: datetime, owner: str, now: datetime, until: datetime) -> bool:
-        return side.claim_training(self.conn, moment, owner, now, until, CLAIMS_KEPT)
 
     def record(self, actions: Sequence[Action]) -> None:
         rows = [action_to_row(a) for a in actions]

@@ -24,6 +24,8 @@ import time
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
+from .base import CLAIMS_KEPT, KEPT_MODELS
+
 _PG: dict[str, str] = {}  # statement -> its psycopg form (the daemon runs the same few many times)
 
 
@@ -100,35 +102,40 @@ def text_time(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------- the models' versions
 
-def save_models(conn: Any, version: str, trained_at: datetime, body: bytes, kept: int) -> None:
-    """Keep a trained version (engine.daemon.training), and only the latest `kept`."""
-    execute(conn, "INSERT INTO models (version, trained_at, body) VALUES (?, ?, ?) "
-                  "ON CONFLICT (version) DO UPDATE SET body = excluded.body", (version, moment(conn, trained_at), body))
-    execute(conn, "DELETE FROM models WHERE version NOT IN (SELECT version FROM models "
-                  "ORDER BY trained_at DESC, version DESC LIMIT ?)", (kept,))
+class ModelVersions:
+    """The models' trained versions and who trains which moment (engine.daemon.training), written once
+    for both stores: a store with a `conn` of either driver gets these methods by inheriting them."""
 
+    conn: Any
 
-def latest_models(conn: Any) -> bytes | None:
-    row = execute(conn, "SELECT body FROM models ORDER BY trained_at DESC, version DESC LIMIT 1").fetchone()
-    return None if row is None else bytes(row[0])
+    def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
+        """Keep a trained version, and only the latest KEPT_MODELS."""
+        conn = self.conn
+        execute(conn, "INSERT INTO models (version, trained_at, body) VALUES (?, ?, ?) "
+                      "ON CONFLICT (version) DO UPDATE SET body = excluded.body", (version, moment(conn, trained_at), body))
+        execute(conn, "DELETE FROM models WHERE version NOT IN (SELECT version FROM models "
+                      "ORDER BY trained_at DESC, version DESC LIMIT ?)", (KEPT_MODELS,))
 
+    def latest_models(self) -> bytes | None:
+        row = execute(self.conn, "SELECT body FROM models ORDER BY trained_at DESC, version DESC LIMIT 1").fetchone()
+        return None if row is None else bytes(row[0])
 
-def models_at(conn: Any, trained_at: datetime) -> bytes | None:
-    row = execute(conn, "SELECT body FROM models WHERE trained_at = ? ORDER BY version DESC LIMIT 1",
-                  (moment(conn, trained_at),)).fetchone()
-    return None if row is None else bytes(row[0])
+    def models_at(self, trained_at: datetime) -> bytes | None:
+        row = execute(self.conn, "SELECT body FROM models WHERE trained_at = ? ORDER BY version DESC LIMIT 1",
+                      (moment(self.conn, trained_at),)).fetchone()
+        return None if row is None else bytes(row[0])
 
-
-def claim_training(conn: Any, at: datetime, owner: str, now: datetime, until: datetime, forget_after: Any) -> bool:
-    """The training of moment `at` for `owner` until `until`, if nobody else's claim holds at `now`.
-    Two PostgreSQL workers inserting the same moment: the second waits on the first's row, then
-    finds its WHERE false and gets no row back."""
-    row = execute(conn, "INSERT INTO model_claims (moment, owner, expires) VALUES (?, ?, ?) ON CONFLICT (moment) "
-                        "DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
-                        "WHERE model_claims.expires < ? OR model_claims.owner = excluded.owner RETURNING owner",
-                  (moment(conn, at), owner, moment(conn, until), moment(conn, now))).fetchone()
-    execute(conn, "DELETE FROM model_claims WHERE expires < ?", (moment(conn, now - forget_after),))
-    return row is not None
+    def claim_training(self, at: datetime, owner: str, now: datetime, until: datetime) -> bool:
+        """The training of moment `at` for `owner` until `until`, if nobody else's claim holds at
+        `now`. Two PostgreSQL workers inserting the same moment: the second waits on the first's
+        row, then finds its WHERE false and gets no row back."""
+        conn = self.conn
+        row = execute(conn, "INSERT INTO model_claims (moment, owner, expires) VALUES (?, ?, ?) ON CONFLICT (moment) "
+                            "DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+                            "WHERE model_claims.expires < ? OR model_claims.owner = excluded.owner RETURNING owner",
+                      (moment(conn, at), owner, moment(conn, until), moment(conn, now))).fetchone()
+        execute(conn, "DELETE FROM model_claims WHERE expires < ?", (moment(conn, now - CLAIMS_KEPT),))
+        return row is not None
 
 
 LOCK_WAIT = 10.0  # seconds a writer waits for SQLite's write lock before "database is locked"

@@ -57,7 +57,6 @@ import sqlite_utils
 from ..core.effects import Action
 from ..core.state import UserState
 from . import sql as side
-from .base import CLAIMS_KEPT, KEPT_MODELS
 from .serialize import action_to_row, state_from_bytes, state_to_bytes, utc_text
 from .sql import begin_immediate
 from .timer_window import TimerWindow
@@ -101,7 +100,7 @@ def _changed(uid: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> b
     return _instance_rows(uid, before) != _instance_rows(uid, after)
 
 
-class SqliteStore:
+class SqliteStore(side.ModelVersions):
     """The `Store` protocol on SQLite (see the module docstring for the schema and transactions)."""
 
     def __init__(self, path_or_url: str):
@@ -285,18 +284,6 @@ class SqliteStore:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT zone FROM profiles")}
 
     # ------------------------------------------------------------------ action log
-
-    def save_models(self, version: str, trained_at: datetime, body: bytes) -> None:
-        side.save_models(self.conn, version, trained_at, body, KEPT_MODELS)
-
-    def latest_models(self) -> bytes | None:
-        return side.latest_models(self.conn)
-
-    def models_at(self, trained_at: datetime) -> bytes | None:
-        return side.models_at(self.conn, trained_at)
-
-    def claim_training(self, moment: datetime, owner: str, now: datetime, until: datetime) -> bool:
-        return side.claim_training(self.conn, moment, owner, now, until, CLAIMS_KEPT)
 
     def record(self, actions: Sequence[Action]) -> None:
         rows = [action_to_row(a) for a in actions]
