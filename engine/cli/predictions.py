@@ -37,24 +37,10 @@ def project_and_log(project: Path, events: List[Path], mapping: Optional[str], s
     or project errors every command that runs a log reports alike."""
     from rich.text import Text
 
-    from journeys.checker import ProjectError
+    from ..dryrun.eventlog import LogError, open_logs
+    from ._common import checked_inputs
 
-    from ..dryrun.eventlog import LogError, MappingError, open_logs, parse_mapping
-    from ..dryrun.simulate import load_program
-    from ._common import existing, project_errors, usage_error
-
-    existing(project)
-    for f in events:
-        existing(f)
-    try:
-        columns = parse_mapping(mapping) if mapping else None
-    except MappingError as e:
-        raise usage_error(f"--map: {e}")
-    try:
-        program = load_program(project)
-    except ProjectError as e:
-        raise project_errors(e, err, f"{project}: the project has errors; fix them before {doing}"
-                                     f" (journeys check {project})")
+    program, columns = checked_inputs(project, events, mapping, err, doing)
     try:
         log = open_logs([str(f) for f in events], columns, strict, None, None)
     except LogError as e:

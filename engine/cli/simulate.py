@@ -33,30 +33,15 @@ def simulate_command(
     from rich.console import Console
     from rich.text import Text
 
-    from journeys.checker import ProjectError
-
-    from ..dryrun.eventlog import LogError, MappingError, open_logs, parse_mapping, parse_time
-    from ..dryrun.simulate import SendsWriter, StoreInUse, load_program, open_dry_run_store, simulate
+    from ..dryrun.eventlog import LogError, open_logs, parse_time
+    from ..dryrun.simulate import SendsWriter, StoreInUse, open_dry_run_store, simulate
     from ..dryrun.summary import render_summary
     from ..dryrun.trace import Trace
     from ..store.base import StoreError
-    from ._common import existing, project_errors, usage_error
+    from ._common import checked_inputs, usage_error
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    existing(project)
-    for f in events:
-        existing(f)
-    try:
-        columns = parse_mapping(mapping) if mapping else None
-    except MappingError as e:
-        raise usage_error(f"--map: {e}")
-    try:
-        program = load_program(project, journey or None)
-    except ProjectError as e:
-        raise project_errors(e, err, f"{project}: the project has errors; fix them before simulating"
-                                     f" (journeys check {project})")
-    except ValueError as e:
-        raise usage_error(str(e))
+    program, columns = checked_inputs(project, events, mapping, err, "simulating", journey or None)
 
     with _progress(err) as progress:
         total = sum(f.stat().st_size for f in events)
