@@ -164,7 +164,7 @@ class Training:
 
     def _adopt(self, models: ModelSet, moment: datetime) -> None:
         worker = self.worker
-        worker.submit(lambda: setattr(worker.engine, "program", replace(worker.engine.program, models=models))).result()
+        worker.submit(lambda: _score_with(worker, models)).result()
         self.adopted += 1
         models_log.info("models: version %s (trained as of %s) taken from the store, where another worker left it",
                         models.version, moment.isoformat())
@@ -203,9 +203,15 @@ def load_models(worker: Any) -> None:
     except Exception:  # noqa: BLE001 - a version from another Journeys: train a new one
         models_log.exception("models: the version kept in the store cannot be read; training a new one")
         return
-    worker.engine.program = replace(worker.engine.program, models=models)
+    _score_with(worker, models)
     models_log.info("models: version %s (trained as of %s) loaded from the store", models.version,
                     models.describe()["trained_at"])
+
+
+def _score_with(worker: Any, models: ModelSet) -> None:
+    """The engine scores with `models` from its next step: a version trained elsewhere (the store's,
+    another worker's), so not announced as a training."""
+    worker.engine.program = replace(worker.engine.program, models=models)
 
 
 def _rows(worker: Any, at: Any, users: list[str]) -> list:
