@@ -59,7 +59,6 @@ get `forgotten` and `erasure` at run time; PostgreSQL has them, and `trail`, fro
 from __future__ import annotations
 
 import asyncio
-import hmac
 import html
 import logging
 import os
@@ -73,11 +72,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..store import sql
 from . import erasure
+from .admin.auth import AdminAuth, bearer, matches
+from .admin.auth import error as _error
 from .erasure import forget  # DELETE /admin/users/{id}, with the admin API's reads and writes
 
 log = logging.getLogger("journeys.daemon")
 
-ADMIN_TOKEN_ENV = "JOURNEYS_ADMIN_TOKEN"
 TIMEOUT = 30.0  # seconds a request waits for the worker
 RECENT_ACTIONS = 50
 TRACE_LIMIT = 100  # trail rows a trace shows unless `limit` says otherwise
@@ -243,14 +243,6 @@ def _not_found() -> HTMLResponse:
     return _page("Link not valid", "This unsubscribe link is not valid. Use the link from a recent email.", 404)
 
 
-def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    """`{"error", "field"?, "code", "message"}`: the shape of every error of the daemon (`error_body`)."""
-    from .ingest import error_body
-
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(status, message, field=field), status_code=status, headers=headers)
-
-
 def _confirm_page(what: str) -> HTMLResponse:
     """The page a GET of an unsubscribe link shows: nothing is recorded until the button is
     pressed. The form posts to the page's own URL (no action: right behind any proxy prefix) the
@@ -261,23 +253,6 @@ def _confirm_page(what: str) -> HTMLResponse:
             "<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
             "<button type=\"submit\">Unsubscribe</button></form></body></html>")
     return HTMLResponse(body, headers={"Cache-Control": "no-store"})
-
-
-def _bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
-
-
-def _matches(given: str | None, keys: list[bytes]) -> bool:
-    if not given:
-        return False
-    raw = given.encode("utf-8")
-    ok = False
-    for k in keys:
-        ok |= hmac.compare_digest(raw, k)
-    return ok
 
 
 # ---------------------------------------------------------------------- the routes
@@ -295,7 +270,6 @@ def add_routes(app: Any, worker: Any) -> None:
 
     env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
     profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
-    admin_token = env.get(ADMIN_TOKEN_ENV, "").encode("utf-8")
 
     async def on_worker(fn: Callable[[], Any]) -> Any:
         return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)
@@ -368,7 +342,7 @@ def add_routes(app: Any, worker: Any) -> None:
         header = request.headers.get("authorization")
         if not profile_keys:
             return _error(404, "the profile API is off: set [ingest] profile_keys_env in journeys.toml")
-        if not (_matches(_header_key(header), profile_keys) or _matches(_bearer(header), profile_keys)):
+        if not (matches(_header_key(header), profile_keys) or matches(bearer(header), profile_keys)):
             return _error(401, "a profile key is required (HTTP Basic user name or Bearer)")
 
         def read() -> Any:
@@ -387,12 +361,7 @@ def add_routes(app: Any, worker: Any) -> None:
 
     # ------------------------------------------------------------------ admin API
 
-    def admin_refusal(request: Request) -> Response | None:
-        if not admin_token:
-            return _error(401, f"the admin API is off: set {ADMIN_TOKEN_ENV}")
-        if not _matches(_bearer(request.headers.get("authorization")), [admin_token]):
-            return _error(401, "Authorization: Bearer <admin token> is required")
-        return None
+    admin_refusal = AdminAuth(env).refusal
 
     async def admin_trace(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
