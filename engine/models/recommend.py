@@ -44,12 +44,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
-from sklearn.metrics import ndcg_score
 
+from engine.models import _ranking as ranking
+from engine.models._ranking import JUST_BOUGHT
 from engine.models.features import ADD, PURCHASE, VIEW, Features
 
 DAY = 86400
-JUST_BOUGHT = 30 * DAY  # products purchased this recently are not recommended
 KIND_WEIGHT = {PURCHASE: 3.0, ADD: 2.0, VIEW: 1.0}
 DEFAULTS: Mapping[str, float] = MappingProxyType({
     "neighbours": 50, "popular": 200, "max_products": 10000, "half_life_days": 90.0, "user_half_life_days": 0.0,
@@ -228,7 +228,7 @@ class Recommender:
         mine, just, _ = self._user_weights(f, now)
         scores = self._scores(mine, just)
         top = heapq.nsmallest(k, scores, key=lambda p: (-scores[p], p))
-        return _padded(top, (p for p, _ in self.tables.popular), k, just,
+        return ranking.padded(top, (p for p, _ in self.tables.popular), k, just,
                        mine if self.self_weight < 0 else ())
 
     def categories(self, f: Features | None, now: int, k: int = 3) -> list[str]:
@@ -246,7 +246,7 @@ class Recommender:
         for c, p in self.tables.popular_categories:
             scores[c] = scores.get(c, 0.0) + 0.01 * p
         top = sorted(scores, key=lambda c: (-scores[c], c))[:k]
-        return _padded(top, (c for c, _ in self.tables.popular_categories), k, set(), ())
+        return ranking.padded(top, (c for c, _ in self.tables.popular_categories), k, set(), ())
 
     # ------------------------------------------------------------------------ storage
 
@@ -306,24 +306,6 @@ def _reachable(near: Mapping[str, float], own: Mapping[str, float], popular: set
     return {p: v for p, v in near.items() if v >= floor or p in popular or p in own}
 
 
-def _padded(top: list[str], fallback: Iterable[str], k: int, last: set[str], avoid: Iterable[str]) -> list[str]:
-    """`top` filled up to k from `fallback`, skipping `last` and `avoid` unless nothing else is left."""
-    out = list(top)
-    if len(out) >= k:
-        return out
-    seen = set(out)
-    fallback = list(fallback)
-    avoid = set(avoid)
-    for tier in (lambda p: p not in last and p not in avoid, lambda p: p not in last, lambda p: True):
-        for p in fallback:
-            if len(out) >= k:
-                return out
-            if p not in seen and tier(p):
-                out.append(p)
-                seen.add(p)
-    return out
-
-
 def _settings(settings: Mapping[str, Any]) -> dict[str, float]:
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
@@ -346,8 +328,8 @@ def fit_recommender(users: Sequence[tuple[str, Features | None, Any]], as_of: in
     cut = as_of - _validation_seconds(users, as_of, s["validation_days"])
     weights, metrics, repeat, user_life = FALLBACK_WEIGHTS, {}, False, float(s["user_half_life_days"] or FALLBACK_USER_LIFE)
     earlier = [(u, f.as_of(cut) if f is not None else None, z) for u, f, z in users]
-    truth = _targets(users, cut, as_of, int(s["min_users"]))[0]
-    judged = _sample(earlier, truth, int(s["validation_users"])) if len(truth) >= int(s["min_users"]) else []
+    truth = ranking.targets(users, cut, as_of, int(s["min_users"]))[0]
+    judged = ranking.sample(earlier, truth, int(s["validation_users"])) if len(truth) >= int(s["min_users"]) else []
     # weights are only learnt from users with items before the split: without any, every candidate
     # ranks the same (popular products) and the first of the grid would win by accident
     if any(f is not None and f.items for _, f, _ in judged):
@@ -359,7 +341,7 @@ def fit_recommender(users: Sequence[tuple[str, Features | None, Any]], as_of: in
             val = _learn(earlier, cut, {**s, "popular_half_life_days": life})
             popular = [p for p, _ in val.popular]
             in_popular = set(popular)
-            phit, pndcg = _judge(_most_popular(popular), judged, truth, cut, 5)
+            phit, pndcg = ranking.judge(ranking.most_popular(popular), judged, truth, cut, 5)
             for ulife in user_lives:
                 probe = Recommender("ok", None, 0, {}, val, 0.0, 0.0, float(ulife), cut, s)
                 parts = []
@@ -376,9 +358,9 @@ def fit_recommender(users: Sequence[tuple[str, Features | None, Any]], as_of: in
                             just = set() if again else just
                             sc = _mix(near, own, val.popular, just, sw, pw)
                             top = heapq.nsmallest(5, sc, key=lambda p: (-sc[p], p))
-                            lists.append(_padded(top, popular, 5, just, mine if sw < 0 else ()))
-                        per_user = _ndcg_per_user(lists, wanted, 5)
-                        key = (float(per_user.mean()), _hit_rate(lists, wanted, 5))
+                            lists.append(ranking.padded(top, popular, 5, just, mine if sw < 0 else ()))
+                        per_user = ranking.ndcg_per_user(lists, wanted, 5)
+                        key = (float(per_user.mean()), ranking.hit_rate(lists, wanted, 5))
                         group = (again, sw == OWN_FIRST or ulife != user_lives[0])
                         if best.get(group) is None or key > best[group][0]:
                             best[group] = (key, (sw, pw), life, (phit, pndcg), again, per_user, ulife)
@@ -412,117 +394,6 @@ def fit_recommender(users: Sequence[tuple[str, Features | None, Any]], as_of: in
 
 # ---------------------------------------------------------------------------- time-split evaluation
 
-def _targets(users: Sequence[tuple[str, Features | None, Any]], start: int, end: int,
-             min_users: int) -> tuple[dict[str, set[str]], str]:
-    """Per user, the products purchased in (start, end]; if fewer than `min_users` users purchased,
-    the products interacted with in any way ("interaction")."""
-    for kinds, name in (((PURCHASE,), "purchase"), ((PURCHASE, ADD, VIEW), "interaction")):
-        out: dict[str, set[str]] = {}
-        for uid, f, _ in users:
-            if f is None:
-                continue
-            got = {pid for t, kind, pid, _ in f.items if start < t <= end and kind in kinds and pid}
-            if got:
-                out[uid] = got
-        if len(out) >= min_users or name == "interaction":
-            return out, name
-    return {}, "interaction"
-
-
-def _sample(earlier: Sequence[tuple[str, Features | None, Any]], truth: Mapping[str, set[str]],
-            limit: int) -> list[tuple[str, Features | None, Any]]:
-    """At most `limit` of the users in `truth`, spread evenly over them (deterministic)."""
-    chosen = [row for row in earlier if row[0] in truth]
-    step = max(1, math.ceil(len(chosen) / limit))
-    return chosen[::step]
-
-
-def _judge(rank, earlier: Sequence[tuple[str, Features | None, Any]], truth: Mapping[str, set[str]], now: int,
-           k: int) -> tuple[float, float]:
-    """HitRate@k and NDCG@k (sklearn) of `rank(f, now, k)` over the users in `truth`."""
-    lists, wanted = [], []
-    for uid, f, _ in earlier:
-        if uid in truth:
-            lists.append(rank(f, now, k))
-            wanted.append(truth[uid])
-    return _metrics(lists, wanted, k)
-
-
-def _ndcg_per_user(lists: Sequence[list[str]], wanted: Sequence[set[str]], k: int) -> np.ndarray:
-    """Each user's NDCG@k (binary relevance; the same figure as sklearn's ndcg_score per row)."""
-    gain = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(gain)
-    out = np.zeros(len(lists))
-    for r, (ranked, want) in enumerate(zip(lists, wanted)):
-        if want:
-            dcg = sum(gain[c] for c, pid in enumerate(ranked[:k]) if pid in want)
-            out[r] = dcg / ideal[min(k, len(want)) - 1]
-    return out
-
-
-def _hit_rate(lists: Sequence[list[str]], wanted: Sequence[set[str]], k: int) -> float:
-    return sum(any(p in want for p in ranked[:k]) for ranked, want in zip(lists, wanted)) / max(len(lists), 1)
-
-
-def _metrics(lists: Sequence[list[str]], wanted: Sequence[set[str]], k: int) -> tuple[float, float]:
-    """HitRate@k and NDCG@k (sklearn, binary relevance) of ranked lists against the wanted sets."""
-    if not lists:
-        return 0.0, 0.0
-    width = k + max(len(w) for w in wanted)
-    y_true = np.zeros((len(lists), width))
-    y_score = np.full((len(lists), width), -1.0)
-    hits = 0
-    for r, (ranked, want) in enumerate(zip(lists, wanted)):
-        ranked = ranked[:k]
-        for c, pid in enumerate(ranked):
-            y_score[r, c] = k - c
-            y_true[r, c] = 1.0 if pid in want else 0.0
-        missing = [p for p in want if p not in ranked]
-        y_true[r, k:k + len(missing)] = 1.0
-        hits += any(p in want for p in ranked)
-    return hits / len(lists), float(ndcg_score(y_true, y_score, k=k))
-
-
-def just_bought(f: Features | None, now: int) -> set[str]:
-    """The products the user purchased within JUST_BOUGHT before `now`."""
-    return {pid for t, kind, pid, _ in (f.items if f else ()) if kind == PURCHASE and 0 <= now - t <= JUST_BOUGHT}
-
-
-def _most_popular(popular: Sequence[str]):
-    """Baseline: the most popular products as of training, less what the user just bought."""
-    return lambda f, now, k: _padded([], popular, k, just_bought(f, now), ())
-
-
-def _most_viewed(popular: Sequence[str]):
-    """Baseline: the user's own most interacted products (views first), as of now, padded with popular."""
-    def rank(f: Features | None, now: int, k: int) -> list[str]:
-        counts: dict[str, tuple[int, int]] = {}
-        just = set()
-        for t, kind, pid, _ in (f.items if f else ()):
-            if t <= now and pid:
-                v, last = counts.get(pid, (0, 0))
-                counts[pid] = (v + (kind == VIEW) * 1000 + 1, max(last, t))
-                if kind == PURCHASE and now - t <= JUST_BOUGHT:
-                    just.add(pid)
-        top = [p for p in sorted(counts, key=lambda p: (-counts[p][0], -counts[p][1], p)) if p not in just][:k]
-        return _padded(top, popular, k, just, ())
-    return rank
-
-
-def _most_bought(popular: Sequence[str]):
-    """Reference (not one of the issue's baselines): the user's most purchased products (by count, then
-    the latest), what they just bought included — the reorder heuristic of grocery — padded with popular."""
-    def rank(f: Features | None, now: int, k: int) -> list[str]:
-        counts: dict[str, tuple[int, int]] = {}
-        for t, kind, pid, _ in (f.items if f else ()):
-            if t <= now and pid and kind == PURCHASE:
-                n, last = counts.get(pid, (0, 0))
-                counts[pid] = (n + 1, max(last, t))
-        top = sorted(counts, key=lambda p: (-counts[p][0], -counts[p][1], p))[:k]
-        return _padded(top, popular, k, set(), ())
-    return rank
-
-
 def evaluate_recommender(users: Sequence[tuple[str, Features | None, Any]], cutoff: int, *, k: int = 5,
                          horizon_days: float = 30.0, truth: Mapping[str, set[str]] | None = None,
                          pairs: bool = False, **settings: Any) -> dict[str, Any]:
@@ -540,15 +411,15 @@ def evaluate_recommender(users: Sequence[tuple[str, Features | None, Any]], cuto
     s = _settings(settings)
     earlier = [(u, f.as_of(cutoff) if f is not None else None, z) for u, f, z in users]
     if truth is None:
-        truth, target = _targets(users, cutoff, cutoff + int(horizon_days * DAY), int(s["min_users"]))
+        truth, target = ranking.targets(users, cutoff, cutoff + int(horizon_days * DAY), int(s["min_users"]))
     else:
         truth, target = {u: set(v) for u, v in truth.items() if v}, "given"
     started = time.perf_counter()
     model = fit_recommender(earlier, cutoff, **settings)
     fit_seconds = time.perf_counter() - started
     popular = [p for p, _ in model.tables.popular]
-    rankers = {"model": model.products, "most_popular": _most_popular(popular), "most_viewed": _most_viewed(popular),
-               "most_bought": _most_bought(popular)}
+    rankers = {"model": model.products, "most_popular": ranking.most_popular(popular), "most_viewed": ranking.most_viewed(popular),
+               "most_bought": ranking.most_bought(popular)}
     out: dict[str, Any] = {"users": len(truth), "target": target, "cutoff": cutoff, "k": k,
                            "fit_seconds": round(fit_seconds, 3), "status": model.status,
                            "weights": {"self": model.self_weight, "popular": model.popular_weight,
@@ -563,8 +434,8 @@ def evaluate_recommender(users: Sequence[tuple[str, Features | None, Any]], cuto
         out["pairs"] = {"users": [u for u, _ in judged], "history": warm}
     for name, rank in rankers.items():
         lists = [rank(f, cutoff, k) for _, f in judged]
-        hit, ndcg = _metrics(lists, wanted, k)
-        hit_h, ndcg_h = _metrics([x for x, w in zip(lists, warm) if w], [x for x, w in zip(wanted, warm) if w], k)
+        hit, ndcg = ranking.metrics(lists, wanted, k)
+        hit_h, ndcg_h = ranking.metrics([x for x, w in zip(lists, warm) if w], [x for x, w in zip(wanted, warm) if w], k)
         out[name] = {f"hit_rate_at_{k}": round(hit, 4), f"ndcg_at_{k}": round(ndcg, 4),
                      f"history_hit_rate_at_{k}": round(hit_h, 4), f"history_ndcg_at_{k}": round(ndcg_h, 4)}
         if pairs:
@@ -599,10 +470,10 @@ def evaluate_recommender(users: Sequence[tuple[str, Features | None, Any]], cuto
             c = c or model.tables.categories.get(p, "")
             if t <= now and c:
                 counts[c] = counts.get(c, 0) + 1
-        return _padded(sorted(counts, key=lambda c: (-counts[c], c))[:k], pop_cats, k, set(), ())
+        return ranking.padded(sorted(counts, key=lambda c: (-counts[c], c))[:k], pop_cats, k, set(), ())
     out["categories"] = {"users": len(cat_truth), "k": kc}
     for name, rank in (("model", model.categories), ("most_popular", lambda f, now, k: pop_cats[:k]),
                        ("most_viewed", viewed_cats)):
-        hit, ndcg = _judge(rank, earlier, cat_truth, cutoff, kc)
+        hit, ndcg = ranking.judge(rank, earlier, cat_truth, cutoff, kc)
         out["categories"][name] = {f"hit_rate_at_{kc}": round(hit, 4), f"ndcg_at_{kc}": round(ndcg, 4)}
     return out
