@@ -25,7 +25,8 @@ one send per device. The outcome of the whole delivery is:
 
 Every error raised also carries `stale_addresses` (all dead tokens or endpoints seen) and `trait`
 (the profile trait they live in); `InvalidRecipient.stale` is the token or endpoint itself, which
-is what the dispatcher's `on_stale` hook removes from the profile.
+the daemon reports as a `Push Token Unregistered` event (engine.daemon.deliveries.feedback): the
+engine, taking it, removes the token from the profile.
 """
 
 from __future__ import annotations

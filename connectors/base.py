@@ -68,6 +68,37 @@ class Result:
     queued: bool = False
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """What a provider reported about a message it had taken, or a token it refused: the daemon
+    turns each into a Segment-spec event on the user (`engine.daemon.deliveries.feedback`).
+
+    - `kind`: bounce (`bounce` says hard or soft) | complaint (marked as spam) | unregistered (a
+      push token or Web Push subscription that is gone); `provider`: the connector's name.
+    - `address`: the recipient address that bounced or the dead token or endpoint, when known.
+    - `action_id`: the action the message was (from a Message-ID or a tag the connector set), by
+      which the report is traced to its user, when the report is not about a known delivery.
+    - `report_id`: the report's own id (a webhook's, a DSN's Message-ID): a report delivered twice
+      is one event."""
+
+    kind: str
+    provider: str
+    reason: str = ""
+    address: str | None = None
+    bounce: str | None = None
+    action_id: str | None = None
+    report_id: str | None = None
+
+
+class MalformedReport(ValueError):
+    """A feedback report (a DSN, a provider's webhook) that does not say what it must: `field`
+    names what is missing or wrong, for the 400 the daemon answers."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 @runtime_checkable
 class Connector(Protocol):
     name: str

@@ -7,11 +7,21 @@
     from = "Shop <hello@shop.example.com>"  # when a template has no `from`
     timeout = "10s"
     base_url = "https://api.resend.com"     # only tests change it (http only to this machine)
+    webhook_secret_env = "RESEND_WEBHOOK_SECRET"  # default; the signing secret (whsec_...) of the
+                                            # webhook endpoint POST /v1/feedback/resend
 
 The request is Resend's documented JSON (`from`, `to`, `subject`, `html`, `text`, `reply_to`,
 `headers`), with the action id as `Idempotency-Key`: Resend answers a repeated key within 24
 hours with the first email's id instead of sending again, so a retry after a timeout cannot
-send twice. The answer's `id` is the Result's provider id.
+send twice. The answer's `id` is the Result's provider id. The action id also goes as the tag
+`journeys_action` (when it fits Resend's tag alphabet), which Resend's webhooks give back.
+
+Feedback (`webhook_feedback`): Resend posts its events to the daemon's `POST /v1/feedback/resend`,
+signed the Svix way (`svix-id`, `svix-timestamp`, `svix-signature`: HMAC-SHA256 of
+`id.timestamp.body`, verified with the maintained `svix` package, five minutes of clock skew at
+most). `email.bounced` is a bounce, hard when Resend says `Permanent` (soft for `Transient` and
+`Undetermined`); `email.complained` a spam complaint; every other event type is answered and
+ignored. The user is the one of the action its `journeys_action` tag names.
 
 Errors follow Resend's documented codes: 429 (rate limit, daily or monthly quota) is retryable
 after `Retry-After`; 409 `concurrent_idempotent_requests` (the same key still in flight) is
@@ -22,13 +32,14 @@ permanent; 5xx, timeouts and connection errors retryable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import httpx
 
-from .base import Delivery, Result
+from .base import Delivery, Feedback, MalformedReport, Result
 from .errors import ConfigurationError, PermanentError, RetryableError, from_http_status, parse_retry_after
 from .render import EmailRenderer, TemplateStore, recipient
 from .base import check_settings
@@ -37,7 +48,10 @@ from .smtp import parse_seconds
 DEFAULT_BASE_URL = "https://api.resend.com"
 DEFAULT_KEY_ENV = "RESEND_API_KEY"  # the variable of the API key when journeys.toml names none
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-SETTINGS = {"api_key_env", "from", "timeout", "base_url"}
+DEFAULT_WEBHOOK_SECRET_ENV = "RESEND_WEBHOOK_SECRET"  # the webhook's signing secret when journeys.toml names none
+SETTINGS = {"api_key_env", "from", "timeout", "base_url", "webhook_secret_env"}
+ACTION_TAG = "journeys_action"  # the tag that carries the action id to the webhooks
+_TAG_VALUE = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Resend accepts in a tag
 
 
 class ResendConnector:
@@ -73,6 +87,8 @@ class ResendConnector:
                                 "headers": dict(r.headers)}
         if r.reply_to:
             body["reply_to"] = r.reply_to
+        if _TAG_VALUE.fullmatch(delivery.action_id):
+            body["tags"] = [{"name": ACTION_TAG, "value": delivery.action_id}]
         return body
 
     def deliver(self, delivery: Delivery) -> Result:
@@ -115,3 +131,85 @@ def _error(response: httpx.Response) -> Exception:
     if said:
         error.message += said
     return error
+
+
+# ---------------------------------------------------------------------- webhooks
+
+
+class UnverifiedWebhook(Exception):
+    """A webhook whose signature matches none of the secrets (or whose headers are missing or stale)."""
+
+
+def webhook_secrets(connectors: Mapping[str, Mapping[str, Any]], env: Mapping[str, str]) -> dict[str, str]:
+    """Each Resend connector's webhook signing secret that is set: {connector name: secret}.
+    `connectors`: {name: {"type": ..., settings...}}, as journeys.toml has them."""
+    out = {}
+    for name, settings in connectors.items():
+        if settings.get("type") == "resend":
+            secret = env.get(str(settings.get("webhook_secret_env") or DEFAULT_WEBHOOK_SECRET_ENV), "")
+            if secret:
+                out[name] = secret
+    return out
+
+
+def verify_webhook(body: bytes, headers: Mapping[str, str], secrets: Mapping[str, str]) -> str:
+    """The name of the connector whose secret signed this webhook (Svix's scheme, by the `svix`
+    package), or UnverifiedWebhook. A secret that is not a Svix secret is a ConfigurationError."""
+    import binascii
+
+    from svix.webhooks import Webhook, WebhookVerificationError
+
+    wanted = {k.lower(): v for k, v in headers.items() if k.lower() in ("svix-id", "svix-timestamp", "svix-signature")}
+    for name, secret in secrets.items():
+        try:
+            hook = Webhook(secret)
+        except (binascii.Error, ValueError, RuntimeError) as e:
+            raise ConfigurationError(f"connector `{name}`: the webhook secret is not a Svix signing secret "
+                                     f"(whsec_...): {e}") from None
+        try:
+            hook.verify(body, dict(wanted))
+            return name
+        except WebhookVerificationError:
+            continue
+    raise UnverifiedWebhook("the svix-signature matches no Resend webhook secret (or svix-id, svix-timestamp "
+                            "are missing, or the timestamp is more than 5 minutes off)")
+
+
+def webhook_feedback(payload: Any, provider: str, report_id: str | None = None) -> list[Feedback]:
+    """What one verified Resend webhook event reports: a bounce or a complaint, or nothing for the
+    other event types. Raises MalformedReport naming the field when the event is not as documented."""
+    if not isinstance(payload, dict):
+        raise MalformedReport("body", "expected a JSON object {type, created_at, data}")
+    kind = payload.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise MalformedReport("type", "missing: the event type, such as email.bounced")
+    if kind not in ("email.bounced", "email.complained"):
+        return []
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise MalformedReport("data", f"expected an object for {kind}")
+    to = data.get("to")
+    address = (to[0] if isinstance(to, list) and to else to) if to else None
+    if not isinstance(address, str) or "@" not in address:
+        raise MalformedReport("data.to", "expected the recipient's address")
+    action_id = _tag(data.get("tags"), ACTION_TAG)
+    if kind == "email.complained":
+        return [Feedback("complaint", provider, reason="marked as spam", address=address, action_id=action_id,
+                         report_id=report_id)]
+    bounce = data.get("bounce")
+    if not isinstance(bounce, dict) or not isinstance(bounce.get("type"), str):
+        raise MalformedReport("data.bounce.type", "expected Permanent, Transient or Undetermined")
+    said = "; ".join(str(bounce[k]) for k in ("type", "subType", "message") if bounce.get(k))
+    return [Feedback("bounce", provider, reason=said, address=address, action_id=action_id, report_id=report_id,
+                     bounce="hard" if bounce["type"].strip().lower() == "permanent" else "soft")]
+
+
+def _tag(tags: Any, name: str) -> str | None:
+    """A tag's value: Resend gives tags as [{name, value}] or as {name: value}."""
+    if isinstance(tags, dict):
+        value = tags.get(name)
+    elif isinstance(tags, list):
+        value = next((t.get("value") for t in tags if isinstance(t, dict) and t.get("name") == name), None)
+    else:
+        value = None
+    return value if isinstance(value, str) and value else None

@@ -18,8 +18,10 @@ again. The Message-ID is derived from the action id, so a message that is sent t
 ambiguous failure is still one message for threading and for receivers that deduplicate.
 
 Errors: a 4xx reply, a connection error or a timeout is RetryableError; a 5xx reply is
-PermanentError, and for the recipient 550/551/553 (no such mailbox) InvalidRecipient whose
-`stale` is the dead address; a refused login, a refused sender or a TLS certificate that does
+PermanentError, and for the recipient one that says the address cannot receive (`connectors.dsn.hard`:
+enhanced status 5.1.x, 5.2.1, 5.4.4, or without one 550/551/553; not `550 5.7.1 relaying denied`)
+InvalidRecipient whose `stale` is the dead address: the daemon records it as a hard bounce
+(`Email Bounced`), which suppresses the next email to it; a refused login, a refused sender or a TLS certificate that does
 not verify is ConfigurationError. A profile without an email address is InvalidRecipient.
 """
 
@@ -37,10 +39,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .base import Delivery, Result, check_settings
+from .dsn import enhanced_status, hard
 from .errors import ConfigurationError, DeliveryError, InvalidRecipient, PermanentError, RetryableError
 from .render import EmailRenderer, RenderedEmail, TemplateStore, recipient
 
-NO_SUCH_USER = {550, 551, 553}
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 SETTINGS = {"host", "port", "security", "username_env", "password_env", "from", "timeout", "ca_file", "local_hostname"}
@@ -292,7 +294,7 @@ def _reply_error(code: int | None, answer: Any, *, recipient: str | None = None)
     text = _text(answer)
     if code is None or 400 <= code < 500:
         return RetryableError("the SMTP server deferred the message", status=code, answer=text)
-    if recipient is not None and code in NO_SUCH_USER:
+    if recipient is not None and hard(enhanced_status(text), code):
         return InvalidRecipient(f"the SMTP server says {recipient} does not exist", status=code, answer=text,
                                 stale=recipient)
     return PermanentError("the SMTP server refused the message", status=code, answer=text)

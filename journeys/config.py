@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .diagnostics import Diagnostics, Span
 from .suggest import did_you_mean
@@ -32,6 +32,8 @@ class StoreConfig(_Strict):
     url: str = "sqlite:///journeys.db"
 
 
+Origin = Annotated[str, AfterValidator(lambda v: _origin(v))]  # `[ingest] cors_origins`: each checked alone
+
 DEDUPE_DAYS = 7  # a repeated messageId is dropped when its first sighting is this recent
 
 
@@ -46,6 +48,32 @@ class IngestConfig(_Strict):
     # receipt time (Segment's rule for a time in the future; 0, the default, is that rule exactly).
     # The dry-run has no receipt time and does not use it (engine.daemon.ingest, docs/engine.md)
     future_tolerance_seconds: int = Field(default=0, ge=0, le=366 * 86400)
+    # the web origins whose pages may send events from a browser (CORS, engine.daemon.ingest):
+    # none by default; "*" for any site (the write key, shipped in the page, is the check either way)
+    cors_origins: list[Origin] = Field(default_factory=list)
+
+
+def _origin(value: str) -> str:
+    """A web origin as browsers send it in `Origin` (scheme, host and port only; the host in lower
+    case, the scheme's default port left out), or "*"."""
+    from urllib.parse import urlsplit
+
+    if value == "*":
+        return value
+    example = "e.g. \"https://shop.example\" or \"http://localhost:3000\""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an origin ({e}); {example}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an origin: expected http(s)://host[:port], {example}")
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{value!r} is not an origin: only scheme, host and port (no path, not even a "
+                         f"trailing /), {example}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 class ServeConfig(_Strict):

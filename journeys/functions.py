@@ -92,7 +92,7 @@ EVERY_DAYS = {
 
 CHANNELS = ("email", "push", "sms")  # sendable channels (`send CHANNEL "template"`)
 CAP_CHANNELS = CHANNELS + ("ads", "webhook", "all")  # what a cap can count
-SUPPRESSION_REASONS = ("cap", "quiet hours", "consent", "exit")
+SUPPRESSION_REASONS = ("cap", "quiet hours", "consent", "undeliverable", "exit")
 
 # `predicted MODEL in HORIZON`: the models a condition can read, each a probability in [0, 1].
 PREDICTION_MODELS: dict[str, str] = {

@@ -95,7 +95,7 @@ def test_repeated_sigkill_loses_nothing_and_repeats_nothing(tmp_path):
         daemon = Daemon(project, None, log, **env)  # the clean final restart: drains inbox, timers, outbox
 
         def drained() -> bool:
-            body = httpx.get(daemon.url + "/readyz").json()
+            body = daemon.readiness()
             return (body["ready"] and body["inbox_lag"] == 0
                     and rows(db, "SELECT count(*) FROM instances") == [(0,)]
                     and rows(db, "SELECT count(*) FROM outbox WHERE state = 'pending'") == [(0,)])
@@ -103,7 +103,7 @@ def test_repeated_sigkill_loses_nothing_and_repeats_nothing(tmp_path):
         try:
             eventually(drained, timeout=60, every=0.1)
         except AssertionError:
-            raise AssertionError(("not drained", httpx.get(daemon.url + "/readyz").json(),
+            raise AssertionError(("not drained", daemon.readiness(),
                                   rows(db, "SELECT * FROM instances LIMIT 5"),
                                   rows(db, "SELECT state, count(*) FROM outbox GROUP BY 1"),
                                   rows(db, "SELECT state, last_error FROM outbox WHERE state != 'delivered' LIMIT 3"))) from None

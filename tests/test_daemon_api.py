@@ -1,8 +1,8 @@
 """The daemon's routes beyond the ingest, on a real `journeys serve` process on loopback: the signed
-unsubscribe link (a GET only asks, the page's button and RFC 8058 One-Click POST record) suppressing
-later emails, the profile API, and the admin API (auth, user view, a user's trace, journey counts,
-dead letters and their retry, forget-user, which also removes the user from the ad audiences at
-fake Meta and Google servers)."""
+unsubscribe link (a GET only asks, the page's button and RFC 8058 One-Click POST record an
+`Unsubscribed` event) suppressing later emails, the profile API, and the admin API (auth, user
+view, a user's trace, journey counts, dead letters and their retry, forget-user, which also removes
+the user from the ad audiences at fake Meta and Google servers)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ BEARER = {"Authorization": f"Bearer {ADMIN}"}
 
 def caught_up(d) -> None:
     def done():
-        body = httpx.get(d.url + "/readyz").json()
-        return body["inbox_lag"] == 0
+        return d.readiness()["inbox_lag"] == 0
     eventually(done)
 
 
@@ -71,6 +70,7 @@ def test_unsubscribe_link_suppresses_later_emails_and_one_click_and_bad_tokens(t
             assert r.status_code == 404 and "not valid" in r.text
         assert httpx.post(f"{d.url}/u/garbage", content="List-Unsubscribe=One-Click").status_code == 404
 
+        caught_up(d)  # the opt-outs are events in the inbox: the worker takes them as any other
         for uid in ("u1", "u2"):
             (raw,) = rows(db, "SELECT state FROM profiles WHERE user_id = ?", uid)[0]
             assert state_from_bytes(raw).traits["email_unsubscribed"] is True
@@ -234,7 +234,8 @@ def test_profile_api_and_admin_api(shop, tmp_path, daemons):
 
 
 def test_admin_api_is_off_without_a_token_and_profile_api_without_keys(shop, tmp_path, daemons):
-    d = daemons(shop, f"sqlite:///{tmp_path / 'store.db'}", JOURNEYS_UNSUBSCRIBE_SECRET=SECRET[::-1])
+    d = daemons(shop, f"sqlite:///{tmp_path / 'store.db'}", JOURNEYS_UNSUBSCRIBE_SECRET=SECRET[::-1],
+                JOURNEYS_ADMIN_TOKEN="")  # the test daemons' default token, unset
     assert httpx.get(f"{d.url}/admin/journeys", headers={"Authorization": "Bearer x"}).status_code == 401
     assert httpx.get(f"{d.url}/admin/journeys", headers=BEARER).status_code == 401
     r = httpx.get(f"{d.url}/v1/profile/u1", auth=("test-write-key", ""))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
-
 from .test_daemon import daemons, eventually, rows  # noqa: F401 - the fixture
 from .test_smtp import Server
 from .test_webhook import Receiver
@@ -107,7 +105,7 @@ def test_a_changed_journeys_toml_rebuilds_the_connectors(tmp_path, daemons):
 
         toml = root / "journeys.toml"
         toml.write_text(toml.read_text().replace(f"port = {first.port}", f"port = {second.port}"))
-        eventually(lambda: httpx.get(d.url + "/readyz").json()["reloads"]["ok"] >= 1, timeout=10)
+        eventually(lambda: d.readiness()["reloads"]["ok"] >= 1, timeout=10)
         d.post("identify", {"userId": "u2", "traits": {"email": "u2@example.com"}})
         d.post("track", {"userId": "u2", "event": "Quick"})
         eventually(lambda: second.handler.messages, timeout=5)
@@ -116,8 +114,8 @@ def test_a_changed_journeys_toml_rebuilds_the_connectors(tmp_path, daemons):
 
         # limits that do not parse fail the reload; the running connectors stay
         toml.write_text(toml.read_text().replace("default = true", "default = true\nrate = \"fast\""))
-        eventually(lambda: httpx.get(d.url + "/readyz").json()["reload_errors"], timeout=10)
-        errors = httpx.get(d.url + "/readyz").json()["reload_errors"]
+        eventually(lambda: d.readiness()["reload_errors"], timeout=10)
+        errors = d.readiness()["reload_errors"]
         assert "journeys.toml" in errors[0] and "rate" in errors[0], errors
         d.post("identify", {"userId": "u3", "traits": {"email": "u3@example.com"}})
         d.post("track", {"userId": "u3", "event": "Quick"})

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from importlib.metadata import version
 
-import httpx
-
 from .conftest import ROOT
 from .test_daemon import daemons, eventually, tiny_project  # noqa: F401 - fixtures
 from .test_smtp import free_port
@@ -54,9 +52,9 @@ def run_and_log(project, daemons, log_format: str) -> list[dict]:  # noqa: F811 
     log.write_bytes(b"")
     d = daemons(project, None, JOURNEYS_LOG_FORMAT=log_format)
     assert d.post("identify", {"userId": "u1", "traits": {"email": "u1@example.com"}}).status_code == 200
-    eventually(lambda: httpx.get(d.url + "/readyz").json()["processed"] >= 1)
+    eventually(lambda: d.readiness()["processed"] >= 1)
     d.proc.send_signal(signal.SIGHUP)
-    eventually(lambda: httpx.get(d.url + "/readyz").json()["reloads"]["ok"] >= 1)
+    eventually(lambda: d.readiness()["reloads"]["ok"] >= 1)
     assert d.stop() == 0
     return records(log.read_text(), log_format)
 

@@ -433,6 +433,8 @@ EXPECTED_FAMILIES = {
     "journeys_outbox_oldest_age_seconds": ["journeys_outbox_oldest_age_seconds"],
     "journeys_dead_letters": ["journeys_dead_letters"],
     "journeys_inbox_failed": ["journeys_inbox_failed"],
+    "journeys_paused_journeys": ["journeys_paused_journeys"],  # 0: nothing paused (this SQLite file has no pauses table)
+    "journeys_held_sends": ["journeys_held_sends"],
     "journeys_worker_processed_total": ["journeys_worker_processed_total"],
     "journeys_events_failed_total": ["journeys_events_failed_total"],
     "journeys_runs_parked_total": [],

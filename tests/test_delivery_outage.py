@@ -247,11 +247,16 @@ def test_an_open_circuit_lets_the_delivery_loop_sleep(tmp_path, provider, reques
         OutboxSink(outbox, ROUTES).emit(hooks("a", range(20), at=datetime.now(timezone.utc)))
     store.close()
     url = f"http://127.0.0.1:{provider.httpd.server_port}/a"
-    loop = DeliveryLoop(tmp_path, ProjectConfig(webhooks={"a": WebhookConfig(url=url)}), path, SystemClock(),
-                        on_stale=lambda *a: None)
+    loop = DeliveryLoop(tmp_path, ProjectConfig(webhooks={"a": WebhookConfig(url=url)}), path, SystemClock())
     loop.start()
     try:
         eventually(lambda: loop.circuits()["webhook:a"]["open"] == 1, timeout=30)
+
+        def settled() -> bool:  # the attempts in flight when the circuit opened have come back
+            before = provider.count("a")
+            time.sleep(0.5)
+            return provider.count("a") == before
+        eventually(settled, timeout=30)
         tried, rounds = provider.count("a"), loop.rounds
         time.sleep(2)  # the first probe is 15 s away
         assert loop.rounds - rounds <= 20, loop.rounds - rounds

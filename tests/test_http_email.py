@@ -25,7 +25,8 @@ ENV = {unsubscribe.SECRET_ENV: SECRET, "RESEND_API_KEY": KEY}
 PUBLIC = "https://journeys.example.com"
 VIEWED = {"event": "Product Viewed", "timestamp": "2026-03-02T04:31:20Z",
           "properties": {"name": "Vintage Face Cream", "category": "beauty"}}
-FIELDS = {"from": str, "to": list, "subject": str, "html": str, "text": str, "reply_to": str, "headers": dict}
+FIELDS = {"from": str, "to": list, "subject": str, "html": str, "text": str, "reply_to": str, "headers": dict,
+          "tags": list}  # tags: [{name, value}], letters, digits, _ and - only
 
 
 class FakeResend(ThreadingHTTPServer):
@@ -128,6 +129,15 @@ def test_sends_the_documented_request(api):
     m = re.fullmatch(r"<https://journeys\.example\.com/u/(.+)>", body["headers"]["List-Unsubscribe"])
     assert m and unsubscribe.verify(m.group(1), SECRET) == ("user_42", "email")
     assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # the tag Resend's webhooks give back, by which a bounce or a complaint finds its action's user
+    assert body["tags"] == [{"name": "journeys_action", "value": "act-0001"}]
+
+
+def test_an_action_id_a_tag_cannot_carry_is_left_out_of_the_tags(api):
+    c = connector(api)
+    c.deliver(delivery(action_id="act:0001"))
+    c.close()
+    assert "tags" not in api.requests[0]["body"]
 
 
 def test_a_retry_sends_the_same_idempotency_key(api):

@@ -134,7 +134,8 @@ def test_metrics_content_negotiation_answers_openmetrics(tmp_path, daemons):
     hook = Receiver()
     try:
         d = daemons(project(tmp_path / "p", hook.url, "thread"), None)
-        r = httpx.get(d.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}, timeout=5)
+        r = httpx.get(d.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0", **d.operator},
+                      timeout=5)
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/openmetrics-text")
         assert r.text.rstrip().endswith("# EOF") and "journeys_up 1.0" in r.text
         assert d.stop() == 0

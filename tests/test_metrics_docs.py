@@ -23,10 +23,11 @@ ONLY_WHEN_PREDICTING = {"journeys_model_trainings_total", "journeys_model_family
                         "journeys_model_training_seconds", "journeys_model_trained_timestamp_seconds"}
 
 
-def exported(url: str) -> set[str]:
-    """The families and samples of a daemon's /metrics, as prometheus_client's parser reads them."""
+def exported(d) -> set[str]:
+    """The families and samples of a daemon's /metrics (with the admin token, as the scrape config
+    of docs/deployment.md sends it), as prometheus_client's parser reads them."""
     names: set[str] = set()
-    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=5).text):
+    for family in text_string_to_metric_families(httpx.get(d.url + "/metrics", headers=d.operator, timeout=5).text):
         names.add(family.name + ("_total" if family.type == "counter" else ""))
         names.update(s.name for s in family.samples)
     return names
@@ -63,7 +64,7 @@ def test_the_dashboard_the_alerts_and_the_table_name_metrics_the_daemon_exports(
     try:
         d = daemons(project(tmp_path / "p", hook.url, "thread"), None)
         sign_up(d, range(1))  # a delivery and a request: their labelled families have samples
-        names = eventually(lambda: (lambda n: "journeys_delivery_attempts_total" in n and n)(exported(d.url)),
+        names = eventually(lambda: (lambda n: "journeys_delivery_attempts_total" in n and n)(exported(d)),
                            timeout=30)
         assert d.stop() == 0
     finally:
@@ -81,3 +82,15 @@ def test_the_dashboard_the_alerts_and_the_table_name_metrics_the_daemon_exports(
     source = (ROOT / "engine" / "daemon" / "metrics.py").read_text()  # a project that predicts exports these
     assert all(f'"{n}"' in source for n in ONLY_WHEN_PREDICTING)
     assert any(n.startswith("process_") for n in names) and "python_info" in names
+
+
+def test_the_scrape_configs_send_the_admin_token():
+    """/metrics answers only with the admin token: the documented scrape configs send it."""
+    scrape = yaml.safe_load((DOCS / "prometheus" / "scrape.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["job_name"] == "journeys"  # the job alerts.yml assumes
+    assert job["authorization"]["type"] == "Bearer" and job["authorization"]["credentials_file"]
+    section = (DOCS / "deployment.md").read_text()
+    section = section[section.index("### Metrics"):section.index("## A cluster")]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert yaml.safe_load(block)["scrape_configs"][0]["authorization"]["type"] == "Bearer"

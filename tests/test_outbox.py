@@ -92,16 +92,14 @@ def test_retryable_errors_back_off_then_deliver(outbox, caplog):
     assert outbox.get("a1:smtp").state == DELIVERED and len(smtp.delivered) == 1 and len(smtp.attempts) == 3
 
 
-def test_permanent_errors_are_recorded_with_the_answer_and_stale_tokens_reported(outbox):
+def test_permanent_errors_are_recorded_with_the_answer(outbox):
+    """(The dead token becomes a `Push Token Unregistered` event: tests/test_feedback_reports.py.)"""
     OutboxSink(outbox, ROUTES).emit([action(1), action(2, kind="push", target="hello")])
-    stale = []
     d = dispatcher(outbox, {"smtp": RecordingConnector("smtp", fail=[PermanentError("bad", status=422, answer="no")]),
-                            "fcm": RecordingConnector("fcm", "push", fail=[InvalidRecipient("gone", stale="tok-1")])},
-                   on_stale=lambda *a: stale.append(a))
+                            "fcm": RecordingConnector("fcm", "push", fail=[InvalidRecipient("gone", stale="tok-1")])})
     d.run_due(T0)
     assert outbox.get("a1:smtp").state == FAILED and outbox.get("a1:smtp").last_error == "bad (HTTP 422): no"
     assert outbox.get("a2:fcm").state == FAILED
-    assert stale == [("u2", "fcm", "tok-1")]
 
 
 def test_dead_once_its_retry_for_has_passed_and_an_operator_retry(outbox):
@@ -193,36 +191,18 @@ def test_routes_from_the_shop_configuration():
     assert routes.webhooks == {"crm_nudge"}
 
 
-def test_dead_devices_of_a_partly_delivered_push_are_reported(outbox):
-    class Devices:
-        name, channel = "fcm", "push"
-
-        def deliver(self, delivery):
-            from dataclasses import dataclass
-
-            @dataclass(frozen=True)
-            class PartResult(Result):
-                stale: tuple = ()
-
-            return PartResult(provider_id="m1", stale=("tok-dead",))
-
-    OutboxSink(outbox, ROUTES).emit([action(1, kind="push", target="hello")])
-    stale = []
-    dispatcher(outbox, {"fcm": Devices()}, on_stale=lambda *a: stale.append(a)).run_due(T0)
-    assert outbox.get("a1:fcm").state == DELIVERED and stale == [("u1", "fcm", "tok-dead")]
-
-
 def test_a_dead_push_token_leaves_the_profile_through_the_engine(make):
-    from engine.daemon.deliveries.dispatch import forget_address
-
+    """The `Push Token Unregistered` events the dispatcher writes (tests/test_feedback_reports.py, a
+    dead token and the dead devices of a push that reached others) take the token or subscription
+    out of the profile, and only that one."""
     h = make('journey "J" { entry when event "A"  send push "hello" }')
     h.feed([("2026-03-02 10:00", "u1", "identify", {"push_tokens": ["t-live", "t-dead"], "push_token": "t-dead",
-                                                     "webpush_subscriptions": [{"endpoint": "https://p/1"}]})])
-    updates = forget_address(h.traits("u1"), "t-dead")
-    assert updates == {"push_token": None, "push_tokens": ["t-live"]}
-    assert forget_address(h.traits("u1"), "https://p/1") == {"webpush_subscriptions": []}
-    h.engine.update_profile("u1", updates, "fcm: t-dead is unregistered")
-    assert h.traits("u1")["push_tokens"] == ["t-live"] and h.traits("u1")["push_token"] is None
+                                                     "webpush_subscriptions": [{"endpoint": "https://p/1"}]}),
+            ("2026-03-02 10:01", "u1", "Push Token Unregistered", {"token": "t-dead", "provider": "fcm"}),
+            ("2026-03-02 10:02", "u1", "Push Token Unregistered", {"token": "https://p/1", "provider": "browser"})])
+    traits = h.traits("u1")
+    assert traits["push_tokens"] == ["t-live"] and traits["push_token"] is None
+    assert traits["webpush_subscriptions"] == []
 
 
 def test_deliveries_run_in_parallel_within_each_connectors_limit(outbox):

@@ -37,7 +37,7 @@ def version_of(root: Path) -> str:
 
 
 def ready(d) -> dict:
-    return httpx.get(d.url + "/readyz", timeout=5).json()
+    return d.readiness()
 
 
 def entered(d, db: Path, user: str) -> str:
@@ -113,7 +113,8 @@ def test_a_changed_file_reloads_and_a_broken_one_keeps_the_running_version(tmp_p
 def metrics(d) -> dict[str, list]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    r = httpx.get(d.url + "/metrics", timeout=5)
+    assert httpx.get(d.url + "/metrics", timeout=5).status_code == 401  # the operator's: behind the admin token
+    r = httpx.get(d.url + "/metrics", headers=d.operator, timeout=5)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     out: dict[str, list] = {}
     for family in text_string_to_metric_families(r.text):

@@ -198,6 +198,12 @@ def test_unknown_recipient_is_invalid_recipient(server):
     ("451 4.3.0 try again later", RetryableError),
     ("452 4.2.2 mailbox full", RetryableError),
     ("554 5.7.1 relay denied", PermanentError),
+    # a 550 that says the sender or the message is refused, not the address: no bounce of the address
+    ("550 5.7.1 Relaying denied", PermanentError),
+    ("550 5.2.2 mailbox full", PermanentError),
+    ("550 5.1.1 no such user", InvalidRecipient),
+    ("553 5.1.3 bad address syntax", InvalidRecipient),
+    ("550 mailbox unavailable", InvalidRecipient),  # no enhanced code: the reply code says it
 ])
 def test_recipient_replies_map_to_errors(server, reply, error):
     server.handler.replies["x@example.com"] = reply

@@ -514,7 +514,7 @@ def test_postgres_schema_migrations_and_indexes(pg_url):
                                   (s.schema,))}
         assert tables == {"schema_migrations", "profiles", "identities", "messages", "actions", "instances", "outbox",
                           "inbox", "inbox_failed", "partitions", "workers", "schedule_runs", "forgotten", "trail",
-                          "erasure", "models", "model_claims"}
+                          "erasure", "models", "model_claims", "pauses", "pause_log"}
         assert q("SELECT count(*) FROM information_schema.tables WHERE table_name = 'profiles' "
                  "AND table_schema = 'public'").fetchone() == (0,)  # nothing outside its schema
         assert q("SELECT collation_name FROM information_schema.columns WHERE table_schema = %s "

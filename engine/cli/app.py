@@ -11,6 +11,7 @@ import gc
 
 import typer
 
+from .admin import admin_app
 from .check import check_command
 from .diff import diff_command
 from .explain import explain_command
@@ -35,6 +36,7 @@ for name, command in (("check", check_command), ("graph", graph_command), ("expl
                       ("fmt", fmt_command), ("render", render_command), ("serve", serve_command), ("replay", replay_command),
                       ("migrate", migrate_command)):
     app.command(name)(command)
+app.add_typer(admin_app, name="admin")  # journeys admin ...: against a running daemon (engine.cli.admin)
 
 
 def _version(value: bool) -> None:

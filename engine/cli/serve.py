@@ -26,6 +26,12 @@ def serve_command(
     project: Path = typer.Argument(Path("."), help="The project directory (with journeys.toml)."),
     host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", help="The TCP port of the ingest and the health checks."),
+    admin_port: Optional[int] = typer.Option(None, "--admin-port", min=1, max=65535,
+                                             help="Serve the operator's routes (/admin/..., /metrics, /openapi.json, "
+                                             "the console) on this port instead of the public one (still behind "
+                                             "JOURNEYS_ADMIN_TOKEN); the public port then answers 404 for them."),
+    admin_host: str = typer.Option("127.0.0.1", "--admin-host",
+                                   help="The address of --admin-port's listener (loopback by default)."),
     store: Optional[str] = typer.Option(None, "--store", help="The store: sqlite:///path.db, or postgresql://user@host/db?schema=name "
                                         "(several workers may share it); default: journeys.toml [store] url, relative to the project."),
     log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format", envvar="JOURNEYS_LOG_FORMAT",
@@ -48,6 +54,8 @@ def serve_command(
     from ._common import existing, project_errors, usage_error
 
     existing(project)
+    if admin_port is not None and admin_port == port:
+        raise usage_error(f"--admin-port {admin_port}: the public --port; give the operator's routes a port of their own")
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         loaded, compiled = load_checked(project)
@@ -70,7 +78,8 @@ def serve_command(
     from ..store.base import StoreError
 
     try:
-        code = serve(Path(loaded.root), config, Program.build(compiled), path, keys, host=host, port=port)
+        code = serve(Path(loaded.root), config, Program.build(compiled), path, keys, host=host, port=port,
+                     admin_host=admin_host, admin_port=admin_port)
     except ConfigurationError as e:
         raise usage_error(str(e))
     except StoreError as e:  # unreachable, a schema from a newer Journeys, a file another daemon serves

@@ -6,13 +6,16 @@ caps, the rule) or deferred (to a moment). Connectors never repeat these rules, 
 runs exactly these steps: its only difference is a sink that records instead of delivering.
 
 The steps are pure: they read the user's state, the journey's and the policy's rules and the time.
+What providers said about earlier messages (a hard bounce, a spam complaint, a push token gone)
+reaches them as profile traits set by events (`feedback_traits`), so the dry-run of a recorded
+log suppresses exactly what the daemon did.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from journeys.evaluation import Context
 from journeys.functions import CHANNELS
@@ -24,10 +27,59 @@ from .timing import quiet_until, zone
 
 CONSENT_TRAIT = "unsubscribed"  # true: no messages on any channel
 
+# Delivery feedback (engine.daemon.deliveries.feedback turns what providers say into these Segment-spec
+# events; a recorded log replays them in the dry-run the same): what each does to the profile is
+# `feedback_traits`, and `undeliverable` below suppresses the sends they make impossible.
+EMAIL_BOUNCED = "Email Bounced"  # {type: "hard" | "soft", reason, provider, email}
+EMAIL_MARKED_AS_SPAM = "Email Marked as Spam"  # {reason, provider}: a complaint is an opt-out of email
+PUSH_TOKEN_UNREGISTERED = "Push Token Unregistered"  # {token, reason, provider}
+BOUNCED_TRAIT = "email_bounced"  # the address that bounced hard (true: one the event did not name)
+PUSH_ADDRESS_TRAITS = ("push_token", "push_tokens", "webpush_subscriptions")  # where push connectors look
+UNDELIVERABLE = "undeliverable"  # the suppression reason of a send the feedback made impossible
+
 
 def channel_consent_trait(channel: str) -> str:
     """`email_unsubscribed`, `push_unsubscribed`, `sms_unsubscribed`: opted out of one channel."""
     return f"{channel}_unsubscribed"
+
+
+def feedback_traits(event: str, properties: Mapping[str, Any], traits: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile updates a delivery-feedback event makes (none for any other event).
+
+    - `Email Bounced`, unless its `type` is "soft": `email_bounced` = the address that bounced
+      (its `email` property), true when it names none. A soft bounce (a full mailbox, a server
+      down) changes nothing: the next message may well arrive.
+    - `Email Marked as Spam`: `email_unsubscribed` = true. Someone who calls our mail spam has
+      opted out of it, whatever the reason; mailbox providers count every further message.
+    - `Push Token Unregistered`: its `token` (an FCM token or a Web Push endpoint) leaves the
+      profile's push traits (`forget_address`)."""
+    if event == EMAIL_BOUNCED:
+        if str(properties.get("type") or "hard").strip().lower() == "soft":
+            return {}
+        address = properties.get("email")
+        return {BOUNCED_TRAIT: address.strip() if isinstance(address, str) and address.strip() else True}
+    if event == EMAIL_MARKED_AS_SPAM:
+        return {channel_consent_trait("email"): True}
+    if event == PUSH_TOKEN_UNREGISTERED:
+        token = properties.get("token")
+        return forget_address(traits, token) if isinstance(token, str) and token else {}
+    return {}
+
+
+def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:
+    """The trait updates that remove a dead push token or Web Push endpoint from a profile."""
+    updates: dict[str, Any] = {}
+    if traits.get("push_token") == dead:
+        updates["push_token"] = None
+    tokens = traits.get("push_tokens")
+    if isinstance(tokens, list) and dead in tokens:
+        updates["push_tokens"] = [t for t in tokens if t != dead]
+    subs = traits.get("webpush_subscriptions")
+    if isinstance(subs, list):
+        kept = [s for s in subs if not (s == dead or (isinstance(s, Mapping) and s.get("endpoint") == dead))]
+        if len(kept) != len(subs):
+            updates["webpush_subscriptions"] = kept
+    return updates
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +93,7 @@ class Pending:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     outcome: str  # suppressed | deferred
-    reason: str  # consent | cap | quiet hours
+    reason: str  # consent | undeliverable | cap | quiet hours
     rule: str | None = None
     until: datetime | None = None
 
@@ -69,6 +121,26 @@ def consent(action: Pending, s: Situation) -> Verdict | None:
     traits = s.state.traits
     if traits.get(CONSENT_TRAIT) is True or traits.get(channel_consent_trait(action.kind)) is True:
         return Verdict("suppressed", "consent", f"{action.kind} opt-out")
+    return None
+
+
+def undeliverable(action: Pending, s: Situation) -> Verdict | None:
+    """A message that cannot arrive is not sent (the delivery feedback's traits, `feedback_traits`):
+
+    - email while `email_bounced` holds the profile's `email` (or true): the address bounced hard.
+      A new address lifts it, with nothing to reset.
+    - push when the profile had push addresses and every one is gone (its tokens unregistered):
+      a profile that never had any push trait is left to the connector, as before."""
+    traits = s.state.traits
+    if action.kind == "email":
+        bounced = traits.get(BOUNCED_TRAIT)
+        if bounced is True or (isinstance(bounced, str) and bounced
+                               and bounced.lower() == str(traits.get("email") or "").strip().lower()):
+            return Verdict("suppressed", UNDELIVERABLE, "email bounced")
+    elif action.kind == "push":
+        present = [traits[k] for k in PUSH_ADDRESS_TRAITS if k in traits]
+        if present and not any(present):
+            return Verdict("suppressed", UNDELIVERABLE, "no push device left")
     return None
 
 
@@ -114,7 +186,7 @@ def quiet_hours(action: Pending, s: Situation) -> Verdict | None:
     return Verdict("deferred", "quiet hours", describe_quiet(held_by), moment)
 
 
-CHAIN: Sequence[Step] = (consent, caps, quiet_hours)
+CHAIN: Sequence[Step] = (consent, undeliverable, caps, quiet_hours)
 
 
 def decide(action: Pending, s: Situation, chain: Sequence[Step] = CHAIN) -> Verdict | None:

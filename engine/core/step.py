@@ -32,7 +32,8 @@ from journeys.graph import (AudienceNode, BranchNode, CompiledJourney, ExitNode,
 
 from ..models.features import merged as merged_features
 from ..models.features import observe, observe_send, seconds
-from .delivery import CONSENT_TRAIT, Pending, Situation, cap_channel, channel_consent_trait, decide
+from .delivery import (CONSENT_TRAIT, Pending, Situation, cap_channel, channel_consent_trait, decide,
+                       feedback_traits)
 from .effects import DEFERRED, SENT, SUPPRESSED, Action, Conversion, Effect, TraitChange, Transition, action_id, iso
 from .program import Program
 from .state import Instance, PendingGoal, SendRecord, UserState
@@ -255,8 +256,12 @@ class _Run:
         self.effects.append(TraitChange(self.now, self.user, key, value, inst.journey if inst else None, path))
 
     def consent_event(self, ev: Event) -> None:
-        """"Unsubscribed" / "Subscribed" events set the consent traits that delivery reads."""
+        """"Unsubscribed" / "Subscribed" events set the consent traits that delivery reads; the
+        delivery-feedback events ("Email Bounced", "Email Marked as Spam", "Push Token
+        Unregistered") the traits that make a channel undeliverable (`delivery.feedback_traits`)."""
         if ev.event not in (UNSUBSCRIBED_EVENT, SUBSCRIBED_EVENT):
+            for key, value in feedback_traits(ev.event, ev.properties, self.traits).items():
+                self.set_trait(key, value)
             return
         channel = ev.properties.get("channel")
         trait = channel_consent_trait(channel) if channel in CHANNELS else CONSENT_TRAIT

@@ -2,18 +2,28 @@
 
 All of them read and write the store on the worker thread (`Worker.submit`): the store's
 connection belongs to it, and serialising with the processor means an admin action never races
-an event of the same user.
+an event of the same user. The unsubscribe POST alone touches no store: it writes an event into
+the inbox, as the ingest does.
 
 - `GET /u/{token}`, `POST /u/{token}`: the unsubscribe link, an opaque token (`connectors.unsubscribe`:
   AES-SIV, several secrets for a rotation, and links of the earlier format while they are on).
   GET changes nothing: mail security scanners and link previews follow every link in a message,
   and would unsubscribe people who never asked. It answers a small page whose "Unsubscribe" button
   POSTs `List-Unsubscribe=One-Click` to the same URL, the very request RFC 8058 One-Click mail
-  clients send from the List-Unsubscribe header. POST records the opt-out through the engine
-  (`Engine.update_profile`: `<channel>_unsubscribed = true`, or `unsubscribed` for a channel the
-  engine does not know), so segments, exit rules and the delivery's consent check see it; a POST
-  without that body is a 400 page. A token that does not verify is a 404 page; repeating a link
-  changes nothing more. The POST's body is read through the ingest's `read_body`, at most
+  clients send from the List-Unsubscribe header. POST records the opt-out as an event in the
+  inbox, `{"type": "track", "event": "Unsubscribed", "properties": {"channel": <channel>,
+  "source": "link"}}` on the link's user, through the ingest's group commit (the delivery
+  feedback's `track_call` and `rows`), and answers once it is committed. The engine takes it as
+  any event (`<channel>_unsubscribed = true`, or `unsubscribed` for a channel it does not know),
+  so segments, exit rules and the delivery's consent check see it; and because it is in the
+  inbox, a dry-run of the inbox (`journeys simulate`, `journeys replay`) suppresses the sends the
+  daemon suppressed, which an update made behind the inbox's back would not. Its messageId is a
+  hash of the user, the channel and the minute of the click: a double click or a One-Click
+  client's retry is one event (the engine drops repeats), while a click after the user
+  subscribed again is a new opt-out, not a repeat. A forgotten user's click is dropped by the
+  processor (`event_filter`), as every event naming them. A POST without that body is a 400
+  page; an inbox that cannot be written, a 503 page asking to try again. A token that does not
+  verify is a 404 page. The POST's body is read through the ingest's `read_body`, at most
   `UNSUBSCRIBE_MAX_BYTES` (1,000: the One-Click body is 26 bytes, a multipart form of it a few
   hundred): a longer one is a JSON 413 (`payload_too_large`), refused from Content-Length before
   anything is read, or as soon as a chunked body passes the limit. The route is public: it must
@@ -33,7 +43,7 @@ an event of the same user.
 
 The user view's recent actions join two things: the engine's decision (the action log's
 `outcome`; an audience change that passed is `updated`, not `sent`) and what became of its
-delivery (`status`, from the action's outbox entries: see `_fate`).
+delivery (`status`, from the action's outbox entries: see `fate`).
 
 The trace (`/admin/users/{id}/trace`) is what `journeys simulate --trace USER` prints, about live
 traffic: the newest `limit` (default 100, at most 1000) rows of the user's trail (`engine.daemon.trail`,
@@ -62,7 +72,7 @@ import asyncio
 import html
 import logging
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 import orjson
@@ -72,6 +82,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..store import sql
 from . import erasure
+from .admin import schemas
 from .admin.auth import AdminAuth, bearer, matches
 from .admin.auth import error as _error
 from .erasure import forget  # DELETE /admin/users/{id}, with the admin API's reads and writes
@@ -82,6 +93,7 @@ TIMEOUT = 30.0  # seconds a request waits for the worker
 RECENT_ACTIONS = 50
 TRACE_LIMIT = 100  # trail rows a trace shows unless `limit` says otherwise
 UNSUBSCRIBE_MAX_BYTES = 1000  # the body of POST /u/{token}: "List-Unsubscribe=One-Click", in a form
+ADMIN_ERRORS = {400: "A parameter is not valid (`field` names it).", 404: "Nothing by that id."}
 
 
 # ---------------------------------------------------------------------- tombstones
@@ -102,10 +114,6 @@ def event_filter(conn: Any) -> Callable[[Sequence[Any]], list[bool]]:
     return keep
 
 
-def _is_forgotten(conn: Any, uid: str) -> bool:
-    return bool(erasure.tombstoned(conn, [erasure.keyed(erasure.key(conn), uid)]))
-
-
 def _aliases(conn: Any, uid: str) -> set[str]:
     """The ids `identities` links to the profile `uid`."""
     return {a for (a,) in sql.execute(conn, "SELECT alias FROM identities WHERE user_id = ?", (uid,))}
@@ -116,7 +124,7 @@ def _aliases(conn: Any, uid: str) -> set[str]:
 # config), run on the worker thread by the routes below; tested on both stores directly
 # (tests/test_daemon_pg_tables.py).
 
-_ACTION_COLUMNS = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
+ACTION_COLUMNS = ("id", "time", "journey", "version", "path", "kind", "target", "outcome", "reason", "rule")
 
 
 def user_view(store: Any, outbox: Any, any_id: str) -> dict[str, Any] | None:
@@ -156,37 +164,38 @@ def journey_counts(conn: Any) -> dict[str, Any]:
 def recent_actions(conn: Any, outbox: Any, uid: str) -> list[dict[str, Any]]:
     """The user's newest actions (RECENT_ACTIONS), each the engine's decision joined with what
     became of its delivery: `outcome` is the decision (`updated` for an audience change that
-    passed), `status` the delivery's fate (see `_fate`), `deliveries` its outbox entries, one per
+    passed), `status` the delivery's fate (see `fate`), `deliveries` its outbox entries, one per
     connector the action went to."""
     from ..core.effects import DEFERRED, reported_outcome
     from ..store.serialize import utc_text
 
-    rows = sql.execute(conn, f'SELECT {", ".join(_ACTION_COLUMNS)}, json FROM actions WHERE "user" = ? '
+    rows = sql.execute(conn, f'SELECT {", ".join(ACTION_COLUMNS)}, json FROM actions WHERE "user" = ? '
                              "ORDER BY time DESC, id DESC LIMIT ?", (uid, RECENT_ACTIONS)).fetchall()
     entries: dict[str, list[Any]] = {}
     for e in outbox.of_actions([r[0] for r in rows]):
         entries.setdefault(e.action_id, []).append(e)
     out = []
     for *columns, raw in rows:
-        a = dict(zip(_ACTION_COLUMNS, columns))
+        a = dict(zip(ACTION_COLUMNS, columns))
         outcome, mine = reported_outcome(a["kind"], a["outcome"]), entries.get(a["id"], [])
         until = orjson.loads(raw).get("until") if outcome == DEFERRED and raw else None
         out.append({**a, "time": sql.text_time(a["time"]), "outcome": outcome,
-                    "until": until and utc_text(datetime.fromisoformat(until)), **_fate(outcome, mine),
+                    "until": until and utc_text(datetime.fromisoformat(until)), **fate(outcome, mine),
                     "deliveries": [_entry_json(e) for e in mine]})
     return out
 
 
-def _fate(outcome: str, entries: Sequence[Any]) -> dict[str, Any]:
+def fate(outcome: str, entries: Sequence[Any]) -> dict[str, Any]:
     """What became of an action: `status` with the `error`, `attempts` and `next_try` of the
     delivery furthest from done. Suppressed and deferred actions have no delivery; a passed one is
     `failed` when an entry will not be retried (failed or dead: a dead letter), else `retrying`
     when an attempt failed and another is coming, `pending` when none failed yet (not attempted, in
     flight, or waiting in a batch), and `sent` (`updated` for an audience) once every entry is
     delivered; `unknown` when no entry is left (no connector took it, or its record is past
-    `[serve] outbox_days`)."""
+    `[serve] outbox_days`); `held` while an operator's pause holds it, `dropped` (the pause as its
+    `error`) once the resume dropped it."""
     from ..core.effects import DEFERRED, SUPPRESSED
-    from ..store.outbox import DEAD_LETTERS, DELIVERED, PENDING
+    from ..store.outbox import DEAD_LETTERS, DELIVERED, DROPPED, HELD, PENDING
     from ..store.serialize import utc_text
 
     if outcome in (SUPPRESSED, DEFERRED) or not entries:
@@ -194,6 +203,7 @@ def _fate(outcome: str, entries: Sequence[Any]) -> dict[str, Any]:
         return {"status": status, "error": None, "attempts": 0, "next_try": None}
     worst = min(entries, key=lambda e: (e.state not in DEAD_LETTERS, not e.last_error, e.state == DELIVERED))
     status = ("failed" if worst.state in DEAD_LETTERS else outcome if worst.state == DELIVERED
+              else worst.state if worst.state in (HELD, DROPPED)  # an operator's pause (engine.daemon.admin.pause_store)
               else "retrying" if worst.last_error else "pending")
     return {"status": status, "error": worst.last_error, "attempts": worst.attempts,
             "next_try": utc_text(worst.next_at) if worst.state == PENDING else None}
@@ -263,13 +273,16 @@ def add_routes(app: Any, worker: Any) -> None:
     from connectors.unsubscribe import Keys
     from journeys.functions import CHANNELS
 
-    from ..core.delivery import CONSENT_TRAIT, channel_consent_trait
+    from ..core.step import UNSUBSCRIBED_EVENT
     from ..store.outbox import DEAD, DEAD_LETTERS, FAILED
     from . import trail
+    from .deliveries.feedback import rows as inbox_rows
+    from .deliveries.feedback import track_call
     from .ingest import Refused, _header_key, read_body
 
     env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
     profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
+    commit = app.state.group_commit  # the ingest's: the unsubscribe link's event goes into the inbox
 
     async def on_worker(fn: Callable[[], Any]) -> Any:
         return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)
@@ -293,25 +306,14 @@ def add_routes(app: Any, worker: Any) -> None:
     def what(channel: str) -> str:
         return f"{channel} messages" if channel in CHANNELS else "messages"
 
-    async def unsubscribe(token: str) -> tuple[str, str] | None:
-        found = verified(token)
-        if found is None:
-            return None
-        user, channel = found
-        trait = channel_consent_trait(channel) if channel in CHANNELS else CONSENT_TRAIT
-
-        def record() -> None:
-            store = worker.store
-            uid = store.resolve(user) or user
-            if _is_forgotten(store.conn, user) or _is_forgotten(store.conn, uid):
-                return  # nothing to unsubscribe: the profile is erased and stays so
-            state = store.load(uid)
-            if state is not None and state.traits.get(trait) is True:
-                return  # already unsubscribed: nothing to record again
-            worker.engine.update_profile(uid, {trait: True}, "unsubscribe link")
-
-        await on_worker(in_transaction(record))
-        return found
+    async def unsubscribe(user: str, channel: str) -> None:
+        """Write the opt-out into the inbox; back once it is committed (durable, the worker woken)."""
+        now = datetime.now(timezone.utc)
+        # a repeat in the same minute is one event; a click after the user subscribed again, a new one
+        click = (user, channel, now.strftime("%Y-%m-%dT%H:%M"))
+        call = track_call(user, UNSUBSCRIBED_EVENT, {"channel": channel, "source": "link"}, now, click,
+                          origin="unsubscribe")
+        await commit.submit(inbox_rows([call], now))
 
     async def confirm_page(token: str) -> Response:
         found = verified(token)
@@ -328,9 +330,15 @@ def add_routes(app: Any, worker: Any) -> None:
         body = raw.decode("utf-8", "replace")
         if "List-Unsubscribe=One-Click" not in body:
             return _page("Bad request", "Expected List-Unsubscribe=One-Click (RFC 8058).", 400)
-        found = await unsubscribe(token)
+        found = verified(token)
         if found is None:
             return _not_found()
+        try:
+            await unsubscribe(*found)
+        except Exception as exc:  # noqa: BLE001 - the page says so; the user (or the mail client) tries again
+            log.error("unsubscribe link: the inbox could not store the opt-out: %s", exc)
+            return _page("Please try again", "We could not record your request just now. Please try again "
+                                             "in a few minutes.", 503)
         return _page("You are unsubscribed", f"You will not receive any more {what(found[1])} from us.")
 
     app.add_api_route("/u/{token}", confirm_page, methods=["GET"], include_in_schema=False)
@@ -357,7 +365,11 @@ def add_routes(app: Any, worker: Any) -> None:
         return JSONResponse(found, headers={"Cache-Control": "no-store"})
 
     app.add_api_route("/v1/profile/{user_id:path}", profile, methods=["GET"], tags=["profile"],
-                      summary="A profile's traits")
+                      summary="A profile's traits", responses={
+                          200: {"model": schemas.Profile, "description": "The profile (by its id or an alias)."},
+                          401: {"model": schemas.DaemonError, "description": "No profile key, or an unknown one."},
+                          404: {"model": schemas.DaemonError,
+                                "description": "No such profile, or the profile API is off (no profile_keys_env)."}})
 
     # ------------------------------------------------------------------ admin API
 
@@ -450,14 +462,19 @@ def add_routes(app: Any, worker: Any) -> None:
             return _error(400, "user: the id whose trace to read, as ?user=ID", "user")
         return await admin_trace(user_id, request)
 
-    for path, endpoint, method in (
-            ("/admin/trace", admin_trace_by_query, "GET"),
-            ("/admin/users/{user_id:path}/trace", admin_trace, "GET"),  # before the user view's path
-            ("/admin/users/{user_id:path}", admin_user, "GET"),
-            ("/admin/users/{user_id:path}", admin_forget, "DELETE"),
-            ("/admin/journeys", admin_journeys, "GET"),
-            ("/admin/dead-letters", admin_dead_letters, "GET"),
-            ("/admin/dead-letters/{entry_id:path}/retry", admin_retry, "POST"),
-            ("/admin/inbox/failed", admin_failed, "GET"),
-            ("/admin/inbox/failed/{seq}/retry", admin_requeue, "POST")):
-        app.add_api_route(path, endpoint, methods=[method], tags=["admin"], include_in_schema=False)
+    # (path, endpoint, method, the 200's model, the other answers it can give; 401 and 403: every
+    # admin route, engine.daemon.admin.openapi)
+    for path, endpoint, method, model, errors in (
+            ("/admin/trace", admin_trace_by_query, "GET", schemas.Trace, {400, 404}),
+            ("/admin/users/{user_id:path}/trace", admin_trace, "GET", schemas.Trace, {400, 404}),  # before the user view's
+            ("/admin/users/{user_id:path}", admin_user, "GET", schemas.UserView, {404}),
+            ("/admin/users/{user_id:path}", admin_forget, "DELETE", schemas.Forgotten, set()),
+            ("/admin/journeys", admin_journeys, "GET", schemas.JourneyCounts, set()),
+            ("/admin/dead-letters", admin_dead_letters, "GET", schemas.DeadLetters, {400}),
+            ("/admin/dead-letters/{entry_id:path}/retry", admin_retry, "POST", schemas.Retried, {404}),
+            ("/admin/inbox/failed", admin_failed, "GET", schemas.FailedMessages, set()),
+            ("/admin/inbox/failed/{seq}/retry", admin_requeue, "POST", schemas.Requeued, {400, 404})):
+        responses: dict[int | str, dict[str, Any]] = {200: {"model": model, "description": "Done."}}
+        responses.update({status: {"model": schemas.DaemonError, "description": ADMIN_ERRORS[status]}
+                          for status in errors})
+        app.add_api_route(path, endpoint, methods=[method], tags=["admin"], responses=responses)

@@ -63,6 +63,18 @@ the daemon supplies it. Then the time must be plausible:
 log (`create_app(historical=True)`): there the receipt is not the log's now, and the times are
 held to the engine's range only (2000-01-01 to 2100-01-01), as the dry-run holds them.
 
+Browsers (CORS): `[ingest] cors_origins` in journeys.toml lists the web origins whose pages may
+send events (none by default; "*" for any). For them, on the ingest's paths only, Starlette's
+CORSMiddleware (`browser_access`) answers the preflight (OPTIONS: POST, the headers
+Authorization, Content-Type and Content-Encoding, kept `CORS_MAX_AGE` seconds) and puts
+`Access-Control-Allow-Origin` (the origin itself) on every answer to an allowed origin, errors
+included, with `Vary: Origin` on all; it sits in `IngestApp.__call__`, before the fast path, so the
+POSTs that skip FastAPI get it too. A browser sends the write key as analytics.js does, `writeKey`
+in a `text/plain` JSON body (a "simple" request, no preflight: the body is parsed whatever its
+Content-Type), or as an HTTP Basic header (preflighted). CORS is not the check: the write key is
+(it ships in the page anyway); CORS only decides which sites' scripts may read the answers and
+send the preflighted requests.
+
 Group commit: a request is answered only after its events are committed, and concurrent requests
 share the commit. `GroupCommit` collects the rows of every request that arrives within `max_delay`
 (2 ms) of the first, or until `max_rows`, writes them in one transaction on the inbox's own
@@ -529,8 +541,16 @@ class IngestApp(FastAPI):
     lifespan, other methods) goes through FastAPI as usual."""
 
     ingest_paths: dict[str, str | None] = {}
+    browsers: Any = None  # `browser_access`: CORS around `_direct` for the ingest's paths, when configured
+    browser_paths: frozenset[str] = frozenset()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.browsers is not None and scope["type"] == "http" and scope["path"] in self.browser_paths:
+            await self.browsers(scope, receive, send)  # preflights answered there; the rest back to _direct
+            return
+        await self._direct(scope, receive, send)
+
+    async def _direct(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             kind = self.ingest_paths.get(scope["path"], _NOT_INGEST)
             if kind is not _NOT_INGEST:
@@ -573,7 +593,7 @@ class IngestApp(FastAPI):
 def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str], *,
                max_delay: float = 0.002, max_rows: int = 10_000, synchronous: str = "FULL",
                max_batch_events: int = MAX_BATCH_EVENTS, fast_path: bool = True,
-               historical: bool = False) -> IngestApp:
+               historical: bool = False, openapi_url: str | None = "/openapi.json") -> IngestApp:
     """The ingest as an ASGI app writing to the inbox in `store_path` (a path or sqlite:/// URL, or
     a postgresql:// URL: the inbox every worker of a cluster shares).
 
@@ -582,7 +602,9 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
     connection's SQLite setting (FULL: an answered event survives a power loss). `fast_path=False`
     routes the calls through FastAPI too (same answers, slower: for tests and benchmarks).
     `historical=True` (`journeys replay`, which sends a recorded log): the calls' times are held to
-    the engine's range only, as the dry-run holds them, not set to the receipt time when later."""
+    the engine's range only, as the dry-run holds them, not set to the receipt time when later.
+    `openapi_url=None`: no open /openapi.json (`journeys serve` serves it behind the admin token,
+    engine.daemon.admin.openapi)."""
     keys = _Keys(write_keys)
     future = None if historical else timedelta(seconds=config.ingest.future_tolerance_seconds)
     if not keys.keys:
@@ -606,7 +628,7 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
 
     app = IngestApp(title=f"{config.project.name} ingest", version="1",
                   description="Segment-compatible HTTP Tracking API of the journeys daemon.",
-                  lifespan=lifespan, docs_url=None, redoc_url=None)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=openapi_url)
     app.state.group_commit = commit
     _json_errors(app)
 
@@ -660,6 +682,7 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
 
     app.accept = accept
     app.ingest_paths = {}
+    app.browsers = browser_access(app, config.ingest.cors_origins)
 
     def route(path: str, kind: str | None, shown: bool) -> None:
         if fast_path:
@@ -686,6 +709,7 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
     for short, kind in SHORT.items():
         route(f"/v1/{short}", kind, False)
     route("/v1/b", None, False)
+    app.browser_paths = frozenset(f"/v1/{p}" for p in (*CALLS, "batch", *SHORT, "b"))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -695,15 +719,30 @@ def create_app(config: ProjectConfig, store_path: str, write_keys: Iterable[str]
                                          ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {})
             components.setdefault("schemas", {}).update(defs.get("$defs", {}))
-            components["securitySchemes"] = {"writeKey": {
-                "type": "http", "scheme": "basic",
-                "description": "The write key as the user name, an empty password (or `writeKey` in the body)."}}
-            schema["security"] = [{"writeKey": []}]
-            app.openapi_schema = schema
+            from .admin.openapi import secure
+
+            app.openapi_schema = secure(schema)  # each operation's credential, by its tag
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+CORS_MAX_AGE = 7200  # seconds a browser may keep a preflight's answer (Chromium keeps at most 2 hours)
+
+
+def browser_access(app: IngestApp, origins: list[str]) -> Any:
+    """CORS for the ingest's paths (see the module docstring), Starlette's CORSMiddleware around
+    the app's `_direct`: None when `[ingest] cors_origins` names no origin (browsers are then
+    refused by their own rules: a preflight is a 405, an answer carries no
+    Access-Control-Allow-Origin)."""
+    if not origins:
+        return None
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(app._direct, allow_origins=origins, allow_methods=["POST"],
+                          allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+                          expose_headers=["Retry-After"], max_age=CORS_MAX_AGE)
 
 
 def _json_errors(app: FastAPI) -> None:

@@ -40,11 +40,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Hashable, Iterator
 
+from fastapi import Request  # at module level, as Response: the route's annotations name them
 from prometheus_client import (CollectorRegistry, GCCollector, Histogram, PlatformCollector, ProcessCollector,
                                disable_created_metrics)
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from starlette.responses import PlainTextResponse, Response
 
 from ..store import sql
 from ..store.outbox import DEAD_LETTERS, OPEN, _from_t
@@ -118,11 +120,14 @@ def _figures(conn: Any, last: int, processed: int) -> dict[str, Any]:
     if isinstance(oldest, str):  # SQLite's text; PostgreSQL's timestamptz
         oldest = _from_t(oldest)
     failed = sql.execute(conn, "SELECT count(*) FROM inbox_failed").fetchone()[0]
-    return dict(last=last, processed=processed, due=due, waiting=waiting, states=states, failed=failed,
+    from .admin.pause_store import count
+
+    paused = count(conn)  # the emergency stop's pauses in force
+    return dict(last=last, processed=processed, due=due, waiting=waiting, states=states, failed=failed, paused=paused,
                 oldest_age=0.0 if oldest is None else max(0.0, (now_dt - oldest).total_seconds()))
 
 
-def _store_figures(path: str) -> dict[str, Any]:
+def store_figures(path: str) -> dict[str, Any]:
     """Figures read from the store on a connection of the HTTP thread's own: a read-only SQLite
     connection, or one of the PostgreSQL store's reader pool (engine.daemon.read_pool).
 
@@ -193,7 +198,7 @@ class JourneysCollector:
         worker = self.worker
         counts = worker.counts.snapshot()
         try:
-            fig: dict[str, Any] | None = _store_figures(worker.path)
+            fig: dict[str, Any] | None = store_figures(worker.path)
         except Exception as exc:  # noqa: BLE001 - sqlite3's, psycopg's or the pool's: /metrics still answers
             log.warning("metrics: the store could not be read: %s", exc)
             fig = None
@@ -264,6 +269,12 @@ class JourneysCollector:
         yield _gauge("journeys_inbox_failed",
                      "Messages set aside because the engine could not take them (GET /admin/inbox/failed).",
                      fig["failed"])
+        yield _gauge("journeys_paused_journeys",
+                     "Journeys whose sends an operator paused (a pause of every send, *, counts as one; "
+                     "GET /admin/pauses lists them).", fig["paused"])
+        yield _gauge("journeys_held_sends",
+                     "Outbox entries held by a pause, waiting for a resume to release or drop them.",
+                     states.get("held", 0))
 
     def _deliveries(self, deliveries: Any) -> Iterator[Metric]:
         """The attempts this worker's deliveries made (in its process or their own), and circuits."""
@@ -357,20 +368,29 @@ def render_metrics(worker: Any, reloader: Any = None) -> str:
     return generate_latest(registry(worker, reloader, platform=False)).decode()
 
 
-def add_metrics(app: Any, worker: Any, reloader: Any = None) -> CountRequests:
-    """GET /metrics, in the format the scraper asks for (Prometheus text, or OpenMetrics); returns
-    the app to serve: `app` with its requests counted."""
+def add_metrics(app: Any, worker: Any, reloader: Any = None, auth: Any = None) -> CountRequests:
+    """GET /metrics, in the format the scraper asks for (Prometheus text, or OpenMetrics), behind
+    the admin token when `auth` (an engine.daemon.admin.auth.AdminAuth) is given, as `journeys
+    serve` gives it: Prometheus sends it (`authorization: credentials_file:` in the scrape config,
+    docs/deployment.md). Returns the app to serve: `app` with its requests counted."""
     from starlette.concurrency import run_in_threadpool
-    from starlette.responses import Response
 
     reg = registry(worker, reloader)
     requests = PromCounter("journeys_http_requests", "HTTP requests answered, by route, method and status code.",
                            ("route", "method", "code"), registry=reg)
 
-    async def metrics(request: Any) -> Response:
+    async def metrics(request: Request) -> Response:
+        if auth is not None and (refused := auth.refusal(request)) is not None:
+            return refused
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         body = await run_in_threadpool(encoder, reg)  # the store is read: off the event loop
         return Response(body, media_type=content_type)
 
-    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    text = {"schema": {"type": "string"}}
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["admin"], summary="Prometheus metrics",
+                      response_class=PlainTextResponse,  # documented as text, not FastAPI's default JSON
+                      description="Prometheus' text format 0.0.4, or OpenMetrics 1.0 when the Accept header asks "
+                                  "for it (docs/deployment.md lists every metric).",
+                      responses={200: {"description": "The metrics.",
+                                       "content": {"text/plain": text, "application/openmetrics-text": text}}})
     return CountRequests(app, requests)

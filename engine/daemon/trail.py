@@ -224,6 +224,14 @@ class Trail:
         return deleted
 
 
+def add_lines(conn: Any, user: str, time: datetime, lines: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Lines that are no engine effect (an operator's resume dropped or released a user's held
+    send: engine.daemon.admin.pause_store), as one row in `user`'s trail, each `(line, fields)`: the
+    form `read` answers as it is. Inside the caller's transaction."""
+    if lines:
+        sql.execute(conn, _INSERT, (user, sql.moment(conn, time), len(lines), _dumps([[line, dict(f)] for line, f in lines])))
+
+
 def _delete(conn: Any, where: str, params: Sequence[Any]) -> int:
     """Delete the rows `where` says; returns how many lines they held."""
     lines = sql.execute(conn, f"SELECT coalesce(sum(n), 0) FROM trail WHERE {where}", params).fetchone()[0]
@@ -262,3 +270,9 @@ def forget(conn: Any, ids: Iterable[str]) -> int:
     if not ids:
         return 0
     return _delete(conn, f"user_id IN ({sql.marks(len(ids))})", ids)
+
+
+def effects(raw: str | bytes) -> list[Effect]:
+    """The effects one stored row holds, as the sink wrote them (the console counts them per
+    journey and step); a row of an older daemon (`[line, fields]` records) holds none it can read."""
+    return [_effect(record) for record in orjson.loads(raw) if not isinstance(record[0], str)]

@@ -6,6 +6,9 @@
     GET /healthz, /readyz, /metrics         inbox messages → engine.take ─► poke ─► outbox due →
     /u/..., /v1/profile, /admin/... ─► submit (jobs between rounds)                 connectors
 
+`build_app` makes the HTTP side, `serve` runs it: on one port, or with `--admin-port` the
+operator's routes (engine.daemon.admin.surface) on a second listener of the same event loop.
+
 The worker thread runs the processor and the timers, in turn: a SQLite connection belongs to one
 thread, and serialising them means a timer and an event of the same user never race. The ingest
 writes the inbox on its own connection (its group-commit thread). Deliveries run on a thread and
@@ -48,6 +51,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from fastapi import Request  # at module level, as the responses: the routes' annotations name them
+from fastapi.responses import JSONResponse, Response
 from ..core.effects import Action, Effect, Received, Transition, reported_outcome
 from ..core.step import PARKED
 from ..runtime.clock import Clock, SystemClock
@@ -233,18 +238,12 @@ class Worker:
             self.training.start()
         if not self.deliver:
             return
-
-        def on_stale(uid: str, connector: str, dead: str) -> None:
-            self.submit(lambda: self.forget_address(uid, connector, dead))
-
         if self.config.serve.deliveries == "process" and isinstance(self.clock.clock, SystemClock):
             from .deliveries.process import DeliveryProcess
 
-            self.deliveries = DeliveryProcess(self.root, self.config, self.path, on_stale=on_stale,
-                                              environ=self.environ)
+            self.deliveries = DeliveryProcess(self.root, self.config, self.path, environ=self.environ)
         else:  # a virtual clock cannot cross to another process
-            self.deliveries = DeliveryLoop(self.root, self.config, self.path, self.clock, on_stale=on_stale,
-                                           environ=self.environ)
+            self.deliveries = DeliveryLoop(self.root, self.config, self.path, self.clock, environ=self.environ)
         try:
             self.deliveries.start()
         except BaseException:
@@ -327,6 +326,8 @@ class Worker:
                     self.outbox = SqliteOutbox(store.conn)
                 from .api import event_filter
                 self.keep = event_filter(store.conn)  # drops events of forgotten users
+                from .admin.pause_store import create as create_pauses
+                create_pauses(store.conn)  # SQLite: the emergency stop's tables, before the deliveries read them
 
             def unroutable(action: Action, why: str) -> None:
                 log.warning("action %s (%s %s) not delivered: %s", action.id, action.kind, action.target, why)
@@ -386,19 +387,6 @@ class Worker:
         if done and self.deliveries is not None:
             self.deliveries.poke()
         return done
-
-    def forget_address(self, uid: str, connector: str, dead: str) -> None:
-        """A provider said a push token or address is gone: the engine removes it from the profile."""
-        from .deliveries.dispatch import forget_address
-
-        store = self.store
-        state = store.load(store.resolve(uid) or uid)
-        if state is None:
-            return
-        updates = forget_address(state.traits, dead)
-        if updates:
-            with store.transaction():
-                self.engine.update_profile(uid, updates, f"{connector}: {dead} is no longer valid")
 
     def _upkeep(self) -> list[tuple[str, float, Callable[[], Any]]]:
         """The housekeeping jobs (engine.daemon.housekeeping), each run on this worker's thread; True
@@ -642,16 +630,20 @@ def inbox_position(path: str) -> tuple[int, int]:
         conn.close()
 
 
-def add_health(app: Any, worker: Worker) -> None:
-    """GET /healthz: the process answers. GET /readyz: the store is open, both loops run, the
-    processor finished a round in the last `STALLED_AFTER` seconds (a wedged worker takes the
-    instance out of the load balancer), and how far it is behind the inbox (503 when not ready)."""
-    from fastapi.responses import JSONResponse
+def add_health(app: Any, worker: Worker, auth: Any) -> None:
+    """GET /healthz: the process answers. GET /readyz: `{"ready": true}` when the store is open,
+    both loops run, the processor finished a round in the last `STALLED_AFTER` seconds (a wedged
+    worker takes the instance out of the load balancer) and the inbox can be read; 503 and
+    `{"ready": false}` otherwise. Public, and nothing more: a load balancer needs the status, and a
+    stranger must not learn the journeys' names, the counts or a reload's errors. GET
+    /admin/readyz, behind the admin token (`auth`, an AdminAuth): the same decision with why, the
+    inbox lag, the counts, the journeys' versions and the last reload's errors."""
+    from .admin.schemas import DaemonError, Health, Readiness, Ready
 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    def readyz() -> JSONResponse:
+    def readiness() -> tuple[bool, dict[str, Any]]:
         mono = time.monotonic()
         deliveries = worker.deliveries
         running = worker.running and deliveries is not None and deliveries.running
@@ -678,10 +670,44 @@ def add_health(app: Any, worker: Worker) -> None:
 
         body.update(readyz_fields(worker, worker.reloader))
         body["ready"] = ready
+        return ready, body
+
+    def readyz() -> JSONResponse:
+        ready, _ = readiness()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    def admin_readyz(request: Request) -> Response:
+        if (refused := auth.refusal(request)) is not None:
+            return refused
+        ready, body = readiness()
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"], summary="The process answers",
+                      responses={200: {"model": Health, "description": "Always, while the process serves."}})
+    app.add_api_route("/readyz", readyz, methods=["GET"], tags=["health"], summary="Ready for traffic",
+                      responses={200: {"model": Ready, "description": "Ready."},
+                                 503: {"model": Ready, "description": "Not ready: take it out of the load balancer."}})
+    app.add_api_route("/admin/readyz", admin_readyz, methods=["GET"], tags=["admin"],
+                      summary="Why the daemon is (not) ready, and what it runs",
+                      responses={200: {"model": Readiness, "description": "Ready."},
+                                 503: {"model": Readiness, "description": "Not ready, and why."},
+                                 401: {"model": DaemonError, "description": "No admin token, or a wrong one."}})
+
+
+def _admin_server(config: Any) -> Any:
+    """uvicorn's Server for the admin listener, leaving the signals to the public server's: it is
+    stopped when that one stops (`serve`); two servers capturing SIGTERM in turn would each
+    restore the other's handler and raise the signal again."""
+    import contextlib
+
+    import uvicorn
+
+    class AdminServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    return AdminServer(config)
 
 
 def banner(worker: Any, address: str, path: str) -> None:
@@ -694,26 +720,74 @@ def banner(worker: Any, address: str, path: str) -> None:
              extra={"address": address, "store": store, "journeys": names})
 
 
-def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable[str], *,
-          host: str = "127.0.0.1", port: int = 8080, environ: dict[str, str] | None = None,
-          log_level: str = "warning") -> int:
-    """Run the daemon until SIGTERM or SIGINT; returns the exit code (0 after a clean stop)."""
-    import uvicorn
-
+def build_app(worker: Worker, write_keys: Iterable[str]) -> Any:
+    """The daemon's ASGI app as `journeys serve` serves it, for a started worker: the ingest, the
+    health checks, /metrics, the unsubscribe, profile and admin routes, and /openapi.json behind
+    the admin token. Returned wrapped by the metrics' request counter; its `.app` is the FastAPI
+    app, whose routes tests/test_operator_surface.py walks (engine.daemon.admin.surface)."""
+    from .admin.auth import AdminAuth
+    from .admin.console import add_console_routes
+    from .admin.openapi import add_openapi
+    from .admin.pauses import add_pause_routes
     from .api import add_routes
+    from .deliveries.webhooks import add_feedback_routes
     from .ingest import create_app
     from .metrics import add_metrics
+
+    auth = AdminAuth(worker.environ if worker.environ is not None else os.environ)
+    app = create_app(worker.config, worker.path, write_keys, openapi_url=None)
+    _signal_ingest(app, worker.wake, None if worker.partitions is None else (lambda: worker.partitions.owned))
+    add_health(app, worker, auth)
+    served = add_metrics(app, worker, worker.reloader, auth)  # the app, its requests counted for /metrics
+    add_routes(app, worker)
+    add_feedback_routes(app, worker)  # bounces and complaints: public paths with their own credentials
+    add_pause_routes(app, worker)
+    add_console_routes(app, worker)
+    add_openapi(app, auth)
+    return served
+
+
+def listen(host: str, port: int) -> Any:
+    """A listening TCP socket (IPv6 when `host` is an IPv6 address), bound before serving: a port
+    in use is an OSError here, said in one line, not uvicorn's exit from inside its loop."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable[str], *,
+          host: str = "127.0.0.1", port: int = 8080, environ: dict[str, str] | None = None,
+          log_level: str = "warning", admin_host: str = "127.0.0.1", admin_port: int | None = None) -> int:
+    """Run the daemon until SIGTERM or SIGINT; returns the exit code (0 after a clean stop).
+
+    `admin_port`: the operator's routes (engine.daemon.admin.surface) on a listener of their own at
+    `admin_host:admin_port`, still behind the admin token, and not on the public port (a 404
+    there). It is a second uvicorn server on the same event loop, serving the same app (its
+    lifespan, the ingest's group commit, is the public server's): the same worker, the same
+    counts."""
+    import asyncio
+
+    import uvicorn
+
+    from .admin.surface import Only
     from .reload import Reloader
 
     worker = Worker(root, config, program, path, environ=environ)
     worker.reloader = Reloader(root)
     worker.start()  # opens the store (and creates its tables) before the ingest opens the inbox
     try:
-        app = create_app(config, path, write_keys)
-        _signal_ingest(app, worker.wake, None if worker.partitions is None else (lambda: worker.partitions.owned))
-        add_health(app, worker)
-        served = add_metrics(app, worker, worker.reloader)  # the app, its requests counted for /metrics
-        add_routes(app, worker)
+        served = build_app(worker, write_keys)
+        admin: Any = None
+        if admin_port is not None:
+            try:
+                admin_socket = listen(admin_host, admin_port)
+            except OSError as exc:
+                log.error("--admin-port: cannot listen on %s:%d: %s", admin_host, admin_port, exc)
+                return 1
+            admin = _admin_server(uvicorn.Config(Only(served, operator=True), log_level=log_level, log_config=None,
+                                                lifespan="off", timeout_graceful_shutdown=10))
+            served = Only(served, operator=False)
         server = uvicorn.Server(uvicorn.Config(served, host=host, port=port, log_level=log_level, log_config=None,
                                                lifespan="on", timeout_graceful_shutdown=10))  # our log format
 
@@ -730,8 +804,23 @@ def serve(root: Path, config: Any, program: Any, path: str, write_keys: Iterable
             worker.wake.set()
 
         signal.signal(signal.SIGHUP, reload)
-        banner(worker, f"http://{host}:{port}", path)
-        server.run()
+        address = f"http://{host}:{port}"
+        if admin is not None:
+            address += f" (operator routes on http://{admin_host}:{admin_port})"
+        banner(worker, address, path)
+        if admin is None:
+            server.run()
+        else:
+            async def both() -> None:
+                operator = asyncio.create_task(admin.serve(sockets=[admin_socket]))
+                try:
+                    await server.serve()
+                finally:
+                    admin.should_exit = True
+                    await operator
+
+            with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+                runner.run(both())
         if not server.started:
             return 1  # could not bind, or the lifespan failed (uvicorn logged why)
         return 0

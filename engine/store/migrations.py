@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .base import StoreError
-from .outbox import BY_CONNECTOR, INDEXES
+from .outbox import BY_CONNECTOR, HELD_INDEX, INDEXES
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,17 @@ _V9 = (
     "CREATE TABLE model_claims (moment timestamptz PRIMARY KEY, owner text NOT NULL, expires timestamptz NOT NULL)",
 )
 
+# The emergency stop (engine.daemon.admin.pause_store): the journeys whose sends are held (`*`: every
+# send), the log of every pause and resume with who and when, and the index of the held entries.
+_V10 = (
+    """CREATE TABLE pauses (
+        journey text COLLATE "C" PRIMARY KEY, since timestamptz NOT NULL, paused_by text NOT NULL, reason text)""",
+    """CREATE TABLE pause_log (
+        id bigserial PRIMARY KEY, at timestamptz NOT NULL, journey text NOT NULL, event text NOT NULL,
+        by_whom text NOT NULL, reason text, held text, released integer, dropped integer)""",
+    HELD_INDEX,
+)
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "profiles, identities, messages, actions, instances and the outbox", _V1),
     Migration(2, "the partitioned inbox, partition leases, workers, schedule runs, tombstones", _V2),
@@ -158,6 +169,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(7, "keyed tombstones: forgotten users' ids as keyed hashes, the erasure key", _V7),
     Migration(8, "the models' trained versions", _V8),
     Migration(9, "who trains which moment of the models' schedule", _V9),
+    Migration(10, "the emergency stop: paused journeys, the pause log, the held sends' index", _V10),
 )
 
 

@@ -10,7 +10,10 @@ Entry states: `pending` (due at `next_at`), `sending` (leased by an attempt in f
 `next_at`; due again if the lease runs out, which means its process died), `queued` (taken into a
 connector's batch, waiting for its flush), `delivered`, `failed` (a permanent error, with the provider's answer) and `dead`
 (retryable errors until the attempts ran out). Failed and dead entries are the dead letters: nothing
-retries them, an operator lists them and retries them once the cause is fixed.
+retries them, an operator lists them and retries them once the cause is fixed. `held` and
+`dropped`: an operator's emergency stop (engine.daemon.admin.pause_store) holds the sends of a paused
+journey instead of attempting them; its resume puts them back (pending, in their order) or drops
+them (`dropped`, with the pause as `last_error`), never deletes them.
 
 Delivery itself is at least once towards the provider, exactly once where the provider honours
 the idempotency key (the action id): a crash after the provider accepted but before the entry was
@@ -34,6 +37,7 @@ from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence, 
 from . import sql
 
 PENDING, SENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "sending", "queued", "delivered", "failed", "dead"
+HELD, DROPPED = "held", "dropped"  # sends of a paused journey; those its resume dropped
 DUE = (PENDING, SENDING)  # a sending entry whose lease ran out is due again
 DEAD_LETTERS = (DEAD, FAILED)  # will not be retried: failed for good, or out of attempts
 
@@ -53,6 +57,9 @@ INDEXES = (
 # 4 as they stand; this one is its migration 6. `outbox_open` stays: the earliest entry due of
 # all, which the delivery loop sleeps until, is its first.)
 BY_CONNECTOR = f"CREATE INDEX outbox_open_connector ON outbox (connector, next_at, id) WHERE {OPEN}"
+# The held entries (PostgreSQL's migration 10): a pause's count and its resume read them and no
+# others; empty, and free to keep, while nothing is paused.
+HELD_INDEX = f"CREATE INDEX outbox_held ON outbox (id) WHERE state = '{HELD}'"
 
 
 @dataclass(frozen=True)
@@ -249,7 +256,7 @@ class SqliteOutbox:
             kind TEXT NOT NULL, target TEXT NOT NULL, payload TEXT NOT NULL, created TEXT NOT NULL,
             next_at TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,
             provider_id TEXT)""")
-        for statement in (*INDEXES, BY_CONNECTOR):  # an older file gets the indexes it lacks
+        for statement in (*INDEXES, BY_CONNECTOR, HELD_INDEX):  # an older file gets the indexes it lacks
             conn.execute(statement.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
         conn.execute("DROP INDEX IF EXISTS outbox_due")  # before 2026-11-26: indexed every entry ever sent
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from .outbox import DELIVERED
+from .outbox import DELIVERED, DROPPED
 from .serialize import utc_text
 from .sql import is_sqlite
 
@@ -42,8 +42,9 @@ MARK_EVERY = timedelta(hours=1)  # SQLite: how often the highest rowids are note
 
 TABLES = ("messages", "actions", "outbox")
 # the outbox entries retention may delete: delivered ones; dead letters (dead, and failed: a
-# permanent error) wait for an operator's retry, listed and counted, like open entries
-_SETTLED = (DELIVERED,)
+# permanent error) wait for an operator's retry, listed and counted, like open entries and those
+# a pause holds; the ones a resume dropped are settled (engine.daemon.admin.pause_store)
+_SETTLED = (DELIVERED, DROPPED)
 _SETTLED_SQL = "(" + ", ".join(f"'{state}'" for state in _SETTLED) + ")"  # constants: safe to inline
 
 

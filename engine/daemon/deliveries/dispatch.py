@@ -11,9 +11,11 @@ and dead letters.
   exponential backoff and jitter (or the provider's Retry-After when it is longer), never past its
   deadline: its action's time plus its connector's `retry_for` (`connectors.registry.RetryPolicy`,
   48 h by default); a retryable failure at the deadline makes it dead, and `retry_dead` puts it
-  back. A permanent error is recorded with the provider's answer; an invalid recipient also tells
-  `on_stale` which address or token to remove from the profile. A token bucket per connector holds
-  entries back (without counting an attempt) when the connector's rate is used up.
+  back. A permanent error is recorded with the provider's answer; an invalid recipient (a hard
+  bounce, a dead push token) also becomes a feedback event on the user, written in the settle's
+  transaction (`engine.daemon.deliveries.feedback`), as do the dead devices of a push that reached
+  others: the engine, taking the event, removes the token from the profile. A token bucket per
+  connector holds entries back (without counting an attempt) when the connector's rate is used up.
 - A circuit per connector (`Circuit`): after `circuit_failures` consecutive retryable failures it
   opens, and none of the connector's entries is taken (they stay pending, no attempt counted) but
   one probe per cool-down (15 s, doubling up to `circuit_wait_max`, or the provider's Retry-After);
@@ -22,6 +24,9 @@ and dead letters.
   rounds reach them. A permanent error neither opens nor closes it.
 - Batching connectors take deliveries into batches (`queued`); `flush` sends them and settles
   each entry by its result.
+- An operator's pause (engine.daemon.admin.pause_store) holds the entries of a paused journey: `hold`
+  (engine.daemon.deliveries.hold.Hold) is asked before every other rule, and a held entry is
+  written `held` (no attempt counted, its pool's room untouched) until a resume releases or drops it.
 """
 
 from __future__ import annotations
@@ -39,11 +44,11 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from connectors.base import Delivery, Result, delivery_of
-from connectors.errors import DeliveryError, InvalidRecipient, RetryableError
+from connectors.errors import DeliveryError, RetryableError
 from connectors.registry import RetryPolicy, Routes, RoutingError, route  # noqa: F401 - the routing, shared with connectors.preflight
 
 from ...core.effects import SENT, Action, Effect
-from ...store.outbox import DEAD, DELIVERED, FAILED, PENDING, QUEUED, SENDING, Entry, Outbox
+from ...store.outbox import DEAD, DELIVERED, FAILED, HELD, PENDING, QUEUED, SENDING, Entry, Outbox
 
 log = logging.getLogger("journeys.delivery")
 
@@ -119,22 +124,6 @@ class OutboxSink:
         new = self.outbox.add_new(entries)  # type: ignore[attr-defined]
         if self.lease is not None:
             self.fresh += new
-
-
-def forget_address(traits: Mapping[str, Any], dead: str) -> dict[str, Any]:
-    """The trait updates that remove a dead push token or Web Push endpoint from a profile."""
-    updates: dict[str, Any] = {}
-    if traits.get("push_token") == dead:
-        updates["push_token"] = None
-    tokens = traits.get("push_tokens")
-    if isinstance(tokens, list) and dead in tokens:
-        updates["push_tokens"] = [t for t in tokens if t != dead]
-    subs = traits.get("webpush_subscriptions")
-    if isinstance(subs, list):
-        kept = [s for s in subs if not (s == dead or (isinstance(s, Mapping) and s.get("endpoint") == dead))]
-        if len(kept) != len(subs):
-            updates["webpush_subscriptions"] = kept
-    return updates
 
 
 def retry_dead(outbox: Outbox, entry_id: str, now: datetime) -> bool:
@@ -229,7 +218,6 @@ CLOSED = {"open": 0, "down_since": 0.0, "failures": 0}  # a circuit's view with 
 
 
 ProfileLookup = Callable[[str], Mapping[str, Any]]
-StaleHandler = Callable[[str, str, str], None]  # (user id, connector, stale address or token)
 
 
 class Dispatcher:
@@ -250,18 +238,25 @@ class Dispatcher:
 
     def __init__(self, outbox: Outbox, connectors: Mapping[str, Any], *, profiles: ProfileLookup,
                  policies: Mapping[str, RetryPolicy] | None = None, rng: random.Random | None = None,
-                 limits: Mapping[str, TokenBucket] | None = None, on_stale: StaleHandler | None = None,
+                 limits: Mapping[str, TokenBucket] | None = None,
                  workers: int = 1, concurrency: Mapping[str, int] | None = None,
                  transaction: Callable[[], AbstractContextManager] = nullcontext, lease: float = LEASE,
-                 circuits: Circuits | None = None, tally: Any = None):
+                 circuits: Circuits | None = None, tally: Any = None, hold: Any = None, feedback: Any = None):
         """`transaction`: the outbox's, so a round's claims and outcomes are each one commit (never
         held open across a provider's call). `workers=1`: attempts run on the caller's thread,
         one at a time (deterministic tests). `policies`: each connector's retries and circuit (a
         connector not named has the defaults); `rng`: the backoff's jitter. `circuits`: those of
         the dispatcher this one replaces (a reload), so a provider that is down stays so. `tally`: an
         engine.daemon.metrics.Tally counting each attempt by connector and outcome (/metrics), kept
-        by the delivery loop across reloads."""
+        by the delivery loop across reloads. `hold`: the paused journeys' check (`hold.holds(entry)`,
+        engine.daemon.deliveries.hold.Hold); None: nothing is ever held. `feedback`: an
+        engine.daemon.deliveries.feedback.FeedbackWriter, which writes what the outcomes report (a
+        hard bounce, a dead push token) as events into the inbox in the transaction that settles
+        them (the engine removes dead tokens as it takes them); None: nothing is reported (tests
+        and tools that only look at the outbox)."""
         self.outbox, self.connectors, self.profiles = outbox, connectors, profiles
+        self.feedback = feedback
+        self.hold = hold
         self.transaction = transaction
         self.policies = dict(policies or {})
         self.rng = rng or random.Random()
@@ -269,7 +264,6 @@ class Dispatcher:
         self.circuits = circuits or Circuits()
         self.tally = tally
         self.limits = dict(limits or {})
-        self.on_stale = on_stale
         self.workers = workers
         self.concurrency = dict(concurrency or {})
         self.lease = timedelta(seconds=lease)
@@ -402,8 +396,10 @@ class Dispatcher:
         for entry, outcome in done:
             self.in_flight.pop(entry.id, None)
             settled.append(self._settled(entry, outcome, now))
-        with self.transaction():  # one statement for the round's outcomes
+        with self.transaction():  # one statement for the round's outcomes, and the feedback they report
             self.outbox.save_many(settled)
+            if self.feedback is not None:
+                self.feedback.record(done, now)
         return len(done)
 
     def _claim(self, now: datetime, limit: int, bounded: bool) -> list[tuple[Entry, Any]]:
@@ -437,7 +433,10 @@ class Dispatcher:
                room: Callable[[str], int]) -> Any:
         """The rules before an attempt, for claimed and handed entries alike: the connector to
         attempt it with (counted as busy), FULL when its connector's pool is, or the entry as it
-        must be written instead (failed without a connector; pending until the rate limit allows)."""
+        must be written instead (held by a pause; failed without a connector; pending until the rate
+        limit allows)."""
+        if self.hold is not None and self.hold.holds(entry):
+            return entry.evolve(state=HELD)
         if entry.connector in full:
             return FULL
         connector = self.connectors.get(entry.connector)
@@ -622,9 +621,6 @@ class Dispatcher:
 
     def _succeeded(self, entry: Entry, result: Result) -> Entry:
         """The entry as its success leaves it (to write)."""
-        if self.on_stale is not None:  # delivered to some devices; others are gone (PushResult.stale)
-            for dead in getattr(result, "stale", ()) or ():
-                self.on_stale(entry.user_id, entry.connector, dead)
         state = QUEUED if result.queued else DELIVERED
         return entry.evolve(state=state, attempts=entry.attempts + (0 if result.queued else 1),
                             provider_id=result.provider_id, last_error=None)
@@ -651,8 +647,6 @@ class Dispatcher:
             log.log(logging.DEBUG if down else logging.WARNING, "%s: attempt %d failed, retried in %.1f s: %s",
                     entry.id, attempts, (next_at - now).total_seconds(), answer)
             return entry.evolve(state=PENDING, attempts=attempts, last_error=answer, next_at=next_at)
-        if isinstance(err, InvalidRecipient) and err.stale and self.on_stale is not None:
-            self.on_stale(entry.user_id, entry.connector, err.stale)
         log.warning("%s: failed for good: %s", entry.id, answer)
         return entry.evolve(state=FAILED, attempts=attempts, last_error=answer)
 

@@ -14,8 +14,10 @@ readers go on; writers wait for each other up to the connection's busy timeout.
 
 What crosses threads: `poke()` (an Event), `reconfigure(config)` (taken between rounds: the old
 connectors' batches are flushed and closed, the new ones built; the connectors' circuits carry
-over), the profile updates a delivery asks for (a dead push token), which go to the processor
-(`on_stale`), because only the engine changes profiles, and `circuits()` and `tally()` for /metrics.
+over), and `circuits()` and `tally()` for /metrics. What an attempt says about its recipient (a
+hard bounce, a dead push token) crosses as data, not as a call: the dispatcher writes it into the
+inbox as events in the settle's transaction (`engine.daemon.deliveries.feedback`), and the
+processor takes them as any event, since only the engine changes profiles.
 
 A connector whose circuit is open (`engine.daemon.deliveries.dispatch.Circuit`) has its entries left out of
 the loop's look at what is due next: the loop sleeps until its next probe, not in a busy loop
@@ -39,12 +41,9 @@ MAX_IDLE = 1.0  # seconds the loop sleeps at most with nothing due
 
 
 class DeliveryLoop:
-    def __init__(self, root: Path, config: Any, path: str, clock: Any, *,
-                 on_stale: Callable[[str, str, str], None], environ: dict[str, str] | None = None):
-        """`on_stale(user, connector, address)`: a provider said an address or token is gone; the
-        daemon hands it to the processor, since only the engine changes profiles."""
+    def __init__(self, root: Path, config: Any, path: str, clock: Any, *, environ: dict[str, str] | None = None):
         self.root, self.config, self.path, self.clock = root, config, path, clock
-        self.on_stale, self.environ = on_stale, environ
+        self.environ = environ
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.heartbeat = 0.0
@@ -142,6 +141,8 @@ class DeliveryLoop:
         from connectors.registry import build, delivery_limits, retry_policies
 
         from .dispatch import Dispatcher, TokenBucket, lease_seconds
+        from .feedback import FeedbackWriter
+        from .hold import Hold
 
         store = self.store
         buckets, concurrency = delivery_limits(config)
@@ -153,11 +154,12 @@ class DeliveryLoop:
             return dict(state.traits) if state is not None else {}
 
         return Dispatcher(
-            self.outbox, connectors, profiles=profile, on_stale=self.on_stale, transaction=store.transaction,
+            self.outbox, connectors, profiles=profile, transaction=store.transaction,
             limits={n: TokenBucket(rate, burst) for n, (rate, burst) in buckets.items()},
             concurrency=concurrency, workers=max(4, sum(concurrency.values()) if concurrency else 4),
             lease=lease_seconds(self.environ or None), policies=policies,
-            circuits=self.dispatcher.circuits if self.dispatcher is not None else None, tally=self._tally)
+            circuits=self.dispatcher.circuits if self.dispatcher is not None else None, tally=self._tally,
+            hold=Hold(store.conn), feedback=FeedbackWriter(store))
 
     def _close_dispatcher(self) -> None:
         dispatcher = self.dispatcher

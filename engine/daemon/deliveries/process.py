@@ -14,10 +14,13 @@ heartbeat, poke, hand, reconfigure) and speaks to the child over a pipe:
     daemon → child    b"p" (poke: commits to look at), ("hand", entry ids leased to it: start them),
                       ("config", ProjectConfig), ("stop", timeout)
     child → daemon    ("ready",) | ("error", exception), ("beat", seconds since the loop's last round,
-                      loop alive), ("stale", user, connector, address), ("circuits", each connector's
-                      circuit, when it changed: for /metrics), ("tally", the attempts made so far, by
-                      connector and outcome, when they changed and once more before it stops: for
-                      /metrics), ("stopped",)
+                      loop alive), ("circuits", each connector's circuit, when it changed: for
+                      /metrics), ("tally", the attempts made so far, by connector and outcome, when
+                      they changed and once more before it stops: for /metrics), ("stopped",)
+
+What the attempts report about recipients (a hard bounce, a dead push token) needs no message:
+the child's dispatcher writes it into the inbox as events in the settle's transaction
+(`engine.daemon.deliveries.feedback`), and the worker takes them from there as any event.
 
 Failure: the child dies with the daemon (PR_SET_PDEATHSIG: after a kill -9 of the daemon no
 orphan keeps delivering while the restarted daemon releases its leases); if the child dies alone,
@@ -36,7 +39,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("journeys.daemon")
 
@@ -45,10 +48,9 @@ RESTART_AFTER = 1.0  # seconds before a child that died alone is started again
 
 
 class DeliveryProcess:
-    def __init__(self, root: Path, config: Any, path: str, *, on_stale: Callable[[str, str, str], None],
-                 environ: dict[str, str] | None = None):
+    def __init__(self, root: Path, config: Any, path: str, *, environ: dict[str, str] | None = None):
         self.root, self.config, self.path = root, config, path
-        self.on_stale, self.environ = on_stale, environ
+        self.environ = environ
         self.heartbeat = 0.0  # time.monotonic() of the child's loop's last round, as last heard
         self._alive = False
         self._stopping = threading.Event()
@@ -178,11 +180,6 @@ class DeliveryProcess:
             if kind == "beat":
                 self.heartbeat = time.monotonic() - message[1]
                 self._alive = message[2]
-            elif kind == "stale":
-                try:
-                    self.on_stale(*message[1:])
-                except Exception:  # noqa: BLE001
-                    log.exception("a stale address could not be handed to the worker")
             elif kind == "circuits":
                 self._circuits = message[1]
             elif kind == "tally":
@@ -250,8 +247,7 @@ def child_main(conn: Any, root: Path, config: Any, path: str, environ: dict[str,
         with lock:
             conn.send(message)
 
-    loop = DeliveryLoop(root, config, path, SystemClock(),
-                        on_stale=lambda uid, connector, dead: send(("stale", uid, connector, dead)), environ=environ)
+    loop = DeliveryLoop(root, config, path, SystemClock(), environ=environ)
     try:
         loop.start()
     except BaseException as exc:  # noqa: BLE001 - reported to the daemon, which fails to start
