@@ -126,9 +126,11 @@ def check_env(root: Path, env: dict[str, str]) -> tuple[int, list[dict]]:
 
 
 def serve(root: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """`journeys serve` with its diagnostics for people (the text log format: a JSON log has them as
+    records, tests/test_serve_errors.py)."""
     return subprocess.run([sys.executable, "-m", "engine.cli", "serve", str(root), "--port", str(free_port()),
-                           "--store", f"sqlite:///{root / 'store.db'}"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                           "--store", f"sqlite:///{root / 'store.db'}"], cwd=root,
+                          env={**env, "JOURNEYS_LOG_FORMAT": "text"}, capture_output=True, text=True, timeout=timeout)
 
 
 def expected() -> list[tuple[str, int, int, str]]:

@@ -4,9 +4,12 @@ daemon on a SQLite file another one serves, a store it cannot reach, emails it c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from .test_daemon import KEY, ROOT, SECRETS, UNSUBSCRIBE_SECRET, daemons, free_port, shop  # noqa: F401 - fixtures
 
@@ -39,8 +42,12 @@ def test_an_unreachable_store_is_one_line_and_exit_1(shop):
     assert r.returncode == 1 and "cannot connect to PostgreSQL" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-def test_the_shop_without_public_url_or_unsubscribe_secret_is_refused_at_the_lines_to_fix(shop, tmp_path):
-    """What examples/shop used to be: every email would have failed at delivery, and serve said nothing."""
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_shop_without_public_url_or_unsubscribe_secret_is_refused_at_the_lines_to_fix(shop, tmp_path, log_format):
+    """What examples/shop used to be: every email would have failed at delivery, and serve said nothing.
+    For people (text), as `journeys check` says it; for a log shipper (json, what `auto` picks when
+    stderr is not a terminal), one JSON record per problem with its code and place, and no line
+    that is not JSON."""
     toml = shop / "journeys.toml"
     text = toml.read_text()
     line = next(x for x in text.splitlines() if x.startswith("public_url = "))
@@ -48,8 +55,20 @@ def test_the_shop_without_public_url_or_unsubscribe_secret_is_refused_at_the_lin
     lines = toml.read_text().splitlines()
     project_line = lines.index("[project]") + 1
     smtp_line = lines.index("[connectors.smtp]") + 1
-    r = serve(shop, f"sqlite:///{tmp_path / 'store.db'}", JOURNEYS_UNSUBSCRIBE_SECRET="")
+    r = serve(shop, f"sqlite:///{tmp_path / 'store.db'}", JOURNEYS_UNSUBSCRIBE_SECRET="", JOURNEYS_LOG_FORMAT=log_format)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "store.db").exists()
+    if log_format == "json":
+        records = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]  # each line a JSON object
+        problems = [x for x in records if x.get("code") and x["level"] == "ERROR"]
+        assert [(x["logger"], x["code"], (ROOT / x["file"]).resolve(), x["line"], x["column"]) for x in problems] == [
+            ("journeys.preflight", "J047", toml.resolve(), project_line, 1),
+            ("journeys.preflight", "J048", toml.resolve(), smtp_line, 1)], problems
+        assert {x["code"] for x in records if x.get("code") and x["level"] == "WARNING"} == {"J046"}  # ads' secrets
+        assert f"journeys.toml:{project_line}:1 J047 " in problems[0]["message"] and "public_url" in problems[0]["help"]
+        assert "JOURNEYS_UNSUBSCRIBE_SECRET" in problems[1]["message"] + problems[1]["help"]
+        assert records[-1]["level"] == "ERROR" and "journeys check --env" in records[-1]["message"], records
+        return
     assert r.stderr.count("error[") == 2, r.stderr
     assert "error[J047]: emails need an unsubscribe link" in r.stderr, r.stderr
     assert f"journeys.toml:{project_line}:1" in r.stderr and "public_url" in r.stderr, r.stderr

@@ -15,7 +15,7 @@ connector limits).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -49,19 +49,22 @@ def serve_command(
 
     from ..core.program import Program
     from ..daemon.ingest import write_keys_from_env
-    from ..daemon.logs import setup_logging
+    from ..daemon.logs import setup_logging, uses_json
     from ..daemon.worker import serve, store_file
-    from ._common import existing, project_errors, usage_error
+    from ._common import existing, usage_error
 
     existing(project)
     if admin_port is not None and admin_port == port:
         raise usage_error(f"--admin-port {admin_port}: the public --port; give the operator's routes a port of their own")
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    setup_logging(log_format)
+    as_log = uses_json(log_format)  # a log shipper reads stderr: the diagnostics too as JSON lines
     try:
         loaded, compiled = load_checked(project)
     except ProjectError as e:
-        raise project_errors(e, err, f"{project}: the project has errors; fix them before serving"
-                                     f" (journeys check {project})")
+        report(e.project, [d for d in e.diagnostics if d.is_error], err, as_log,
+               f"{project}: the project has errors; fix them before serving (journeys check {project})", error=True)
+        raise typer.Exit(1)
     config = loaded.config
     keys = write_keys_from_env(config)
     if not keys:
@@ -73,8 +76,7 @@ def serve_command(
         path = store_file(store, None) if store is not None else store_file(config.store.url, Path(loaded.root))
     except ValueError as e:
         raise usage_error(f"--store: {e}" if store is not None else f"[store] url: {e}")
-    preflight_or_exit(loaded, compiled, project, err)
-    setup_logging(log_format)
+    preflight_or_exit(loaded, compiled, project, err, as_log)
     from ..store.base import StoreError
 
     try:
@@ -83,26 +85,54 @@ def serve_command(
     except ConfigurationError as e:
         raise usage_error(str(e))
     except StoreError as e:  # unreachable, a schema from a newer Journeys, a file another daemon serves
-        err.print(Text(f"error: {e}", style="bold red"))
+        if as_log:
+            import logging
+
+            logging.getLogger("journeys.daemon").error(f"error: {e}")
+        else:
+            err.print(Text(f"error: {e}", style="bold red"))
         raise typer.Exit(1)
     raise typer.Exit(code)
 
 
-def preflight_or_exit(loaded, compiled, project: Path, err) -> None:
-    """The delivery preflight's diagnostics on stderr; exit 1 on an error (connectors.preflight)."""
+def report(project: Any, diagnostics: list[Any], err: Any, as_log: bool, summary: str, *, error: bool) -> None:
+    """Diagnostics found before the daemon starts, and the line that sums them up: on a terminal as
+    `journeys check` prints them (the source line, a caret, `help:`); in a JSON log one record each
+    (logger journeys.preflight, level ERROR or WARNING, message `file:line:col code message`, and
+    the fields code, file, line, column, help), so that a log shipper never meets a line it cannot
+    parse."""
+    if not as_log:
+        from rich.text import Text
+
+        from journeys.terminal import print_diagnostics
+
+        print_diagnostics(project, diagnostics, err)
+        err.print(Text(summary, style="bold red" if error else "bold yellow"))
+        return
+    import logging
+
+    from ..daemon.reload import diagnostic_line
+
+    log = logging.getLogger("journeys.preflight")
+    for d in diagnostics:
+        span = d.span
+        log.log(logging.ERROR if d.is_error else logging.WARNING, diagnostic_line(d),
+                extra={"code": d.code, "file": span and span.file, "line": span and span.line,
+                       "column": span and span.col, "help": d.help})
+    log.log(logging.ERROR if error else logging.WARNING, summary)
+
+
+def preflight_or_exit(loaded, compiled, project: Path, err, as_log: bool = False) -> None:
+    """The delivery preflight's diagnostics on stderr (`report`); exit 1 on an error (connectors.preflight)."""
     import os
 
-    from rich.text import Text
-
     from connectors.preflight import preflight
-    from journeys.terminal import print_diagnostics
 
     found = preflight(loaded, compiled, os.environ, serving=True).sorted()
-    print_diagnostics(loaded, found, err)
     if any(d.is_error for d in found):
-        err.print(Text(f"{project}: the journeys send through channels that could not deliver; fix the errors above "
-                       f"before serving (journeys check --env {project})", style="bold red"))
+        report(loaded, found, err, as_log, f"{project}: the journeys send through channels that could not deliver; "
+               f"fix the errors above before serving (journeys check --env {project})", error=True)
         raise typer.Exit(1)
     if found:
-        err.print(Text(f"{project}: serving; what goes through a connector whose secret is not set fails, each "
-                       "delivery recorded with the reason", style="bold yellow"))
+        report(loaded, found, err, as_log, f"{project}: serving; what goes through a connector whose secret is not "
+               "set fails, each delivery recorded with the reason", error=False)

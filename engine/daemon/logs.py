@@ -29,12 +29,17 @@ class LogFormat(str, enum.Enum):
     text = "text"
 
 
+def uses_json(log_format: LogFormat, stream=None) -> bool:
+    """Whether the log is JSON lines: asked for, or `auto` with stderr not a terminal."""
+    return log_format == LogFormat.json or (log_format == LogFormat.auto and not (stream or sys.stderr).isatty())
+
+
 def setup_logging(log_format: LogFormat, stream=None) -> None:
     """The daemon's logs on stderr: JSON lines (time, level, logger, message, exc_info and any
     `extra` fields; python-json-logger) for a log shipper, or plain text for a terminal."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
-    if log_format == LogFormat.json or (log_format == LogFormat.auto and not stream.isatty()):
+    if uses_json(log_format, stream):
         from pythonjsonlogger.json import JsonFormatter
 
         handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{",
