@@ -92,6 +92,11 @@ def test_metrics_of_a_real_daemon_never_go_down_across_a_reload(tmp_path, daemon
         m = delivered(d, 3)  # in process mode, counted in the delivery process and sent over its pipe
         assert value(m, "journeys_outbox_attempts_total") == 3 and value(m, "journeys_outbox_retries_total") == 0
         assert value(m, "journeys_http_requests_total", route="/v1/track", method="POST", code="200") == 3
+        # each answered call timed once: the count beside the counter, +Inf holding them all, a positive sum
+        timed = dict(route="/v1/track", method="POST")
+        assert value(m, "journeys_http_request_duration_seconds_count", **timed) == 3
+        assert value(m, "journeys_http_request_duration_seconds_bucket", le="+Inf", **timed) == 3
+        assert 0 < value(m, "journeys_http_request_duration_seconds_sum", **timed) < 60
         assert value(m, "journeys_actions_total", channel="webhook", outcome="sent") == 3
 
         # a reload changes the journey and rebuilds the connectors (journeys.toml is touched too)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -314,13 +315,18 @@ class JourneysCollector:
 
 # ---------------------------------------------------------------------- serving
 
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds
+
+
 class CountRequests:
     """The daemon's ASGI app, wrapped whole (the ingest's POSTs skip the app's middleware: its fast
     path, engine.daemon.ingest.IngestApp): `journeys_http_requests_total` by route template (never
-    the raw path: a user id in /v1/profile/{id} would make a series per user), method and status."""
+    the raw path: a user id in /v1/profile/{id} would make a series per user), method and status,
+    and `journeys_http_request_duration_seconds` by route and method (from the request's arrival to
+    its answer's last byte: for the ingest, the group commit included, what a sender waits)."""
 
-    def __init__(self, app: Any, counter: PromCounter):
-        self.app, self.counter = app, counter
+    def __init__(self, app: Any, counter: PromCounter, durations: Any = None):
+        self.app, self.counter, self.durations = app, counter, durations
         self._paths: frozenset[str] | None = None  # the app's routes without parameters, once it serves
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -335,10 +341,14 @@ class CountRequests:
                 status = message["status"]
             await send(message)
 
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.counter.labels(self._route(scope), scope.get("method", ""), str(status)).inc()
+            route, method = self._route(scope), scope.get("method", "")
+            self.counter.labels(route, method, str(status)).inc()
+            if self.durations is not None:
+                self.durations.labels(route, method).observe(time.perf_counter() - started)
 
     def _route(self, scope: dict[str, Any]) -> str:
         route = getattr(scope.get("route"), "path", None)  # FastAPI's routes put themselves there
@@ -378,6 +388,9 @@ def add_metrics(app: Any, worker: Any, reloader: Any = None, auth: Any = None) -
     reg = registry(worker, reloader)
     requests = PromCounter("journeys_http_requests", "HTTP requests answered, by route, method and status code.",
                            ("route", "method", "code"), registry=reg)
+    durations = Histogram("journeys_http_request_duration_seconds",
+                          "How long HTTP requests took to answer, by route and method.", ("route", "method"),
+                          registry=reg, buckets=REQUEST_BUCKETS)
 
     async def metrics(request: Request) -> Response:
         if auth is not None and (refused := auth.refusal(request)) is not None:
@@ -393,4 +406,4 @@ def add_metrics(app: Any, worker: Any, reloader: Any = None, auth: Any = None) -
                                   "for it (docs/deployment.md lists every metric).",
                       responses={200: {"description": "The metrics.",
                                        "content": {"text/plain": text, "application/openmetrics-text": text}}})
-    return CountRequests(app, requests)
+    return CountRequests(app, requests, durations)
