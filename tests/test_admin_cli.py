@@ -99,6 +99,21 @@ def test_admin_commands_against_a_running_daemon_as_tables_and_json(served, smtp
     assert said == "resumed: journey 'Hello'; 1 held sends released, 0 dropped\n"
     eventually(lambda: greeted(smtp) == ["HELLO U1"], timeout=10)
 
+    # the pause log: every pause and resume above, newest first
+    me = f"{os.environ.get('USER') or 'unknown'}@{socket.gethostname()}"
+    log = ok(admin("pauses", "--log", url=url))
+    assert "Pause log (newest first)" in log
+    logged = [cells(line)[1:8] for line in log.splitlines() if cells(line)[1:2] in (["Hello"], ["*"])]
+    assert logged == [["Hello", "resumed", me, "", "release", "1", "0"],
+                      ["*", "resumed", me, "", "", "0", "0"],
+                      ["*", "paused", me, "", "", "", ""],
+                      ["Hello", "paused", "ann@laptop", "wrong coupon", "", "", ""]], log
+    assert json.loads(ok(admin("pauses", "--log", "--json", url=url))) == httpx.get(url + "/admin/pauses/log",
+                                                                                     headers=BEARER).json()
+    (last,) = json.loads(ok(admin("pauses", "--log", "--journey", "Hello", "--limit", "1", "--json", url=url)))["log"]
+    assert (last["journey"], last["event"], last["held"], last["released"]) == ("Hello", "resumed", "release", 1)
+    assert ok(admin("pauses", "--log", "--journey", "Nope", url=url)) == "No pause or resume yet.\n"
+
     assert ok(admin("dead-letters", url=url)) == "No dead letters.\n"
     assert json.loads(ok(admin("dead-letters", "--state", "dead", "--json", url=url))) == {"entries": []}
     failed(admin("retry", "nope:smtp", url=url), "no dead or failed outbox entry 'nope:smtp'")
@@ -131,7 +146,8 @@ def test_admin_commands_fail_in_one_line(tmp_path, daemons):
 
     # usage errors: exit 2
     for args in (("pause",), ("pause", "Hello", "--all"), ("resume", "Hello", "--held", "later"),
-                 ("dead-letters", "--state", "lost")):
+                 ("dead-letters", "--state", "lost"), ("pauses", "--journey", "Hello"),
+                 ("pauses", "--log", "--limit", "0")):
         out = admin(*args, url=url)
         assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr)
 

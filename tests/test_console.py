@@ -230,6 +230,13 @@ def test_the_console_in_chromium(tmp_path, daemons):
             page.click("#panel-pauses button:has-text('Resume, send held')")
             shows(page, "#panel-pauses", "Nothing is paused")
             eventually(lambda: delivered_to(smtp, "u3@example.com"), timeout=20)
+            # the pause log under the pauses, newest first: who, when, why, what became of the held send
+            shows(page, "#panel-pauses ol.pause-log", "Hello resumed by console at ")
+            history = page.eval_on_selector_all("#panel-pauses ol.pause-log li", "ls => ls.map(l => l.innerText)")
+            assert len(history) == 2, history
+            assert history[0].startswith("Hello resumed by console at ") and history[0].endswith(
+                "Z, 1 released / 0 dropped"), history
+            assert history[1].startswith("Hello paused by ops at ") and history[1].endswith("Z: wrong <coupon>"), history
 
             # the user page, from the search box, by the anonymous id: profile, journeys, actions, trace
             page.fill("#user-search", "anon-7")

@@ -3,8 +3,8 @@ runs on (users enter, the engine decides and logs its sends) while nothing of it
 server and other journeys still send; a resume with held=release delivers what was held, in the
 order it was decided (the raw messages the server got), held=drop delivers nothing and says so in
 the user's trail and recent actions; pausing `*` holds every send; every pause and resume is in the
-pause log, the daemon's log (JSON fields) and /metrics; bad requests are JSON errors naming their
-field. And two workers on one PostgreSQL database: a pause taken by one holds the sends of both.
+pause log (GET /admin/pauses/log, newest first), the daemon's log (JSON fields) and /metrics; bad
+requests are JSON errors naming their field. And two workers on one PostgreSQL database: a pause taken by one holds the sends of both.
 
 "Within a second on every worker" is the delivery loops' poll interval (engine.daemon.admin.pauses.POLL,
 asserted at most 1 s in tests/test_pauses.py, where the view's age is checked exactly): each test
@@ -148,10 +148,38 @@ def test_a_paused_journey_runs_on_its_sends_are_held_and_a_release_delivers_them
     assert rows(db, "SELECT journey, event, by_whom, reason, held, released FROM pause_log ORDER BY id") == [
         ("Hello", "paused", "ann@laptop", "wrong coupon", None, None),
         ("Hello", "resumed", "bob@desk", None, "release", 4)]
+
+    # every send paused, one send held and dropped: the pause log lists all four, newest first
+    r = httpx.post(d.url + "/admin/pauses", headers=BEARER, json={"journey": "*", "by": "cy@ops", "reason": "audit"})
+    assert r.status_code == 200, r.text
+    time.sleep(POLL)
+    sign_up(d, "u6", "Ordered")
+    eventually(lambda: held(d, "*") == 1, timeout=10)
+    r = httpx.delete(d.url + "/admin/pauses/*?held=drop&by=dee@ops", headers=BEARER, timeout=30)
+    assert r.status_code == 200 and r.json() == {"resumed": "*", "released": 0, "dropped": 1}, r.text
+    r = httpx.get(d.url + "/admin/pauses/log", headers=BEARER)
+    assert r.status_code == 200, r.text
+    log = r.json()["log"]
+    assert [{k: e[k] for k in ("journey", "event", "by", "reason", "held", "released", "dropped")} for e in log] == [
+        {"journey": "*", "event": "resumed", "by": "dee@ops", "reason": None, "held": "drop", "released": 0,
+         "dropped": 1},
+        {"journey": "*", "event": "paused", "by": "cy@ops", "reason": "audit", "held": None, "released": None,
+         "dropped": None},
+        {"journey": "Hello", "event": "resumed", "by": "bob@desk", "reason": None, "held": "release", "released": 4,
+         "dropped": 0},
+        {"journey": "Hello", "event": "paused", "by": "ann@laptop", "reason": "wrong coupon", "held": None,
+         "released": None, "dropped": None}]
+    assert [e["at"] for e in log] == sorted((e["at"] for e in log), reverse=True)
+    assert all(e["at"].endswith("Z") for e in log) and log[-1]["at"] == paused["since"]
+    one = httpx.get(d.url + "/admin/pauses/log", headers=BEARER, params={"journey": "Hello", "limit": 1}).json()
+    assert one == {"log": log[2:3]}
+    assert httpx.get(d.url + "/admin/pauses/log?journey=Nope", headers=BEARER).json() == {"log": []}
+
     assert d.stop() == 0
     logged = [json.loads(line) for line in d.log.read_text().splitlines() if line.startswith("{")]
     said = [(e["pause"], e["journey"], e["by"]) for e in logged if "pause" in e]
-    assert said == [("paused", "Hello", "ann@laptop"), ("resumed", "Hello", "bob@desk")]
+    assert said == [("paused", "Hello", "ann@laptop"), ("resumed", "Hello", "bob@desk"), ("paused", "*", "cy@ops"),
+                    ("resumed", "*", "dee@ops")]
     assert all(e["level"] == "INFO" for e in logged if "pause" in e)
 
 
@@ -196,6 +224,13 @@ def test_bad_pause_requests_are_json_errors_naming_their_field(tmp_path, daemons
     assert httpx.get(url).status_code == 401
     assert httpx.post(url, json={"journey": "Hello"}).status_code == 401
     assert httpx.delete(url + "/Hello", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(url + "/log").status_code == 401
+    assert httpx.get(url + "/log", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    for limit in ("0", "1001", "ten", "-1", ""):
+        r = httpx.get(url + "/log", headers=BEARER, params={"limit": limit})
+        assert r.status_code == 400 and r.json()["field"] == "limit", (limit, r.text)
+        assert "a whole number from 1 to 1000" in r.json()["error"], r.text
+    assert httpx.get(url + "/log", headers=BEARER, params={"limit": "1000"}).json() == {"log": []}
     for body, status, field in (({"journey": "Nope"}, 404, "journey"), ({}, 400, "journey"),
                                 ({"journey": 3}, 400, "journey"), ({"journey": "Hello", "reason": ["x"]}, 400, "reason"),
                                 ({"journey": "Hello", "by": "x" * 1001}, 400, "by")):

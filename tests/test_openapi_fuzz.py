@@ -122,7 +122,7 @@ OPERATOR_OPERATIONS = {  # besides the ingest's: what must be described (others 
     ("GET", "/v1/profile/{user_id}"), ("GET", "/admin/trace"), ("GET", "/admin/users/{user_id}/trace"),
     ("GET", "/admin/users/{user_id}"), ("DELETE", "/admin/users/{user_id}"), ("GET", "/admin/journeys"),
     ("GET", "/admin/dead-letters"), ("POST", "/admin/dead-letters/{entry_id}/retry"), ("GET", "/admin/inbox/failed"),
-    ("POST", "/admin/inbox/failed/{seq}/retry")}
+    ("POST", "/admin/inbox/failed/{seq}/retry"), ("GET", "/admin/pauses/log")}
 DAEMON_PROFILE_KEY = "profile-key-for-tests"
 FEEDBACK_TOKEN = "feedback-token-for-tests"
 

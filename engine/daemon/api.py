@@ -83,7 +83,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ..store import sql
 from . import erasure
 from .admin import schemas
-from .admin.auth import AdminAuth, bearer, matches
+from .admin.auth import AdminAuth, bearer, matches, query_limit
 from .admin.auth import error as _error
 from .erasure import forget  # DELETE /admin/users/{id}, with the admin API's reads and writes
 
@@ -378,13 +378,8 @@ def add_routes(app: Any, worker: Any) -> None:
     async def admin_trace(user_id: str, request: Request) -> Response:
         if (refused := admin_refusal(request)) is not None:
             return refused
-        raw = request.query_params.get("limit", str(TRACE_LIMIT))
-        try:
-            limit = int(raw)
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= trail.MAX_LIMIT:
-            return _error(400, f"limit: a whole number from 1 to {trail.MAX_LIMIT}, not {raw!r}", "limit")
+        if isinstance(limit := query_limit(request, TRACE_LIMIT, trail.MAX_LIMIT), Response):
+            return limit
 
         def read() -> Any:
             uid, ids = trail.ids_of(worker.store, user_id)

@@ -214,13 +214,26 @@ def resume_command(journey: Optional[str] = typer.Argument(None, metavar="JOURNE
 
 
 @admin_app.command("pauses")
-def pauses_command(url: Url = DEFAULT_URL, token: Token = None, timeout: Timeout = TIMEOUT,
+def pauses_command(log: bool = typer.Option(False, "--log", help="The pause log instead: every pause and resume, "
+                                            "newest first, with who, when, why and what became of the held sends."),
+                   journey: Optional[str] = typer.Option(None, "--journey", help="With --log: only this journey's "
+                                                         "(* for the pauses of every send)."),
+                   limit: int = typer.Option(100, "--limit", min=1, max=1000, help="With --log: the newest N."),
+                   url: Url = DEFAULT_URL, token: Token = None, timeout: Timeout = TIMEOUT,
                    as_json: AsJson = False) -> None:
-    """The paused journeys: since when, by whom, why, and how many sends each holds."""
+    """The paused journeys: since when, by whom, why, and how many sends each holds (--log: every
+    pause and resume so far)."""
     from . import show
 
-    body = _run(url, token, timeout, lambda c: c.call("GET", "/admin/pauses")[1])
-    _answer(body, as_json, lambda out, b: show.pauses(out, b.get("pauses", [])))
+    if not log:
+        if journey is not None:
+            raise _usage("--journey goes with --log")
+        body = _run(url, token, timeout, lambda c: c.call("GET", "/admin/pauses")[1])
+        _answer(body, as_json, lambda out, b: show.pauses(out, b.get("pauses", [])))
+        return
+    body = _run(url, token, timeout, lambda c: c.call("GET", "/admin/pauses/log",
+                                                       params={"journey": journey, "limit": limit})[1])
+    _answer(body, as_json, lambda out, b: show.pause_log(out, b.get("log", [])))
 
 
 @admin_app.command("forget")

@@ -50,6 +50,16 @@ def pauses(out: Console, items: list[Mapping[str, Any]]) -> None:
                      ([p.get("journey"), p.get("since"), p.get("by"), p.get("reason"), p.get("held")] for p in items)))
 
 
+def pause_log(out: Console, items: list[Mapping[str, Any]]) -> None:
+    if not items:
+        out.print("No pause or resume yet.")
+        return
+    out.print(_table("Pause log (newest first)", ("at", "journey", "event", "by", "reason", "held", "released",
+                                                  "dropped"),
+                     ([e.get("at"), e.get("journey"), e.get("event"), e.get("by"), e.get("reason"), e.get("held"),
+                       e.get("released"), e.get("dropped")] for e in items)))
+
+
 def journeys(out: Console, body: Mapping[str, Any], paused: Iterable[str]) -> None:
     paused = set(paused)
     found = list(body.get("journeys", []))

@@ -51,6 +51,19 @@ def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, field=field), status_code=status, headers=headers)
 
 
+def query_limit(request: Any, default: int, most: int) -> int | JSONResponse:
+    """The request's `?limit=N` (`default` without one), or the 400 naming `limit` to answer when it
+    is not a whole number from 1 to `most`."""
+    raw = request.query_params.get("limit", str(default))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= most:
+        return error(400, f"limit: a whole number from 1 to {most}, not {raw!r}", "limit")
+    return limit
+
+
 def _same_origin(headers: Mapping[str, str]) -> bool:
     host = headers.get("host")
     source = headers.get("origin") or headers.get("referer")

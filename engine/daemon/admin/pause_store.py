@@ -166,10 +166,13 @@ def resume(conn: Any, outbox: Any, journey: str, held: str | None, by: str, now:
     return settle(conn, outbox, journey, held, lift(conn, journey, held), by, now, trail=trail)
 
 
-def log_of(conn: Any, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest `limit` rows of the pause log, newest first."""
+def log_of(conn: Any, limit: int = 100, journey: str | None = None) -> list[dict[str, Any]]:
+    """`GET /admin/pauses/log`: the newest `limit` rows of the pause log (of `journey` only, `*`
+    the pauses of every send, when given), newest first: `{at, journey, event, by, reason, held,
+    released, dropped}`, the last three null on a `paused` row."""
+    where, params = ("WHERE journey = ? ", [journey]) if journey is not None else ("", [])
     rows = sql.execute(conn, "SELECT at, journey, event, by_whom, reason, held, released, dropped FROM pause_log "
-                             "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+                             f"{where}ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
     return [{"at": _iso(at), "journey": j, "event": e, "by": by, "reason": reason, "held": held,
              "released": released, "dropped": dropped} for at, j, e, by, reason, held, released, dropped in rows]
 

@@ -1,5 +1,6 @@
-"""The emergency stop's HTTP routes: `GET /admin/pauses`, `POST /admin/pauses` and
-`DELETE /admin/pauses/{journey}?held=release|drop`, behind the admin token, run on the worker thread.
+"""The emergency stop's HTTP routes: `GET /admin/pauses`, `POST /admin/pauses`,
+`DELETE /admin/pauses/{journey}?held=release|drop` and `GET /admin/pauses/log`, behind the admin
+token, run on the worker thread.
 
 What a pause and a resume do, and why, is engine.daemon.admin.pause_store (re-exported here:
 `list_pauses(conn)` is what the console reads). The answers:
@@ -11,26 +12,32 @@ What a pause and a resume do, and why, is engine.daemon.admin.pause_store (re-ex
 - `DELETE /admin/pauses/{journey}?held=release|drop&by=...` -> `{"resumed", "released", "dropped"}`,
   answered once the held sends are settled, `SETTLE_AFTER` (about a second) after the pause went;
   held sends and no `held` is a 400 naming `held`; neither paused nor anything held, a 404.
+- `GET /admin/pauses/log?journey=NAME&limit=N` -> `{"log": [{"at", "journey", "event", "by", "reason",
+  "held", "released", "dropped"}, ...]}`: every pause and resume, newest first (`event` paused or
+  resumed; a resume's `held` is the choice, release or drop, or null when nothing was held), of one
+  journey when `journey` is given (`*`: the pauses of every send; a journey never paused: an empty
+  list). `limit` 1 to `MAX_LOG` (default `LOG_LIMIT`); anything else is a 400 naming `limit`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from .auth import AdminAuth, error
-from .pause_store import (ALL, DROP, RELEASE, SETTLE_AFTER, ChoiceNeeded, NotPaused, lift, list_pauses, pause, paused,
-                          settle)
+from .auth import AdminAuth, error, query_limit
+from .pause_store import (ALL, DROP, RELEASE, SETTLE_AFTER, ChoiceNeeded, NotPaused, lift, list_pauses, log_of, pause,
+                          paused, settle)
 
-__all__ = ["add_pause_routes", "list_pauses"]
+__all__ = ["add_pause_routes", "list_pauses", "log_of"]
 
 TIMEOUT = 30.0  # seconds a request waits for the worker
 MAX_TEXT = 1000  # characters of `by` and `reason`
+LOG_LIMIT, MAX_LOG = 100, 1000  # rows of the pause log answered: by default, at most
 
 
 _BODY = {"required": True, "content": {"application/json": {"schema": {
@@ -43,6 +50,11 @@ _QUERY = [{"name": "held", "in": "query", "required": False, "schema": {"type": 
                           "required when some are held"},
           {"name": "by", "in": "query", "required": False, "schema": {"type": "string"},
            "description": "who resumes (journeys admin: $USER@host)"}]
+_LOG_QUERY = [{"name": "journey", "in": "query", "required": False, "schema": {"type": "string"},
+               "description": "only this journey's pauses (* for the pauses of every send)"},
+              {"name": "limit", "in": "query", "required": False,
+               "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LOG, "default": LOG_LIMIT},
+               "description": "the newest N rows"}]
 
 
 def _models() -> dict[str, Any]:
@@ -69,10 +81,27 @@ def _models() -> dict[str, Any]:
         released: int = Field(description="Held sends pending again, in their order.")
         dropped: int = Field(description="Held sends dropped (state dropped, the pause as their error).")
 
+    class Logged(BaseModel):
+        at: str = Field(description="When (ISO 8601, UTC).")
+        journey: str = Field(description="The journey's name, or * for every send.")
+        event: Literal["paused", "resumed"]
+        by: str = Field(description="Who paused or resumed.")
+        reason: str | None = Field(description="Why it was paused (null on a resume).")
+        held: Literal["release", "drop"] | None = Field(
+            description="A resume's choice for the held sends (null on a pause, or when none was given).")
+        released: int | None = Field(description="A resume's held sends pending again (null on a pause).")
+        dropped: int | None = Field(description="A resume's held sends dropped (null on a pause).")
+
+    class PauseLog(BaseModel):
+        log: list[Logged] = Field(description="Newest first.")
+
     def answer(model: Any, description: str) -> dict[str, Any]:
         return {"model": model, "description": description}
 
     return {"get": {200: answer(Pauses, "Each pause, with how many sends it holds.")},
+            "log": {200: answer(PauseLog, "Every pause and resume, newest first: who, when, why, and what became "
+                                          "of the held sends."),
+                    400: answer(DaemonError, f"limit is not a whole number from 1 to {MAX_LOG} (field: limit).")},
             "post": {200: answer(Paused, "Paused (or paused already: the pause as it was)."),
                      400: answer(DaemonError, "The body is not a JSON object, or a field is missing or not a string."),
                      404: answer(DaemonError, "No journey of that name is loaded (field: journey).")},
@@ -83,8 +112,8 @@ def _models() -> dict[str, Any]:
 
 
 def add_pause_routes(app: Any, worker: Any) -> None:
-    """`GET /admin/pauses`, `POST /admin/pauses`, `DELETE /admin/pauses/{journey}?held=release|drop`
-    (see the module docstring), behind the admin token, on the worker thread."""
+    """`GET /admin/pauses`, `POST /admin/pauses`, `DELETE /admin/pauses/{journey}?held=release|drop`,
+    `GET /admin/pauses/log` (see the module docstring), behind the admin token, on the worker thread."""
     env: Mapping[str, str] = worker.environ if worker.environ is not None else os.environ
     refusal = AdminAuth(env).refusal
 
@@ -103,6 +132,14 @@ def add_pause_routes(app: Any, worker: Any) -> None:
         if (refused := refusal(request)) is not None:
             return refused
         return JSONResponse({"pauses": await on_worker(list_pauses)})
+
+    async def get_log(request: Request) -> Response:
+        if (refused := refusal(request)) is not None:
+            return refused
+        if isinstance(limit := query_limit(request, LOG_LIMIT, MAX_LOG), Response):
+            return limit
+        journey = request.query_params.get("journey") or None
+        return JSONResponse({"log": await on_worker(lambda conn: log_of(conn, limit, journey))})
 
     async def post_pause(request: Request) -> Response:
         if (refused := refusal(request)) is not None:
@@ -155,6 +192,8 @@ def add_pause_routes(app: Any, worker: Any) -> None:
     admin = {"tags": ["admin"], "include_in_schema": True}
     app.add_api_route("/admin/pauses", get_pauses, methods=["GET"], summary="The paused journeys",
                       responses=docs["get"], **admin)
+    app.add_api_route("/admin/pauses/log", get_log, methods=["GET"], summary="Every pause and resume, newest first",
+                      openapi_extra={"parameters": _LOG_QUERY}, responses=docs["log"], **admin)
     app.add_api_route("/admin/pauses", post_pause, methods=["POST"], summary="Pause a journey's sends, or every send",
                       openapi_extra={"requestBody": _BODY}, responses=docs["post"], **admin)
     app.add_api_route("/admin/pauses/{journey}", delete_pause, methods=["DELETE"],

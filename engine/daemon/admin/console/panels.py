@@ -7,7 +7,8 @@ Two ways to read, chosen per panel by what it needs:
   console refreshes every 2 s; they never wait for, nor hold up, the processor.
 - on the worker thread (`Worker.submit`), for what the admin API's functions read through the
   worker's own objects (the outbox and inbox, a profile through the store): the user page, the
-  actions' fates, dead letters, inbox failures and pauses. One short job each, between rounds.
+  actions' fates, dead letters, inbox failures, pauses and the pause log. One short job each,
+  between rounds.
 
 Either way every worker of a cluster reads the same database: any of them shows the same console.
 The functions return plain values for the templates, which escape every piece of text.
@@ -31,6 +32,7 @@ from .tally import Tally
 TRACE_LINES = 200  # the user page's trace
 LETTERS = 50  # dead letters and inbox failures shown
 MESSAGE_CHARS = 300  # of a failed message's JSON
+PAUSE_EVENTS = 10  # of the pause log, under the pauses
 
 
 @contextmanager
@@ -184,6 +186,14 @@ def pauses(worker: Any) -> list[dict[str, Any]]:
     from ..pause_store import list_pauses
 
     return list_pauses(worker.store.conn)
+
+
+def pause_history(worker: Any) -> list[dict[str, Any]]:
+    """The newest PAUSE_EVENTS pauses and resumes, newest first (the pause log, as
+    `GET /admin/pauses/log` answers it)."""
+    from ..pause_store import log_of
+
+    return log_of(worker.store.conn, PAUSE_EVENTS)
 
 
 def user(worker: Any, any_id: str) -> dict[str, Any] | None:

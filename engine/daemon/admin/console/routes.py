@@ -1,7 +1,8 @@
 """The console's routes: server-rendered pages whose panels htmx refreshes every 2 s, behind the
 admin token.
 
-    GET  /console                   the console: health, pauses, journeys, recent actions, dead letters
+    GET  /console                   the console: health, pauses (and the latest pauses and resumes),
+                                    journeys, recent actions, dead letters
     GET  /console/panel/{name}      one panel's fragment (what htmx swaps in)
     GET  /console/users?id=ID       the user page (any id: anonymous ids resolve through identities)
     GET  /console/static/{file}     htmx (vendored, 0BSD), the console's script and stylesheet
@@ -131,7 +132,8 @@ def add_console_routes(app: Any, worker: Any) -> None:
             if name == "letters":
                 return {"letters": await on_worker(lambda: panels.letters(worker))}
             if name == "pauses":
-                return {"pauses": await on_worker(lambda: panels.pauses(worker))}
+                return await on_worker(lambda: {"pauses": panels.pauses(worker),
+                                                "history": panels.pause_history(worker)})
         except Exception as exc:  # noqa: BLE001 - a store or the worker did not answer: the panel says so
             return {"error": f"{type(exc).__name__}: {exc}"}
         raise KeyError(name)
