@@ -26,7 +26,7 @@ from connectors.errors import DeliveryError
 from connectors.render import TemplateStore, recipient, render_email, render_push, render_sms
 
 from ..core.effects import FAILED, SENT, Action, Effect
-from ..runtime.sinks import Sink
+from ..runtime.sinks import Sink, reads_reasons
 
 STAND_IN_UNSUBSCRIBE = "https://journeys.invalid/u/dry-run"
 
@@ -37,6 +37,10 @@ class RenderCheck:
     def __init__(self, inner: Sink, root: Path, profile: Callable[[str], Mapping[str, Any]]):
         self.inner, self.profile = inner, profile
         self.templates = TemplateStore(Path(root))
+
+    @property
+    def reads_reasons(self) -> bool:
+        return reads_reasons(self.inner)
 
     def emit(self, effects: Sequence[Effect]) -> None:
         out: list[Effect] | None = None

@@ -107,6 +107,8 @@ def _uplift(rate: float | None, control: float | None) -> float | None:
 class Report:
     """A sink: give it every effect of a run, then `finish(states)` with the final states."""
 
+    reads_reasons = False  # it counts refused entries by nothing (engine.runtime.sinks.reads_reasons)
+
     def __init__(self, program: Program):
         self.program = program
         self.journeys: dict[str, JourneyCounts] = {

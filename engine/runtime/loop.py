@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any, Callable, Iterable, Mapping
 
@@ -31,9 +31,10 @@ from ..models.features import seconds
 from ..models.modelset import ModelSet, train
 from ..store.base import Store
 from .clock import Clock
-from .sinks import Sink
+from .sinks import Sink, reads_reasons
 
 GROUP_COMMIT = 1000  # messages per transaction in the dry-run's loop
+_NEVER = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def zone_name(state: UserState, program: Program) -> str:
@@ -49,11 +50,17 @@ class Engine:
     def __init__(self, program: Program, store: Store, clock: Clock, sink: Sink, train_inline: bool = True):
         self.program, self.store, self.clock, self.sink = program, store, clock, sink
         self.train_inline = train_inline
+        # Refused entries say why only when the sink reads it (a trace, the daemon's trail).
+        self.reasons = reads_reasons(sink)
         self.on_trained: Callable[[ModelSet, datetime], None] | None = None
         self._next_train: datetime | None = None
         self._schedules: list[tuple[datetime, int, str, str | None]] = []  # (fire, position, journey, zone)
         self._zones_scheduled: set[str] = set()
         self._started = False
+        # Nothing (timer, scheduled entry, training) is due before this moment; None: not known.
+        # Set when `run_due` finds nothing more due, lowered by every timer or schedule this engine
+        # adds (`_save`, `_push_schedule`): `take_alone` skips `run_due` for a message before it.
+        self._quiet_until: datetime | None = None
         # A store shared by several workers locks the profile ids a step reads and writes, until
         # its transaction ends (engine.daemon.partitions); the others have nothing to lock.
         self._lock: Callable[[Iterable[str | None]], None] | None = getattr(store, "lock", None)
@@ -94,6 +101,17 @@ class Engine:
         due at or before `at` fires first, then the message is handled at `at` (the dry-run
         passes the event's own time, the daemon the time now)."""
         self.run_due(at)
+        self.clock.advance(at)
+        self.handle(msg)
+
+    def take_alone(self, msg: Message, at: datetime) -> None:
+        """`take` for a loop in which this engine is its store's only writer (the dry-run's
+        `handle_all`): when nothing can be due by `at` (`_quiet_until`), `run_due` is not called,
+        which would find nothing. A daemon's store can gain timers from others (workers sharing
+        it, the admin API), so the daemon calls `take`."""
+        quiet = self._quiet_until
+        if quiet is None or quiet <= at:
+            self.run_due(at)
         self.clock.advance(at)
         self.handle(msg)
 
@@ -160,6 +178,7 @@ class Engine:
         With `limit`, stop after that many (a daemon's transaction stays short while a flood of
         timers drains, and events interleave); True when it stopped there with more perhaps due."""
         self._start()
+        self._quiet_until = None
         last: tuple[datetime, str] | None = None
         fired = 0
         while True:
@@ -178,6 +197,7 @@ class Engine:
             timer = self.store.next_timer(until)
             sched = self._schedules[0] if self._schedules and self._schedules[0][0] <= until else None
             if timer is None and sched is None:
+                self._quiet_until = self._next_due()
                 return False
             if timer is not None and (sched is None or timer[0] <= sched[0]):
                 if timer == last:  # a step that does not move its own timer would loop forever
@@ -191,6 +211,13 @@ class Engine:
                 self._fire_at(fire)
                 self._fire_schedule(name, zone, fire)
                 self._push_schedule(pos, name, zone, fire)
+
+    def _next_due(self) -> datetime:
+        """The earliest moment anything is due (a timer, a scheduled entry, a training)."""
+        timer = self.store.next_timer(_NEVER)
+        moments = [m for m in (timer[0] if timer is not None else None,
+                               self._schedules[0][0] if self._schedules else None, self._next_train) if m is not None]
+        return min(moments) if moments else _NEVER
 
     def _fire_at(self, moment: datetime) -> None:
         """The clock to a timer's or scheduled entry's moment, right before it fires: a clock that
@@ -249,6 +276,8 @@ class Engine:
         fire = _next_fire(schedule, zone, after)
         if fire is not None:
             heapq.heappush(self._schedules, (fire, pos, name, zone))
+            if self._quiet_until is not None and fire < self._quiet_until:
+                self._quiet_until = fire
 
     def _fire_schedule(self, name: str, zone: str | None, fire: datetime) -> None:
         """The entry's firing of `fire` (its cron moment, which names it in the claims of a
@@ -301,7 +330,7 @@ class Engine:
         if self._lock is not None:
             self._lock((uid,))
         state = self.store.load(uid) or new_user(uid)
-        new_state, effects = step(state, inp, now, self.program)
+        new_state, effects = step(state, inp, now, self.program, self.reasons)
         if new_state is state and only_if_effects:
             return
         if new_state is not state:
@@ -314,6 +343,9 @@ class Engine:
     def _save(self, state: UserState) -> None:
         zone = zone_name(state, self.program)
         self.store.save(state, zone)
+        wake = state.wake
+        if wake is not None and self._quiet_until is not None and wake < self._quiet_until:
+            self._quiet_until = wake
         if zone not in self._zones_scheduled and self._started:
             self._plan_zone(zone, self.clock.now())
 
@@ -345,7 +377,7 @@ def handle_all(engine: Engine, messages: Iterable[Message], until: datetime | No
             if prefetch is not None:
                 prefetch(chunk, moments(engine.clock.now(), (m.timestamp for m in chunk)))
             for msg in chunk:
-                engine.take(msg, msg.timestamp)
+                engine.take_alone(msg, msg.timestamp)
         done += len(chunk)
         if progress is not None:
             progress(done)
