@@ -68,7 +68,6 @@ get `forgotten` and `erasure` at run time; PostgreSQL has them, and `trail`, fro
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import os
@@ -89,7 +88,6 @@ from .erasure import forget  # DELETE /admin/users/{id}, with the admin API's re
 
 log = logging.getLogger("journeys.daemon")
 
-TIMEOUT = 30.0  # seconds a request waits for the worker
 RECENT_ACTIONS = 50
 TRACE_LIMIT = 100  # trail rows a trace shows unless `limit` says otherwise
 UNSUBSCRIBE_MAX_BYTES = 1000  # the body of POST /u/{token}: "List-Unsubscribe=One-Click", in a form
@@ -284,8 +282,7 @@ def add_routes(app: Any, worker: Any) -> None:
     profile_keys = [env[n].encode("utf-8") for n in worker.config.ingest.profile_keys_env if env.get(n)]
     commit = app.state.group_commit  # the ingest's: the unsubscribe link's event goes into the inbox
 
-    async def on_worker(fn: Callable[[], Any]) -> Any:
-        return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)
+    on_worker = worker.call
 
     def in_transaction(fn: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:

@@ -39,6 +39,7 @@ transaction and closes the store, then the deliveries flush their batches; the p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -68,6 +69,7 @@ MAX_IDLE = 1.0  # seconds the worker sleeps at most with nothing due
 PRUNE_EVERY = 30.0  # seconds between deletions of processed inbox rows and of old trail rows
 SCRUB_EVERY = 5.0  # seconds between scrubs of the identifiers settled audience removals carried
 RETAIN_EVERY = 600.0  # seconds between rounds of retention (messageIds, the action log, settled outbox)
+REQUEST_TIMEOUT = 30.0  # seconds an HTTP request waits for the worker to run its job (`Worker.call`)
 STALLED_AFTER = 60.0  # seconds without a finished round before /readyz says the worker is stuck
 PARTITION_TTL = 10.0  # seconds a PostgreSQL worker's partition leases last (JOURNEYS_LEASE_TTL)
 CATCH_UP_LEASES = 3  # partitions taken over catch up the scheduled entries of this many lease TTLs
@@ -202,6 +204,12 @@ class Worker:
         self._jobs.put((fn, future))
         self.wake.set()
         return future
+
+    async def call(self, fn: Callable[[], Any], timeout: float = REQUEST_TIMEOUT) -> Any:
+        """`submit`, awaited from the HTTP event loop: the routes' one way to read or write the store
+        (the admin API, the pauses, the console, the delivery feedback). A worker that does not take
+        the job within `timeout` seconds is an asyncio.TimeoutError."""
+        return await asyncio.wait_for(asyncio.wrap_future(self.submit(fn)), timeout)
 
     def _run_jobs(self) -> None:
         while True:

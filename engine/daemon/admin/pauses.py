@@ -35,7 +35,6 @@ from .pause_store import (ALL, DROP, RELEASE, SETTLE_AFTER, ChoiceNeeded, NotPau
 
 __all__ = ["add_pause_routes", "list_pauses", "log_of"]
 
-TIMEOUT = 30.0  # seconds a request waits for the worker
 MAX_TEXT = 1000  # characters of `by` and `reason`
 LOG_LIMIT, MAX_LOG = 100, 1000  # rows of the pause log answered: by default, at most
 
@@ -122,7 +121,7 @@ def add_pause_routes(app: Any, worker: Any) -> None:
         def run() -> Any:
             with worker.store.transaction():
                 return fn(worker.store.conn)
-        return await asyncio.wait_for(asyncio.wrap_future(worker.submit(run)), TIMEOUT)
+        return await worker.call(run)
 
     def who(request: Request, given: Any) -> str:
         client = request.client.host if request.client else "unknown"

@@ -25,7 +25,6 @@ that is not one (`connectors.base.MalformedReport`); 401 for a missing or wrong 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -46,7 +45,6 @@ log = logging.getLogger("journeys.delivery")
 FEEDBACK_TOKEN_ENV = "JOURNEYS_FEEDBACK_TOKEN"
 DSN_MAX_BYTES = 1_000_000  # a DSN may give the whole original message back
 WEBHOOK_MAX_BYTES = 256 * 1024
-TIMEOUT = 30.0  # seconds a request waits for the worker's outbox lookup
 
 
 class Recorded(BaseModel):
@@ -92,7 +90,7 @@ def add_feedback_routes(app: Any, worker: Any) -> None:
         wanted = {fb.action_id for fb in reports if fb.action_id}
         users: dict[str, str] = {}
         if wanted:
-            users = await asyncio.wait_for(asyncio.wrap_future(worker.submit(lambda: users_of(wanted))), TIMEOUT)
+            users = await worker.call(lambda: users_of(wanted))
         now = datetime.now(timezone.utc)
         calls = [event_of(fb, users[fb.action_id], now, source(fb)) for fb in reports if fb.action_id in users]
         lost = len(reports) - len(calls)

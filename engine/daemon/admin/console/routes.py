@@ -36,7 +36,7 @@ import asyncio
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 from urllib.parse import parse_qs, quote
 
 from fastapi import Request
@@ -52,7 +52,6 @@ from .tally import Tally
 HERE = Path(__file__).resolve().parent
 STATIC = {"htmx.min.js": "text/javascript", "console.js": "text/javascript", "console.css": "text/css"}
 PANELS = ("health", "pauses", "journeys", "actions", "letters")
-TIMEOUT = 30.0  # seconds a page waits for the worker
 SIGN_IN_MAX_BYTES = 4096
 RECENT_SHOWN = 25
 
@@ -114,8 +113,7 @@ def add_console_routes(app: Any, worker: Any) -> None:
             return Response(status_code=401, headers={"HX-Redirect": sign_in, **_headers()})
         return RedirectResponse(sign_in, status_code=303, headers={"Cache-Control": "no-store"})
 
-    async def on_worker(fn: Callable[[], Any]) -> Any:
-        return await asyncio.wait_for(asyncio.wrap_future(worker.submit(fn)), TIMEOUT)
+    on_worker = worker.call
 
     async def panel_context(name: str) -> dict[str, Any]:
         """What the template of panel `name` shows; `error` when it could not be read."""
