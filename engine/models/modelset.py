@@ -93,8 +93,9 @@ class ModelSet:
         if m is None:
             return {"products": [], "categories": []}
         category = m.tables.categories
-        return {"products": [{"product_id": p, "category": category.get(p, "")} for p in m.products(f, now, k)],
-                "categories": m.categories(f, now, k)}
+        products, categories = m.both(f, now, k, k)
+        return {"products": [{"product_id": p, "category": category.get(p, "")} for p in products],
+                "categories": categories}
 
     def best_hour(self, f: Features | None, zone: tzinfo, channel: str, now: int) -> int | None:
         """The user's best local hour (0-23) for `channel`; None before the first training."""

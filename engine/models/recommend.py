@@ -225,19 +225,28 @@ class Recommender:
     def products(self, f: Features | None, now: int, k: int = 5) -> list[str]:
         """The k product ids the user is likeliest to want next, best first: never fewer than k when
         the model knows k products (just-bought ones come last, only if needed to reach k)."""
-        mine, just, _ = self._user_weights(f, now)
-        scores = self._scores(mine, just)
-        top = heapq.nsmallest(k, scores, key=lambda p: (-scores[p], p))
-        return ranking.padded(top, (p for p, _ in self.tables.popular), k, just,
-                       mine if self.self_weight < 0 else ())
+        return self.both(f, now, k, 0)[0]
 
     def categories(self, f: Features | None, now: int, k: int = 3) -> list[str]:
         """The k categories the user is likeliest to buy from next: their own decayed affinity,
         plus the categories of their recommended products, plus popularity."""
+        return self.both(f, now, 0, k)[1]
+
+    def both(self, f: Features | None, now: int, k_products: int, k_categories: int) -> tuple[list[str], list[str]]:
+        """`products` and `categories` from one scoring of the user (templates read both: each
+        alone scored the user's products again, half of the cost of every message's `recommended`)."""
         mine, just, cats = self._user_weights(f, now)
+        scores = self._scores(mine, just)
+        products: list[str] = []
+        if k_products:
+            top = heapq.nsmallest(k_products, scores, key=lambda p: (-scores[p], p))
+            products = ranking.padded(top, (p for p, _ in self.tables.popular), k_products, just,
+                                      mine if self.self_weight < 0 else ())
+        return products, (self._categories(cats, scores, k_categories) if k_categories else [])
+
+    def _categories(self, cats: Mapping[str, float], prod: Mapping[str, float], k: int) -> list[str]:
         total = sum(cats.values()) or 1.0
         scores = {c: w / total for c, w in cats.items()}
-        prod = self._scores(mine, just)
         ptotal = sum(prod.values()) or 1.0
         for pid, s in prod.items():
             c = self.tables.categories.get(pid)
