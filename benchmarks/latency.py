@@ -1,7 +1,7 @@
 """Benchmark: event to connector call latency through a real `journeys serve`, at half the maximum load.
 
     python benchmarks/latency.py [--duration 20] [--runs 3] [--rate R] [--tick-ms 2]
-                                 [--probe-events 20000] [--users 1000] [--switch-interval S]
+                                 [--probe-events 20000] [--probe-runs 1] [--users 1000] [--switch-interval S]
 
 Builds a temporary project: one journey
     journey "Ping" { entry when event "Ping" as ping  reenter always  webhook "sink" with {...} }
@@ -14,13 +14,17 @@ time carried by the event (same machine, same clock). The load generator is this
 Phase 1, the maximum rate: `--probe-events` events go into the inbox through `/v1/batch` as fast as
 the ingest takes them; the rate at which their webhook calls then arrive (between the 10th and the
 90th percentile of arrivals, a backlog being worked off) is the sustained end-to-end maximum.
+`--probe-runs N` repeats it and gives the median. Where its CPU goes: the CPU time each process
+(the daemon: ingest and worker; its delivery process; the receiver) used during the phase, per
+event (from /proc), so a maximum can be read as "which process is out of core".
 Phase 2, the latency: an open-loop generator at half that rate (or `--rate`) for `--duration`
 seconds: every `--tick-ms` a `POST /v1/batch` carries the events scheduled in that tick, each
 stamped with the tick's *scheduled* time (not when the request was actually written, so a
 generator or a server that falls behind shows up as latency instead of hiding it: no coordinated
 omission), on a pool of keep-alive connections (a new one opens when every one is busy).
 Reported: p50, p90, p99, max of (webhook arrival - event send), and that every event produced
-exactly one call. `--runs N` repeats phase 2 and gives the median of each figure. Where the time
+exactly one call. `--runs N` repeats phase 2 and gives the median of each figure (`--runs 0`:
+phase 1 only). Where the time
 goes: the outbox's `created` (the engine's clock when it decided the call) splits each latency in
 "send -> decided" (ingest, group commit, worker wake-up, processing) and "decided -> call arrives"
 (commit, delivery poke, lease, HTTP call). Not a test: the figures go to docs/performance.md.
@@ -343,6 +347,31 @@ def pct(sorted_values: list, q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc; 0 elsewhere or once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def delivery_pids(pid: int) -> list[int]:
+    """The daemon's delivery process among its children (Linux /proc; not multiprocessing's resource tracker)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = [int(c) for c in task.read_text().split()]
+            out += [c for c in children if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_now(processes: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in processes.items()}
+
+
 def created_ns(db: Path) -> dict[str, int]:
     """action id -> the outbox's `created` (the engine's clock when it decided the call), in ns."""
     conn = sqlite3.connect(db.as_uri() + "?mode=ro", uri=True, timeout=10)
@@ -382,6 +411,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, help="events/s for phase 2 (default: half the maximum of phase 1)")
     ap.add_argument("--tick-ms", type=float, default=2.0, help="one /v1/batch request every TICK ms in phase 2")
     ap.add_argument("--probe-events", type=int, default=20000, help="events of phase 1")
+    ap.add_argument("--probe-runs", type=int, default=1, help="phase 1 runs; the median maximum sets phase 2's rate")
     ap.add_argument("--users", type=int, default=1000, help="distinct userIds the events cycle over")
     ap.add_argument("--switch-interval", type=float, help="an experiment: the daemon runs with "
                     "sys.setswitchinterval(S) (Python's default is 0.005; journeys serve does not change it)")
@@ -454,30 +484,46 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen]) 
         raise SystemExit("warm-up: the webhook calls did not all arrive")
     dump(receiver)
 
+    processes = {"daemon (ingest, worker)": procs[-1].pid}
+    processes.update({"deliveries (child process)": pid for pid in delivery_pids(procs[-1].pid)})
+    processes.update({"receiver": procs[0].pid, "load generator (this process)": os.getpid()})
     rate = args.rate
     if rate is None:
-        n = args.probe_events
-        took = asyncio.run(flood("127.0.0.1", dport, "probe", n, args.users))
-        if wait_calls(receiver, n, 600) < n:
-            raise SystemExit("phase 1: the webhook calls did not all arrive")
-        calls = dump(receiver)["calls"]
-        missing, duplicated = check(calls, "probe", n)
-        drain_rate, overall = drain(calls)
-        print(f"phase 1: {n:,} events into the inbox in {took:.2f} s ({n / took:,.0f}/s); their webhook calls "
-              f"arrived at {drain_rate:,.0f}/s between the 10th and 90th percentile of arrivals "
-              f"({overall:,.0f}/s from the first send to the last call)"
-              + (f"  MISSING {missing} DUPLICATED {duplicated}" if missing or duplicated else ""))
-        rate = drain_rate / 2
+        rates, cpus = [], []
+        for p in range(args.probe_runs):
+            n = args.probe_events
+            cpu_before = cpu_now(processes)
+            took = asyncio.run(flood("127.0.0.1", dport, f"probe{p}", n, args.users))
+            if wait_calls(receiver, n, 600) < n:
+                raise SystemExit("phase 1: the webhook calls did not all arrive")
+            cpus.append({k: (v - cpu_before[k]) / n * 1e6 for k, v in cpu_now(processes).items()})
+            calls = dump(receiver)["calls"]
+            missing, duplicated = check(calls, f"probe{p}", n)
+            drain_rate, overall = drain(calls)
+            rates.append(drain_rate)
+            print(f"phase 1: {n:,} events into the inbox in {took:.2f} s ({n / took:,.0f}/s); their webhook calls "
+                  f"arrived at {drain_rate:,.0f}/s between the 10th and 90th percentile of arrivals "
+                  f"({overall:,.0f}/s from the first send to the last call)"
+                  + (f"  MISSING {missing} DUPLICATED {duplicated}" if missing or duplicated else ""))
+            print("         CPU per event: " + ", ".join(f"{k} {v:,.0f} µs" for k, v in cpus[-1].items()))
+        if args.probe_runs > 1:
+            print(f"phase 1, median of {len(rates)}: {statistics.median(rates):,.0f} events/s; CPU per event: "
+                  + ", ".join(f"{k} {statistics.median(c[k] for c in cpus):,.0f} µs" for k in cpus[0]))
+        rate = statistics.median(rates) / 2
+    if args.runs < 1:
+        return
     print(f"phase 2: {rate:,.0f} events/s open loop, one /v1/batch every {args.tick_ms:g} ms "
           f"({rate * args.tick_ms / 1000:.2f} events per request on average), {args.duration:g} s, {args.runs} run(s)")
 
     results = []
     for r in range(args.runs):
         run = f"r{r}"
+        cpu_before = cpu_now(processes)
         gen = asyncio.run(paced("127.0.0.1", dport, run, rate, args.duration, args.tick_ms / 1000, args.users))
         n = gen["events"]
         got = wait_calls(receiver, n, 120)
         time.sleep(0.5)  # a duplicate would come now
+        cpu = {k: (v - cpu_before[k]) / n * 1e6 for k, v in cpu_now(processes).items()}
         data = dump(receiver)
         calls = data["calls"]
         missing, duplicated = check(calls, run, n)
@@ -503,6 +549,7 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen]) 
               f"{gen['late_max_ms']:.1f} ms (p99 {gen['late_p99_ms']:.1f}); receiver handling p99 {res['recv_p99_us']:.0f} µs")
         print(f"         send -> engine decides p50 {res['before_p50']:.1f} ms, p99 {res['before_p99']:.1f} ms; "
               f"decides -> call arrives p50 {res['after_p50']:.1f} ms, p99 {res['after_p99']:.1f} ms")
+        print("         CPU per event: " + ", ".join(f"{k} {v:,.0f} µs" for k, v in cpu.items()))
     med = {k: statistics.median(r[k] for r in results) for k in results[0] if isinstance(results[0][k], float)}
     print(f"\nmedian of {len(results)} run(s) at {rate:,.0f} events/s: p50 {med['p50']:.1f} ms (target <= 5), "
           f"p90 {med['p90']:.1f} ms, p99 {med['p99']:.1f} ms (target <= 25), max {med['max']:.1f} ms; "

@@ -7,7 +7,8 @@ request: render, address, send, and map the provider's answer to a `Result` or a
 
 `deliver` is synchronous and may block on the network (the dispatcher runs it in worker threads
 with per-connector concurrency limits); connectors keep their HTTP or SMTP connections between
-calls. Batching connectors (ad audiences) accept deliveries into a batch and send it in `flush`,
+calls. A connector may also deliver as a coroutine, `deliver_async`, on the connectors' event loop
+(`connectors.http`): the dispatcher then starts it there, with no thread per call in flight. Batching connectors (ad audiences) accept deliveries into a batch and send it in `flush`,
 which the dispatcher calls on a schedule and when a batch is full.
 """
 
@@ -105,6 +106,8 @@ class Connector(Protocol):
     channel: str  # email | push | sms | ads | webhook
     # optional `uses_profile = False`: the deliveries need no traits (a webhook sends its `with`
     # data), so the dispatcher does not read the profile for them
+    # optional `async def deliver_async(delivery) -> Result`: `deliver` as a coroutine on
+    # `connectors.http.io_loop()` (the webhook's), which the dispatcher prefers
 
     def deliver(self, delivery: Delivery) -> Result:
         """Deliver once, or raise a `connectors.errors.DeliveryError`."""

@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -51,6 +50,7 @@ from ._push import DeliveredMemo, PushMessage, PushResult, fan_out, profile_list
 from .base import Delivery, check_settings
 from .errors import (ConfigurationError, DeliveryError, InvalidRecipient, PermanentError, RetryableError,
                      from_http_status, parse_retry_after)
+from .http import Answer, Http, HttpTimeout, HttpUnreachable
 
 __all__ = ["FcmConnector", "PushMessage", "PushResult", "ServiceAccountTokens", "fcm_message"]
 
@@ -69,7 +69,7 @@ class ServiceAccountTokens:
     """OAuth 2.0 access tokens for a Google service account (JWT-bearer grant), cached and
     refreshed before they expire. Thread-safe: one fetch at a time, shared by all senders."""
 
-    def __init__(self, account: Mapping[str, Any], client: httpx.Client, *, scope: str = SCOPE,
+    def __init__(self, account: Mapping[str, Any], client: Http, *, scope: str = SCOPE,
                  clock: Callable[[], float] = time.time):
         try:
             self.email = account["client_email"]
@@ -111,9 +111,9 @@ class ServiceAccountTokens:
         try:
             r = self._client.post(self.token_uri, data={"grant_type": GRANT_TYPE, "assertion": self.assertion(now)},
                                   headers={"Accept": "application/json"})
-        except httpx.TimeoutException as e:
-            raise RetryableError(f"the OAuth token endpoint timed out: {type(e).__name__}") from None
-        except httpx.TransportError as e:
+        except HttpTimeout as e:
+            raise RetryableError(f"the OAuth token endpoint timed out: {e}") from None
+        except HttpUnreachable as e:
             raise RetryableError(f"cannot reach the OAuth token endpoint: {e}") from None
         if r.status_code != 200:
             retry_after = parse_retry_after(r.headers.get("Retry-After"))
@@ -201,7 +201,8 @@ class FcmConnector:
     def __init__(self, name: str = "fcm", *, credentials_env: str, project_id: str | None = None,
                  base_url: str = DEFAULT_BASE_URL, ttl: int | None = None, timeout: float = 10.0,
                  env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: Any = None):
+        """`transport`: an httpx transport to send through instead of the network (tests)."""
         self.name = name
         account = load_service_account(credentials_env, env)
         self.project_id = project_id or account.get("project_id")
@@ -209,8 +210,8 @@ class FcmConnector:
             raise ConfigurationError("no project_id: set it on the connector (the service account names none)")
         self.url = f"{base_url.rstrip('/')}/v1/projects/{self.project_id}/messages:send"
         self.ttl = ttl
-        self._client = httpx.Client(timeout=timeout, transport=transport)
-        self.tokens = ServiceAccountTokens(account, self._client, clock=clock)
+        self._http = Http(timeout=timeout, max_connections=100, transport=transport)
+        self.tokens = ServiceAccountTokens(account, self._http, clock=clock)
         self._memo = DeliveredMemo()
 
     @classmethod
@@ -232,16 +233,16 @@ class FcmConnector:
         return fan_out(delivery.action_id, tokens, lambda t: self._send(t, bodies[t]), self._memo, trait="push_tokens")
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def _send(self, token: str, body: dict) -> str | None:
         for attempt in range(2):
             access = self.tokens.get()
             try:
-                r = self._client.post(self.url, json=body, headers={"Authorization": f"Bearer {access}"})
-            except httpx.TimeoutException as e:
-                raise RetryableError(f"FCM timed out: {type(e).__name__}") from None
-            except httpx.TransportError as e:
+                r = self._http.post(self.url, json=body, headers={"Authorization": f"Bearer {access}"})
+            except HttpTimeout as e:
+                raise RetryableError(f"FCM timed out: {e}") from None
+            except HttpUnreachable as e:
                 raise RetryableError(f"cannot reach FCM: {e}") from None
             if r.status_code == 200:
                 try:
@@ -256,7 +257,7 @@ class FcmConnector:
         raise AssertionError("unreachable")
 
 
-def fcm_error(r: httpx.Response) -> tuple[str, str]:
+def fcm_error(r: Answer) -> tuple[str, str]:
     """FCM's error code (the FcmError detail's errorCode, else the status) and message."""
     try:
         error = r.json().get("error") or {}
@@ -272,7 +273,7 @@ def fcm_error(r: httpx.Response) -> tuple[str, str]:
     return code or str(error.get("status") or ""), str(error.get("message") or "")
 
 
-def error_for(r: httpx.Response, code: str, message: str, token: str) -> DeliveryError:
+def error_for(r: Answer, code: str, message: str, token: str) -> DeliveryError:
     status, answer = r.status_code, r.text[:2000]
     said = f"{code}: {message}" if code or message else f"HTTP {status}"
     if code == "UNREGISTERED" or status == 404:

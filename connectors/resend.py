@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-import httpx
-
 from .base import Delivery, Feedback, MalformedReport, Result
 from .errors import ConfigurationError, PermanentError, RetryableError, from_http_status, parse_retry_after
 from .render import EmailRenderer, TemplateStore, recipient
 from .base import check_settings
+from .http import Answer, Http, HttpTimeout, HttpUnreachable
 from .smtp import parse_seconds
 
 DEFAULT_BASE_URL = "https://api.resend.com"
@@ -59,7 +58,8 @@ class ResendConnector:
 
     def __init__(self, name: str, settings: Mapping[str, Any], env: Mapping[str, str], *,
                  templates: TemplateStore | Path | str = ".", public_url: str | None = None,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: Any = None):
+        """`transport`: an httpx transport to send through instead of the network (tests)."""
         self.name = name
         check_settings(name, "resend", settings, SETTINGS)
         self.api_key_env = settings.get("api_key_env", DEFAULT_KEY_ENV)
@@ -73,12 +73,11 @@ class ResendConnector:
             raise ConfigurationError(f"connector `{name}`: `base_url` must be an https URL, not {self.base_url!r}")
         self.timeout = parse_seconds(settings.get("timeout", 10), "timeout")
         self.renderer = EmailRenderer(templates, public_url=public_url, env=env, default_sender=settings.get("from"))
-        self._client = httpx.Client(
-            base_url=self.base_url, timeout=self.timeout, transport=transport, follow_redirects=False,
-            headers={"Authorization": f"Bearer {self.api_key}", "User-Agent": "journeys"})
+        self._http = Http(timeout=self.timeout, base_url=self.base_url, max_connections=100, transport=transport,
+                          headers={"Authorization": f"Bearer {self.api_key}", "User-Agent": "journeys"})
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def payload(self, delivery: Delivery) -> dict[str, Any]:
         to = recipient(delivery)
@@ -94,11 +93,11 @@ class ResendConnector:
     def deliver(self, delivery: Delivery) -> Result:
         body = self.payload(delivery)
         try:
-            response = self._client.post("/emails", json=body, headers={"Idempotency-Key": delivery.action_id})
-        except httpx.TimeoutException as e:
-            raise RetryableError(f"Resend did not answer in time ({type(e).__name__})") from None
-        except httpx.TransportError as e:
-            raise RetryableError(f"cannot reach Resend: {e or type(e).__name__}") from None
+            response = self._http.post("/emails", json=body, headers={"Idempotency-Key": delivery.action_id})
+        except HttpTimeout as e:
+            raise RetryableError(f"Resend did not answer in time ({e})") from None
+        except HttpUnreachable as e:
+            raise RetryableError(f"cannot reach Resend: {e}") from None
         if 200 <= response.status_code < 300:
             try:
                 provider_id = response.json().get("id")
@@ -108,7 +107,7 @@ class ResendConnector:
         raise _error(response)
 
 
-def _error(response: httpx.Response) -> Exception:
+def _error(response: Answer) -> Exception:
     status = response.status_code
     answer = response.text[:2000]
     try:

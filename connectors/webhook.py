@@ -8,7 +8,9 @@ journeys.toml gives that name.
     headers = { "X-Team" = "growth" }     # extra headers, sent as they are
 
 Each webhook is its own connector (the dispatcher routes to "webhook:NAME"), with its own pooled
-HTTP connections.
+HTTP connections (`connectors.http`). It delivers as a coroutine (`deliver_async`) on the connectors'
+event loop, where the daemon's dispatcher starts it: no thread per call in flight (`deliver` runs the
+same coroutine and waits, for callers in a thread).
 
 The request:
 
@@ -58,10 +60,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-import httpx
-
 from .base import Delivery, Result
 from .errors import ConfigurationError, PermanentError, RetryableError, from_http_status, parse_retry_after
+from .http import Answer, Http, HttpTimeout, HttpUnreachable, wait
 
 SIGNATURE_HEADER = "X-Journeys-Signature"
 TIMESTAMP_HEADER = "X-Journeys-Timestamp"
@@ -103,7 +104,8 @@ class WebhookConnector:
 
     def __init__(self, name: str, *, url: str, secret: str | None = None, timeout: float | str = "10s",
                  headers: Mapping[str, str] | None = None, missing: str | None = None,
-                 clock: Callable[[], float] = time.time, transport: httpx.BaseTransport | None = None):
+                 clock: Callable[[], float] = time.time, transport: Any = None):
+        """`transport`: an httpx transport to send through instead of the network (tests)."""
         self.name = name
         self.webhook = name.split(":", 1)[1] if name.startswith("webhook:") else name
         self.url = url
@@ -111,9 +113,7 @@ class WebhookConnector:
         self._missing = missing
         self._headers = dict(headers or {})
         self._clock = clock
-        seconds = parse_duration(timeout)
-        self._client = httpx.Client(timeout=httpx.Timeout(seconds), follow_redirects=False, transport=transport,
-                                    limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+        self._http = Http(timeout=parse_duration(timeout), max_connections=20, transport=transport)
 
     @classmethod
     def from_config(cls, webhook: str, config: Any, env: Mapping[str, str] | None = None,
@@ -127,6 +127,21 @@ class WebhookConnector:
                    timeout=config.timeout, headers=config.headers, **kwargs)
 
     def deliver(self, delivery: Delivery) -> Result:
+        return wait(self.deliver_async(delivery))
+
+    async def deliver_async(self, delivery: Delivery) -> Result:
+        """`deliver` as a coroutine on the connectors' loop (`connectors.http.io_loop`)."""
+        body, headers = self._request(delivery)
+        try:
+            answer = await self._http.post_async(self.url, content=body, headers=headers)
+        except HttpTimeout as e:
+            raise RetryableError(f"the webhook did not answer in time: {e}") from None
+        except HttpUnreachable as e:
+            raise RetryableError(f"could not reach the webhook: {e}") from None
+        return self._outcome(answer)
+
+    def _request(self, delivery: Delivery) -> tuple[bytes, dict[str, str]]:
+        """The signed document and its headers."""
         if delivery.kind != "webhook":
             raise PermanentError(f"{self.name} calls a webhook; it cannot deliver a {delivery.kind}")
         if self._missing:
@@ -146,26 +161,24 @@ class WebhookConnector:
                    TIMESTAMP_HEADER: timestamp}
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
-        try:
-            response = self._client.post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException as e:
-            raise RetryableError(f"the webhook did not answer in time: {type(e).__name__}") from e
-        except httpx.HTTPError as e:
-            raise RetryableError(f"could not reach the webhook: {e}") from e
-        status = response.status_code
+        return body, headers
+
+    def _outcome(self, answer: Answer) -> Result:
+        """A 2xx as the Result; any other answer as the error it means."""
+        status = answer.status_code
         if 200 <= status < 300:
-            return Result(provider_id=_answer_id(response), detail=f"HTTP {status}")
-        answer = response.text[:2000]
+            return Result(provider_id=_answer_id(answer), detail=f"HTTP {status}")
+        text = answer.text[:2000]
         if 300 <= status < 400:
-            raise PermanentError(f"the webhook moved to {response.headers.get('Location', '?')}; update its url",
-                                 status=status, answer=answer)
-        raise from_http_status(status, answer, parse_retry_after(response.headers.get("Retry-After")))
+            raise PermanentError(f"the webhook moved to {answer.headers.get('Location', '?')}; update its url",
+                                 status=status, answer=text)
+        raise from_http_status(status, text, parse_retry_after(answer.headers.get("Retry-After")))
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
 
-def _answer_id(response: httpx.Response) -> str | None:
+def _answer_id(response: Answer) -> str | None:
     try:
         answer = response.json()
     except ValueError:

@@ -42,7 +42,6 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import http_ece
-import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid, VapidException
 
@@ -50,6 +49,7 @@ from ._push import DeliveredMemo, PushMessage, PushResult, fan_out, profile_list
 from .base import Delivery, check_settings
 from .errors import (ConfigurationError, DeliveryError, InvalidRecipient, PermanentError, RetryableError,
                      from_http_status, parse_retry_after)
+from .http import Answer, Http, HttpTimeout, HttpUnreachable
 
 __all__ = ["WebPushConnector", "PushMessage", "PushResult", "webpush_payload"]
 
@@ -109,7 +109,8 @@ class WebPushConnector:
     def __init__(self, name: str = "webpush", *, vapid_private_key_env: str, vapid_subject: str,
                  ttl: int = 86400, urgency: str = "normal", timeout: float = 10.0,
                  env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: Any = None):
+        """`transport`: an httpx transport to send through instead of the network (tests)."""
         self.name = name
         env = os.environ if env is None else env
         key = (env.get(vapid_private_key_env) or "").strip()
@@ -126,7 +127,7 @@ class WebPushConnector:
             raise ConfigurationError(f"urgency must be one of {', '.join(URGENCIES)}, not {urgency!r}")
         self.subject, self.ttl, self.urgency = vapid_subject, int(ttl), urgency
         self._clock = clock
-        self._client = httpx.Client(timeout=timeout, transport=transport)
+        self._http = Http(timeout=timeout, max_connections=100, transport=transport)
         self._memo = DeliveredMemo()
         self._auth: dict[str, tuple[str, float]] = {}  # origin → (Authorization, reuse until)
         self._lock = threading.Lock()
@@ -178,7 +179,7 @@ class WebPushConnector:
         return fan_out(delivery.action_id, order, send_one, self._memo, trait="webpush_subscriptions")
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     # ------------------------------------------------------------------ one request
 
@@ -188,10 +189,10 @@ class WebPushConnector:
         headers = {"Authorization": self._authorization(sub.origin), "Content-Encoding": "aes128gcm",
                    "Content-Type": "application/octet-stream", "TTL": str(self.ttl), "Urgency": self.urgency}
         try:
-            r = self._client.post(sub.endpoint, content=body, headers=headers)
-        except httpx.TimeoutException as e:
-            raise RetryableError(f"the push service timed out: {type(e).__name__}") from None
-        except httpx.TransportError as e:
+            r = self._http.post(sub.endpoint, content=body, headers=headers)
+        except HttpTimeout as e:
+            raise RetryableError(f"the push service timed out: {e}") from None
+        except HttpUnreachable as e:
             raise RetryableError(f"cannot reach the push service: {e}") from None
         if 200 <= r.status_code < 300:
             return r.headers.get("Location") or None
@@ -213,7 +214,7 @@ class WebPushConnector:
             return header
 
 
-def error_for(r: httpx.Response, endpoint: str) -> DeliveryError:
+def error_for(r: Answer, endpoint: str) -> DeliveryError:
     status, answer = r.status_code, r.text[:2000]
     retry_after = parse_retry_after(r.headers.get("Retry-After"))
     if status in (404, 410):

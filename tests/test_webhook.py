@@ -53,7 +53,7 @@ class Receiver:
                     self.close_connection = True
                     return
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                req = {"path": urlsplit(self.path).path, "headers": headers, "raw": raw,
+                req = {"path": urlsplit(self.path).path, "target": self.path, "headers": headers, "raw": raw,
                        "verified": receiver_verify(SECRET, raw, headers.get("x-journeys-timestamp", ""),
                                                    headers.get("x-journeys-signature", ""))}
                 outer.requests.append(req)

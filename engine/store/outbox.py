@@ -227,7 +227,9 @@ def _t(moment: datetime) -> str:
 
 
 def _from_t(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    """`_t`'s text back (always six digits and a Z): `fromisoformat` reads it as UTC, in 0.4 µs
+    against `strptime`'s 15 (two per entry read, on the delivery path)."""
+    return datetime.fromisoformat(text)
 
 
 # The connectors that have open entries: one seek of BY_CONNECTOR each (a loose index scan).
