@@ -748,8 +748,11 @@ class _Indexed:
         self.spool: Any = None
 
     def scan(
-        self, strict: bool, lower: datetime | None, upper: datetime | None, progress: Progress | None
+        self, strict: bool, lower: datetime | None, upper: datetime | None, progress: Progress | None,
+        observe: Callable[[Message], None] | None = None,
     ) -> list[Skipped]:
+        """Index the file; `observe`, when given, sees each kept message in file order (the
+        partitioned dry-run links identities there, engine.dryrun.partitioned.identity)."""
         keys, offsets, lengths = self.keys, self.offsets, self.lengths
         add_key, add_offset, add_length = keys.append, offsets.append, lengths.append
         epoch = _EPOCH
@@ -769,6 +772,8 @@ class _Indexed:
             add_key(key)
             add_offset(offset)
             add_length(length)
+            if observe is not None:
+                observe(message)
 
         sink = _Sink(self.path, strict)
         self.shape = _scan_file(self.path, self.fields, sink, progress, keep)
@@ -798,9 +803,33 @@ class _Indexed:
             self.spool.close()
             self.spool = None
 
+    def subset(self, chosen: Any) -> _Indexed:
+        """The same file with only the messages `chosen` (a numpy boolean mask over them, in scan
+        order): one partition's view of it (`SortedLog.split`). Its read order is found when first
+        read, by the process that reads it."""
+        import numpy as np
+
+        part = _Indexed(self.path, self.fields)
+        part.shape = self.shape
+        for name in ("keys", "offsets", "lengths"):
+            column = np.frombuffer(getattr(self, name), dtype=np.int64)[chosen]
+            getattr(part, name).frombytes(column.tobytes())
+        keys = np.frombuffer(part.keys, dtype=np.int64)
+        part.ordered = self.ordered or bool((keys[1:] >= keys[:-1]).all())
+        return part
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled for another process (a partition's worker): the index, not the temporary
+        spool nor the JSON remapper (a closure), which are made again there."""
+        shape = self.shape
+        return (_indexed_again, (self.path, self.fields, shape.kind, shape.packed, shape.columns, shape.names,
+                                 self.keys, self.offsets, self.lengths, self.ordered))
+
     def messages(self) -> Iterator[Message]:
         if not self.keys:
             return iter(())
+        if not self.ordered and self.order is None:  # a partition's view, read for the first time
+            self.sort()
         if self.order is None:
             return self._in_file_order()
         return self._by_offset()
@@ -903,6 +932,17 @@ class _Indexed:
                 os.close(fd)
 
 
+def _indexed_again(path: str, fields: dict[str, str], kind: str, packed: bool, columns: list[str | None],
+                   names: list[str], keys: array, offsets: array, lengths: array, ordered: bool) -> _Indexed:
+    """`_Indexed.__reduce__`'s other half."""
+    indexed = _Indexed(path, fields)
+    indexed.shape.kind, indexed.shape.packed = kind, packed
+    indexed.shape.columns, indexed.shape.names = columns, names
+    indexed.shape.remap = _json_remapper(fields) if kind == "jsonl" else None
+    indexed.keys, indexed.offsets, indexed.lengths, indexed.ordered = keys, offsets, lengths, ordered
+    return indexed
+
+
 _timestamp = attrgetter("timestamp")
 
 
@@ -938,6 +978,28 @@ class SortedLog:
             return streams[0]
         return heapq.merge(*streams, key=_timestamp)  # stable: equal times in path order
 
+    @property
+    def paths(self) -> list[str]:
+        """The files this log reads, in order."""
+        return [f.path for f in self._files]
+
+    @property
+    def file_counts(self) -> list[int]:
+        """How many messages each file holds, in `paths` order."""
+        return [len(f.keys) for f in self._files]
+
+    def split(self, labels: list[Any], parts: int) -> list[SortedLog]:
+        """The log as `parts` logs: file i's messages, in the order its scan kept them, go to the
+        parts `labels[i]` (a numpy integer array) names. Each part reads only its own lines again;
+        none has skipped lines (this log keeps them)."""
+        files: list[list[_Indexed]] = [[] for _ in range(parts)]
+        for indexed, label in zip(self._files, labels):
+            for part in range(parts):
+                chosen = label == part
+                if chosen.any():
+                    files[part].append(indexed.subset(chosen))
+        return [SortedLog(chosen_files, []) for chosen_files in files]
+
     def close(self) -> None:
         for f in self._files:
             f.close()
@@ -960,11 +1022,13 @@ def open_logs(
     until: datetime | str | None = None,
     *,
     progress: Progress | None = None,
+    observe: Callable[[Message], None] | None = None,
 ) -> SortedLog:
     """`read_logs` without holding the messages: read every file once now (every line parsed,
     so skipped lines are known and `strict` fails here), keeping per message only its time and
     where its line is; iterating the result reads the lines again, in time order. Arguments and
-    order as for `read_logs`; `progress` hears the bytes of this first reading."""
+    order as for `read_logs`; `progress` hears the bytes of this first reading; `observe` sees
+    every message kept, file after file, each in its file's order (`SortedLog.split`'s order)."""
     lower, upper = parse_time(since, "since"), parse_time(until, "until")
     fields = check_mapping(mapping)
     files: list[_Indexed] = []
@@ -977,7 +1041,7 @@ def open_logs(
             if progress is not None:
                 report = (lambda done, base=base: progress(base + done))  # noqa: E731
             indexed = _Indexed(name, fields)
-            skipped.extend(indexed.scan(strict, lower, upper, report))
+            skipped.extend(indexed.scan(strict, lower, upper, report, observe))
             files.append(indexed)
             if progress is not None:
                 base += os.path.getsize(name)

@@ -14,6 +14,11 @@ update (`audience_updates`, `updated` per step, `audience_updates_per_day`), nev
 Uplift: for each split, each arm's conversion rate per goal (conversions / users assigned) is
 compared with the control group's: `uplift` is the relative change ((arm - control) / control),
 None when the control group has no conversions to compare with.
+
+Order: every mapping of the JSON form is in a fixed order (steps by path, their numbers as numbers;
+everything else by key), never in the order things first happened: a run split over several
+processes (engine.dryrun.partitioned) adds its partitions' reports with `Report.absorb`, and the
+summary table, which lists steps as the mapping holds them, must read the same either way.
 """
 
 from __future__ import annotations
@@ -50,22 +55,33 @@ class JourneyCounts:
     arm_users: Counter = field(default_factory=Counter)  # (split path, arm) → n
     arm_conversions: Counter = field(default_factory=Counter)  # (split path, arm, goal) → n
 
+    COUNTERS = ("exited", "reached", "sent", "audience_updates", "templates", "suppressed", "failed", "parked",
+                "capped", "deferred", "conversions", "step_actions", "arm_users", "arm_conversions")
+
+    def add(self, other: JourneyCounts) -> None:
+        """Count `other`'s numbers too (the same journey, other users)."""
+        self.entered += other.entered
+        self.completed += other.completed
+        self.still_in += other.still_in
+        for name in self.COUNTERS:
+            getattr(self, name).update(getattr(other, name))
+
     def to_json(self, goals: Sequence[str]) -> dict[str, Any]:
         return {
             "version": self.version,
             "entered": self.entered,
             "still_in": self.still_in,
             "completed": self.completed,
-            "exited": dict(self.exited),
-            "reached": dict(self.reached),
-            "sent": dict(self.sent),
-            "audience_updates": dict(self.audience_updates),
-            "templates": dict(self.templates),
-            "suppressed": dict(self.suppressed),
-            "failed": dict(self.failed),
-            "parked": dict(self.parked),
-            "capped_by_rule": dict(self.capped),
-            "deferred_by_quiet_hours": dict(self.deferred),
+            "exited": _sorted(self.exited),
+            "reached": dict(sorted(self.reached.items(), key=lambda kv: _path_order(kv[0]))),
+            "sent": _sorted(self.sent),
+            "audience_updates": _sorted(self.audience_updates),
+            "templates": _sorted(self.templates),
+            "suppressed": _sorted(self.suppressed),
+            "failed": _sorted(self.failed),
+            "parked": _sorted(self.parked),
+            "capped_by_rule": _sorted(self.capped),
+            "deferred_by_quiet_hours": _sorted(self.deferred),
             "conversions": {g: self.conversions.get(g, 0) for g in goals},
             "actions_by_step": self._by_step(),
             "splits": self._splits(goals),
@@ -75,13 +91,13 @@ class JourneyCounts:
         """Per action step: sent (updated for an audience step), deferred, and suppressed by reason
         (`cap`, `consent`, `exit`)."""
         out: dict[str, dict[str, int]] = {}
-        for (path, what), n in self.step_actions.items():
+        for (path, what), n in sorted(self.step_actions.items(), key=lambda kv: (_path_order(kv[0][0]), kv[0][1])):
             out.setdefault(path, {})[what] = n
         return out
 
     def _splits(self, goals: Sequence[str]) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {}
-        for (split, arm), users in self.arm_users.items():
+        for (split, arm), users in sorted(self.arm_users.items(), key=lambda kv: (_path_order(kv[0][0]), kv[0][1])):
             conv = {g: self.arm_conversions.get((split, arm, g), 0) for g in goals}
             rate = {g: _ratio(conv[g], users) for g in goals}
             out.setdefault(split, {})[arm] = {"users": users, "conversions": conv, "rate": rate}
@@ -92,6 +108,16 @@ class JourneyCounts:
                     continue
                 row["uplift"] = {g: _uplift(row["rate"][g], control["rate"][g]) for g in goals}
         return out
+
+
+def _sorted(counts: Mapping[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items()))
+
+
+def _path_order(path: str | None) -> tuple[tuple[int, int, str], ...]:
+    """A step path's place among its journey's: part by part, numbers as numbers (`j/2` before
+    `j/10`), so steps list in the order they come."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in (path or "").split("/"))
 
 
 def _ratio(n: int, d: int) -> float | None:
@@ -120,6 +146,34 @@ class Report:
         self.models: list[dict[str, Any]] = []  # each training of the models (ModelsTrained.to_json)
         self._handlers = {Transition: self._transition, Action: self._action, Conversion: self._conversion,
                           Received: self._received, ModelsTrained: self._trained}  # by exact type: the hot path
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A partition's report crosses to the coordinator as its counts: not the program (its
+        conditions are closures), which the coordinator's own report holds."""
+        state = dict(self.__dict__)
+        del state["program"], state["_handlers"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.program = None  # type: ignore[assignment]  # only absorbed, never rendered alone
+
+    def absorb(self, other: Report) -> None:
+        """Add the report of another part of the same run (a partition: other users, the same
+        program and clock): counters add, users join; the models trained are the same run's
+        trainings, seen by every part, so they are kept once."""
+        for name, theirs in other.journeys.items():
+            self._counts(name, theirs.version).add(theirs)
+        self.inputs.update(other.inputs)
+        self.users |= other.users
+        for mine, theirs in ((self.sends_per_day, other.sends_per_day),
+                             (self.audience_updates_per_day, other.audience_updates_per_day)):
+            for day, counts in theirs.items():
+                mine[day].update(counts)
+        if not self.models:
+            self.models = list(other.models)
+        elif other.models and other.models != self.models:
+            raise ValueError("the parts of a run trained different models")
 
     def emit(self, effects: Sequence[Effect]) -> None:
         handlers = self._handlers
@@ -195,7 +249,7 @@ class Report:
         goals = {name: [g.name for g in j.goals] for name, j in self.program.journeys.items()}
         return {
             "parameters": dict(parameters or {}),
-            "inputs": dict(self.inputs),
+            "inputs": _sorted(self.inputs),
             "users": len(self.users),
             "journeys": {name: c.to_json(goals.get(name, [])) for name, c in self.journeys.items()},
             "sends_per_day": _by_day(self.sends_per_day),
@@ -205,4 +259,4 @@ class Report:
 
 
 def _by_day(counts: Mapping[str, Counter]) -> dict[str, dict[str, int]]:
-    return {day: dict(v) for day, v in sorted(counts.items())}
+    return {day: _sorted(v) for day, v in sorted(counts.items())}

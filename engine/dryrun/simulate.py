@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -105,20 +106,45 @@ def _open_dry_run_postgres(url: str):
 
 
 class SendsWriter:
-    """`--sends FILE`: every action (sent, suppressed, deferred) as one JSON line, in run order."""
+    """`--sends FILE`: every action (sent, suppressed, deferred) as one JSON line, in the canonical
+    order: by time, then by user id, then in the order the user's own actions were decided.
+
+    Not plain run order: where several users act at one moment, run order follows the log's lines
+    and the timers of the whole run, which a run split over processes by user
+    (engine.dryrun.partitioned) cannot reproduce; this order it can, by merging its partitions'
+    files (`sends_order`). Actions come in time order (the clock never goes back), so only one
+    moment's actions are held at a time."""
 
     reads_reasons = False  # actions only
 
     def __init__(self, path: str | Path):
         self._file = open(path, "wb")
+        self._moment: datetime | None = None
+        self._held: list[tuple[str, bytes]] = []  # (user, line) of the moment's actions, in run order
 
     def emit(self, effects: Sequence[Effect]) -> None:
         for e in effects:
             if isinstance(e, Action):
-                self._file.write(orjson.dumps(e.to_json(), option=orjson.OPT_SORT_KEYS) + b"\n")
+                if e.time != self._moment:
+                    self._flush()
+                    self._moment = e.time
+                self._held.append((e.user, orjson.dumps(e.to_json(), option=orjson.OPT_SORT_KEYS) + b"\n"))
+
+    def _flush(self) -> None:
+        if self._held:
+            self._held.sort(key=itemgetter(0))  # stable: each user's own order stays
+            self._file.writelines(line for _, line in self._held)
+            self._held.clear()
 
     def close(self) -> None:
+        self._flush()
         self._file.close()
+
+
+def sends_order(line: bytes) -> tuple[datetime, str]:
+    """Where a line of a sends file goes in `SendsWriter`'s order (its time, then its user)."""
+    action = orjson.loads(line)
+    return datetime.fromisoformat(action["time"]), action["user"]
 
 
 @dataclass
@@ -142,19 +168,15 @@ def simulate(program: Program, messages: Iterable[Message], *, until: datetime |
     from its template as the daemon's delivery will, and one that fails is reported as failed
     (`engine.dryrun.render_check`)."""
     store = store if store is not None else MemoryStore(keep_actions=False)
-    report = Report(program)
     stream = iter(messages)
     head = next(stream, None)
     first = head.timestamp if head is not None else until
     if first is None:
-        return DryRun(report, store, models=program.models)
+        return DryRun(Report(program), store, models=program.models)
     end = until
     if end is None and isinstance(messages, Sequence):
         end = messages[-1].timestamp  # a list out of order keeps its old meaning: up to the last one
-    sink: Sink = FanOut(report, *sinks)
-    if templates is not None:
-        sink = RenderCheck(sink, templates, store_traits(store))
-    engine = Engine(program, store, VirtualClock(first), sink)
+    engine, report = dry_run_engine(program, store, sinks, templates, first)
     count, last = 0, first
 
     def kept() -> Iterator[Message]:  # counts every message, passes those up to `end`
@@ -172,6 +194,19 @@ def simulate(program: Program, messages: Iterable[Message], *, until: datetime |
         handle_all(engine, [], end)  # the timers due by the end
     report.finish(_states(store))
     return DryRun(report, store, count, first, end, models=engine.program.models)
+
+
+def dry_run_engine(program: Program, store: Store, sinks: Sequence[Sink], templates: Path | None, start: datetime,
+                   trainer: Callable[[datetime], ModelSet] | None = None) -> tuple[Engine, Report]:
+    """The engine of a dry-run and its report: on a virtual clock from `start` (the first
+    message's time: the trainings and the schedules count from it), every effect to the report
+    and `sinks`, through the render check when `templates` is given. A partition of a run over
+    several processes builds its engine here too, with the whole run's `start` and a `trainer`."""
+    report = Report(program)
+    sink: Sink = FanOut(report, *sinks)
+    if templates is not None:
+        sink = RenderCheck(sink, templates, store_traits(store))
+    return Engine(program, store, VirtualClock(start), sink, trainer=trainer), report
 
 
 # The cyclic collector's thresholds during a dry-run (issue 21): a young collection every 100,000

@@ -47,9 +47,11 @@ class Engine:
     one more thing due (the dry-run, `journeys replay`, `journeys score`); the daemon trains in the
     background instead (engine.daemon.training.Training) and hands versions to `use_models`."""
 
-    def __init__(self, program: Program, store: Store, clock: Clock, sink: Sink, train_inline: bool = True):
+    def __init__(self, program: Program, store: Store, clock: Clock, sink: Sink, train_inline: bool = True,
+                 trainer: Callable[[datetime], ModelSet] | None = None):
         self.program, self.store, self.clock, self.sink = program, store, clock, sink
         self.train_inline = train_inline
+        self.trainer = trainer  # see train_models
         # Refused entries say why only when the sink reads it (a trace, the daemon's trail).
         self.reasons = reads_reasons(sink)
         self.on_trained: Callable[[ModelSet, datetime], None] | None = None
@@ -308,8 +310,14 @@ class Engine:
         return rows
 
     def train_models(self, at: datetime) -> ModelSet:
-        """Train every model as of `at` from the store and score with the new version from now on."""
-        models = train(self.training_rows(at), seconds(at), previous=self.program.models)
+        """Train every model as of `at` from the store and score with the new version from now on.
+        With a `trainer`, the version comes from it instead: a partition of a dry-run over several
+        processes has only its own users, so the models, trained on everyone's rows, come from
+        the run's coordinator (engine.dryrun.partitioned)."""
+        if self.trainer is not None:
+            models = self.trainer(at)
+        else:
+            models = train(self.training_rows(at), seconds(at), previous=self.program.models)
         self.use_models(models, at)
         return models
 
