@@ -212,3 +212,16 @@ def test_the_trainings_are_the_engines():
     start = datetime(2026, 3, 2, 4, 5, tzinfo=timezone.utc)
     moments = list(training_moments(program, start, datetime(2026, 3, 16, 3, 0, tzinfo=timezone.utc)))
     assert [m.isoformat() for m in moments] == ["2026-03-09T03:00:00+00:00", "2026-03-16T03:00:00+00:00"]
+
+
+def test_the_families_are_shared_out_once_each_in_groups_of_about_equal_cost():
+    from engine.models.modelset import FAMILY_COST, family_names, shares
+
+    names = family_names()
+    assert set(FAMILY_COST) == set(names)  # every family has a measured cost
+    for parts in range(1, 8):
+        groups = shares(parts)
+        assert len(groups) == min(parts, len(names)) and all(groups)
+        assert sorted(n for g in groups for n in g) == sorted(names)
+    two = [sum(FAMILY_COST[n] for n in g) for g in shares(2)]
+    assert max(two) <= 0.6 * sum(two)  # not one process fitting nearly everything while the other waits

@@ -155,18 +155,56 @@ def train(users: Sequence[UserRow], as_of: int, previous: ModelSet = UNTRAINED,
     Deterministic: users are taken in id order, the families fit with fixed seeds, so the same
     features give the same version in the daemon and the dry-run."""
     rows = sorted(users, key=lambda r: r[0])
+    return assemble(rows, as_of, fit_families(rows, as_of, family_names()), previous, log)
+
+
+def family_names() -> list[str]:
+    return [family.name for family in _families()]
+
+
+# What each family costs to fit relative to the others (CPU seconds of the four trainings of the
+# 100k-event shop log, docs/performance.md): how `shares` splits them; 1.0 for one not measured.
+FAMILY_COST = {"recommender": 4.9, "activity": 4.0, "purchase": 1.2, "fatigue": 1.2, "sendtime": 1.1}
+
+
+@dataclass(frozen=True)
+class FitFailed:
+    """A family whose fit raised: why, as the set's `problems` say it."""
+
+    problem: str
+
+
+def fit_families(rows: Sequence[UserRow], as_of: int, names: Sequence[str]) -> dict[str, Any]:
+    """The families `names` fitted on `rows` (in user id order): name → model, or `FitFailed`.
+    Each family is independent of the others, so they can be fitted in different processes
+    (engine.dryrun.partitioned) and `assemble`d into the version `train` gives."""
+    fitted: dict[str, Any] = {}
+    for family in _families():
+        if family.name in names:
+            try:
+                fitted[family.name] = family.fit(rows, as_of)
+            except Exception as exc:  # noqa: BLE001 - one family's failure must not stop the others
+                fitted[family.name] = FitFailed(f"{type(exc).__name__}: {exc}")
+    return fitted
+
+
+def assemble(rows: Sequence[UserRow], as_of: int, fitted: Mapping[str, Any], previous: ModelSet = UNTRAINED,
+             log: Callable[[str], None] | None = None) -> ModelSet:
+    """The version made of every family's fit (`fit_families`, over `rows` in user id order): a
+    family that failed keeps `previous`'s model, and the set says why."""
     models: dict[str, Any] = {}
     problems: dict[str, str] = {}
     for family in _families():
-        try:
-            models[family.name] = family.fit(rows, as_of)
-        except Exception as exc:  # noqa: BLE001 - one family's failure must not stop the others
-            problems[family.name] = f"{type(exc).__name__}: {exc}"
-            if family.name in previous.models:
-                models[family.name] = previous.models[family.name]
-            if log is not None:
-                log(f"models: training {family.name} failed ({problems[family.name]}); "
-                    + ("keeping the last good version" if family.name in previous.models else "no version yet"))
+        model = fitted[family.name]
+        if not isinstance(model, FitFailed):
+            models[family.name] = model
+            continue
+        problems[family.name] = model.problem
+        if family.name in previous.models:
+            models[family.name] = previous.models[family.name]
+        if log is not None:
+            log(f"models: training {family.name} failed ({problems[family.name]}); "
+                + ("keeping the last good version" if family.name in previous.models else "no version yet"))
     first = min((r[1].first for r in rows), default=None)
     window = None if first is None else (first, as_of)
     body = {n: m.to_plain() for n, m in sorted(models.items())}
@@ -174,6 +212,19 @@ def train(users: Sequence[UserRow], as_of: int, previous: ModelSet = UNTRAINED,
     version = f"{datetime.fromtimestamp(as_of, timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{digest}"
     return ModelSet(version=version, trained_at=as_of, window=window, users=len(rows), models=models,
                     problems=problems)
+
+
+def shares(parts: int) -> list[list[str]]:
+    """The families split into at most `parts` groups of about equal cost (the costliest first, each
+    to the cheapest group so far; ties to the first group): deterministic."""
+    names = family_names()
+    groups: list[list[str]] = [[] for _ in range(max(1, min(parts, len(names))))]
+    load = [0.0] * len(groups)
+    for name in sorted(names, key=lambda n: (-FAMILY_COST.get(n, 1.0), n)):
+        i = load.index(min(load))
+        groups[i].append(name)
+        load[i] += FAMILY_COST.get(name, 1.0)
+    return groups
 
 
 def _clip(p: float) -> float:

@@ -7,8 +7,10 @@ user order (what one engine reads over all users), trains once, and hands that v
 partition. Then the partitions run to the end, and their reports add up (`Report.absorb`), their
 sends files merge (`merge_sends`) and the trace comes from the partition holding that user.
 
-The trainings run here, one after the other, while the partitions wait: on the shop they are a
-large part of the run, which bounds the gain of more partitions (docs/performance.md).
+A training is the one moment the partitions wait for each other: on the shop it is a large part
+of the run. Its model families are independent, so the waiting partitions fit them between them
+(`modelset.shares`: about equal cost each), and the version is assembled here exactly as one
+process's `train` makes it (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Iterator, Protocol
 from ...core.program import Program
 from ...core.timing import next_fire
 from ...models.features import seconds
-from ...models.modelset import train
+from ...models.modelset import ModelSet, assemble, shares
 from ..eventlog import SortedLog
 from ..report import Report
 from .merge import merge_sends
@@ -77,8 +79,9 @@ def run_partitioned(program: Program, logs: list[SortedLog], executor: Executor,
                            for i, log in enumerate(logs)])
     previous = program.models
     for at in training_moments(program, start, end):
-        rows = [loads(blob) for blob in executor.call("run_until", [(at,)] * parts)]
-        previous = train(list(heapq.merge(*rows, key=itemgetter(0))), seconds(at), previous=previous)
+        rows = list(heapq.merge(*(loads(blob) for blob in executor.call("run_until", [(at,)] * parts)),
+                                key=itemgetter(0)))
+        previous = _train(executor, parts, rows, seconds(at), previous)
         blob = dumps(previous)
         executor.call("use_models", [(blob, at)] * parts)
     results: list[PartitionResult] = [loads(blob) for blob in executor.call("finish", [()] * parts)]
@@ -91,3 +94,13 @@ def run_partitioned(program: Program, logs: list[SortedLog], executor: Executor,
     if trace is not None:
         lines = results[traced].trace if traced is not None else []
     return PartitionedRun(report, lines, sum(r.messages for r in results), [r.cpu for r in results])
+
+
+def _train(executor: Executor, parts: int, rows: list[Any], as_of: int, previous: ModelSet) -> ModelSet:
+    """`modelset.train` over `rows` (in user order), its families fitted on the partitions."""
+    groups = shares(parts)
+    blob = dumps(rows)
+    fitted: dict[str, Any] = {}
+    for answer in executor.call("fit", [(blob, as_of, names) for names in groups]):
+        fitted.update(loads(answer))
+    return assemble(rows, as_of, fitted, previous)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 from ...core.messages import Message
 from ...core.program import Program
-from ...models.modelset import ModelSet
+from ...models.modelset import ModelSet, fit_families
 from ...runtime.loop import handle_all
 from ...store.base import MemoryStore
 from ..eventlog import LogError, SortedLog
@@ -133,6 +133,11 @@ class Partition:
 
     def use_models(self, models: bytes, at: datetime) -> None:
         self._models = (at, loads(models))
+
+    def fit(self, rows: bytes, as_of: int, names: list[str]) -> bytes:
+        """Fit the model families `names` on everyone's training rows (the coordinator's merge):
+        while the partitions wait for a training, they fit its families between them."""
+        return dumps(fit_families(loads(rows), as_of, names))
 
     def finish(self) -> bytes:
         self._base = self.done
