@@ -59,3 +59,38 @@ def test_instances_and_zone_follow_every_save_and_rollback(tmp_path):
     store.delete("u")
     store.save(waiting("u"), "UTC")
     assert rows(store, "u") == [] and store.load("u").instances == {}
+
+
+def wake(store: SqliteStore, uid: str) -> str | None:
+    return store.conn.execute("SELECT wake FROM profiles WHERE user_id = ?", (uid,)).fetchone()[0]
+
+
+def test_the_wake_follows_every_save_and_rollback_when_only_the_state_is_rewritten(tmp_path):
+    """A save whose wake is the row's writes the state alone: the wake (and the timers another
+    connection reads from it) is still what the last committed save said."""
+    path = str(tmp_path / "s.db")
+    store = SqliteStore(path)
+    store.save(waiting("u", "A"), "UTC")
+    state = store.load("u")
+    store.save(state.evolve(traits={"plan": "pro"}), "UTC")  # the same wake: the state alone
+    assert wake(store, "u") == "2026-03-02T10:00:00.000000Z" and store.load("u").traits == {"plan": "pro"}
+    store.save(waiting("u", "A", wake=T0 + timedelta(hours=2)), "UTC")  # a new wake, without a load between
+    assert wake(store, "u") == "2026-03-02T12:00:00.000000Z"
+    store.save(waiting("u", "A"), "UTC")  # the first wake again: compared with the last save's, not the load's
+    assert wake(store, "u") == "2026-03-02T10:00:00.000000Z"
+    store.save(waiting("u", "A", wake=T0 + timedelta(hours=2)), "UTC")
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.load("u")
+            store.save(waiting("u"), "UTC")  # no journey in flight: no wake
+            assert wake(store, "u") is None
+            raise RuntimeError("roll back")
+    assert wake(store, "u") == "2026-03-02T12:00:00.000000Z"
+    store.save(waiting("u"), "UTC")  # what the file holds is unknown after the rollback: written whole
+    assert wake(store, "u") is None
+    store.load("u")
+    store.save(waiting("u", "B", wake=T0 + timedelta(hours=3)), "UTC")
+    other = SqliteStore(path)  # the timers as another connection (a restart) reads them
+    assert other.next_timer(T0 + timedelta(days=1)) == (T0 + timedelta(hours=3), "u")
+    other.close()
+    store.close()

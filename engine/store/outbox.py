@@ -29,12 +29,16 @@ every open entry, 56-64 % of the delivery process's CPU with a backlog of 22,626
 from __future__ import annotations
 
 import bisect
+import json
 import sqlite3
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence, TypeVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Collection, Iterable, Mapping, Protocol, Sequence, TypeVar
+
+import orjson
 
 from . import sql
+from .serialize import utc_text
 
 PENDING, SENDING, QUEUED, DELIVERED, FAILED, DEAD = "pending", "sending", "queued", "delivered", "failed", "dead"
 HELD, DROPPED = "held", "dropped"  # sends of a paused journey; those its resume dropped
@@ -82,7 +86,9 @@ class Entry:
         return f"{self.action_id}:{self.connector}"
 
     def evolve(self, **changes) -> "Entry":
-        return replace(self, **changes)
+        """`dataclasses.replace`, in 2 µs instead of 3.3 (an entry's fields are its `__dict__`): once
+        or twice per delivery."""
+        return Entry(**{**self.__dict__, **changes})
 
 
 class Outbox(Protocol):
@@ -222,12 +228,48 @@ def _next_at(key: tuple[datetime, str]) -> datetime:
     return key[0]
 
 
-def _t(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain_json(value: Any) -> bool:
+    """Is `value` made only of what orjson writes as `json.dumps` does (read back, the same
+    value): strings, ints, booleans, None, finite floats, lists, tuples and dicts with string keys?
+    orjson writes a NaN or an infinity as null (json: NaN, Infinity) and a datetime, an enum, a
+    dataclass or a subclass in its own way (json: `default=str`)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return value - value == 0.0  # NaN and the infinities give NaN
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) is not str or not _plain_json(v):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for v in value:
+            if not _plain_json(v):
+                return False
+        return True
+    return False
+
+
+def payload_json(document: Mapping[str, Any]) -> str:
+    """An entry's `payload`: the action's JSON (`Action.to_json`) as `json.dumps(sort_keys=True,
+    default=str)` writes it, in the sense that matters, what `json.loads` reads back from it. A plain
+    document (nearly all) goes through orjson, on every event's path: 4.7 µs instead of 13 for the
+    latency benchmark's action. Anything else (a NaN, a date, an int past 64 bits, a lone surrogate,
+    a cycle) is written by `json.dumps` itself, byte for byte as before."""
+    try:
+        if _plain_json(document):
+            return orjson.dumps(document, option=orjson.OPT_SORT_KEYS).decode()
+    except (RecursionError, orjson.JSONEncodeError):
+        pass
+    return json.dumps(document, sort_keys=True, default=str)
 
 
 def _from_t(text: str) -> datetime:
-    """`_t`'s text back (always six digits and a Z): `fromisoformat` reads it as UTC, in 0.4 µs
+    """`utc_text`'s text back (always six digits and a Z): `fromisoformat` reads it as UTC, in 0.4 µs
     against `strptime`'s 15 (two per entry read, on the delivery path)."""
     return datetime.fromisoformat(text)
 
@@ -263,8 +305,8 @@ class SqliteOutbox:
         conn.execute("DROP INDEX IF EXISTS outbox_due")  # before 2026-11-26: indexed every entry ever sent
 
     def _row(self, e: Entry) -> tuple:
-        return (e.id, e.action_id, e.connector, e.user_id, e.kind, e.target, e.payload, _t(e.created),
-                _t(e.next_at), e.state, e.attempts, e.last_error, e.provider_id)
+        return (e.id, e.action_id, e.connector, e.user_id, e.kind, e.target, e.payload, utc_text(e.created),
+                utc_text(e.next_at), e.state, e.attempts, e.last_error, e.provider_id)
 
     @staticmethod
     def _entry(row: tuple) -> Entry:
@@ -282,7 +324,7 @@ class SqliteOutbox:
     def due(self, now: datetime, limit: int = 100, skip: Collection[str] = (),
             room: Mapping[str, int] | None = None) -> list[Entry]:
         open_ = [c for (c,) in self.conn.execute(CONNECTORS)]
-        lines = [[self._entry(r) for r in self.conn.execute(DUE_OF, (connector, _t(now), size))]
+        lines = [[self._entry(r) for r in self.conn.execute(DUE_OF, (connector, utc_text(now), size))]
                  for connector, size in claim_sizes(open_, limit, skip, room).items()]
         return fair_share(lines, limit, key=lambda e: (e.next_at, e.id))
 
@@ -290,7 +332,7 @@ class SqliteOutbox:
         """Leases of a previous life of this process back to pending, due at `now` (an SQLite store
         has one daemon, so none of them is in flight any more)."""
         return self.conn.execute("UPDATE outbox SET state = ?, next_at = ? WHERE state = ?",
-                                 (PENDING, _t(now), SENDING)).rowcount
+                                 (PENDING, utc_text(now), SENDING)).rowcount
 
     def save(self, entry: Entry) -> None:
         self.save_many([entry])
@@ -298,7 +340,7 @@ class SqliteOutbox:
     def save_many(self, entries: Sequence[Entry]) -> None:
         self.conn.executemany(
             "UPDATE outbox SET next_at = ?, state = ?, attempts = ?, last_error = ?, provider_id = ? WHERE id = ?",
-            [(_t(e.next_at), e.state, e.attempts, e.last_error, e.provider_id, e.id) for e in entries])
+            [(utc_text(e.next_at), e.state, e.attempts, e.last_error, e.provider_id, e.id) for e in entries])
 
     def get(self, entry_id: str) -> Entry | None:
         row = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (entry_id,)).fetchone()

@@ -74,6 +74,7 @@ _SAVE = ("INSERT INTO profiles (user_id, zone, state, wake) VALUES (?, ?, ?, ?) 
          "ON CONFLICT (user_id) DO UPDATE SET zone = excluded.zone, state = excluded.state, "
          "wake = excluded.wake")
 _UPDATE = "UPDATE profiles SET state = ?, wake = ? WHERE user_id = ?"
+_UPDATE_STATE = "UPDATE profiles SET state = ? WHERE user_id = ?"  # the same wake: its index entry stays as it is
 _INSTANCE = ("INSERT INTO instances (user_id, journey, version, entry, path, wait, wake) "
              "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _ACTION = ("INSERT OR REPLACE INTO actions (id, time, user, journey, version, path, kind, target, "
@@ -112,7 +113,8 @@ class SqliteStore(side.ModelVersions):
         self._depth = 0  # open transaction() blocks
         self._behind = WriteBehind()  # rows appended for the commit (the trail, the action log)
         self._timers = TimerWindow(self._first_timers)  # next_timer from memory: this connection writes them all
-        self._last: tuple[str, str | None, Mapping[str, Any]] | None = None  # (user, zone, journeys in flight) in the file
+        # (user, zone, journeys in flight, wake as text) as the file holds them
+        self._last: tuple[str, str | None, Mapping[str, Any], str | None] | None = None
         if self.path != ":memory:":
             self.db.enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -202,17 +204,19 @@ class SqliteStore(side.ModelVersions):
     # ------------------------------------------------------------------ profiles
 
     def load(self, user_id: str) -> UserState | None:
-        row = self.conn.execute("SELECT state, zone FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+        row = self.conn.execute("SELECT state, zone, wake FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
         if row is None:
-            self._last = (user_id, None, _EMPTY)
+            self._last = (user_id, None, _EMPTY, None)
             return None
         state = state_from_bytes(row[0])
-        self._last = (user_id, row[1], state.instances)
+        self._last = (user_id, row[1], state.instances, row[2])
         return state
 
     def save(self, state: UserState, zone: str) -> None:
         """The engine saves the user it just loaded: what the row already holds (its zone, its
-        journeys in flight, the same for most events) is not written again."""
+        journeys in flight, its wake: the same for most events) is not written again. A wake written
+        again costs its index entry's delete and insert: with 200,000 users, about 32 µs an update
+        instead of 18, and a page more in the WAL."""
         uid = state.user_id
         wake = state.wake
         instances = state.instances
@@ -223,7 +227,10 @@ class SqliteStore(side.ModelVersions):
             self._timers.moved(uid, wake)
             blob, due = state_to_bytes(state), None if wake is None else utc_text(wake)
             if known and last[1] == zone:  # type: ignore[index]
-                execute(_UPDATE, (blob, due, uid))
+                if last[3] == due:  # type: ignore[index]
+                    execute(_UPDATE_STATE, (blob, uid))
+                else:
+                    execute(_UPDATE, (blob, due, uid))
             else:
                 execute(_SAVE, (uid, zone, blob, due))
             before = last[2] if known else None  # type: ignore[index]  # None: what the file holds is unknown
@@ -232,7 +239,7 @@ class SqliteStore(side.ModelVersions):
                     execute("DELETE FROM instances WHERE user_id = ?", (uid,))
                 if instances:
                     self.conn.executemany(_INSTANCE, _instance_rows(uid, instances))
-            self._last = (uid, zone, instances)
+            self._last = (uid, zone, instances, due)
 
     def delete(self, user_id: str) -> None:
         with self._atomic():

@@ -47,7 +47,7 @@ from connectors.errors import DeliveryError, RetryableError
 from connectors.registry import RetryPolicy, Routes, RoutingError, route  # noqa: F401 - the routing, shared with connectors.preflight
 
 from ...core.effects import SENT, Action, Effect
-from ...store.outbox import DEAD, DELIVERED, FAILED, HELD, PENDING, QUEUED, SENDING, Entry, Outbox
+from ...store.outbox import DEAD, DELIVERED, FAILED, HELD, PENDING, QUEUED, SENDING, Entry, Outbox, payload_json
 from .attempts import Attempts
 
 log = logging.getLogger("journeys.delivery")
@@ -108,7 +108,7 @@ class OutboxSink:
                 if self.on_unroutable is not None:
                     self.on_unroutable(e, str(err))
                 continue
-            payload = json.dumps(e.to_json(), sort_keys=True, default=str)
+            payload = payload_json(e.to_json())
             if self.lease is None:
                 entries += [Entry(e.id, n, e.user, e.kind, e.target, payload, e.time, e.time) for n in names]
             else:
