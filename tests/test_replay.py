@@ -8,12 +8,24 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import islice
+from pathlib import Path
 
 import httpx
+import pytest
 
 from connectors.unsubscribe import sign
-from engine.daemon.replay import Replay, compare
+from engine.core.program import Program
+from engine.daemon.replay import BATCH, SHOWN, ActionLog, canonical, compare, post_batch
+from engine.daemon.replay import replay as replay_log
+from engine.daemon.worker import inbox_position
+from engine.dryrun.eventlog import open_logs
+from engine.dryrun.simulate import dry_run_actions, load_program, simulate
+from engine.runtime.sinks import Recorder
+from journeys.checker import load_checked
 
 from .conftest import ROOT, SHOP
 from .test_daemon import UNSUBSCRIBE_SECRET, Daemon, eventually, rows, tiny_project
@@ -48,15 +60,47 @@ def test_a_generated_log_with_stitching_and_timers_past_the_last_event(tmp_path)
     assert "identical" in out.stdout
 
 
+def action(id: str, **changes) -> dict:
+    return {"id": id, "time": "2026-03-02T10:00:00Z", "user": "u1", "journey": "J", "path": "j/1", "kind": "email",
+            "target": "hi", "outcome": "sent", **changes}
+
+
+def log_of(*actions: dict) -> list:
+    """An action log as `compare` reads one: (id, canonical JSON), in id order."""
+    return sorted(canonical(a) for a in actions)
+
+
 def test_a_difference_is_reported_action_by_action():
-    a = {"id": "a1", "time": "2026-03-02T10:00:00Z", "user": "u1", "journey": "J", "path": "j/1", "kind": "email",
-         "target": "hi", "outcome": "sent"}
-    b = dict(a, id="a2")
+    a, b = action("a1"), action("a2")
     moved = dict(a, time="2026-03-02T10:00:01Z")
-    run = compare(Replay(2, [moved, b]), [a, b])
+    run = compare(log_of(moved, b), log_of(a, b))
     assert not run.identical
     assert run.missing == [a] and run.extra == [moved]
-    assert compare(Replay(2, [a, b]), [b, a]).identical
+    assert (run.missing_count, run.extra_count, run.daemon, run.dry_run) == (1, 1, 2, 2)
+    assert compare(log_of(a, b), log_of(b, a)).identical
+
+
+def test_differences_past_the_bound_are_counted_not_kept():
+    """The report of a long log that disagrees much must not hold every action that differs:
+    the first SHOWN of each side by id in full, the others only counted."""
+    shared = [action(f"s{i:03}") for i in range(50)]
+    dry_run_only = [action(f"d{i:03}") for i in range(SHOWN + 15)]
+    daemon_only = [action(f"e{i:03}") for i in range(3)]
+    changed = [action(f"s{i:03}", outcome="suppressed") for i in range(0, 50, 10)]  # 5 of the shared ones
+    daemon = log_of(*[changed[i // 10] if i % 10 == 0 else a for i, a in enumerate(shared)], *daemon_only)
+    run = compare(daemon, log_of(*shared, *dry_run_only), shown=SHOWN)
+    assert (run.daemon, run.dry_run) == (53, 50 + SHOWN + 15)
+    assert run.missing_count == SHOWN + 15 + 5 and run.extra_count == 3 + 5
+    assert [a["id"] for a in run.missing] == sorted([f"d{i:03}" for i in range(SHOWN + 15)] +
+                                                    [f"s{i:03}" for i in range(0, 50, 10)])[:SHOWN]
+    assert [a["id"] for a in run.extra] == ["e000", "e001", "e002", "s000", "s010", "s020", "s030", "s040"]
+    assert run.extra[3]["outcome"] == "suppressed"
+
+
+def test_a_log_out_of_id_order_is_refused_rather_than_misreported():
+    a, b = action("a1"), action("a2")
+    with pytest.raises(ValueError, match="out of id order: a1 after a2"):
+        compare([canonical(b), canonical(a)], log_of(a, b))
 
 
 def test_an_unsubscribe_link_is_in_the_daemons_inbox_so_the_dry_run_of_it_suppresses_the_same(tmp_path):
@@ -108,3 +152,74 @@ def test_an_unsubscribe_link_is_in_the_daemons_inbox_so_the_dry_run_of_it_suppre
     dry_run = sorted((a["id"], a["user"], a["journey"], a["path"], a["kind"], a["outcome"], a["reason"])
                      for a in map(json.loads, sends.read_text().splitlines()))
     assert dry_run == sorted(daemon)
+
+
+def test_the_log_goes_out_as_it_is_read_never_held(tmp_path):
+    """`replay` takes the messages from an iterable one batch at a time: when the first message of
+    each batch is taken, every earlier batch is already in the daemon's inbox (committed, answered),
+    and none after it. A replay that materialised the log first would find the inbox empty."""
+    loaded, compiled = load_checked(SHOP)
+    store = str(tmp_path / "replay.db")
+    seen = []  # (messages taken, rows in the daemon's inbox then) at each batch's first message
+
+    def messages(log):
+        for i, message in enumerate(islice(log, 5 * BATCH)):
+            if i % BATCH == 0 and i:
+                seen.append((i, inbox_position(store)[0]))
+            yield message
+
+    with open_logs([SHOP / "events" / "sample.jsonl"]) as log:
+        run = replay_log(Path(loaded.root), loaded.config, Program.build(compiled), messages(log), store)
+    assert run.events == 5 * BATCH and run.actions > 0
+    assert seen == [(i, i) for i in range(BATCH, 5 * BATCH, BATCH)]
+
+
+def test_the_dry_runs_actions_on_disk_are_its_stores_action_log(tmp_path):
+    """The dry-run's side of the comparison, kept by `ActionLog` (a sink, on disk), is the action log
+    its store keeps (`dry_run_actions`, the store holding every action): the same actions, by id,
+    the later of an id replacing the earlier."""
+    log_path = tmp_path / "gen.jsonl"
+    subprocess.run([sys.executable, "-m", "engine.cli", "generate", "--events", "3000", "--users", "300",
+                    "--days", "10", "--seed", "7", "-o", str(log_path), "-q"], cwd=ROOT, check=True, timeout=120)
+    recorder = Recorder()
+    with open_logs([log_path]) as log, ActionLog(tmp_path / "dry-run.db") as kept:
+        simulate(load_program(SHOP), log, sinks=[kept, recorder])
+        on_disk = list(kept.actions())
+        in_memory = [canonical(a) for a in dry_run_actions(load_program(SHOP), list(log), None)]
+    assert on_disk == in_memory and len(on_disk) > 100
+    emitted = [a.id for a in recorder.actions]
+    assert len(emitted) > len(set(emitted))  # some id came twice (a deferred send released): the later one kept
+
+
+def test_a_batch_the_inbox_could_not_store_is_sent_again(tmp_path):
+    """A 503 (the daemon's inbox locked longer than the ingest waits: the replay's worker trains the
+    models inside its transaction) is not the end of the replay: the batch goes again after the
+    Retry-After, as Segment's libraries send it. Any other refusal stops it, naming the events."""
+    answers = [503, 503, 200, 400]
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            status = answers.pop(0)
+            self.send_response(status)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://%s:%d/v1/batch" % server.server_address
+    try:
+        with httpx.Client(timeout=10) as client:
+            post_batch(client, url, b'{"batch":[1]}', "events 1-1", timeout=60)
+            assert bodies == [b'{"batch":[1]}'] * 3
+            with pytest.raises(RuntimeError, match="the daemon refused events 2-2: 400"):
+                post_batch(client, url, b'{"batch":[2]}', "events 2-2", timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()

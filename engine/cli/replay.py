@@ -25,16 +25,17 @@ def replay_command(
 ) -> None:
     """Run the daemon on a log through its HTTP API, with the dry-run's clock and no deliveries, and check
     that it takes the same actions as `journeys simulate`."""
-    import orjson
+    import tempfile
+
     from rich.console import Console
     from rich.text import Text
 
     from journeys.checker import ProjectError, load_checked
 
     from ..core.program import Program
-    from ..daemon.replay import compare as compare_runs, replay
-    from ..dryrun.eventlog import LogError, MappingError, parse_mapping, parse_time, read_logs
-    from ..dryrun.simulate import dry_run_actions
+    from ..daemon.replay import ActionLog, compare as compare_runs, logged_actions, replay
+    from ..dryrun.eventlog import LogError, MappingError, open_logs, parse_mapping, parse_time
+    from ..dryrun.simulate import simulate
     from ._common import existing, project_errors, usage_error
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -54,33 +55,40 @@ def replay_command(
     except ProjectError as e:
         raise project_errors(e, err, f"{project}: the project has errors; fix them before replaying"
                                      f" (journeys check {project})")
-    try:
-        log = read_logs([str(f) for f in events], columns, until=end)
+    try:  # indexed once; the daemon and the dry-run each read the messages from the files again
+        log = open_logs([str(f) for f in events], columns, until=end)
     except LogError as e:
         err.print(Text(f"error: {e}", style="bold red"))
         raise typer.Exit(1)
     for s in log.skipped[:10]:
         err.print(Text(f"skipped {s}", style="yellow"))
-    messages = log.messages
-    run = replay(Path(loaded.root), loaded.config, Program.build(compiled), messages, until=end,
-                 store_path=str(store.resolve()) if store is not None else None)
-    out.print(f"daemon: {run.events} events through HTTP, {len(run.actions)} actions ({run.seconds:.1f}s)")
-    if sends_out is not None:
-        sends_out.write_bytes(b"".join(orjson.dumps(a, option=orjson.OPT_SORT_KEYS) + b"\n" for a in run.actions))
-    if not compare:
-        return
-    compare_runs(run, dry_run_actions(Program.build(compiled), messages, end))
-    out.print(f"dry-run: {len(run.dry_run or [])} actions")
-    if run.identical:
+    with log, tempfile.TemporaryDirectory(prefix="journeys-replay-") as tmp:
+        try:
+            run = replay(Path(loaded.root), loaded.config, Program.build(compiled), log,
+                         str(store.resolve()) if store is not None else str(Path(tmp) / "replay.db"), until=end)
+            out.print(f"daemon: {run.events} events through HTTP, {run.actions} actions ({run.seconds:.1f}s)")
+            if sends_out is not None:
+                with open(sends_out, "wb") as sends:
+                    sends.writelines(action + b"\n" for _, action in logged_actions(run.store))
+            if not compare:
+                return
+            with ActionLog(Path(tmp) / "dry-run.db") as dry_run:
+                simulate(Program.build(compiled), log, until=end, sinks=[dry_run])
+                result = compare_runs(logged_actions(run.store), dry_run.actions())
+        except LogError as e:  # a log changed since it was first read
+            err.print(Text(f"error: {e}", style="bold red"))
+            raise typer.Exit(1)
+    out.print(f"dry-run: {result.dry_run} actions")
+    if result.identical:
         out.print(Text("identical: the daemon took exactly the dry-run's actions", style="bold green"))
         return
-    for label, actions in (("only in the dry-run", run.missing), ("only in the daemon", run.extra)):
-        for a in actions[:10]:
+    for label, shown, count in (("only in the dry-run", result.missing, result.missing_count),
+                                ("only in the daemon", result.extra, result.extra_count)):
+        for a in shown:
             out.print(Text(f"{label}: {a['time']} {a['user']} {a['journey']} {a['path']} {a['kind']} "
                            f"\"{a['target']}\" {a['outcome']} (id {a['id']})", style="red"))
-        if len(actions) > 10:
-            out.print(Text(f"{label}: ... and {len(actions) - 10} more", style="red"))
-    out.print(Text(f"different: {len(run.missing)} only in the dry-run, {len(run.extra)} only in the daemon",
+        if count > len(shown):
+            out.print(Text(f"{label}: ... and {count - len(shown)} more", style="red"))
+    out.print(Text(f"different: {result.missing_count} only in the dry-run, {result.extra_count} only in the daemon",
                    style="bold red"))
     raise typer.Exit(1)
-
